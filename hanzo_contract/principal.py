@@ -1,0 +1,57 @@
+"""Who is calling: the principal every decision and every upstream works from."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class PrincipalKind(StrEnum):
+    USER = "user"
+    APPLICATION = "application"
+
+
+class Limits(BaseModel):
+    """Rate limit and quotas; ``None`` means unlimited at that level."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    units_per_day: int | None = Field(default=None, ge=1)
+    units_per_month: int | None = Field(default=None, ge=1)
+
+    def overridden_by(self, other: Limits | None) -> Limits:
+        """Fields set on ``other`` (a key's own override) win over the plan's."""
+        if other is None:
+            return self
+        return self.model_copy(update=other.model_dump(exclude_none=True))
+
+
+class Principal(BaseModel):
+    """An authenticated caller.
+
+    ``organization`` is the Casdoor owner, i.e. the tenant. ``subject`` is ``org/name``
+    for a user or ``org/app`` for an application. ``scopes`` are the permissions this
+    credential carries (for a key: never more than its owner's roles grant).
+    ``is_org_admin`` is Casdoor's ``isAdmin``: admin of *this* organization only.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    organization: str = Field(min_length=1, max_length=100)
+    subject: str = Field(min_length=1, max_length=255)
+    kind: PrincipalKind = PrincipalKind.USER
+    roles: tuple[str, ...] = ()
+    scopes: frozenset[str] = frozenset()
+    key_id: str | None = None
+    is_org_admin: bool = False
+    limits: Limits = Limits()
+
+    @property
+    def user(self) -> str:
+        """The subject's name within its organization."""
+        return self.subject.split("/", 1)[-1]
+
+    def has(self, permission: str) -> bool:
+        return permission in self.scopes

@@ -1,0 +1,1 @@
+"""hanzo_stack."""
