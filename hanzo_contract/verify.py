@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hanzo_contract.principal import Principal
+from hanzo_contract.principal import Principal, PrincipalKind
 
 VERIFY_PATH = "/v1/keys/verify"
 
@@ -26,3 +26,23 @@ class VerifyRequest(BaseModel):
 class VerifyResponse(BaseModel):
     principal: Principal
     cache_ttl_seconds: float = Field(default=5.0, ge=0)
+
+
+#: Casdoor JWTs (our applications use the ``JWT-Empty`` format, which carries only
+#: ``owner``/``name``, never user secrets) name a user or an application but not its
+#: scopes. The gateway asks the sidecar, which computes scopes from the user's current
+#: Casdoor roles (or the service application's grants in the tenant file), and caches the
+#: answer for ``cache_ttl_seconds``. Same auth and error codes as key verification; an
+#: unknown or disabled user answers 401 ``unknown_principal``.
+RESOLVE_PATH = "/v1/principals/resolve"
+
+
+class ResolveRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: PrincipalKind
+    #: for a user: the JWT's ``owner`` and ``name`` claims
+    organization: str | None = Field(default=None, max_length=100)
+    name: str | None = Field(default=None, max_length=255)
+    #: for an application (client-credentials token): the JWT's ``azp`` claim
+    client_id: str | None = Field(default=None, max_length=255)
