@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command: install what is missing, then run the whole suite against real
+# servers (Casdoor, nginx, Caddy, Valkey+RediSearch) that the fixtures start on loopback.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+uv run ruff check .
+exec uv run pytest "$@"
