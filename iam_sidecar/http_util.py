@@ -1,0 +1,56 @@
+"""Small HTTP helpers: the shared error body, JSON body parsing, bearer checks."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from hanzo_contract.errors import error_body
+from iam_sidecar.errors import InvalidRequest, SidecarError, Unauthenticated
+
+M = TypeVar("M", bound=BaseModel)
+MAX_BODY_BYTES = 64 * 1024
+
+
+def error_response(exc: SidecarError) -> JSONResponse:
+    return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=exc.status)
+
+
+async def parse_body(request: Request, model: type[M]) -> M:
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise InvalidRequest(f"request body larger than {MAX_BODY_BYTES} bytes")
+    try:
+        data: Any = json.loads(raw or b"{}")
+    except ValueError:
+        raise InvalidRequest("request body is not valid JSON") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        details = [
+            {"field": ".".join(str(p) for p in err["loc"]), "error": err["msg"]}
+            for err in exc.errors(include_input=False, include_url=False)
+        ]
+        raise InvalidRequest("request body does not match the schema", details) from None
+
+
+def check_bearer(request: Request, expected: str) -> None:
+    """Constant-time check of ``Authorization: Bearer <expected>``."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated("missing bearer token")
+    if not hmac.compare_digest(token.strip().encode(), expected.encode()):
+        raise Unauthenticated("invalid bearer token")
+
+
+def client_address(request: Request) -> str | None:
+    forwarded = request.headers.get("x-forwarded-for")
+    if forwarded:
+        return forwarded.split(",")[0].strip()[:64]
+    return request.client.host if request.client else None

@@ -1,0 +1,390 @@
+"""API key store over SQLite: only the keyed digest and display prefix are stored.
+
+Lookups go by the HMAC digest of the presented key (never by the plaintext) and the match
+is confirmed with ``hmac.compare_digest``. Rotation keeps one record: the new digest
+replaces the old, which stays valid as ``prev_digest`` until ``grace_until``. ``last_used``
+and usage counters are batched in memory and flushed at most every ``flush_interval``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import re
+import sqlite3
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from hanzo_contract.apikey import generate_key, hash_key, parse_key_id
+from hanzo_contract.principal import Limits, PrincipalKind
+from iam_sidecar import audit
+from iam_sidecar.audit import AuditLog
+from iam_sidecar.db import Database
+from iam_sidecar.errors import (
+    DuplicateKeyName,
+    ExpiredKey,
+    InvalidKey,
+    InvalidRequest,
+    KeyNotFound,
+    RevokedKey,
+)
+from iam_sidecar.models import KeyRecord, KeyState, OwnerGrant
+from iam_sidecar.usage import UsageCounters
+
+SCOPE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}:[a-z][a-z0-9_-]{0,39}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
+OWNER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}/[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}$")
+MAX_GRACE_SECONDS = 30 * 24 * 3600
+
+
+class KeyNotActive(InvalidRequest):
+    code = "key_not_active"
+    status = 409
+
+
+def validate_scopes(scopes: Iterable[str]) -> frozenset[str]:
+    scopes = frozenset(scopes)
+    bad = sorted(s for s in scopes if not isinstance(s, str) or not SCOPE_RE.match(s))
+    if bad:
+        raise InvalidRequest("scopes must look like 'area:action'", {"invalid_scopes": bad})
+    return scopes
+
+
+class KeyStore:
+    def __init__(self, db: Database, hash_secret: bytes, flush_interval: float = 1.0) -> None:
+        if len(hash_secret) < 16:
+            raise ValueError("key hash secret must be at least 16 bytes")
+        self.db = db
+        self.audit = AuditLog(db)
+        self.usage = UsageCounters(db)
+        self._secret = hash_secret
+        self._flush_interval = flush_interval
+        self._last_used: dict[str, float] = {}
+        self._last_flush = time.monotonic()
+        self._flush_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(
+        cls, db_path: str | Path, hash_secret: bytes, flush_interval: float = 1.0
+    ) -> KeyStore:
+        return cls(await Database.open(db_path), hash_secret, flush_interval)
+
+    async def close(self) -> None:
+        if self._flush_task is not None:
+            with contextlib.suppress(Exception):
+                await self._flush_task
+        await self.flush()
+        await self.db.close()
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    async def create(
+        self,
+        *,
+        organization: str,
+        owner: str,
+        name: str,
+        scopes: Iterable[str],
+        expires_at: float | None = None,
+        limits: Limits | None = None,
+        owner_kind: PrincipalKind = PrincipalKind.USER,
+        actor: str = "system",
+        source: str | None = None,
+    ) -> tuple[str, KeyRecord]:
+        """Issue a key; returns ``(plaintext, record)``. The plaintext is never stored."""
+        scope_set = validate_scopes(scopes)
+        if not OWNER_RE.match(owner) or owner.split("/", 1)[0] != organization:
+            raise InvalidRequest(
+                "owner must be 'organization/name' inside the key's organization",
+                {"owner": owner, "organization": organization},
+            )
+        if not NAME_RE.match(name):
+            raise InvalidRequest("name: 1-100 characters, letters, digits, space, '.', '_' or '-'")
+        now = time.time()
+        if expires_at is not None and expires_at <= now:
+            raise InvalidRequest("expires_at must be in the future")
+        plaintext, key_id = generate_key()
+        record = KeyRecord(
+            key_id=key_id,
+            organization=organization,
+            owner=owner,
+            owner_kind=owner_kind,
+            name=name,
+            scopes=scope_set,
+            limits=limits,
+            created_at=now,
+            expires_at=expires_at,
+        )
+        try:
+            async with self.db.transaction() as conn:
+                await conn.execute(
+                    "INSERT INTO api_keys (key_id, organization, owner, owner_kind, name, scopes,"
+                    " limits, digest, created_at, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        key_id,
+                        organization,
+                        owner,
+                        owner_kind.value,
+                        name,
+                        json.dumps(sorted(scope_set)),
+                        limits.model_dump_json(exclude_none=True) if limits else None,
+                        hash_key(self._secret, plaintext),
+                        now,
+                        expires_at,
+                    ),
+                )
+                await audit.append(
+                    conn,
+                    actor=actor,
+                    action="key.create",
+                    outcome="ok",
+                    organization=organization,
+                    target=key_id,
+                    source=source,
+                    details={"owner": owner, "name": name, "scopes": sorted(scope_set)},
+                )
+        except sqlite3.IntegrityError:
+            raise DuplicateKeyName(
+                f"owner {owner!r} already has a key named {name!r}", {"name": name}
+            ) from None
+        return plaintext, record
+
+    async def revoke(
+        self, organization: str, key_id: str, *, actor: str = "system", source: str | None = None
+    ) -> KeyRecord:
+        """Revoke now (both current and any in-grace previous secret). Idempotent."""
+        async with self.db.transaction() as conn:
+            record = await self._get(conn, organization, key_id)
+            if record.revoked_at is None:
+                await conn.execute(
+                    "UPDATE api_keys SET revoked_at = ?, grace_until = NULL WHERE key_id = ?",
+                    (time.time(), key_id),
+                )
+            await audit.append(
+                conn,
+                actor=actor,
+                action="key.revoke",
+                outcome="ok" if record.revoked_at is None else "noop",
+                organization=organization,
+                target=key_id,
+                source=source,
+            )
+            return await self._get(conn, organization, key_id)
+
+    async def rotate(
+        self,
+        organization: str,
+        key_id: str,
+        grace_seconds: float,
+        *,
+        actor: str = "system",
+        source: str | None = None,
+    ) -> str:
+        """New secret for the same key id; the old secret stays valid ``grace_seconds``.
+
+        Rotating again inside a grace period ends the older secret's grace at once: only
+        the newest previous secret is kept.
+        """
+        if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
+            raise InvalidRequest(f"grace_seconds must be between 0 and {MAX_GRACE_SECONDS}")
+        async with self.db.transaction() as conn:
+            record = await self._get(conn, organization, key_id)
+            if record.state() is not KeyState.ACTIVE:
+                raise KeyNotActive(f"key {key_id} is {record.state().value}; cannot rotate")
+            plaintext, _ = generate_key(key_id)
+            now = time.time()
+            await conn.execute(
+                "UPDATE api_keys SET prev_digest = digest, digest = ?, grace_until = ?,"
+                " rotated_at = ? WHERE key_id = ?",
+                (hash_key(self._secret, plaintext), now + grace_seconds, now, key_id),
+            )
+            await audit.append(
+                conn,
+                actor=actor,
+                action="key.rotate",
+                outcome="ok",
+                organization=organization,
+                target=key_id,
+                source=source,
+                details={"grace_seconds": grace_seconds},
+            )
+        return plaintext
+
+    # ---- reads -----------------------------------------------------------------------
+
+    async def show(self, organization: str, key_id: str) -> KeyRecord:
+        """The key, if it belongs to ``organization``; otherwise :class:`KeyNotFound`."""
+        return await self._get(self.db.conn, organization, key_id)
+
+    async def list(
+        self, organization: str, owner: str | None = None, include_inactive: bool = True
+    ) -> list[KeyRecord]:
+        sql = "SELECT * FROM api_keys WHERE organization = ?"
+        params: list[Any] = [organization]
+        if owner is not None:
+            sql += " AND owner = ?"
+            params.append(owner)
+        sql += " ORDER BY created_at, key_id"
+        async with self.db.conn.execute(sql, params) as cur:
+            rows = await cur.fetchall()
+        records = [self._record(row) for row in rows]
+        if not include_inactive:
+            records = [r for r in records if r.state() is KeyState.ACTIVE]
+        return records
+
+    async def live_owners(self) -> list[tuple[str, PrincipalKind]]:
+        """Owners of keys that can still verify: the reconcile loop refreshes these."""
+        async with self.db.conn.execute(
+            "SELECT DISTINCT owner, owner_kind FROM api_keys WHERE revoked_at IS NULL"
+            " AND (expires_at IS NULL OR expires_at > ?) ORDER BY owner",
+            (time.time(),),
+        ) as cur:
+            return [(row[0], PrincipalKind(row[1])) for row in await cur.fetchall()]
+
+    # ---- verification (hot path) -----------------------------------------------------
+
+    async def verify(self, plaintext: str) -> KeyRecord:
+        """The record of a live key, or :class:`InvalidKey`/``RevokedKey``/``ExpiredKey``."""
+        record, _ = await self.verify_with_grant(plaintext)
+        return record
+
+    async def verify_with_grant(self, plaintext: str) -> tuple[KeyRecord, OwnerGrant | None]:
+        """Like :meth:`verify`, plus what Casdoor last said about the owner.
+
+        A key whose owner Casdoor reported deleted or disabled fails as ``invalid_key``.
+        """
+        key_id = parse_key_id(plaintext)
+        if key_id is None:
+            raise InvalidKey("malformed API key")
+        digest = hash_key(self._secret, plaintext)
+        async with self.db.conn.execute(
+            "SELECT k.*, g.owner AS g_owner, g.active AS g_active, g.roles AS g_roles,"
+            " g.scopes AS g_scopes, g.is_org_admin AS g_admin, g.refreshed_at AS g_at"
+            " FROM api_keys k LEFT JOIN owner_grants g ON g.owner = k.owner"
+            " WHERE k.digest = ? OR k.prev_digest = ?",
+            (digest, digest),
+        ) as cur:
+            row = await cur.fetchone()
+        now = time.time()
+        if row is None or row["key_id"] != key_id:
+            raise InvalidKey("unknown API key")
+        if not hmac.compare_digest(row["digest"], digest):
+            prev = row["prev_digest"] or ""
+            if not hmac.compare_digest(prev, digest):
+                raise InvalidKey("unknown API key")
+            if row["revoked_at"] is None and (row["grace_until"] or 0) <= now:
+                raise ExpiredKey("this key was rotated and its grace period has ended")
+        record = self._record(row)
+        state = record.state(now)
+        if state is KeyState.REVOKED:
+            raise RevokedKey("API key revoked")
+        if state is KeyState.EXPIRED:
+            raise ExpiredKey("API key expired")
+        grant = None
+        if row["g_owner"] is not None:
+            grant = OwnerGrant(
+                owner=row["g_owner"],
+                active=bool(row["g_active"]),
+                roles=tuple(json.loads(row["g_roles"])),
+                scopes=frozenset(json.loads(row["g_scopes"])),
+                is_org_admin=bool(row["g_admin"]),
+                refreshed_at=row["g_at"],
+            )
+            if not grant.active:
+                raise InvalidKey("the key's owner is deleted or disabled in Casdoor")
+        self._touch(record, now)
+        return record, grant
+
+    def _touch(self, record: KeyRecord, now: float) -> None:
+        self._last_used[record.key_id] = now
+        self.usage.count_request(record.organization, record.owner, record.key_id)
+        mono = time.monotonic()
+        if mono - self._last_flush >= self._flush_interval and (
+            self._flush_task is None or self._flush_task.done()
+        ):
+            self._last_flush = mono
+            self._flush_task = asyncio.get_running_loop().create_task(self.flush())
+
+    async def flush(self) -> None:
+        """Write batched ``last_used`` times and usage counters."""
+        pending, self._last_used = self._last_used, {}
+        if pending:
+            async with self.db.transaction() as conn:
+                await conn.executemany(
+                    "UPDATE api_keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?)"
+                    " WHERE key_id = ?",
+                    [(ts, key_id) for key_id, ts in pending.items()],
+                )
+        await self.usage.flush()
+
+    # ---- owner grants (written by the reconcile loop) ---------------------------------
+
+    async def put_grant(self, grant: OwnerGrant) -> None:
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO owner_grants (owner, active, roles, scopes, is_org_admin,"
+                " refreshed_at) VALUES (?,?,?,?,?,?) ON CONFLICT (owner) DO UPDATE SET"
+                " active = excluded.active, roles = excluded.roles, scopes = excluded.scopes,"
+                " is_org_admin = excluded.is_org_admin, refreshed_at = excluded.refreshed_at",
+                (
+                    grant.owner,
+                    int(grant.active),
+                    json.dumps(list(grant.roles)),
+                    json.dumps(sorted(grant.scopes)),
+                    int(grant.is_org_admin),
+                    grant.refreshed_at,
+                ),
+            )
+
+    async def get_grant(self, owner: str) -> OwnerGrant | None:
+        async with self.db.conn.execute(
+            "SELECT * FROM owner_grants WHERE owner = ?", (owner,)
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return OwnerGrant(
+            owner=row["owner"],
+            active=bool(row["active"]),
+            roles=tuple(json.loads(row["roles"])),
+            scopes=frozenset(json.loads(row["scopes"])),
+            is_org_admin=bool(row["is_org_admin"]),
+            refreshed_at=row["refreshed_at"],
+        )
+
+    # ---- helpers ---------------------------------------------------------------------
+
+    async def _get(self, conn: aiosqlite.Connection, organization: str, key_id: str) -> KeyRecord:
+        async with conn.execute(
+            "SELECT * FROM api_keys WHERE key_id = ? AND organization = ?",
+            (key_id, organization),
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            raise KeyNotFound(f"no key {key_id!r} in organization {organization!r}")
+        return self._record(row)
+
+    @staticmethod
+    def _record(row: aiosqlite.Row) -> KeyRecord:
+        grace = row["grace_until"]
+        return KeyRecord(
+            key_id=row["key_id"],
+            organization=row["organization"],
+            owner=row["owner"],
+            owner_kind=PrincipalKind(row["owner_kind"]),
+            name=row["name"],
+            scopes=frozenset(json.loads(row["scopes"])),
+            limits=Limits.model_validate_json(row["limits"]) if row["limits"] else None,
+            created_at=row["created_at"],
+            expires_at=row["expires_at"],
+            revoked_at=row["revoked_at"],
+            last_used_at=row["last_used_at"],
+            rotated_at=row["rotated_at"],
+            grace_until=grace if grace and grace > time.time() else None,
+        )

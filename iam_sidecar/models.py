@@ -1,0 +1,83 @@
+"""Records the key store hands out: pydantic models, never holding a secret."""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hanzo_contract.apikey import display_prefix
+from hanzo_contract.principal import Limits, PrincipalKind
+
+
+class KeyState(StrEnum):
+    ACTIVE = "active"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+
+
+class KeyRecord(BaseModel):
+    """One API key as stored: metadata, the owner, and the state; no digest, no secret."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key_id: str
+    organization: str
+    owner: str = Field(description="org/user or org/application")
+    owner_kind: PrincipalKind = PrincipalKind.USER
+    name: str
+    scopes: frozenset[str]
+    limits: Limits | None = None
+    created_at: float
+    expires_at: float | None = None
+    revoked_at: float | None = None
+    last_used_at: float | None = None
+    rotated_at: float | None = None
+    grace_until: float | None = Field(
+        default=None, description="the previous secret stays valid until then"
+    )
+
+    @property
+    def prefix(self) -> str:
+        return display_prefix(self.key_id)
+
+    def state(self, now: float | None = None) -> KeyState:
+        now = time.time() if now is None else now
+        if self.revoked_at is not None:
+            return KeyState.REVOKED
+        if self.expires_at is not None and self.expires_at <= now:
+            return KeyState.EXPIRED
+        return KeyState.ACTIVE
+
+    def public(self) -> dict[str, object]:
+        """What lists and the HTTP API show."""
+        return {
+            "key_id": self.key_id,
+            "prefix": self.prefix,
+            "organization": self.organization,
+            "owner": self.owner,
+            "owner_kind": self.owner_kind.value,
+            "name": self.name,
+            "scopes": sorted(self.scopes),
+            "limits": self.limits.model_dump(exclude_none=True) if self.limits else None,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "last_used_at": self.last_used_at,
+            "rotated_at": self.rotated_at,
+            "grace_until": self.grace_until,
+            "state": self.state().value,
+        }
+
+
+class OwnerGrant(BaseModel):
+    """What Casdoor last said about a key owner: kept so verification works offline."""
+
+    model_config = ConfigDict(frozen=True)
+
+    owner: str
+    active: bool
+    roles: tuple[str, ...] = ()
+    scopes: frozenset[str] = frozenset()
+    is_org_admin: bool = False
+    refreshed_at: float

@@ -1,0 +1,173 @@
+"""Self-service key API behind the gateway: ``/v1/keys`` and ``/v1/usage``.
+
+The caller is the principal in the gateway's signed assertion header. A principal with
+``keys:manage`` manages every key of its own organization; anyone else only their own
+keys. Keys of other organizations (or, for non-managers, of other users) answer 404, the
+same as keys that do not exist, so ids leak nothing.
+"""
+
+from __future__ import annotations
+
+import time
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from hanzo_contract.assertion import InvalidAssertion
+from hanzo_contract.headers import ASSERTION
+from hanzo_contract.principal import Limits, Principal, PrincipalKind
+from iam_sidecar.errors import (
+    KeyNotFound,
+    ScopeEscalation,
+    Unauthenticated,
+    UpstreamUnavailable,
+)
+from iam_sidecar.http_util import client_address, parse_body
+from iam_sidecar.models import KeyRecord
+from iam_sidecar.state import SidecarState
+
+MANAGE = "keys:manage"
+
+
+class CreateKey(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    scopes: list[str] = Field(max_length=100)
+    owner: str | None = Field(default=None, max_length=255)
+    owner_kind: PrincipalKind = PrincipalKind.USER
+    expires_in_seconds: float | None = Field(default=None, gt=0, le=10 * 365 * 86400)
+    limits: Limits | None = None
+
+
+class RotateKey(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    grace_seconds: float | None = Field(default=None, ge=0)
+
+
+def _state(request: Request) -> SidecarState:
+    return request.app.state.sidecar
+
+
+def caller(request: Request) -> Principal:
+    state = _state(request)
+    if state.verifier is None:
+        raise UpstreamUnavailable("identity assertion key is not configured")
+    token = request.headers.get(ASSERTION)
+    if not token:
+        raise Unauthenticated(f"missing {ASSERTION} header (call through the gateway)")
+    try:
+        return state.verifier.verify(token)
+    except InvalidAssertion:
+        raise Unauthenticated("invalid identity assertion") from None
+
+
+def _visible(principal: Principal, record: KeyRecord) -> bool:
+    if record.organization != principal.organization:
+        return False
+    return principal.has(MANAGE) or record.owner == principal.subject
+
+
+async def _own_key(request: Request, principal: Principal) -> KeyRecord:
+    key_id = request.path_params["key_id"]
+    record = await _state(request).store.show(principal.organization, key_id)
+    if not _visible(principal, record):
+        raise KeyNotFound(f"no key {key_id!r} in organization {principal.organization!r}")
+    return record
+
+
+async def list_keys(request: Request) -> Response:
+    principal = caller(request)
+    store = _state(request).store
+    owner = None if principal.has(MANAGE) else principal.subject
+    records = await store.list(principal.organization, owner=owner)
+    return JSONResponse({"keys": [r.public() for r in records]})
+
+
+async def create_key(request: Request) -> Response:
+    principal = caller(request)
+    state = _state(request)
+    body = await parse_body(request, CreateKey)
+    owner = body.owner or principal.subject
+    kind = body.owner_kind if body.owner else principal.kind
+    if owner != principal.subject and not principal.has(MANAGE):
+        raise KeyNotFound("you may only create keys for yourself")
+    if owner == principal.subject and principal.key_id is not None:
+        # A key may mint keys for its owner, but never with more than it carries itself.
+        excess = sorted(set(body.scopes) - principal.scopes)
+        if excess:
+            raise ScopeEscalation(
+                "a key cannot create a key with scopes it does not carry",
+                {"excess_scopes": excess},
+            )
+    expires_at = time.time() + body.expires_in_seconds if body.expires_in_seconds else None
+    plaintext, record = await state.keys.create(
+        organization=principal.organization,
+        owner=owner,
+        owner_kind=kind,
+        name=body.name,
+        scopes=body.scopes,
+        expires_at=expires_at,
+        limits=body.limits,
+        actor=principal.subject,
+        source=client_address(request),
+    )
+    return JSONResponse({"key": plaintext, "record": record.public()}, status_code=201)
+
+
+async def show_key(request: Request) -> Response:
+    principal = caller(request)
+    record = await _own_key(request, principal)
+    return JSONResponse(record.public())
+
+
+async def rotate_key(request: Request) -> Response:
+    principal = caller(request)
+    state = _state(request)
+    record = await _own_key(request, principal)
+    body = await parse_body(request, RotateKey)
+    grace = body.grace_seconds
+    if grace is None:
+        grace = state.settings.default_rotate_grace_seconds
+    plaintext = await state.store.rotate(
+        principal.organization,
+        record.key_id,
+        grace,
+        actor=principal.subject,
+        source=client_address(request),
+    )
+    fresh = await state.store.show(principal.organization, record.key_id)
+    return JSONResponse({"key": plaintext, "record": fresh.public()})
+
+
+async def revoke_key(request: Request) -> Response:
+    principal = caller(request)
+    state = _state(request)
+    record = await _own_key(request, principal)
+    revoked = await state.store.revoke(
+        principal.organization,
+        record.key_id,
+        actor=principal.subject,
+        source=client_address(request),
+    )
+    return JSONResponse(revoked.public())
+
+
+async def usage(request: Request) -> Response:
+    principal = caller(request)
+    state = _state(request)
+    await state.store.flush()
+    rows = await state.store.usage.query(
+        principal.organization, day=request.query_params.get("day")
+    )
+    if not principal.has(MANAGE):
+        mine = {k.key_id for k in await state.store.list(principal.organization, principal.subject)}
+        rows = [
+            r
+            for r in rows
+            if (r.level == "user" and r.subject == principal.subject)
+            or (r.level == "key" and r.subject in mine)
+        ]
+    return JSONResponse({"usage": [r.model_dump() for r in rows]})

@@ -1,0 +1,44 @@
+"""Liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from iam_sidecar.state import SidecarState
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """Ready when the store answers; Casdoor being down degrades, it does not unready.
+
+    Verification serves from the store, so a gateway should keep sending traffic here
+    while Casdoor is away; the body says what is degraded.
+    """
+    state: SidecarState = request.app.state.sidecar
+    try:
+        async with state.store.db.conn.execute("SELECT 1") as cur:
+            await cur.fetchone()
+    except Exception as exc:  # any store failure means not ready
+        return JSONResponse(
+            {"status": "unready", "store": f"error: {type(exc).__name__}"}, status_code=503
+        )
+    casdoor_ok = await state.casdoor.health()
+    state.metrics.casdoor_up.set(1 if casdoor_ok else 0)
+    return JSONResponse(
+        {
+            "status": "ok" if casdoor_ok else "degraded",
+            "store": "ok",
+            "casdoor": "ok" if casdoor_ok else "unreachable",
+            "last_reconcile_error": state.last_reconcile_error,
+        }
+    )
+
+
+async def metrics(request: Request) -> Response:
+    state: SidecarState = request.app.state.sidecar
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,124 @@
+"""Endpoints for the gateway plugins: key verification, principal resolution, denials.
+
+All three require the shared verify token. Verification reads only the local store, so
+it keeps answering while Casdoor is down.
+"""
+
+from __future__ import annotations
+
+import time
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from hanzo_contract.principal import PrincipalKind
+from hanzo_contract.verify import ResolveRequest, VerifyRequest, VerifyResponse
+from iam_sidecar import audit
+from iam_sidecar.errors import InvalidRequest, KeyVerificationError, SidecarError
+from iam_sidecar.http_util import check_bearer, client_address, parse_body
+from iam_sidecar.principals import key_principal, owner_principal
+from iam_sidecar.state import SidecarState
+
+
+class UnknownPrincipal401(SidecarError):
+    code = "unknown_principal"
+    status = 401
+
+
+class DenialReport(BaseModel):
+    """One request a gateway plugin refused; identifiers only, never the credential."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: int = Field(ge=400, le=599)
+    reason: str = Field(min_length=1, max_length=200)
+    organization: str | None = Field(default=None, max_length=100)
+    subject: str | None = Field(default=None, max_length=255)
+    key_id: str | None = Field(default=None, max_length=64)
+    method: str | None = Field(default=None, max_length=16)
+    path: str | None = Field(default=None, max_length=1024)
+    client_ip: str | None = Field(default=None, max_length=64)
+    gateway: str | None = Field(default=None, max_length=64)
+    request_id: str | None = Field(default=None, max_length=128)
+
+
+def _state(request: Request) -> SidecarState:
+    return request.app.state.sidecar
+
+
+def _check(request: Request, state: SidecarState) -> None:
+    assert state.settings.verify_token is not None
+    check_bearer(request, state.settings.verify_token.get_secret_value())
+
+
+async def verify_key(request: Request) -> Response:
+    state = _state(request)
+    _check(request, state)
+    body = await parse_body(request, VerifyRequest)
+    started = time.perf_counter()
+    try:
+        record, grant = await state.store.verify_with_grant(body.key)
+    except KeyVerificationError as exc:
+        state.metrics.verify.labels(exc.code).inc()
+        raise
+    finally:
+        state.metrics.verify_seconds.observe(time.perf_counter() - started)
+    state.metrics.verify.labels("ok").inc()
+    principal = key_principal(record, grant, state.policy.limits_for(record.organization))
+    answer = VerifyResponse(
+        principal=principal, cache_ttl_seconds=state.settings.verify_cache_ttl_seconds
+    )
+    return JSONResponse(answer.model_dump(mode="json"))
+
+
+async def resolve_principal(request: Request) -> Response:
+    state = _state(request)
+    _check(request, state)
+    body = await parse_body(request, ResolveRequest)
+    if body.kind is PrincipalKind.APPLICATION:
+        if not body.client_id:
+            raise InvalidRequest("client_id is required for kind 'application'")
+        found = await state.resolver.application_by_client_id(body.client_id)
+        if found is None:
+            state.metrics.resolve.labels("unknown").inc()
+            raise UnknownPrincipal401("no application with that client id")
+        owner = f"{found[0]}/{found[1]}"
+    else:
+        if not body.organization or not body.name:
+            raise InvalidRequest("organization and name are required for kind 'user'")
+        owner = f"{body.organization}/{body.name}"
+    grant = await state.resolver.resolve(owner, body.kind)
+    if not grant.active:
+        state.metrics.resolve.labels("unknown").inc()
+        raise UnknownPrincipal401(f"{body.kind.value} is unknown or disabled")
+    state.metrics.resolve.labels("ok").inc()
+    organization = owner.split("/", 1)[0]
+    principal = owner_principal(grant, body.kind, state.policy.limits_for(organization))
+    answer = VerifyResponse(
+        principal=principal, cache_ttl_seconds=state.settings.role_cache_ttl_seconds
+    )
+    return JSONResponse(answer.model_dump(mode="json"))
+
+
+async def report_denial(request: Request) -> Response:
+    state = _state(request)
+    _check(request, state)
+    body = await parse_body(request, DenialReport)
+    state.metrics.denials.labels(str(body.status)).inc()
+    async with state.store.db.transaction() as conn:
+        await audit.append(
+            conn,
+            actor=body.subject or body.key_id or "anonymous",
+            action="request.denied",
+            outcome=f"{body.status}:{body.reason}",
+            organization=body.organization,
+            target=f"{body.method or ''} {body.path or ''}".strip() or None,
+            source=body.client_ip or client_address(request),
+            details=body.model_dump(
+                exclude_none=True, exclude={"status", "reason", "organization", "client_ip"}
+            ),
+        )
+    if body.organization:
+        state.store.usage.count_denial(body.organization, body.subject, body.key_id)
+    return JSONResponse({"recorded": True}, status_code=202)

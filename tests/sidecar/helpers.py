@@ -1,0 +1,48 @@
+"""Helpers for the sidecar tests: settings in a temp dir, the app running in-process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+from starlette.applications import Starlette
+
+from hanzo_stack.process import LOOPBACK, free_port
+from iam_sidecar.app import create_app
+from iam_sidecar.settings import SidecarSettings
+from iam_sidecar.state import SidecarState
+
+
+def make_settings(state_dir: Path, **overrides: object) -> SidecarSettings:
+    """Settings with everything under ``state_dir``; Casdoor defaults to a dead port."""
+    values: dict[str, object] = {
+        "state_dir": state_dir,
+        "casdoor_url": f"http://{LOOPBACK}:{free_port()}",
+        "casdoor_client_id": "nobody",
+        "casdoor_client_secret": SecretStr("nothing"),
+        "casdoor_retries": 1,
+        "casdoor_timeout_seconds": 1.0,
+    }
+    values.update(overrides)
+    return SidecarSettings(**values)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def running_app(
+    settings: SidecarSettings, **kwargs: Any
+) -> AsyncIterator[tuple[Starlette, SidecarState, httpx.AsyncClient]]:
+    """The sidecar app with its lifespan (store open, reconcile per ``kwargs``) and a client."""
+    app = create_app(settings, **kwargs)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://sidecar") as client:
+            yield app, app.state.sidecar, client
+
+
+def bearer(settings: SidecarSettings) -> dict[str, str]:
+    assert settings.verify_token is not None
+    return {"Authorization": f"Bearer {settings.verify_token.get_secret_value()}"}

@@ -1,0 +1,217 @@
+"""The key store on real SQLite: lifecycle, constant-time lookups, no plaintext at rest."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hanzo_contract.apikey import generate_key, parse_key_id
+from hanzo_contract.principal import Limits, PrincipalKind
+from iam_sidecar.errors import (
+    DuplicateKeyName,
+    ExpiredKey,
+    InvalidKey,
+    InvalidRequest,
+    KeyNotFound,
+    RevokedKey,
+)
+from iam_sidecar.keystore import KeyNotActive, KeyStore
+from iam_sidecar.migrations import MIGRATIONS
+from iam_sidecar.models import KeyState, OwnerGrant
+
+
+def _db_files(directory: Path) -> dict[str, bytes]:
+    """The database, its WAL and shared-memory files, as bytes."""
+    found = {p.name: p.read_bytes() for p in directory.glob("keys.db*")}
+    assert "keys.db" in found
+    return found
+
+
+async def _new(store: KeyStore, **kw: object) -> tuple[str, object]:
+    args: dict[str, object] = {
+        "organization": "acme",
+        "owner": "acme/alice",
+        "name": "laptop",
+        "scopes": ["memory:read", "memory:write"],
+    }
+    args.update(kw)
+    return await store.create(**args)  # type: ignore[arg-type]
+
+
+async def test_create_then_verify_returns_the_record(store: KeyStore) -> None:
+    plaintext, record = await _new(store, limits=Limits(requests_per_minute=7))
+    assert plaintext.startswith("hk-") and parse_key_id(plaintext) == record.key_id
+    got = await store.verify(plaintext)
+    assert got.key_id == record.key_id
+    assert got.owner == "acme/alice" and got.organization == "acme"
+    assert got.scopes == {"memory:read", "memory:write"}
+    assert got.limits == Limits(requests_per_minute=7)
+    assert got.state() is KeyState.ACTIVE
+
+
+async def test_plaintext_never_reaches_disk(store: KeyStore, tmp_path: Path) -> None:
+    plaintext, record = await _new(store)
+    await store.verify(plaintext)
+    await store.flush()
+    secret_part = plaintext.split("_", 1)[1]
+    for name, data in _db_files(tmp_path).items():
+        assert secret_part.encode() not in data, name
+        assert plaintext.encode() not in data, name
+    listed = [r.public() for r in await store.list("acme")]
+    assert listed[0]["prefix"] == f"hk-{record.key_id}"
+    assert secret_part not in repr(listed)
+
+
+async def test_unknown_malformed_and_tampered_keys_are_invalid(store: KeyStore) -> None:
+    plaintext, _ = await _new(store)
+    forged, _ = generate_key(parse_key_id(plaintext))  # right id, wrong secret
+    for bad in ("", "hk-", "not-a-key", plaintext + "x", forged, generate_key()[0]):
+        with pytest.raises(InvalidKey):
+            await store.verify(bad)
+
+
+async def test_rotate_keeps_old_valid_for_grace_only(store: KeyStore) -> None:
+    old, record = await _new(store)
+    new = await store.rotate("acme", record.key_id, grace_seconds=0.6)
+    assert new != old and parse_key_id(new) == record.key_id
+    assert (await store.verify(old)).key_id == record.key_id
+    assert (await store.verify(new)).key_id == record.key_id
+    shown = await store.show("acme", record.key_id)
+    assert shown.grace_until is not None and shown.rotated_at is not None
+    await asyncio.sleep(0.8)
+    with pytest.raises(ExpiredKey):
+        await store.verify(old)
+    assert (await store.verify(new)).key_id == record.key_id
+
+
+async def test_rotate_twice_ends_the_oldest_secret_at_once(store: KeyStore) -> None:
+    first, record = await _new(store)
+    second = await store.rotate("acme", record.key_id, grace_seconds=60)
+    third = await store.rotate("acme", record.key_id, grace_seconds=60)
+    with pytest.raises(InvalidKey):
+        await store.verify(first)
+    assert (await store.verify(second)).key_id == record.key_id
+    assert (await store.verify(third)).key_id == record.key_id
+
+
+async def test_revoke_kills_current_and_in_grace_secrets(store: KeyStore) -> None:
+    old, record = await _new(store)
+    new = await store.rotate("acme", record.key_id, grace_seconds=60)
+    revoked = await store.revoke("acme", record.key_id)
+    assert revoked.state() is KeyState.REVOKED
+    for key in (old, new):
+        with pytest.raises(RevokedKey):
+            await store.verify(key)
+    with pytest.raises(KeyNotActive):
+        await store.rotate("acme", record.key_id, grace_seconds=1)
+    again = await store.revoke("acme", record.key_id)  # idempotent
+    assert again.revoked_at == revoked.revoked_at
+
+
+async def test_expired_key_is_refused(store: KeyStore) -> None:
+    plaintext, record = await _new(store, expires_at=time.time() + 0.4)
+    assert (await store.verify(plaintext)).key_id == record.key_id
+    await asyncio.sleep(0.6)
+    with pytest.raises(ExpiredKey):
+        await store.verify(plaintext)
+    assert (await store.show("acme", record.key_id)).state() is KeyState.EXPIRED
+    with pytest.raises(InvalidRequest):
+        await _new(store, name="past", expires_at=time.time() - 1)
+
+
+async def test_other_organizations_keys_are_not_found(store: KeyStore) -> None:
+    _, record = await _new(store)
+    for call in (
+        store.show("globex", record.key_id),
+        store.revoke("globex", record.key_id),
+        store.rotate("globex", record.key_id, 10),
+    ):
+        with pytest.raises(KeyNotFound):
+            await call
+    assert await store.list("globex") == []
+
+
+async def test_duplicate_names_per_owner_refused_bad_input_rejected(store: KeyStore) -> None:
+    await _new(store)
+    with pytest.raises(DuplicateKeyName):
+        await _new(store)
+    await _new(store, owner="acme/bob")  # same name, other owner: fine
+    for bad in (
+        {"scopes": ["memory"]},
+        {"scopes": ["Memory:Read"]},
+        {"owner": "globex/alice"},
+        {"owner": "alice"},
+        {"name": ""},
+        {"name": "x" * 101},
+    ):
+        with pytest.raises(InvalidRequest):
+            await _new(store, **({"name": "other"} | bad))
+
+
+async def test_inactive_owner_grant_stops_verification(store: KeyStore) -> None:
+    plaintext, _ = await _new(store)
+    grant = OwnerGrant(
+        owner="acme/alice", active=True, scopes=frozenset({"memory:read"}), refreshed_at=time.time()
+    )
+    await store.put_grant(grant)
+    _, got = await store.verify_with_grant(plaintext)
+    assert got is not None and got.scopes == {"memory:read"}
+    await store.put_grant(grant.model_copy(update={"active": False}))
+    with pytest.raises(InvalidKey):
+        await store.verify(plaintext)
+
+
+async def test_last_used_is_batched_not_written_per_request(tmp_path: Path) -> None:
+    store = await KeyStore.open(tmp_path / "k.db", b"s" * 32, flush_interval=3600)
+    try:
+        plaintext, record = await _new(store)
+        for _ in range(50):
+            await store.verify(plaintext)
+        assert (await store.show("acme", record.key_id)).last_used_at is None
+        await store.flush()
+        assert (await store.show("acme", record.key_id)).last_used_at is not None
+        rows = await store.usage.query("acme")
+        by_level = {r.level: r.requests for r in rows}
+        assert by_level == {"org": 50, "user": 50, "key": 50}
+    finally:
+        await store.close()
+
+
+async def test_schema_is_versioned_wal_and_reopen_is_idempotent(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    for _ in range(2):
+        store = await KeyStore.open(path, b"s" * 32)
+        assert await store.db.journal_mode() == "wal"
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        versions = [r[0] for r in conn.execute("SELECT version FROM schema_version")]
+    assert versions == list(range(1, len(MIGRATIONS) + 1))
+
+
+async def test_audit_log_is_append_only(store: KeyStore) -> None:
+    await _new(store)
+    events = await store.audit.query(organization="acme")
+    assert [e.action for e in events] == ["key.create"]
+    for sql in ("UPDATE audit_log SET outcome = 'x'", "DELETE FROM audit_log"):
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            await store.db.conn.execute(sql)
+
+
+async def test_application_owner_kind_round_trips(store: KeyStore) -> None:
+    plaintext, _ = await _new(store, owner="acme/indexer", owner_kind=PrincipalKind.APPLICATION)
+    assert (await store.verify(plaintext)).owner_kind is PrincipalKind.APPLICATION
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(garbage=st.text(max_size=120))
+async def test_arbitrary_strings_never_verify(store: KeyStore, garbage: str) -> None:
+    with pytest.raises(InvalidKey):
+        await store.verify(garbage)
