@@ -1,0 +1,3 @@
+from gateway_plugins.cli import cli
+
+cli()

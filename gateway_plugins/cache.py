@@ -1,0 +1,103 @@
+"""Positive and negative caches in front of the sidecar, keyed by a digest, never a secret.
+
+A hot credential costs one dict lookup. Positive entries live for
+``min(sidecar's cache_ttl_seconds, positive_cache_max_seconds)``: that is the documented
+bound on how long a revoked key or a removed role can still pass. Concurrent misses for
+the same credential share one sidecar call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from cachetools import TLRUCache, TTLCache
+
+from gateway_plugins import metrics
+from gateway_plugins.sidecar_client import Rejected
+from hanzo_contract.principal import Principal
+from hanzo_contract.verify import VerifyResponse
+
+
+@dataclass(slots=True)
+class CachedPrincipal:
+    principal: Principal
+    expires_at: float
+    #: the signed identity assertion for this principal and when to re-sign it
+    assertion: str = ""
+    assertion_refresh_at: float = 0.0
+
+
+def digest(secret: str) -> str:
+    """What the caches are keyed by: a sha256 of the credential, never the plaintext."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class PrincipalCache:
+    def __init__(self, name: str, max_ttl: float, negative_ttl: float, size: int) -> None:
+        self._name = name
+        self._max_ttl = max_ttl
+        self._pos: TLRUCache[str, CachedPrincipal] = TLRUCache(
+            maxsize=size, ttu=lambda _k, v, _now: v.expires_at, timer=time.monotonic
+        )
+        self._neg: TTLCache[str, Rejected] | None = (
+            TTLCache(maxsize=size, ttl=negative_ttl, timer=time.monotonic)
+            if negative_ttl > 0
+            else None
+        )
+        self._inflight: dict[str, asyncio.Future[CachedPrincipal]] = {}
+        self._hit = metrics.CACHE.labels(cache=name, result="hit")
+        self._miss = metrics.CACHE.labels(cache=name, result="miss")
+        self._neg_hit = metrics.CACHE.labels(cache=name, result="negative_hit")
+
+    async def get(
+        self, key: str, fetch: Callable[[], Awaitable[VerifyResponse]]
+    ) -> CachedPrincipal:
+        """The cached principal for ``key`` (a digest), fetching once on a miss.
+
+        Raises :class:`Rejected` (cached briefly) or ``Unavailable`` (never cached).
+        """
+        found = self._pos.get(key)
+        if found is not None:
+            self._hit.inc()
+            return found
+        if self._neg is not None and (rejected := self._neg.get(key)) is not None:
+            self._neg_hit.inc()
+            raise rejected
+        self._miss.inc()
+        pending = self._inflight.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[CachedPrincipal] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            answer = await fetch()
+            ttl = min(answer.cache_ttl_seconds, self._max_ttl)
+            entry = CachedPrincipal(answer.principal, time.monotonic() + ttl)
+            if ttl > 0:
+                self._pos[key] = entry
+            future.set_result(entry)
+            return entry
+        except Rejected as exc:
+            if self._neg is not None:
+                self._neg[key] = exc
+            future.set_exception(exc)
+            raise
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
+            future.set_exception(exc)
+            raise
+        finally:
+            del self._inflight[key]
+            if future.done() and not future.cancelled():
+                future.exception()  # mark retrieved: no "never retrieved" warnings
+
+    def clear(self) -> None:
+        self._pos.clear()
+        if self._neg is not None:
+            self._neg.clear()

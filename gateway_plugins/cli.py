@@ -1,0 +1,45 @@
+"""``hanzo gateway ...``: run the forward-auth service."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+cli = typer.Typer(
+    help="Gateway auth/quota plugins: the forward-auth service.", no_args_is_help=True
+)
+
+
+@cli.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="address to listen on"),
+    port: int = typer.Option(8200, help="port to listen on"),
+    log_level: str = typer.Option("warning", help="uvicorn log level"),
+) -> None:
+    """Serve the forward-auth endpoints (/auth, /auth/nginx, /envoy/..., /metrics)."""
+    import uvicorn
+
+    from gateway_plugins.build import build_core
+    from gateway_plugins.forward_auth import create_app
+    from gateway_plugins.settings import GatewaySettings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app = create_app(build_core(GatewaySettings()))
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+
+
+@cli.command("routes")
+def show_routes(
+    path: str = typer.Argument(..., help="path to check, e.g. /v1/memory/store"),
+    method: str = typer.Option("GET"),
+) -> None:
+    """Show which permission the configured route table requires for METHOD PATH."""
+    from gateway_plugins.routes import RouteTable
+    from gateway_plugins.settings import GatewaySettings
+
+    match = RouteTable.load(GatewaySettings().routes_file).match(method.upper(), path)
+    if match is None:
+        typer.echo("denied: no route")
+    else:
+        typer.echo("public" if match.public else f"requires {match.permission}")

@@ -1,0 +1,191 @@
+"""The decision core: credential -> principal -> permission -> limits -> identity.
+
+Adapters (forward-auth HTTP, Kong) build an :class:`AuthRequest`, await
+:meth:`DecisionCore.decide` and render the :class:`Decision`. Every dependency is injected
+so the core is tested with real stores and named fakes alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from gateway_plugins import metrics
+from gateway_plugins.audit import DenialReporter
+from gateway_plugins.cache import CachedPrincipal, PrincipalCache, digest
+from gateway_plugins.decision import Decision, allow, deny
+from gateway_plugins.jwt_verifier import InvalidToken, JwksUnavailable, JwtVerifier
+from gateway_plugins.limiter import Limiter, LimiterUnavailable, LimitResult
+from gateway_plugins.request import AuthRequest, extract_credential
+from gateway_plugins.routes import RouteTable
+from gateway_plugins.sidecar_client import KeySource, PrincipalResolver, Rejected, Unavailable
+from hanzo_contract.assertion import AssertionSigner
+from hanzo_contract.headers import IDENTITY_HEADERS, identity_header_values
+from hanzo_contract.principal import Principal, PrincipalKind
+
+log = logging.getLogger(__name__)
+
+#: identity headers for a public route: all present and empty, so whatever the client
+#: sent under those names is overwritten with nothing
+ANONYMOUS_HEADERS: dict[str, str] = dict.fromkeys(IDENTITY_HEADERS, "")
+
+
+class DecisionCore:
+    def __init__(
+        self,
+        *,
+        routes: RouteTable,
+        keys: KeySource,
+        limiter: Limiter,
+        signer: AssertionSigner,
+        assertion_ttl: int,
+        resolver: PrincipalResolver | None = None,
+        jwt_verifier: JwtVerifier | None = None,
+        reporter: DenialReporter | None = None,
+        fail_open: bool = True,
+        limit_levels: tuple[str, ...] = ("credential",),
+        positive_cache_max: float = 5.0,
+        negative_cache: float = 1.0,
+        cache_size: int = 100_000,
+    ) -> None:
+        self.routes = routes
+        self._keys = keys
+        self._resolver = resolver
+        self._jwt = jwt_verifier
+        self._limiter = limiter
+        self._signer = signer
+        self._assertion_refresh = assertion_ttl / 2
+        self._reporter = reporter
+        self._fail_open = fail_open
+        self._levels = limit_levels
+        self.key_cache = PrincipalCache("key", positive_cache_max, negative_cache, cache_size)
+        self.jwt_cache = PrincipalCache("jwt", positive_cache_max, negative_cache, cache_size)
+        self._outcomes: dict[tuple[str, int], Any] = {}
+
+    async def decide(self, request: AuthRequest) -> Decision:
+        started = time.perf_counter()
+        decision = await self._decide(request)
+        metrics.LATENCY.observe(time.perf_counter() - started)
+        label = (decision.code, decision.status)
+        counter = self._outcomes.get(label)
+        if counter is None:
+            counter = self._outcomes[label] = metrics.DECISIONS.labels(
+                outcome=decision.code, status=str(decision.status)
+            )
+        counter.inc()
+        if not decision.allowed and self._reporter is not None:
+            self._report(request, decision)
+        return decision
+
+    async def _decide(self, request: AuthRequest) -> Decision:
+        if request.path_is_ambiguous():
+            return deny(400, "invalid_path", "path has dot segments or encoded separators")
+        route = self.routes.match(request.method.upper(), request.path)
+        if route is not None and route.public:
+            return allow(ANONYMOUS_HEADERS, None, "allow_public")
+        credential = extract_credential(request.headers)
+        if credential is None:
+            return deny(401, "missing_credential", "an API key or bearer token is required")
+        try:
+            if credential.kind == "api_key":
+                entry = await self.key_cache.get(
+                    digest(credential.value), lambda: self._keys.verify(credential.value)
+                )
+            else:
+                entry = await self._from_jwt(credential.value)
+        except Rejected as exc:
+            return deny(401, exc.code, exc.message)
+        except InvalidToken as exc:
+            return deny(401, exc.code, exc.message)
+        except (Unavailable, JwksUnavailable) as exc:
+            log.warning("credential check unavailable: %s", exc)
+            return deny(503, "auth_unavailable", "identity service unavailable, retry later")
+        principal = entry.principal
+        if route is None:
+            decision = deny(403, "route_not_allowed", "no such route on this gateway")
+            decision.principal = principal
+            return decision
+        if not principal.has(route.permission or ""):
+            decision = deny(403, "forbidden", f"permission {route.permission!r} required")
+            decision.principal = principal
+            return decision
+        limited = await self._limit(principal)
+        if not limited.allowed:
+            if limited.code == "limiter_unavailable":
+                return deny(503, "limiter_unavailable", "rate limiter unavailable, retry later")
+            message = "rate limit exceeded" if limited.code == "rate_limited" else "quota exceeded"
+            decision = deny(429, limited.code, message, limited.headers())
+            decision.principal = principal
+            return decision
+        return allow(identity_header_values(principal, self._assertion(entry)), principal, "allow")
+
+    async def _from_jwt(self, token: str) -> CachedPrincipal:
+        if self._jwt is None or self._resolver is None:
+            raise InvalidToken("invalid_token", "bearer tokens are not accepted here")
+        verified = await self._jwt.verify(token)
+        req = verified.resolve
+        key = f"{req.kind.value}:{req.organization}/{req.name}:{req.client_id}"
+        resolver = self._resolver
+        return await self.jwt_cache.get(key, lambda: resolver.resolve(req))
+
+    def _assertion(self, entry: CachedPrincipal) -> str:
+        """Signed once per principal per half assertion TTL, not per request."""
+        now = time.monotonic()
+        if now >= entry.assertion_refresh_at:
+            entry.assertion = self._signer.sign(entry.principal)
+            entry.assertion_refresh_at = now + self._assertion_refresh
+        return entry.assertion
+
+    def buckets(self, principal: Principal) -> list[str]:
+        out = []
+        if "credential" in self._levels:
+            if principal.key_id:
+                out.append(f"key:{principal.organization}/{principal.key_id}")
+            elif principal.kind is PrincipalKind.APPLICATION:
+                out.append(f"app:{principal.subject}")
+            else:
+                out.append(f"user:{principal.subject}")
+        if "organization" in self._levels:
+            out.append(f"org:{principal.organization}")
+        return out
+
+    async def _limit(self, principal: Principal) -> LimitResult:
+        limits = principal.limits
+        if not (limits.requests_per_minute or limits.units_per_day or limits.units_per_month):
+            return LimitResult(True)
+        try:
+            return await self._limiter.hit(self.buckets(principal), limits)
+        except LimiterUnavailable as exc:
+            mode = "open" if self._fail_open else "closed"
+            metrics.LIMITER_ERRORS.labels(fail_mode=mode).inc()
+            log.warning("limiter unavailable (%s), failing %s", exc, mode)
+            if self._fail_open:
+                return LimitResult(True)
+            return LimitResult(False, "limiter_unavailable")
+
+    def _report(self, request: AuthRequest, decision: Decision) -> None:
+        assert self._reporter is not None
+        p = decision.principal
+        self._reporter.report(
+            {
+                "status": decision.status,
+                "reason": decision.code,
+                "method": request.method[:16],
+                "path": request.path[:1024],
+                "organization": p.organization if p else None,
+                "subject": p.subject if p else None,
+                "key_id": p.key_id if p else None,
+                "client_ip": request.client_ip,
+                "gateway": "hanzo-gateway",
+            }
+        )
+
+    async def aclose(self) -> None:
+        for part in (self._reporter, self._limiter):
+            if part is not None:
+                await part.aclose()
+        for client in {id(c): c for c in (self._keys, self._resolver, self._jwt)}.values():
+            close = getattr(client, "aclose", None)
+            if close is not None:
+                await close()

@@ -1,0 +1,140 @@
+"""Casdoor JWTs: RS256 signature against Casdoor's JWKS, then issuer, audience, expiry.
+
+The JWKS is fetched once and kept; a token with an unknown ``kid`` triggers a refetch, at
+most once per ``refresh_interval`` so a flood of forged kids cannot hammer Casdoor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import jwt
+
+from hanzo_contract.principal import PrincipalKind
+from hanzo_contract.verify import ResolveRequest
+
+_ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "ES512"]
+
+
+class InvalidToken(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class JwksUnavailable(Exception):
+    """Casdoor's JWKS could not be fetched; not the client's fault."""
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedToken:
+    claims: dict[str, Any]
+    #: what to ask the sidecar to learn this caller's scopes
+    resolve: ResolveRequest
+
+
+class JwksCache:
+    def __init__(self, jwks_url: str, refresh_interval: float, http: httpx.AsyncClient) -> None:
+        self._url = jwks_url
+        self._interval = refresh_interval
+        self._http = http
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def key(self, kid: str | None) -> jwt.PyJWK:
+        found = self._lookup(kid)
+        if found is not None:
+            return found
+        async with self._lock:
+            found = self._lookup(kid)
+            if found is None and time.monotonic() - self._fetched_at >= self._interval:
+                await self._refresh()
+                found = self._lookup(kid)
+        if found is None:
+            raise InvalidToken("invalid_token", "token signed with an unknown key")
+        return found
+
+    def _lookup(self, kid: str | None) -> jwt.PyJWK | None:
+        if kid is None:
+            return next(iter(self._keys.values())) if len(self._keys) == 1 else None
+        return self._keys.get(kid)
+
+    async def _refresh(self) -> None:
+        self._fetched_at = time.monotonic()
+        try:
+            response = await self._http.get(self._url)
+            response.raise_for_status()
+            keys = jwt.PyJWKSet.from_dict(response.json()).keys
+        except (httpx.HTTPError, ValueError, jwt.PyJWTError) as exc:
+            raise JwksUnavailable(f"cannot fetch JWKS: {type(exc).__name__}") from None
+        self._keys = {k.key_id: k for k in keys if k.key_id}
+
+
+class JwtVerifier:
+    def __init__(
+        self,
+        casdoor_url: str,
+        issuer: str,
+        audiences: list[str],
+        *,
+        leeway: int = 5,
+        refresh_interval: float = 10.0,
+        timeout: float = 2.0,
+    ) -> None:
+        self._http = httpx.AsyncClient(timeout=timeout)
+        self._jwks = JwksCache(
+            casdoor_url.rstrip("/") + "/.well-known/jwks", refresh_interval, self._http
+        )
+        self._issuer = issuer
+        self._audiences = audiences
+        self._leeway = leeway
+
+    async def verify(self, token: str) -> VerifiedToken:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise InvalidToken("invalid_token", "malformed token") from None
+        if header.get("alg") not in _ALGORITHMS:
+            raise InvalidToken("invalid_token", "unsupported token algorithm")
+        key = await self._jwks.key(header.get("kid"))
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[header["alg"]],
+                audience=self._audiences,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": ["exp", "iss", "aud", "sub"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise InvalidToken("expired_token", "token has expired") from None
+        except jwt.InvalidAudienceError:
+            raise InvalidToken("invalid_token", "token is not for this audience") from None
+        except jwt.InvalidIssuerError:
+            raise InvalidToken("invalid_token", "token is from another issuer") from None
+        except jwt.PyJWTError:
+            raise InvalidToken("invalid_token", "token signature or claims invalid") from None
+        return VerifiedToken(claims, _resolve_request(claims))
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+def _resolve_request(claims: dict[str, Any]) -> ResolveRequest:
+    """User tokens name ``owner``/``name``; Casdoor's client-credentials tokens are issued
+    for the application itself, with ``owner`` "admin" and the client id in ``azp``."""
+    owner, name, azp = claims.get("owner"), claims.get("name"), claims.get("azp")
+    if owner == "admin":
+        if isinstance(azp, str) and azp:
+            return ResolveRequest(kind=PrincipalKind.APPLICATION, client_id=azp)
+        raise InvalidToken("invalid_token", "application token without azp")
+    if isinstance(owner, str) and owner and isinstance(name, str) and name:
+        return ResolveRequest(kind=PrincipalKind.USER, organization=owner, name=name)
+    raise InvalidToken("invalid_token", "token names no user or application")

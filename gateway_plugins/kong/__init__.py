@@ -1,0 +1,1 @@
+"""Kong plugin ``hanzo-auth`` on the Python PDK (``kong-pdk``), run as a plugin server."""

@@ -1,0 +1,123 @@
+"""Windows, results and the limiter interface shared by both stores.
+
+Each limit is a fixed-window counter: requests per UTC minute, units per UTC day, units per
+UTC month. A request is counted only if every counter it draws on has room, so a denied
+request never uses up budget.
+"""
+
+from __future__ import annotations
+
+import calendar
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from hanzo_contract.principal import Limits
+
+
+class LimiterUnavailable(Exception):
+    """The counter store could not be reached; the fail mode decides."""
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    #: counter name, e.g. ``rpm:key:acme/abc123:29012345``
+    key: str
+    limit: int
+    #: seconds until this window resets
+    reset: int
+    #: how long the store must keep the counter (window length plus slack)
+    ttl: int
+    code: str  # the denial code when this window is full
+
+
+@dataclass(frozen=True, slots=True)
+class LimitResult:
+    allowed: bool
+    code: str = ""
+    limit: int | None = None
+    remaining: int | None = None
+    reset: int = 0
+
+    def headers(self) -> dict[str, str]:
+        """IETF RateLimit headers (and Retry-After when denied)."""
+        if self.limit is None:
+            return {}
+        out = {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(max(self.remaining or 0, 0)),
+            "RateLimit-Reset": str(self.reset),
+        }
+        if not self.allowed:
+            out["Retry-After"] = str(max(self.reset, 1))
+        return out
+
+
+UNLIMITED = LimitResult(True)
+
+
+def _month_end(now: float) -> float:
+    t = time.gmtime(now)
+    year, month = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)
+    return float(calendar.timegm((year, month, 1, 0, 0, 0)))
+
+
+def windows_for(buckets: list[str], limits: Limits, now: float) -> list[Window]:
+    """The counters one request draws on, for every bucket it belongs to."""
+    out: list[Window] = []
+    minute, day = int(now // 60), int(now // 86400)
+    t = time.gmtime(now)
+    month = t.tm_year * 100 + t.tm_mon
+    for bucket in buckets:
+        if limits.requests_per_minute:
+            reset = (minute + 1) * 60 - now
+            out.append(
+                Window(
+                    f"rpm:{bucket}:{minute}",
+                    limits.requests_per_minute,
+                    max(int(reset + 0.999), 1),
+                    120,
+                    "rate_limited",
+                )
+            )
+        if limits.units_per_day:
+            reset = (day + 1) * 86400 - now
+            out.append(
+                Window(
+                    f"upd:{bucket}:{day}",
+                    limits.units_per_day,
+                    max(int(reset + 0.999), 1),
+                    86400 + 3600,
+                    "quota_exceeded",
+                )
+            )
+        if limits.units_per_month:
+            reset = _month_end(now) - now
+            out.append(
+                Window(
+                    f"upm:{bucket}:{month}",
+                    limits.units_per_month,
+                    max(int(reset + 0.999), 1),
+                    32 * 86400,
+                    "quota_exceeded",
+                )
+            )
+    return out
+
+
+def summarize(windows: list[Window], counts: list[int], denied_at: int | None) -> LimitResult:
+    """Turn counter values into one result: the denying window, else the tightest one."""
+    if denied_at is not None:
+        w = windows[denied_at]
+        return LimitResult(False, w.code, w.limit, 0, w.reset)
+    best = min(range(len(windows)), key=lambda i: windows[i].limit - counts[i])
+    w = windows[best]
+    return LimitResult(True, "", w.limit, w.limit - counts[best], w.reset)
+
+
+class Limiter(Protocol):
+    async def hit(self, buckets: list[str], limits: Limits, cost: int = 1) -> LimitResult:
+        """Count one request of ``cost`` units against every bucket, or deny it."""
+        ...
+
+    async def aclose(self) -> None: ...

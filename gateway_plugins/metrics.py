@@ -1,0 +1,37 @@
+"""Prometheus metrics of the decision core, in a registry of their own."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+DECISIONS = Counter(
+    "hanzo_gateway_decisions",
+    "Decisions by outcome (allow, or the denial code) and status",
+    ["outcome", "status"],
+    registry=REGISTRY,
+)
+LATENCY = Histogram(
+    "hanzo_gateway_decision_seconds",
+    "Time to decide one request, sidecar calls included",
+    buckets=(0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+    registry=REGISTRY,
+)
+CACHE = Counter(
+    "hanzo_gateway_cache_lookups",
+    "Credential cache lookups by cache (key, jwt) and result (hit, miss, negative_hit)",
+    ["cache", "result"],
+    registry=REGISTRY,
+)
+LIMITER_ERRORS = Counter(
+    "hanzo_gateway_limiter_errors",
+    "Limiter store failures, by the fail mode applied",
+    ["fail_mode"],
+    registry=REGISTRY,
+)
+AUDIT_DROPPED = Counter(
+    "hanzo_gateway_audit_dropped",
+    "Denial audit events dropped (queue full or sidecar unreachable)",
+    registry=REGISTRY,
+)

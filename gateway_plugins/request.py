@@ -1,0 +1,51 @@
+"""What every adapter hands the core: the original method, path and headers."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from hanzo_contract.apikey import looks_like_key
+
+# dot segments and encoded separators: an upstream may decode them into a path the route
+# table never saw, so they are refused rather than matched
+_AMBIGUOUS = re.compile(r"(^|/)\.{1,2}(/|$)|%2[ef]|%5c|\\|//", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRequest:
+    """One request to decide on. ``headers`` keys are lower-case."""
+
+    method: str
+    uri: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    client_ip: str | None = None
+
+    @property
+    def path(self) -> str:
+        return urlsplit(self.uri).path if "?" in self.uri or "#" in self.uri else self.uri
+
+    def path_is_ambiguous(self) -> bool:
+        return not self.path.startswith("/") or _AMBIGUOUS.search(self.path) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    kind: str  # "api_key" | "jwt"
+    value: str
+
+
+def extract_credential(headers: Mapping[str, str]) -> Credential | None:
+    """``Authorization: Bearer <hk-key | JWT>`` or ``X-API-Key: hk-...``."""
+    auth = headers.get("authorization", "")
+    if auth:
+        scheme, _, token = auth.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() == "bearer" and token:
+            return Credential("api_key" if looks_like_key(token) else "jwt", token)
+    api_key = headers.get("x-api-key", "").strip()
+    if api_key:
+        return Credential("api_key", api_key)
+    return None

@@ -1,0 +1,97 @@
+"""Route table: method + path pattern -> required permission, default deny.
+
+Patterns are literal paths with ``{name}`` for one segment and a trailing ``{rest*}`` for
+any remainder. A route with ``permission: null`` is public (no credential needed). A path
+that matches no route is denied: the table is the whole surface a gateway exposes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_SEGMENT = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(\*?)\}")
+
+
+class RouteSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    methods: list[str] = Field(min_length=1)
+    path: str = Field(pattern=r"^/")
+    permission: str | None
+
+    @field_validator("methods")
+    @classmethod
+    def _upper(cls, value: list[str]) -> list[str]:
+        return [m.upper() for m in value]
+
+
+class RouteTableSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    routes: list[RouteSpec]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    permission: str | None
+    pattern: str
+
+    @property
+    def public(self) -> bool:
+        return self.permission is None
+
+
+def _compile(path: str) -> re.Pattern[str]:
+    out, pos = [], 0
+    for m in _SEGMENT.finditer(path):
+        out.append(re.escape(path[pos : m.start()]))
+        if m.group(2):
+            if m.end() != len(path):
+                raise ValueError(f"{{{m.group(1)}*}} must end the pattern: {path}")
+            out.append(".*")
+        else:
+            out.append("[^/]+")
+        pos = m.end()
+    out.append(re.escape(path[pos:]))
+    return re.compile("".join(out) + r"\Z")
+
+
+class RouteTable:
+    def __init__(self, spec: RouteTableSpec) -> None:
+        self._literal: dict[tuple[str, str], RouteMatch] = {}
+        self._patterns: list[tuple[frozenset[str], re.Pattern[str], RouteMatch]] = []
+        for route in spec.routes:
+            match = RouteMatch(route.permission, route.path)
+            if _SEGMENT.search(route.path) is None and "*" not in route.methods:
+                for method in route.methods:
+                    self._literal.setdefault((method, route.path), match)
+            else:
+                self._patterns.append((frozenset(route.methods), _compile(route.path), match))
+
+    @classmethod
+    def from_yaml(cls, text: str) -> RouteTable:
+        return cls(RouteTableSpec.model_validate(yaml.safe_load(text)))
+
+    @classmethod
+    def load(cls, path: Path | None) -> RouteTable:
+        if path is None:
+            text = resources.files("gateway_plugins").joinpath("routes.default.yaml").read_text()
+        else:
+            text = path.read_text()
+        return cls.from_yaml(text)
+
+    def match(self, method: str, path: str) -> RouteMatch | None:
+        """The route for ``method path`` (path without query), or ``None``: deny."""
+        found = self._literal.get((method, path))
+        if found is not None:
+            return found
+        for methods, regex, route in self._patterns:
+            if (method in methods or "*" in methods) and regex.match(path):
+                return route
+        return None

@@ -1,0 +1,88 @@
+"""HTTP client for the sidecar's verify, resolve and audit endpoints."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import httpx
+from pydantic import ValidationError
+
+from hanzo_contract.verify import (
+    RESOLVE_PATH,
+    VERIFY_PATH,
+    ResolveRequest,
+    VerifyRequest,
+    VerifyResponse,
+)
+
+AUDIT_DENIALS_PATH = "/v1/audit/denials"
+
+
+class Rejected(Exception):
+    """The sidecar said no (401): the credential is unknown, revoked or expired."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Unavailable(Exception):
+    """The sidecar could not answer; not the client's fault (503)."""
+
+
+class KeySource(Protocol):
+    async def verify(self, key: str) -> VerifyResponse: ...
+
+
+class PrincipalResolver(Protocol):
+    async def resolve(self, request: ResolveRequest) -> VerifyResponse: ...
+
+
+class SidecarClient:
+    """Talks to the sidecar with the shared verify token; one pooled connection set."""
+
+    def __init__(self, base_url: str, verify_token: str, timeout: float = 2.0) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {verify_token}"},
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+        )
+
+    async def verify(self, key: str) -> VerifyResponse:
+        return await self._post(VERIFY_PATH, VerifyRequest(key=key).model_dump())
+
+    async def resolve(self, request: ResolveRequest) -> VerifyResponse:
+        return await self._post(RESOLVE_PATH, request.model_dump(mode="json", exclude_none=True))
+
+    async def report_denial(self, denial: dict[str, Any]) -> None:
+        """One ``DenialReport`` (status, reason, organization, subject, key_id, ...)."""
+        response = await self._http.post(AUDIT_DENIALS_PATH, json=denial)
+        response.raise_for_status()
+
+    async def _post(self, path: str, payload: dict[str, Any]) -> VerifyResponse:
+        try:
+            response = await self._http.post(path, json=payload)
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"sidecar unreachable: {type(exc).__name__}") from None
+        if response.status_code == 200:
+            try:
+                return VerifyResponse.model_validate_json(response.content)
+            except ValidationError:
+                raise Unavailable("sidecar answered an unreadable principal") from None
+        if response.status_code in (400, 401, 404, 422):
+            code, message = _error_of(response)
+            raise Rejected(code, message)
+        raise Unavailable(f"sidecar answered {response.status_code}")
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+def _error_of(response: httpx.Response) -> tuple[str, str]:
+    try:
+        err = response.json()["error"]
+        return str(err["code"]), str(err.get("message", "credential rejected"))
+    except (ValueError, KeyError, TypeError):
+        return "invalid_credential", "credential rejected"

@@ -1,0 +1,161 @@
+"""The decision core over a named fake sidecar: every outcome, caching, assertion."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gateway_plugins.core import DecisionCore
+from gateway_plugins.request import AuthRequest
+from hanzo_contract.assertion import AssertionVerifier
+from hanzo_contract.headers import IDENTITY_HEADERS
+from hanzo_contract.principal import Limits, Principal
+
+KEY = "hk-abcdefghijkl_" + "A" * 43
+OTHER = "hk-zzzzzzzzzzzz_" + "B" * 43
+
+
+def principal(**kw: object) -> Principal:
+    base: dict[str, object] = {
+        "organization": "acme",
+        "subject": "acme/alice",
+        "roles": ("member",),
+        "scopes": frozenset({"memory:read"}),
+        "key_id": "abcdefghijkl",
+    }
+    base.update(kw)
+    return Principal.model_validate(base)
+
+
+def req(method: str = "GET", uri: str = "/v1/memory/retrieve", **headers: str) -> AuthRequest:
+    h = {"authorization": f"Bearer {KEY}"}
+    h.update({k.replace("_", "-"): v for k, v in headers.items()})
+    return AuthRequest(method, uri, {k: v for k, v in h.items() if v})
+
+
+async def test_valid_key_allows_with_identity_and_assertion(
+    core: DecisionCore, sidecar, verifier: AssertionVerifier
+) -> None:
+    sidecar.keys[KEY] = principal()
+    d = await core.decide(req(uri="/v1/memory/retrieve?q=1"))
+    assert d.status == 200
+    assert set(IDENTITY_HEADERS) <= set(d.headers)
+    assert d.headers["X-User-Id"] == "acme/alice"
+    assert d.headers["X-Org-Id"] == "acme"
+    assert d.headers["X-Key-Id"] == "abcdefghijkl"
+    assert d.headers["X-Scopes"] == "memory:read"
+    seen = verifier.verify(d.headers["X-Hanzo-Identity"])
+    assert seen.subject == "acme/alice" and seen.organization == "acme"
+
+
+async def test_hot_key_costs_no_sidecar_call_and_reuses_assertion(core, sidecar) -> None:
+    sidecar.keys[KEY] = principal()
+    first = await core.decide(req())
+    for _ in range(50):
+        again = await core.decide(req())
+        assert again.status == 200
+    assert sidecar.calls == 1
+    assert again.headers["X-Hanzo-Identity"] == first.headers["X-Hanzo-Identity"]
+
+
+async def test_missing_credential_is_401(core) -> None:
+    d = await core.decide(AuthRequest("GET", "/v1/memory/retrieve", {}))
+    assert d.status == 401 and d.code == "missing_credential"
+    assert "WWW-Authenticate" in d.headers
+    assert json.loads(d.body_bytes())["error"]["code"] == "missing_credential"
+
+
+async def test_unknown_key_is_401_and_negatively_cached(core, sidecar) -> None:
+    for _ in range(5):
+        d = await core.decide(req())
+        assert d.status == 401 and d.code == "invalid_key"
+    assert sidecar.calls == 1
+
+
+async def test_x_api_key_header_is_accepted(core, sidecar) -> None:
+    sidecar.keys[KEY] = principal()
+    d = await core.decide(AuthRequest("GET", "/v1/memory/retrieve", {"x-api-key": KEY}))
+    assert d.status == 200
+
+
+async def test_missing_permission_is_403(core, sidecar) -> None:
+    sidecar.keys[KEY] = principal()
+    d = await core.decide(req("POST", "/v1/memory/store"))
+    assert d.status == 403 and d.code == "forbidden"
+    assert "memory:write" in d.message
+
+
+async def test_unknown_route_is_denied_by_default(core, sidecar) -> None:
+    sidecar.keys[KEY] = principal(scopes=frozenset({"memory:read", "admin:all"}))
+    d = await core.decide(req("GET", "/v1/admin/everything"))
+    assert d.status == 403 and d.code == "route_not_allowed"
+
+
+async def test_unknown_route_without_credential_is_401(core) -> None:
+    d = await core.decide(AuthRequest("GET", "/nowhere", {}))
+    assert d.status == 401
+
+
+@pytest.mark.parametrize(
+    "uri", ["/v1/memory/../keys", "/v1/memory/%2e%2e/x", "/v1/files/a%2Fb", "//v1/memory", "x"]
+)
+async def test_ambiguous_paths_are_400(core, sidecar, uri: str) -> None:
+    sidecar.keys[KEY] = principal()
+    d = await core.decide(req("GET", uri))
+    assert d.status == 400 and d.code == "invalid_path"
+
+
+async def test_public_route_sets_every_identity_header_empty(core, sidecar) -> None:
+    d = await core.decide(AuthRequest("GET", "/healthz", {"x-user-id": "acme/admin"}))
+    assert d.status == 200
+    assert d.headers == dict.fromkeys(IDENTITY_HEADERS, "")
+    assert sidecar.calls == 0
+
+
+async def test_rate_limit_is_429_with_retry_after(core, sidecar) -> None:
+    sidecar.keys[KEY] = principal(limits=Limits(requests_per_minute=3))
+    statuses = [(await core.decide(req())).status for _ in range(3)]
+    assert statuses == [200, 200, 200]
+    d = await core.decide(req())
+    assert d.status == 429 and d.code == "rate_limited"
+    assert 1 <= int(d.headers["Retry-After"]) <= 60
+    assert d.headers["RateLimit-Limit"] == "3"
+    assert d.headers["RateLimit-Remaining"] == "0"
+
+
+async def test_limits_are_per_key(core, sidecar) -> None:
+    sidecar.keys[KEY] = principal(limits=Limits(requests_per_minute=1))
+    sidecar.keys[OTHER] = principal(key_id="zzzzzzzzzzzz", limits=Limits(requests_per_minute=1))
+    assert (await core.decide(req())).status == 200
+    assert (await core.decide(req())).status == 429
+    other = AuthRequest("GET", "/v1/memory/retrieve", {"authorization": f"Bearer {OTHER}"})
+    assert (await core.decide(other)).status == 200
+
+
+async def test_daily_quota_is_429_quota_exceeded(core, sidecar) -> None:
+    sidecar.keys[KEY] = principal(limits=Limits(units_per_day=2, requests_per_minute=100))
+    assert [(await core.decide(req())).status for _ in range(2)] == [200, 200]
+    d = await core.decide(req())
+    assert d.status == 429 and d.code == "quota_exceeded"
+    assert int(d.headers["Retry-After"]) <= 86400
+
+
+async def test_sidecar_down_is_503_not_cached(core, sidecar) -> None:
+    sidecar.keys[KEY] = principal()
+    sidecar.down = True
+    d = await core.decide(req())
+    assert d.status == 503 and d.code == "auth_unavailable"
+    sidecar.down = False
+    assert (await core.decide(req())).status == 200
+
+
+async def test_jwt_without_casdoor_configured_is_401(core) -> None:
+    d = await core.decide(req(authorization="Bearer eyJhbGciOiJSUzI1NiJ9.e30.sig"))
+    assert d.status == 401 and d.code == "invalid_token"
+
+
+async def test_error_body_never_contains_the_key(core, sidecar) -> None:
+    d = await core.decide(req())
+    assert KEY not in d.body_bytes().decode()
+    assert all(KEY not in v for v in d.headers.values())

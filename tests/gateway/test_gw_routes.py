@@ -1,0 +1,78 @@
+"""Route table: literal and pattern routes, public routes, default deny."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from gateway_plugins.routes import RouteTable
+
+TABLE = RouteTable.from_yaml(
+    """
+routes:
+  - {methods: [GET], path: /v1/memory/retrieve, permission: memory:read}
+  - {methods: [delete], path: "/v1/memory/{id}", permission: memory:delete}
+  - {methods: ["*"], path: "/v1/files/{rest*}", permission: files:read}
+  - {methods: [GET], path: /healthz, permission: null}
+"""
+)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "expected"),
+    [
+        ("GET", "/v1/memory/retrieve", "memory:read"),
+        ("DELETE", "/v1/memory/abc-123", "memory:delete"),
+        ("PATCH", "/v1/files/a/b/c.txt", "files:read"),
+        ("GET", "/v1/files/", "files:read"),
+    ],
+)
+def test_matching_routes_name_their_permission(method: str, path: str, expected: str) -> None:
+    match = TABLE.match(method, path)
+    assert match is not None and match.permission == expected
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v1/memory/retrieve"),  # wrong method
+        ("DELETE", "/v1/memory/abc/extra"),  # {id} is one segment only
+        ("DELETE", "/v1/memory/"),  # empty segment
+        ("GET", "/v1/memory/retrieve/"),  # literal routes are exact
+        ("GET", "/v1/other"),  # unknown route
+        ("GET", "/v1/filesX/a"),
+    ],
+)
+def test_unknown_routes_are_denied(method: str, path: str) -> None:
+    assert TABLE.match(method, path) is None
+
+
+def test_public_route() -> None:
+    match = TABLE.match("GET", "/healthz")
+    assert match is not None and match.public
+
+
+def test_bundled_default_table_loads() -> None:
+    table = RouteTable.load(None)
+    store = table.match("POST", "/v1/memory/store")
+    assert store is not None and store.permission == "memory:write"
+    assert table.match("GET", "/admin") is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "routes: [{methods: [], path: /a, permission: x}]",
+        "routes: [{methods: [GET], path: a, permission: x}]",
+        "routes: [{methods: [GET], path: /a, permission: x, extra: 1}]",
+        "routes: [{methods: [GET], path: /a}]",
+    ],
+)
+def test_bad_tables_are_refused(text: str) -> None:
+    with pytest.raises(ValidationError):
+        RouteTable.from_yaml(text)
+
+
+def test_rest_segment_must_end_the_pattern() -> None:
+    with pytest.raises(ValueError, match="must end"):
+        RouteTable.from_yaml("routes: [{methods: [GET], path: '/a/{r*}/b', permission: x}]")
