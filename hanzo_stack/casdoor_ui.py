@@ -1,0 +1,92 @@
+"""Build Casdoor's own admin UI (``web/`` of the pinned module) once, into the cache.
+
+Facts that shape this: the module cache is read-only, so the sources are copied out first;
+``web/``'s ``preinstall`` refuses npm, so yarn (v1, itself installed from the npm
+registry into the cache) runs the install; Cypress's install step would download a binary,
+so ``CYPRESS_INSTALL_BINARY=0``; ``craco build`` writes ``build-temp/`` and the
+``postbuild`` script moves it to ``build/``. Nothing of this lands in the repo.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from hanzo_contract.settings import default_cache_dir
+from hanzo_stack.casdoor_install import CASDOOR_VERSION, CasdoorInstallError, module_source_dir
+
+log = logging.getLogger(__name__)
+YARN_VERSION = "1.22.22"
+
+
+def casdoor_ui_dir(version: str = CASDOOR_VERSION, cache_dir: Path | None = None) -> Path:
+    """The built UI (holds ``index.html``): what Casdoor's ``frontendBaseDir`` points at."""
+    return (cache_dir or default_cache_dir()) / "casdoor" / version / "web" / "build"
+
+
+def _run(argv: list[str], cwd: Path, env: dict[str, str], what: str, log_path: Path) -> None:
+    with open(log_path, "ab") as out:
+        proc = subprocess.run(
+            argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, check=False
+        )
+    if proc.returncode != 0:
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
+        raise CasdoorInstallError(
+            f"{what} failed (exit {proc.returncode}); log {log_path}:\n{tail}"
+        )
+
+
+def build_casdoor_ui(version: str = CASDOOR_VERSION, cache_dir: Path | None = None) -> Path:
+    """Return the built UI dir, building it first if needed (several minutes, once)."""
+    target = casdoor_ui_dir(version, cache_dir)
+    if (target / "index.html").exists():
+        return target
+    web = target.parent
+    web.parent.mkdir(parents=True, exist_ok=True)
+    with open(web.parent / ".ui-build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / "index.html").exists():
+            return target
+        npm = shutil.which("npm")
+        if npm is None:
+            raise CasdoorInstallError("npm (Node.js) not found; it is needed to build Casdoor's UI")
+        source = module_source_dir(version) / "web"
+        if web.exists():
+            shutil.rmtree(web)
+        shutil.copytree(source, web)
+        for path in [web, *web.rglob("*")]:
+            path.chmod(path.stat().st_mode | 0o200)  # module cache files are read-only
+        tools = web.parent / "tools"
+        log_path = web.parent / "ui-build.log"
+        env = {
+            **os.environ,
+            "CYPRESS_INSTALL_BINARY": "0",
+            "CI": "false",
+            "GENERATE_SOURCEMAP": "false",
+            "NODE_OPTIONS": "--max-old-space-size=6144",
+        }
+        yarn = tools / "node_modules" / ".bin" / "yarn"
+        if not yarn.exists():
+            _run(
+                [npm, "install", "--no-save", "--prefix", str(tools), f"yarn@{YARN_VERSION}"],
+                web.parent,
+                env,
+                "installing yarn",
+                log_path,
+            )
+        log.info("building Casdoor's admin UI (several minutes, once): log %s", log_path)
+        _run(
+            [str(yarn), "install", "--frozen-lockfile", "--network-timeout", "600000"],
+            web,
+            env,
+            "yarn install",
+            log_path,
+        )
+        _run([str(yarn), "build"], web, env, "yarn build", log_path)
+        if not (target / "index.html").exists():
+            raise CasdoorInstallError(f"UI build finished but {target}/index.html is missing")
+    return target
