@@ -137,3 +137,43 @@ class ForwardAuthServer(_Server):
         )
         self.process.start().wait_ready(lambda: http_ok(self.url + "/healthz"), timeout)
         return self
+
+
+class SidecarServer(_Server):
+    """The real IAM sidecar (``python -m iam_sidecar serve``) with its state in ``workdir``.
+
+    Keys are minted through ``iam_sidecar.keystore.KeyStore`` on the same ``db_path``.
+    """
+
+    def __init__(
+        self, workdir: Path, env: Mapping[str, str] | None = None, port: int | None = None
+    ) -> None:
+        import secrets
+
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.db_path = workdir / "sidecar.db"
+        self.hash_secret = secrets.token_urlsafe(32)
+        self.verify_token = secrets.token_urlsafe(32)
+        self.env = {
+            "HANZO_STATE_DIR": str(workdir / "state"),
+            "HANZO_SIDECAR_STATE_DIR": str(workdir / "state"),
+            "HANZO_SIDECAR_DB_PATH": str(self.db_path),
+            "HANZO_SIDECAR_KEY_HASH_SECRET": self.hash_secret,
+            "HANZO_SIDECAR_VERIFY_TOKEN": self.verify_token,
+            # no Casdoor unless the caller gives one: keys verify from the local store
+            "HANZO_SIDECAR_CASDOOR_URL": f"http://{LOOPBACK}:{free_port()}",
+            **(env or {}),
+        }
+
+    def start(self, timeout: float = 30.0) -> SidecarServer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        argv = [
+            sys.executable, "-m", "iam_sidecar", "serve",
+            "--host", LOOPBACK, "--port", str(self.port), "--log-level", "warning",
+        ]  # fmt: skip
+        self.process = ManagedProcess(
+            "sidecar", argv, log_path=self.workdir / "sidecar.log", env=self.env
+        )
+        self.process.start().wait_ready(lambda: http_ok(self.url + "/healthz"), timeout)
+        return self

@@ -39,7 +39,8 @@ class GatewaySettings(HanzoSettings):
     negative_cache_seconds: float = Field(default=1.0, ge=0)
     cache_size: int = Field(default=100_000, ge=1)
 
-    #: Ed25519 key for the identity assertion; created under the state dir when unset
+    #: Ed25519 key for the identity assertion; when unset, ``assertion.key`` in the state
+    #: dir (``ensure_keypair(state_dir)``), where the sidecar and upstreams find the ``.pub``
     assertion_key_file: Path | None = None
     assertion_ttl_seconds: int = Field(default=60, ge=5)
 
@@ -64,7 +65,7 @@ class GatewaySettings(HanzoSettings):
         return default_state_dir() / "gateway"
 
     def resolved_assertion_key_file(self) -> Path:
-        return self.assertion_key_file or self.state_dir() / "assertion.key"
+        return self.assertion_key_file or default_state_dir() / "assertion.key"
 
     def resolved_quota_db_path(self) -> Path:
         return self.quota_db_path or self.state_dir() / "quotas.sqlite3"

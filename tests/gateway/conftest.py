@@ -6,18 +6,29 @@ of the core only; the end-to-end tests run the real sidecar process.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gateway_plugins.core import DecisionCore
 from gateway_plugins.limiter.memory import MemoryLimiter
 from gateway_plugins.routes import RouteTable
+from gateway_plugins.runners import (
+    CaddyServer,
+    EchoUpstream,
+    ForwardAuthServer,
+    NginxServer,
+    SidecarServer,
+)
 from gateway_plugins.sidecar_client import Rejected, Unavailable
 from hanzo_contract.assertion import AssertionSigner, AssertionVerifier, ensure_keypair
-from hanzo_contract.principal import Principal
+from hanzo_contract.principal import Limits, Principal
 from hanzo_contract.verify import ResolveRequest, VerifyResponse
+from iam_sidecar.keystore import KeyStore
 
 ROUTES = """
 routes:
@@ -84,3 +95,97 @@ async def core(
     )
     yield c
     await c.aclose()
+
+
+# ---- real servers for the end-to-end tests ------------------------------------------
+
+
+@dataclass
+class Stack:
+    """Real sidecar + forward-auth service + echo upstream, with nginx and Caddy in front."""
+
+    sidecar: SidecarServer
+    auth: ForwardAuthServer
+    upstream: EchoUpstream
+    nginx: NginxServer
+    caddy: CaddyServer
+    public_key: bytes
+    revocation_bound: float
+
+    def front(self, name: str) -> str:
+        return {"nginx": self.nginx.url, "caddy": self.caddy.url}[name]
+
+    async def mint(
+        self,
+        scopes: tuple[str, ...] = ("memory:read",),
+        limits: Limits | None = None,
+        organization: str = "acme",
+        owner: str = "alice",
+    ) -> tuple[str, str]:
+        """A fresh key ``(plaintext, key_id)`` in the sidecar's own store."""
+        store = await KeyStore.open(self.sidecar.db_path, self.sidecar.hash_secret.encode())
+        try:
+            plaintext, record = await store.create(
+                organization=organization,
+                owner=f"{organization}/{owner}",
+                name=f"k-{secrets.token_hex(6)}",
+                scopes=list(scopes),
+                limits=limits,
+            )
+        finally:
+            await store.close()
+        return plaintext, record.key_id
+
+    async def revoke(self, key_id: str, organization: str = "acme") -> None:
+        store = await KeyStore.open(self.sidecar.db_path, self.sidecar.hash_secret.encode())
+        try:
+            await store.revoke(organization, key_id)
+        finally:
+            await store.close()
+
+
+def gateway_env(sidecar: SidecarServer, workdir: Path, **extra: str) -> dict[str, str]:
+    env = {
+        "HANZO_STATE_DIR": str(workdir / "state"),
+        "HANZO_GATEWAY_SIDECAR_URL": sidecar.url,
+        "HANZO_GATEWAY_VERIFY_TOKEN": sidecar.verify_token,
+        "HANZO_GATEWAY_QUOTA_DB_PATH": str(workdir / "quotas.sqlite3"),
+        "HANZO_GATEWAY_POSITIVE_CACHE_MAX_SECONDS": "1",
+        "HANZO_GATEWAY_NEGATIVE_CACHE_SECONDS": "0.5",
+    }
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def sidecar_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SidecarServer]:
+    server = SidecarServer(
+        tmp_path_factory.mktemp("gw-sidecar"),
+        env={"HANZO_SIDECAR_VERIFY_CACHE_TTL_SECONDS": "1"},
+    ).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, sidecar_server: SidecarServer
+) -> Iterator[Stack]:
+    work = tmp_path_factory.mktemp("gw-stack")
+    started: list[Any] = []
+    try:
+        upstream = EchoUpstream(work).start()
+        started.append(upstream)
+        auth = ForwardAuthServer(work, gateway_env(sidecar_server, work)).start()
+        started.append(auth)
+        nginx = NginxServer(work / "nginx", auth.addr, upstream.addr).start()
+        started.append(nginx)
+        caddy = CaddyServer(work / "caddy", auth.addr, upstream.addr).start()
+        started.append(caddy)
+        public_key = (work / "state" / "assertion.pub").read_bytes()
+        yield Stack(sidecar_server, auth, upstream, nginx, caddy, public_key, 1.0)
+    finally:
+        for server in reversed(started):
+            server.stop()
