@@ -16,20 +16,17 @@ import httpx
 
 from hanzo_stack.casdoor_install import CASDOOR_VERSION, install_casdoor
 from hanzo_stack.casdoor_state import CasdoorSecrets, CasdoorState
-from hanzo_stack.process import LOOPBACK, ManagedProcess, free_port, http_ok, tcp_open
+from hanzo_stack.process import (
+    LOOPBACK,
+    ManagedProcess,
+    free_port,
+    http_ok,
+    pid_alive,
+    tcp_open,
+)
 from iam_sidecar.casdoor_client import CasdoorClient
 
 log = logging.getLogger(__name__)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class CasdoorServer:
@@ -43,6 +40,8 @@ class CasdoorServer:
         self._port = port
         self.process: ManagedProcess | None = None
         self.secrets: CasdoorSecrets | None = None
+        #: Casdoor's built admin UI (``hanzo_stack.casdoor_ui``); without it only the API runs
+        self.ui_dir: Path | None = None
 
     # ------------------------------------------------------------------ facts
     @property
@@ -96,7 +95,7 @@ class CasdoorServer:
     def running_pid(self) -> int | None:
         with contextlib.suppress(OSError, ValueError):
             pid = int(self.state.pid_path.read_text())
-            if _pid_alive(pid):
+            if pid_alive(pid):
                 return pid
         return None
 
@@ -117,6 +116,7 @@ class CasdoorServer:
             "ldapServerPort": "0",
             "ldapsServerPort": "0",
             "radiusServerPort": "0",
+            **({"frontendBaseDir": str(self.ui_dir)} if self.ui_dir else {}),
         }
 
     def start(self, timeout: float = 120.0) -> CasdoorServer:
@@ -170,9 +170,9 @@ class CasdoorServer:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout
-            while _pid_alive(pid) and time.monotonic() < deadline:
+            while pid_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
-            if _pid_alive(pid):
+            if pid_alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
         with contextlib.suppress(FileNotFoundError):

@@ -7,15 +7,27 @@ from pathlib import Path
 
 import typer
 
+from gateway_plugins.cli import cli as gateway_cli
+from hanzo_client.cli import login_cli, memory_cli
 from hanzo_contract.settings import default_state_dir
 from hanzo_stack.casdoor_install import CASDOOR_VERSION, CasdoorInstallError, install_casdoor
 from hanzo_stack.casdoor_server import CasdoorServer
+from iam_sidecar.cli import audit_cli, keys_cli, sidecar_cli, tenants_cli
+from memory_service.cli import cli as memory_service_cli
 
 app = typer.Typer(
     help="Hanzo unified services: IAM on Casdoor, gateway plugins, memory.", no_args_is_help=True
 )
 casdoor_cli = typer.Typer(help="Install and run the pinned Casdoor server.", no_args_is_help=True)
 app.add_typer(casdoor_cli, name="casdoor")
+app.add_typer(tenants_cli, name="tenants")
+app.add_typer(keys_cli, name="keys")
+app.add_typer(audit_cli, name="audit")
+app.add_typer(sidecar_cli, name="sidecar")
+app.add_typer(gateway_cli, name="gateway", help="Run the gateway forward-auth service.")
+app.add_typer(memory_service_cli, name="memory-service")
+app.add_typer(memory_cli, name="memory")
+app.registered_commands += login_cli.registered_commands
 
 StateDir = typer.Option(
     None,
@@ -88,4 +100,77 @@ def casdoor_status(state_dir: Path | None = StateDir) -> None:
     healthy = server.healthy()
     typer.echo(f"casdoor: {'healthy' if healthy else 'unhealthy'} at {server.url} (pid {pid})")
     if not healthy:
+        raise typer.Exit(1)
+
+
+DEMO_SCOPES = ["memory:read", "memory:write", "memory:delete"]
+
+
+def _demo_owner(tenant_file: Path) -> tuple[str, str]:
+    """The first seed user of the first organization in the tenant file."""
+    import yaml
+
+    data = yaml.safe_load(tenant_file.read_text())
+    for org in data.get("organizations", []):
+        for user in org.get("seed_users", org.get("users", [])):
+            return org["name"], f"{org['name']}/{user['name']}"
+    raise typer.BadParameter(f"{tenant_file} has no seed user for a demo key")
+
+
+@app.command("up")
+def up(
+    state_dir: Path | None = StateDir,
+    tenant_file: Path | None = typer.Option(None, help="Tenant file to apply"),
+    ui: bool = typer.Option(True, help="Serve Casdoor's admin UI if it has been built"),
+) -> None:
+    """Start Casdoor, sidecar, plugin, memory service and nginx; print how to use them."""
+    from hanzo_stack.stack import DEFAULT_TENANT_FILE, Stack
+
+    stack = Stack(state_dir or default_state_dir(), progress=typer.echo)
+    tenant_file = tenant_file or DEFAULT_TENANT_FILE
+    try:
+        info = stack.up(tenant_file, ui=ui)
+        organization, owner = _demo_owner(tenant_file)
+        key_path = stack.mint_demo_key(info, organization, owner, DEMO_SCOPES)
+    except (CasdoorInstallError, RuntimeError) as exc:
+        typer.echo(f"hanzo up failed: {exc}", err=True)
+        stack.down(quiet=True)
+        raise typer.Exit(1) from None
+    gw = info.gateway_url
+    typer.echo(f"""
+all healthy.
+  gateway (nginx):   {gw}
+  casdoor:           {info.casdoor_url}   (admin UI: sign in as built-in/admin)
+  admin credentials: {stack.casdoor.state.secrets_path} (0600)
+  logs:              {info.logs_dir}
+  demo API key for {owner}: {key_path} (0600)
+
+try it:
+  KEY=$(cat {key_path})
+  curl -s -X POST {gw}/v1/memory/store -H "Authorization: Bearer $KEY" \\
+       -H 'Content-Type: application/json' \\
+       -d '{{"memories":[{{"content":"The deploy window is Tuesday 10:00 UTC"}}]}}'
+  curl -s -X POST {gw}/v1/memory/search -H "Authorization: Bearer $KEY" \\
+       -H 'Content-Type: application/json' -d '{{"query":"when is the deploy window?"}}'
+
+stop with: hanzo down""")
+
+
+@app.command("down")
+def down(state_dir: Path | None = StateDir) -> None:
+    """Stop everything `hanzo up` started."""
+    from hanzo_stack.stack import Stack
+
+    Stack(state_dir or default_state_dir(), progress=typer.echo).down()
+
+
+@app.command("status")
+def status(state_dir: Path | None = StateDir) -> None:
+    """Health of each part (exit 1 unless all are healthy)."""
+    from hanzo_stack.stack import Stack
+
+    health = Stack(state_dir or default_state_dir()).status()
+    for name, ok in health.items():
+        typer.echo(f"{name:8} {'healthy' if ok else 'DOWN'}")
+    if not all(health.values()) or len(health) < 2:
         raise typer.Exit(1)

@@ -1,0 +1,286 @@
+"""``hanzo up|down|status``: the whole stack on embedded defaults and loopback ports.
+
+Casdoor (installed if missing), the IAM sidecar, the forward-auth plugin service, the
+memory service and an nginx gateway routing ``/v1/memory/*`` and ``/v1/keys*`` through the
+plugin. Every process is detached with a pid file and a log under the state dir, so ``down``
+and ``status`` work from any later shell.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from hanzo_contract.assertion import ensure_keypair
+from hanzo_stack.casdoor_server import CasdoorServer
+from hanzo_stack.casdoor_ui import casdoor_ui_dir
+from hanzo_stack.process import (
+    LOOPBACK,
+    ManagedProcess,
+    free_port,
+    http_ok,
+    pid_alive,
+    tcp_open,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_TENANT_FILE = REPO / "deploy" / "tenants" / "example.yaml"
+SERVICES = ("sidecar", "gateway", "memory", "nginx")
+
+
+class StackInfo(BaseModel):
+    """What ``up`` started, written to ``<state>/stack.json`` (no secrets in it)."""
+
+    state_dir: str
+    casdoor_url: str
+    cli_client_id: str
+    gateway_url: str
+    ports: dict[str, int]
+    logs_dir: str
+    tenant_file: str
+    demo_key_path: str | None = None
+    demo_organization: str | None = None
+
+
+@dataclass
+class StackLayout:
+    state_dir: Path
+    run_dir: Path = field(init=False)
+    logs_dir: Path = field(init=False)
+    info_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.run_dir = self.state_dir / "run"
+        self.logs_dir = self.state_dir / "logs"
+        self.info_path = self.state_dir / "stack.json"
+
+    def pid_path(self, name: str) -> Path:
+        return self.run_dir / f"{name}.pid"
+
+    def stack_secrets(self) -> dict[str, str]:
+        """Verify token and key-hash secret, generated once (0600), shared by the parts."""
+        path = self.state_dir / "stack-secrets.json"
+        if not path.exists():
+            self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            data = {
+                "verify_token": secrets.token_urlsafe(32),
+                "key_hash_secret": secrets.token_urlsafe(32),
+            }
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(data, fh)
+        return json.loads(path.read_text())
+
+
+def _python_cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "hanzo_stack", *args]
+
+
+class Stack:
+    def __init__(self, state_dir: Path, progress: Callable[[str], None] = print) -> None:
+        self.layout = StackLayout(state_dir)
+        self.casdoor = CasdoorServer(state_dir)
+        self.say = progress
+
+    # ------------------------------------------------------------------ env per part
+    def _envs(self, ports: dict[str, int], tenant_file: Path) -> dict[str, dict[str, str]]:
+        state = self.layout.state_dir
+        shared = self.layout.stack_secrets()
+        private_key, public_key = ensure_keypair(state)
+        casdoor = self.casdoor
+        assert casdoor.secrets is not None
+        sidecar = {
+            "HANZO_SIDECAR_STATE_DIR": str(state),
+            "HANZO_SIDECAR_DB_PATH": str(state / "sidecar.db"),
+            "HANZO_SIDECAR_KEY_HASH_SECRET": shared["key_hash_secret"],
+            "HANZO_SIDECAR_VERIFY_TOKEN": shared["verify_token"],
+            "HANZO_SIDECAR_CASDOOR_URL": casdoor.url,
+            "HANZO_SIDECAR_CASDOOR_CLIENT_ID": casdoor.client_id,
+            "HANZO_SIDECAR_CASDOOR_CLIENT_SECRET": casdoor.client_secret,
+            "HANZO_SIDECAR_TENANT_FILE": str(tenant_file),
+            "HANZO_SIDECAR_ASSERTION_PUBLIC_KEY_PATH": str(public_key),
+        }
+        gateway = {
+            "HANZO_GATEWAY_SIDECAR_URL": f"http://{LOOPBACK}:{ports['sidecar']}",
+            "HANZO_GATEWAY_VERIFY_TOKEN": shared["verify_token"],
+            "HANZO_GATEWAY_CASDOOR_URL": casdoor.url,
+            "HANZO_GATEWAY_JWT_AUDIENCES": json.dumps(
+                [casdoor.client_id, casdoor.secrets.cli_client_id]
+            ),
+            "HANZO_GATEWAY_ASSERTION_KEY_FILE": str(private_key),
+            "HANZO_GATEWAY_ROUTES_FILE": str(REPO / "deploy" / "stack" / "routes.yaml"),
+            "HANZO_GATEWAY_QUOTA_DB_PATH": str(state / "quota.db"),
+        }
+        memory = {
+            "HANZO_MEMORY_DATA_DIR": str(state / "memory"),
+            "HANZO_MEMORY_BACKEND": "sqlite",
+            "HANZO_MEMORY_ASSERTION_PUBLIC_KEY": str(public_key),
+        }
+        return {"sidecar": sidecar, "gateway": gateway, "memory": memory}
+
+    def _nginx_conf(self, ports: dict[str, int]) -> Path:
+        prefix = self.layout.run_dir / "nginx"
+        prefix.mkdir(parents=True, exist_ok=True)
+        for name in ("hanzo-auth-locations.conf", "hanzo-protect.conf"):
+            shutil.copy(REPO / "deploy" / "nginx" / name, prefix / name)
+        text = (REPO / "deploy" / "nginx" / "stack.conf.template").read_text()
+        values = {
+            "PREFIX": str(prefix),
+            "LISTEN": f"{LOOPBACK}:{ports['nginx']}",
+            "AUTH": f"{LOOPBACK}:{ports['gateway']}",
+            "MEMORY": f"{LOOPBACK}:{ports['memory']}",
+            "SIDECAR": f"{LOOPBACK}:{ports['sidecar']}",
+        }
+        for key, value in values.items():
+            text = text.replace("{{" + key + "}}", value)
+        conf = prefix / "nginx.conf"
+        conf.write_text(text)
+        return conf
+
+    def _start(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        ready: Callable[[], bool],
+        timeout: float = 120.0,
+    ) -> None:
+        proc = ManagedProcess(
+            name, argv, log_path=self.layout.logs_dir / f"{name}.log", env=env
+        ).start()
+        self.layout.pid_path(name).write_text(str(proc.pid))
+        proc.wait_ready(ready, timeout)
+
+    # ------------------------------------------------------------------ commands
+    def up(self, tenant_file: Path = DEFAULT_TENANT_FILE, ui: bool = True) -> StackInfo:
+        layout = self.layout
+        layout.run_dir.mkdir(parents=True, exist_ok=True)
+        layout.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.down(quiet=True)
+        if ui and (casdoor_ui_dir() / "index.html").exists():
+            self.casdoor.ui_dir = casdoor_ui_dir()
+        self.say("casdoor: installing if needed and starting ...")
+        self.casdoor.start()
+        self.say(f"casdoor: healthy at {self.casdoor.url}")
+        ports = {name: free_port() for name in SERVICES}
+        envs = self._envs(ports, tenant_file)
+        for name, argv in (
+            ("sidecar", _python_cli("sidecar", "serve", "--port", str(ports["sidecar"]))),
+            ("gateway", _python_cli("gateway", "serve", "--port", str(ports["gateway"]))),
+            ("memory", _python_cli("memory-service", "serve", "--port", str(ports["memory"]))),
+        ):
+            self.say(f"{name}: starting on {LOOPBACK}:{ports[name]} ...")
+            url = f"http://{LOOPBACK}:{ports[name]}/healthz"
+            self._start(
+                name,
+                argv,
+                {**envs[name], "HANZO_STATE_DIR": str(layout.state_dir)},
+                lambda url=url: http_ok(url),
+            )
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        conf = self._nginx_conf(ports)
+        self.say(f"nginx: starting on {LOOPBACK}:{ports['nginx']} ...")
+        self._start(
+            "nginx",
+            [nginx, "-p", str(conf.parent), "-c", str(conf)],
+            {},
+            lambda: tcp_open(ports["nginx"]),
+            timeout=20,
+        )
+        self.say(f"tenants: applying {tenant_file} ...")
+        self._sidecar_cli(envs["sidecar"], "tenants", "apply", str(tenant_file))
+        info = StackInfo(
+            state_dir=str(layout.state_dir),
+            casdoor_url=self.casdoor.url,
+            cli_client_id=self.casdoor.secrets.cli_client_id if self.casdoor.secrets else "",
+            gateway_url=f"http://{LOOPBACK}:{ports['nginx']}",
+            ports=ports,
+            logs_dir=str(layout.logs_dir),
+            tenant_file=str(tenant_file),
+        )
+        layout.info_path.write_text(info.model_dump_json(indent=2))
+        return info
+
+    def _sidecar_cli(self, env: dict[str, str], *args: str) -> str:
+        proc = subprocess.run(
+            _python_cli(*args),
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"hanzo {args[0]} {args[1]} failed:\n{proc.stdout}{proc.stderr}")
+        return proc.stdout
+
+    def mint_demo_key(
+        self, info: StackInfo, organization: str, owner: str, scopes: list[str]
+    ) -> Path:
+        """Create a demo key with the sidecar CLI; keep it in a 0600 file, never print it."""
+        env = self._envs(info.ports, Path(info.tenant_file))["sidecar"]
+        args = [
+            "keys",
+            "create",
+            "--org",
+            organization,
+            "--owner",
+            owner,
+            "--name",
+            f"demo-{secrets.token_hex(3)}",
+            "--json",
+        ]
+        for scope in scopes:
+            args += ["--scope", scope]
+        created = json.loads(self._sidecar_cli(env, *args))
+        path = self.layout.state_dir / "demo-key"
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(created["key"])
+        info.demo_key_path, info.demo_organization = str(path), organization
+        self.layout.info_path.write_text(info.model_dump_json(indent=2))
+        return path
+
+    def down(self, quiet: bool = False) -> None:
+        for name in reversed(SERVICES):
+            path = self.layout.pid_path(name)
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(path.read_text())
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGTERM)
+                deadline = time.monotonic() + 10
+                while pid_alive(pid) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+                if not quiet:
+                    self.say(f"{name}: stopped")
+            path.unlink(missing_ok=True)
+        if self.casdoor.running_pid() is not None:
+            self.casdoor.stop()
+            if not quiet:
+                self.say("casdoor: stopped")
+
+    def status(self) -> dict[str, bool]:
+        try:
+            info = StackInfo.model_validate_json(self.layout.info_path.read_text())
+        except (OSError, ValueError):
+            return {"casdoor": self.casdoor.healthy() if self.casdoor.running_pid() else False}
+        health = {"casdoor": self.casdoor.running_pid() is not None and self.casdoor.healthy()}
+        for name in ("sidecar", "gateway", "memory"):
+            health[name] = http_ok(f"http://{LOOPBACK}:{info.ports[name]}/healthz")
+        health["nginx"] = tcp_open(info.ports["nginx"])
+        return health
