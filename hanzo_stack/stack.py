@@ -38,6 +38,10 @@ from hanzo_stack.process import (
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_TENANT_FILE = REPO / "deploy" / "tenants" / "example.yaml"
 SERVICES = ("sidecar", "gateway", "memory", "nginx")
+_NO_INFERENCE = (
+    "default_type application/json; return 503 "
+    """'{"error":{"code":"no_upstream","message":"no inference gateway configured"}}';"""
+)
 
 
 class StackInfo(BaseModel):
@@ -130,7 +134,7 @@ class Stack:
         }
         return {"sidecar": sidecar, "gateway": gateway, "memory": memory}
 
-    def _nginx_conf(self, ports: dict[str, int]) -> Path:
+    def _nginx_conf(self, ports: dict[str, int], inference: str | None) -> Path:
         prefix = self.layout.run_dir / "nginx"
         prefix.mkdir(parents=True, exist_ok=True)
         for name in ("hanzo-auth-locations.conf", "hanzo-protect.conf"):
@@ -142,6 +146,7 @@ class Stack:
             "AUTH": f"{LOOPBACK}:{ports['gateway']}",
             "MEMORY": f"{LOOPBACK}:{ports['memory']}",
             "SIDECAR": f"{LOOPBACK}:{ports['sidecar']}",
+            "INFERENCE": f"proxy_pass http://{inference};" if inference else _NO_INFERENCE,
         }
         for key, value in values.items():
             text = text.replace("{{" + key + "}}", value)
@@ -164,7 +169,13 @@ class Stack:
         proc.wait_ready(ready, timeout)
 
     # ------------------------------------------------------------------ commands
-    def up(self, tenant_file: Path = DEFAULT_TENANT_FILE, ui: bool = True) -> StackInfo:
+    def up(
+        self,
+        tenant_file: Path = DEFAULT_TENANT_FILE,
+        ui: bool = True,
+        inference_upstream: str | None = None,
+    ) -> StackInfo:
+        """Start every part; ``inference_upstream`` (host:port) is the inference gateway."""
         layout = self.layout
         layout.run_dir.mkdir(parents=True, exist_ok=True)
         layout.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -190,7 +201,7 @@ class Stack:
                 lambda url=url: http_ok(url),
             )
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        conf = self._nginx_conf(ports)
+        conf = self._nginx_conf(ports, inference_upstream)
         self.say(f"nginx: starting on {LOOPBACK}:{ports['nginx']} ...")
         self._start(
             "nginx",
