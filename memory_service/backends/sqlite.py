@@ -1,0 +1,289 @@
+"""SQLite backend: aiosqlite, WAL, FTS5 for keyword search, exact vector scan per tenant.
+
+Vectors are float32 blobs in the row; :class:`TenantVectors` keeps each searched tenant's
+vectors in memory so a vector query scans only that tenant. ``synchronous=FULL`` makes a
+write durable (even across power loss) before the API acknowledges it.
+"""
+
+from __future__ import annotations
+
+# SQL text here is assembled only from constants and "?" placeholders; values are bound.
+# ruff: noqa: S608
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import numpy as np
+
+from memory_service.backends.base import (
+    MemoryBackend,
+    Query,
+    Record,
+    Usage,
+    keyword_terms,
+)
+from memory_service.backends.vector_cache import TenantVectors
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS memories (
+    rid INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL, id TEXT NOT NULL, user TEXT NOT NULL, namespace TEXT NOT NULL,
+    content TEXT NOT NULL, content_hash TEXT NOT NULL,
+    metadata TEXT NOT NULL, meta_kv TEXT NOT NULL, tags TEXT NOT NULL,
+    importance REAL NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL, size INTEGER NOT NULL, vector BLOB NOT NULL,
+    UNIQUE (tenant, id)
+);
+CREATE INDEX IF NOT EXISTS memories_order ON memories (tenant, created_at, id);
+CREATE INDEX IF NOT EXISTS memories_hash ON memories (tenant, content_hash);
+CREATE INDEX IF NOT EXISTS memories_size ON memories (tenant, size);
+CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5 (
+    content, content='memories', content_rowid='rid', tokenize='porter unicode61'
+);
+CREATE TRIGGER IF NOT EXISTS memories_ai AFTER INSERT ON memories BEGIN
+    INSERT INTO memories_fts (rowid, content) VALUES (new.rid, new.content);
+END;
+CREATE TRIGGER IF NOT EXISTS memories_ad AFTER DELETE ON memories BEGIN
+    INSERT INTO memories_fts (memories_fts, rowid, content) VALUES ('delete', old.rid, old.content);
+END;
+CREATE TRIGGER IF NOT EXISTS memories_au AFTER UPDATE OF content ON memories BEGIN
+    INSERT INTO memories_fts (memories_fts, rowid, content) VALUES ('delete', old.rid, old.content);
+    INSERT INTO memories_fts (rowid, content) VALUES (new.rid, new.content);
+END;
+"""
+
+_COLS = (
+    "tenant, id, user, namespace, content, content_hash, metadata, meta_kv, tags, "
+    "importance, created_at, updated_at, expires_at, size, vector"
+)
+_SELECT = f"SELECT {', '.join('m.' + c.strip() for c in _COLS.split(','))} FROM memories m"
+_UPSERT = f"""
+INSERT INTO memories ({_COLS}) VALUES ({", ".join("?" * 15)})
+ON CONFLICT (tenant, id) DO UPDATE SET
+    user = excluded.user, namespace = excluded.namespace, content = excluded.content,
+    content_hash = excluded.content_hash, metadata = excluded.metadata,
+    meta_kv = excluded.meta_kv, tags = excluded.tags, importance = excluded.importance,
+    created_at = excluded.created_at, updated_at = excluded.updated_at,
+    expires_at = excluded.expires_at, size = excluded.size, vector = excluded.vector
+"""
+
+
+def _row(r: Record) -> tuple[Any, ...]:
+    return (
+        r.tenant, r.id, r.user, r.namespace, r.content, r.content_hash,
+        json.dumps(r.metadata), json.dumps(r.meta_kv), json.dumps(r.tags),
+        r.importance, r.created_at, r.updated_at, r.expires_at, r.size,
+        np.asarray(r.vector, dtype=np.float32).tobytes(),
+    )  # fmt: skip
+
+
+def _record(row: Any) -> Record:
+    return Record(
+        tenant=row[0], id=row[1], user=row[2], namespace=row[3], content=row[4],
+        content_hash=row[5], metadata=json.loads(row[6]), tags=json.loads(row[8]),
+        importance=row[9], created_at=row[10], updated_at=row[11], expires_at=row[12],
+        vector=np.frombuffer(row[14], dtype=np.float32).copy(),
+    )  # fmt: skip
+
+
+def _where(q: Query) -> tuple[str, list[Any]]:
+    users = q.users
+    conds = ["m.tenant = ?", f"m.user IN ({', '.join('?' * len(users))})", "m.expires_at > ?"]
+    params: list[Any] = [q.tenant, *users, q.now]
+    if q.namespace is not None:
+        conds.append("m.namespace = ?")
+        params.append(q.namespace)
+    if q.created_after is not None:
+        conds.append("m.created_at > ?")
+        params.append(q.created_after)
+    if q.created_before is not None:
+        conds.append("m.created_at < ?")
+        params.append(q.created_before)
+    for tag in q.tags:
+        conds.append("EXISTS (SELECT 1 FROM json_each(m.tags) WHERE value = ?)")
+        params.append(tag)
+    for kv in q.meta_kv:
+        conds.append("EXISTS (SELECT 1 FROM json_each(m.meta_kv) WHERE value = ?)")
+        params.append(kv)
+    return " AND ".join(conds), params
+
+
+class SqliteBackend(MemoryBackend):
+    name = "sqlite"
+
+    def __init__(self, path: Path, dim: int) -> None:
+        self.path = path
+        self.dim = dim
+        self._db: aiosqlite.Connection | None = None
+        self._write = asyncio.Lock()
+        self._cache: dict[str, TenantVectors] = {}
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("backend not open")
+        return self._db
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self.path)
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute("PRAGMA synchronous=FULL")
+        await self._db.execute("PRAGMA busy_timeout=5000")
+        await self._db.executescript(_SCHEMA)
+        await self._db.commit()
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def _vectors(self, tenant: str) -> TenantVectors:
+        tv = self._cache.get(tenant)
+        if tv is not None:
+            return tv
+        tv = TenantVectors(self.dim)
+        async with self.db.execute(
+            "SELECT id, user, namespace, created_at, expires_at, vector FROM memories "
+            "WHERE tenant = ?",
+            (tenant,),
+        ) as cur:
+            rows = list(await cur.fetchall())
+        if rows:
+            vecs = np.frombuffer(b"".join(r[5] for r in rows), dtype=np.float32)
+            tv.put(
+                [r[0] for r in rows], vecs.reshape(len(rows), self.dim), [r[1] for r in rows],
+                [r[2] for r in rows], [r[3] for r in rows], [r[4] for r in rows],
+            )  # fmt: skip
+        self._cache[tenant] = tv
+        return tv
+
+    async def upsert(self, records: list[Record]) -> None:
+        if not records:
+            return
+        async with self._write:
+            try:
+                await self.db.executemany(_UPSERT, [_row(r) for r in records])
+                await self.db.commit()
+            except BaseException:
+                await self.db.rollback()
+                raise
+        by_tenant: dict[str, list[Record]] = {}
+        for r in records:
+            by_tenant.setdefault(r.tenant, []).append(r)
+        for tenant, recs in by_tenant.items():
+            tv = self._cache.get(tenant)
+            if tv is not None:
+                tv.put(
+                    [r.id for r in recs], np.stack([r.vector for r in recs]),
+                    [r.user for r in recs], [r.namespace for r in recs],
+                    [r.created_at for r in recs], [r.expires_at for r in recs],
+                )  # fmt: skip
+
+    async def get(self, tenant: str, ids: list[str]) -> list[Record]:
+        if not ids:
+            return []
+        marks = ", ".join("?" * len(ids))
+        sql = f"{_SELECT} WHERE m.tenant = ? AND m.id IN ({marks})"
+        async with self.db.execute(sql, (tenant, *ids)) as cur:
+            found = {r.id: r for r in map(_record, await cur.fetchall())}
+        return [found[i] for i in ids if i in found]
+
+    async def find_duplicate(
+        self, tenant: str, user: str, namespace: str, content_hash: str, now: int
+    ) -> str | None:
+        async with self.db.execute(
+            "SELECT id FROM memories WHERE tenant = ? AND content_hash = ? AND user = ? "
+            "AND namespace = ? AND expires_at > ? LIMIT 1",
+            (tenant, content_hash, user, namespace, now),
+        ) as cur:
+            row = await cur.fetchone()
+        return row[0] if row else None
+
+    async def delete(self, tenant: str, ids: list[str]) -> int:
+        if not ids:
+            return 0
+        marks = ", ".join("?" * len(ids))
+        async with self._write:
+            cur = await self.db.execute(
+                f"DELETE FROM memories WHERE tenant = ? AND id IN ({marks})", (tenant, *ids)
+            )
+            await self.db.commit()
+        if tv := self._cache.get(tenant):
+            tv.remove(ids)
+        return cur.rowcount
+
+    async def list(self, q: Query, after: tuple[int, str] | None, limit: int) -> list[Record]:
+        where, params = _where(q)
+        if after is not None:
+            where += " AND (m.created_at > ? OR (m.created_at = ? AND m.id > ?))"
+            params += [after[0], after[0], after[1]]
+        sql = f"{_SELECT} WHERE {where} ORDER BY m.created_at, m.id LIMIT ?"
+        async with self.db.execute(sql, (*params, limit)) as cur:
+            return [_record(r) for r in await cur.fetchall()]
+
+    async def vector_search(
+        self, q: Query, vector: np.ndarray, k: int
+    ) -> list[tuple[Record, float]]:
+        tv = await self._vectors(q.tenant)
+        exact = not q.tags and not q.metadata
+        hits: list[tuple[str, float]] = []
+        skip, batch = 0, k if exact else max(4 * k, 64)
+        while len(hits) < k:
+            cand = tv.top(q, vector, batch, skip)
+            if not cand:
+                break
+            if exact:
+                hits += cand
+            else:
+                ok = await self._matching(q, [c[0] for c in cand])
+                hits += [c for c in cand if c[0] in ok]
+            skip += batch
+            batch *= 2
+        hits = hits[:k]
+        records = {r.id: r for r in await self.get(q.tenant, [h[0] for h in hits])}
+        return [(records[i], s) for i, s in hits if i in records]
+
+    async def _matching(self, q: Query, ids: list[str]) -> set[str]:
+        """Which of ``ids`` pass every filter, tags and metadata included."""
+        where, params = _where(q)
+        marks = ", ".join("?" * len(ids))
+        sql = f"SELECT m.id FROM memories m WHERE {where} AND m.id IN ({marks})"
+        async with self.db.execute(sql, (*params, *ids)) as cur:
+            return {row[0] for row in await cur.fetchall()}
+
+    async def keyword_search(self, q: Query, text: str, k: int) -> list[tuple[Record, float]]:
+        terms = keyword_terms(text)
+        if not terms:
+            return []
+        match = " OR ".join(f'"{t}"' for t in terms)
+        where, params = _where(q)
+        sql = (
+            f"{_SELECT.replace('FROM memories m', ', -bm25(memories_fts) AS score')} "
+            f"FROM memories_fts JOIN memories m ON m.rid = memories_fts.rowid "
+            f"WHERE memories_fts MATCH ? AND {where} ORDER BY bm25(memories_fts) LIMIT ?"
+        )
+        async with self.db.execute(sql, (match, *params, k)) as cur:
+            return [(_record(r), float(r[15])) for r in await cur.fetchall()]
+
+    async def usage(self, tenant: str) -> Usage:
+        async with self.db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM memories WHERE tenant = ?", (tenant,)
+        ) as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        return Usage(count=int(row[0]), bytes=int(row[1]))
+
+    async def purge_expired(self, tenant: str, now: int) -> int:
+        async with self._write:
+            cur = await self.db.execute(
+                "DELETE FROM memories WHERE tenant = ? AND expires_at <= ? RETURNING id",
+                (tenant, now),
+            )
+            ids = [r[0] for r in await cur.fetchall()]
+            await self.db.commit()
+        if ids and (tv := self._cache.get(tenant)):
+            tv.remove(ids)
+        return len(ids)

@@ -1,0 +1,314 @@
+"""What the API does, independent of HTTP: dedup, visibility, limits, embedding, fusion.
+
+Every method takes the caller's :class:`Principal`; the tenant and user come only from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import numpy as np
+
+from hanzo_contract.principal import Principal
+from memory_service.backends.base import NEVER, SHARED, MemoryBackend, Query, Record
+from memory_service.clock import expiry_from_us, from_us, now_us, to_us
+from memory_service.embeddings.base import Embedder, EmbeddingError, normalize
+from memory_service.errors import ApiError, not_found
+from memory_service.models import (
+    Filters,
+    ImportLine,
+    MemoryIn,
+    MemoryOut,
+    SearchHit,
+    SearchRequest,
+    StoreItemResult,
+    UpdateRequest,
+)
+from memory_service.settings import MemorySettings
+
+RRF_K = 60
+
+
+def content_hash(content: str) -> str:
+    return hashlib.sha256(content.encode()).hexdigest()
+
+
+def new_id() -> str:
+    return "m_" + secrets.token_hex(12)
+
+
+def to_out(r: Record) -> MemoryOut:
+    return MemoryOut(
+        id=r.id,
+        content=r.content,
+        namespace=r.namespace,
+        scope="org" if r.user == SHARED else "user",
+        user=None if r.user == SHARED else r.user,
+        metadata=r.metadata,
+        tags=r.tags,
+        importance=r.importance,
+        created_at=from_us(r.created_at),
+        updated_at=from_us(r.updated_at),
+        expires_at=expiry_from_us(r.expires_at),
+    )
+
+
+class MemoryService:
+    def __init__(self, backend: MemoryBackend, embedder: Embedder, settings: MemorySettings):
+        self.backend = backend
+        self.embedder = embedder
+        self.settings = settings
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def visible(self, p: Principal, r: Record, now: int) -> bool:
+        return r.tenant == p.organization and r.user in (p.user, SHARED) and r.expires_at > now
+
+    def query(self, p: Principal, f: Filters, now: int) -> Query:
+        return Query(
+            tenant=p.organization,
+            user=p.user,
+            now=now,
+            namespace=f.namespace,
+            scope=f.scope,
+            tags=tuple(f.tags),
+            metadata=dict(f.metadata),
+            created_after=to_us(f.created_after) if f.created_after else None,
+            created_before=to_us(f.created_before) if f.created_before else None,
+        )
+
+    def _check_vector(self, values: list[float]) -> np.ndarray:
+        if len(values) != self.embedder.dim:
+            raise ApiError(
+                422, "dimension_mismatch",
+                f"embedding has {len(values)} dimensions; this collection uses "
+                f"{self.embedder.dim}",
+                {"expected": self.embedder.dim, "got": len(values)},
+            )  # fmt: skip
+        row = np.asarray([values], dtype=np.float32)
+        if not np.isfinite(row).all() or not np.any(row):
+            raise ApiError(422, "invalid_embedding", "embedding must be finite and non-zero")
+        return normalize(row)[0]
+
+    async def _embed(self, texts: list[str]) -> np.ndarray:
+        try:
+            rows = await self.embedder.embed(texts)
+        except EmbeddingError as exc:
+            raise ApiError(502, "embedding_unavailable", str(exc)) from None
+        if rows.shape != (len(texts), self.embedder.dim):
+            raise ApiError(502, "embedding_unavailable", "embedder returned the wrong shape")
+        return rows
+
+    def _expiry(self, ttl: int | None, at: object, now: int) -> int:
+        if ttl is not None:
+            return now + ttl * 1_000_000
+        if at is not None:
+            value = to_us(at)  # type: ignore[arg-type]
+            if value <= now:
+                raise ApiError(422, "invalid_expiry", "expires_at must be in the future")
+            return value
+        return NEVER
+
+    def _check_content(self, content: str) -> None:
+        if len(content) > self.settings.max_content_chars:
+            raise ApiError(
+                413, "content_too_large",
+                f"content exceeds {self.settings.max_content_chars} characters",
+            )  # fmt: skip
+
+    # -- store ---------------------------------------------------------------------------
+
+    async def store(self, p: Principal, items: list[MemoryIn]) -> list[StoreItemResult]:
+        if len(items) > self.settings.max_batch:
+            raise ApiError(
+                413, "batch_too_large", f"at most {self.settings.max_batch} memories per request"
+            )
+        now = now_us()
+        tenant = p.organization
+        client_ids = [m.id for m in items if m.id]
+        if len(set(client_ids)) != len(client_ids):
+            raise ApiError(422, "duplicate_id", "the same id appears twice in one request")
+        existing = {r.id: r for r in await self.backend.get(tenant, client_ids)}
+
+        results: list[StoreItemResult | None] = [None] * len(items)
+        pending: list[tuple[int, Record, list[float] | None]] = []
+        seen: dict[tuple[str, str, str], str] = {}
+        for i, m in enumerate(items):
+            self._check_content(m.content)
+            vec = self._check_vector(m.embedding) if m.embedding is not None else None
+            user = p.user if m.scope == "user" else SHARED
+            chash = content_hash(m.content)
+            old = existing.get(m.id) if m.id else None
+            if old is not None and old.user not in (p.user, SHARED):
+                raise ApiError(409, "id_conflict", f"id {m.id!r} is taken in this organization")
+            key = (user, m.namespace, chash)
+            if m.id is None:
+                dup = seen.get(key) or await self.backend.find_duplicate(
+                    tenant, user, m.namespace, chash, now
+                )
+                if dup is not None:
+                    results[i] = StoreItemResult(id=dup, status="duplicate")
+                    continue
+            created = getattr(m, "created_at", None)
+            rec = Record(
+                tenant=tenant,
+                id=m.id or new_id(),
+                user=user,
+                namespace=m.namespace,
+                content=m.content,
+                content_hash=chash,
+                metadata=m.metadata,
+                tags=list(dict.fromkeys(m.tags)),
+                importance=m.importance,
+                created_at=old.created_at if old else (to_us(created) if created else now + i),
+                updated_at=now + i,
+                expires_at=self._expiry(m.ttl_seconds, m.expires_at, now),
+                vector=vec if vec is not None else np.zeros(0, dtype=np.float32),
+            )
+            seen.setdefault(key, rec.id)
+            results[i] = StoreItemResult(id=rec.id, status="updated" if old else "created")
+            pending.append((i, rec, None if vec is not None else [1.0]))
+
+        to_embed = [rec for _, rec, marker in pending if marker is not None]
+        if to_embed:
+            rows = await self._embed([r.content for r in to_embed])
+            for rec, row in zip(to_embed, rows, strict=True):
+                rec.vector = row
+        records = [rec for _, rec, _ in pending]
+        await self._check_limits(p, records, existing)
+        await self.backend.upsert(records)
+        return [r for r in results if r is not None]
+
+    async def _check_limits(
+        self, p: Principal, records: list[Record], existing: dict[str, Record]
+    ) -> None:
+        if not records:
+            return
+        new = [r for r in records if r.id not in existing]
+        add_bytes = sum(r.size for r in records) - sum(
+            existing[r.id].size for r in records if r.id in existing
+        )
+        s = self.settings
+        for attempt in range(2):
+            use = await self.backend.usage(p.organization)
+            over_count = use.count + len(new) > s.tenant_max_memories
+            over_bytes = use.bytes + add_bytes > s.tenant_max_bytes
+            if not (over_count or over_bytes):
+                return
+            if attempt == 0:
+                await self.backend.purge_expired(p.organization, now_us())
+        raise ApiError(
+            403, "tenant_limit_reached",
+            "this organization's memory limit is reached",
+            {"max_memories": s.tenant_max_memories, "max_bytes": s.tenant_max_bytes,
+             "used_memories": use.count, "used_bytes": use.bytes},
+        )  # fmt: skip
+
+    # -- read ----------------------------------------------------------------------------
+
+    async def get(self, p: Principal, memory_id: str) -> Record:
+        now = now_us()
+        found = await self.backend.get(p.organization, [memory_id])
+        if not found or not self.visible(p, found[0], now):
+            raise not_found()
+        return found[0]
+
+    async def list(
+        self, p: Principal, f: Filters, after: tuple[int, str] | None, limit: int
+    ) -> tuple[list[Record], tuple[int, str] | None]:
+        rows = await self.backend.list(self.query(p, f, now_us()), after, limit + 1)
+        page = rows[:limit]
+        more = len(rows) > limit
+        return page, (page[-1].created_at, page[-1].id) if more and page else None
+
+    async def search(self, p: Principal, req: SearchRequest) -> list[SearchHit]:
+        if req.top_k > self.settings.max_top_k:
+            raise ApiError(422, "top_k_too_large", f"top_k is at most {self.settings.max_top_k}")
+        q = self.query(p, req.filters, now_us())
+        vec_hits: list[tuple[Record, float]] = []
+        kw_hits: list[tuple[Record, float]] = []
+        depth = req.top_k if req.mode != "hybrid" else min(max(3 * req.top_k, 30), 300)
+        if req.mode in ("vector", "hybrid"):
+            if req.embedding is not None:
+                vector = self._check_vector(req.embedding)
+            else:
+                vector = (await self._embed([req.query]))[0]
+            vec_hits = await self.backend.vector_search(q, vector, depth)
+        if req.mode in ("keyword", "hybrid"):
+            kw_hits = await self.backend.keyword_search(q, req.query, depth)
+        if req.mode == "vector":
+            hits = [SearchHit(memory=to_out(r), score=s, vector_score=s) for r, s in vec_hits]
+        elif req.mode == "keyword":
+            hits = [SearchHit(memory=to_out(r), score=s, keyword_score=s) for r, s in kw_hits]
+        else:
+            hits = self._fuse(vec_hits, kw_hits)
+        if req.min_score is not None:
+            hits = [h for h in hits if h.score >= req.min_score]
+        return hits[: req.top_k]
+
+    @staticmethod
+    def _fuse(
+        vec_hits: list[tuple[Record, float]], kw_hits: list[tuple[Record, float]]
+    ) -> list[SearchHit]:
+        """Reciprocal rank fusion: robust to the two modes' incomparable score scales."""
+        fused: dict[str, float] = {}
+        recs: dict[str, Record] = {}
+        vs = {r.id: s for r, s in vec_hits}
+        ks = {r.id: s for r, s in kw_hits}
+        for hits in (vec_hits, kw_hits):
+            for rank, (r, _) in enumerate(hits):
+                fused[r.id] = fused.get(r.id, 0.0) + 1.0 / (RRF_K + rank + 1)
+                recs[r.id] = r
+        order = sorted(fused, key=lambda i: (-fused[i], i))
+        return [
+            SearchHit(memory=to_out(recs[i]), score=fused[i], vector_score=vs.get(i),
+                      keyword_score=ks.get(i))
+            for i in order
+        ]  # fmt: skip
+
+    # -- change --------------------------------------------------------------------------
+
+    async def update(self, p: Principal, memory_id: str, req: UpdateRequest) -> Record:
+        old = await self.get(p, memory_id)
+        now = now_us()
+        rec = replace(old, updated_at=max(now, old.updated_at + 1))
+        if req.content is not None and req.content != old.content:
+            self._check_content(req.content)
+            rec.content = req.content
+            rec.content_hash = content_hash(req.content)
+            rec.vector = (await self._embed([req.content]))[0]
+        if req.metadata is not None:
+            rec.metadata = req.metadata
+        if req.tags is not None:
+            rec.tags = list(dict.fromkeys(req.tags))
+        if req.importance is not None:
+            rec.importance = req.importance
+        if req.ttl_seconds is not None or req.expires_at is not None:
+            rec.expires_at = self._expiry(req.ttl_seconds, req.expires_at, now)
+        await self._check_limits(p, [rec], {old.id: old})
+        await self.backend.upsert([rec])
+        return rec
+
+    async def delete(self, p: Principal, memory_id: str) -> None:
+        rec = await self.get(p, memory_id)
+        await self.backend.delete(p.organization, [rec.id])
+
+    # -- export / import -----------------------------------------------------------------
+
+    async def export(self, p: Principal, page: int = 500) -> AsyncIterator[ImportLine]:
+        after: tuple[int, str] | None = None
+        while True:
+            rows, after = await self.list(p, Filters(), after, page)
+            for r in rows:
+                yield ImportLine(
+                    id=r.id, content=r.content, namespace=r.namespace,
+                    scope="org" if r.user == SHARED else "user", metadata=r.metadata,
+                    tags=r.tags, importance=r.importance,
+                    expires_at=expiry_from_us(r.expires_at), created_at=from_us(r.created_at),
+                    updated_at=from_us(r.updated_at),
+                )  # fmt: skip
+            if after is None:
+                return

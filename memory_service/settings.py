@@ -1,0 +1,43 @@
+"""Memory service settings: ``HANZO_MEMORY_*`` env vars, then ``[memory]`` in HANZO_CONFIG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from hanzo_contract.settings import HanzoSettings, default_state_dir
+
+
+class MemorySettings(HanzoSettings):
+    model_config = SettingsConfigDict(env_prefix="HANZO_MEMORY_", extra="ignore")
+    config_section: ClassVar[str] = "memory"
+
+    backend: Literal["sqlite", "lancedb", "redis"] = "sqlite"
+    data_dir: Path = Field(default_factory=lambda: default_state_dir() / "memory")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: HNSW search breadth for Redis; higher buys recall with latency
+    redis_ef_runtime: int = Field(default=200, ge=10, le=4096)
+
+    embedder: Literal["local", "http", "deterministic"] = "local"
+    embedding_dim: int = Field(default=384, ge=2, le=8192)
+    embedding_url: str | None = None
+    embedding_model: str = "text-embedding-3-small"
+    embedding_api_key: SecretStr | None = None
+    embedding_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    #: Public half of the gateway's Ed25519 assertion key pair.
+    assertion_public_key: Path = Field(
+        default_factory=lambda: default_state_dir() / "assertion.pub"
+    )
+
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_import_bytes: int = Field(default=64 * 1_048_576, ge=1024)
+    max_batch: int = Field(default=512, ge=1)
+    max_content_chars: int = Field(default=32_768, ge=1)
+    max_top_k: int = Field(default=100, ge=1)
+
+    tenant_max_memories: int = Field(default=1_000_000, ge=1)
+    tenant_max_bytes: int = Field(default=1 << 30, ge=1)
