@@ -189,3 +189,14 @@ def stack(
     finally:
         for server in reversed(started):
             server.stop()
+
+
+@pytest.fixture(scope="session")
+def make_gateway_env() -> Any:
+    """``gateway_env(sidecar, workdir, **extra)``: env for a forward-auth process."""
+    return gateway_env
+
+
+@pytest.fixture(scope="session")
+def mint(stack: Stack) -> Any:
+    return stack.mint

@@ -1,0 +1,133 @@
+"""Limiters against real stores: SQLite-persisted in-process quotas, Valkey shared budgets."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway_plugins.limiter import LimiterUnavailable
+from gateway_plugins.limiter.memory import MemoryLimiter
+from gateway_plugins.limiter.redis_store import RedisLimiter
+from gateway_plugins.runners import ForwardAuthServer
+from hanzo_contract.principal import Limits
+from hanzo_stack.process import LOOPBACK, free_port
+from hanzo_stack.valkey import ValkeyServer
+
+
+@pytest.fixture
+def valkey(tmp_path: Path) -> Iterator[ValkeyServer]:
+    server = ValkeyServer(tmp_path / "valkey").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_memory_quota_survives_a_restart(tmp_path: Path) -> None:
+    db = tmp_path / "quotas.sqlite3"
+    limits = Limits(units_per_day=3)
+    first = MemoryLimiter(db)
+    assert [(await first.hit(["key:acme/a"], limits)).allowed for _ in range(2)] == [True, True]
+    await first.aclose()
+
+    second = MemoryLimiter(db)
+    assert (await second.hit(["key:acme/a"], limits)).allowed
+    denied = await second.hit(["key:acme/a"], limits)
+    assert not denied.allowed and denied.code == "quota_exceeded"
+    assert (await second.hit(["key:acme/b"], limits)).allowed  # other keys untouched
+    await second.aclose()
+
+
+async def test_memory_denied_requests_spend_no_budget(tmp_path: Path) -> None:
+    limiter = MemoryLimiter(None)
+    both = Limits(requests_per_minute=5, units_per_day=2)
+    assert (await limiter.hit(["k"], both)).allowed
+    assert (await limiter.hit(["k"], both)).allowed
+    for _ in range(3):
+        assert not (await limiter.hit(["k"], both)).allowed
+    # the per-minute counter only holds the two requests that passed
+    result = await limiter.hit(["k"], Limits(requests_per_minute=5))
+    assert result.allowed and result.remaining == 2
+
+
+async def test_memory_org_bucket_is_shared(tmp_path: Path) -> None:
+    limiter = MemoryLimiter(None)
+    limits = Limits(requests_per_minute=2)
+    assert (await limiter.hit(["key:a", "org:acme"], limits)).allowed
+    assert (await limiter.hit(["key:b", "org:acme"], limits)).allowed
+    assert not (await limiter.hit(["key:c", "org:acme"], limits)).allowed
+
+
+async def test_redis_budget_is_atomic_across_limiters(valkey: ValkeyServer) -> None:
+    a, b = RedisLimiter(valkey.url), RedisLimiter(valkey.url)
+    limits = Limits(requests_per_minute=20)
+    try:
+        results = await asyncio.gather(
+            *[(a if i % 2 else b).hit(["key:acme/shared"], limits) for i in range(60)]
+        )
+    finally:
+        await a.aclose()
+        await b.aclose()
+    assert sum(r.allowed for r in results) == 20
+    denied = [r for r in results if not r.allowed]
+    assert all(r.code == "rate_limited" and r.reset >= 1 for r in denied)
+
+
+async def test_redis_unreachable_raises_quickly() -> None:
+    limiter = RedisLimiter(f"redis://{LOOPBACK}:{free_port()}/0", timeout=0.2)
+    try:
+        with pytest.raises(LimiterUnavailable):
+            await limiter.hit(["k"], Limits(requests_per_minute=1))
+    finally:
+        await limiter.aclose()
+
+
+def _auth_headers(key: str) -> dict[str, str]:
+    return {
+        "X-Forwarded-Method": "GET",
+        "X-Forwarded-Uri": "/v1/memory/retrieve",
+        "X-API-Key": key,
+    }
+
+
+async def test_two_plugin_processes_share_one_budget_then_hold_their_fail_mode(
+    stack, make_gateway_env, valkey: ValkeyServer, tmp_path: Path
+) -> None:
+    common = {"HANZO_GATEWAY_LIMITER_BACKEND": "redis", "HANZO_GATEWAY_REDIS_URL": valkey.url}
+    env_open = make_gateway_env(
+        stack.sidecar, tmp_path / "a", HANZO_GATEWAY_LIMITER_FAIL_MODE="open", **common
+    )
+    env_closed = make_gateway_env(
+        stack.sidecar, tmp_path / "b", HANZO_GATEWAY_LIMITER_FAIL_MODE="closed", **common
+    )
+    fail_open = ForwardAuthServer(tmp_path, env_open).start()
+    try:
+        fail_closed = ForwardAuthServer(tmp_path, env_closed).start()
+        try:
+            key, _ = await stack.mint(limits=Limits(requests_per_minute=6))
+            async with httpx.AsyncClient(timeout=10) as http:
+                statuses = []
+                for i in range(10):
+                    server = fail_open if i % 2 else fail_closed
+                    r = await http.get(server.url + "/auth", headers=_auth_headers(key))
+                    statuses.append(r.status_code)
+                assert statuses.count(200) == 6
+                assert statuses[6:] == [429] * 4  # both processes see the same spent budget
+
+                valkey.stop()
+                fresh, _ = await stack.mint(limits=Limits(requests_per_minute=6))
+                r = await http.get(fail_open.url + "/auth", headers=_auth_headers(fresh))
+                assert r.status_code == 200
+                r = await http.get(fail_closed.url + "/auth", headers=_auth_headers(fresh))
+                assert r.status_code == 503
+                assert r.json()["error"]["code"] == "limiter_unavailable"
+                metrics = (await http.get(fail_open.url + "/metrics")).text
+                assert 'hanzo_gateway_limiter_errors_total{fail_mode="open"} 1.0' in metrics
+        finally:
+            fail_closed.stop()
+    finally:
+        fail_open.stop()
