@@ -16,7 +16,7 @@ from hanzo_contract.assertion import AssertionVerifier
 from hanzo_contract.errors import error_body
 from hanzo_contract.verify import RESOLVE_PATH, VERIFY_PATH
 from iam_sidecar import routes_keys, routes_ops, routes_verify
-from iam_sidecar.casdoor_client import CasdoorClient
+from iam_sidecar.casdoor_factory import casdoor_client
 from iam_sidecar.errors import SidecarError
 from iam_sidecar.http_util import error_response
 from iam_sidecar.key_service import KeyService
@@ -44,14 +44,7 @@ async def build_state(
     """Open the store and the Casdoor client; the caller closes them (``close_state``)."""
     assert settings.db_path is not None
     store = await KeyStore.open(settings.db_path, settings.hash_secret_bytes)
-    secret = settings.casdoor_client_secret
-    casdoor = CasdoorClient(
-        settings.casdoor_url,
-        settings.casdoor_client_id,
-        secret.get_secret_value() if secret else "",
-        timeout=settings.casdoor_timeout_seconds,
-        retries=settings.casdoor_retries,
-    )
+    casdoor = casdoor_client(settings)
     state_box: list[SidecarState] = []
     resolver = OwnerResolver(
         casdoor, lambda: state_box[0].policy, ttl=settings.role_cache_ttl_seconds

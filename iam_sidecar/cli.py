@@ -5,7 +5,6 @@ and ``sidecar_cli`` under the root ``hanzo`` command; ``cli`` bundles them for
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -13,8 +12,8 @@ from typing import Any, TypeVar
 import typer
 
 from hanzo_contract.principal import Limits, PrincipalKind
-from iam_sidecar.cli_util import emit_json, emit_table, fail, parse_duration, when
-from iam_sidecar.errors import SidecarError
+from iam_sidecar.cli_tenants import tenants_cli
+from iam_sidecar.cli_util import emit_json, emit_table, parse_duration, run_async, when
 from iam_sidecar.settings import SidecarSettings
 
 T = TypeVar("T")
@@ -23,7 +22,6 @@ cli = typer.Typer(help="Hanzo IAM sidecar: tenants, API keys, audit.", no_args_i
 sidecar_cli = typer.Typer(help="Run the IAM sidecar server.", no_args_is_help=True)
 keys_cli = typer.Typer(help="Create, list, rotate and revoke API keys.", no_args_is_help=True)
 audit_cli = typer.Typer(help="Query the audit log and usage counters.")
-tenants_cli = typer.Typer(help="Sync the tenant file into Casdoor.", no_args_is_help=True)
 
 JsonOpt = typer.Option(False, "--json", help="Machine-readable JSON output.")
 OrgOpt = typer.Option(..., "--org", "-o", help="Organization (tenant).")
@@ -33,12 +31,7 @@ def _settings() -> SidecarSettings:
     return SidecarSettings()
 
 
-def _run(make: Callable[[SidecarSettings], Awaitable[T]]) -> T:
-    """Run one async CLI action; typed sidecar errors become a clean exit 1."""
-    try:
-        return asyncio.run(make(_settings()))
-    except SidecarError as exc:
-        raise fail(f"{exc.code}: {exc.message}") from None
+_run = run_async
 
 
 # ---- sidecar serve -----------------------------------------------------------------
@@ -91,7 +84,7 @@ def keys_create(
     org: str = OrgOpt,
     owner: str = typer.Option(..., help="User (or application with --app): name or org/name."),
     name: str = typer.Option(..., help="Key name, unique per owner."),
-    scope: list[str] = typer.Option(..., "--scope", "-s", help="Scope like memory:read."),  # noqa: B008
+    scope: list[str] = typer.Option(..., "--scope", "-s", help="Scope like memory:read."),
     app: bool = typer.Option(False, "--app", help="Owner is a service application."),
     expires_in: str | None = typer.Option(None, help="Lifetime like 30d, 12h."),
     rpm: int | None = typer.Option(None, help="Per-key requests per minute (overrides plan)."),

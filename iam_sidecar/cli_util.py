@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from iam_sidecar.errors import SidecarError
+from iam_sidecar.settings import SidecarSettings
+
+T = TypeVar("T")
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -46,3 +52,11 @@ def emit_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
 def fail(message: str, code: int = 1) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
+
+
+def run_async(make: Callable[[SidecarSettings], Awaitable[T]]) -> T:
+    """Run one async CLI action with settings from env/config; typed errors exit 1."""
+    try:
+        return asyncio.run(make(SidecarSettings()))
+    except SidecarError as exc:
+        raise fail(f"{exc.code}: {exc.message}") from None

@@ -17,7 +17,7 @@ from iam_sidecar.casdoor_errors import CasdoorUnavailable
 from iam_sidecar.errors import UpstreamUnavailable
 from iam_sidecar.models import OwnerGrant
 from iam_sidecar.policy import TenantPolicy
-from iam_sidecar.scopes import user_scopes
+from iam_sidecar.scopes import scopes_of_user_object
 
 
 class OwnerResolver:
@@ -59,9 +59,8 @@ class OwnerResolver:
         user = await self._casdoor.get_user(organization, name)
         if not user or user.get("isForbidden") or user.get("isDeleted"):
             return OwnerGrant(owner=owner, active=False, refreshed_at=time.time())
-        roles = await self._casdoor.list_objects("role", organization)
-        permissions = await self._casdoor.list_objects("permission", organization)
-        role_names, scopes = user_scopes(organization, name, roles, permissions)
+        # get-user carries the user's roles and permissions: one round trip per owner
+        role_names, scopes = scopes_of_user_object(user)
         return OwnerGrant(
             owner=owner,
             active=True,

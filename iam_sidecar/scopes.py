@@ -35,31 +35,26 @@ def scope_of_permission(permission: dict[str, Any]) -> str | None:
     return f"{resources[0]}:{actions[0]}"
 
 
-def user_scopes(
-    organization: str,
-    user: str,
-    roles: list[dict[str, Any]],
-    permissions: list[dict[str, Any]],
-) -> tuple[tuple[str, ...], frozenset[str]]:
-    """``(role names, scopes)`` of ``org/user``: union over its roles' managed permissions.
+def scopes_of_user_object(user: dict[str, Any]) -> tuple[tuple[str, ...], frozenset[str]]:
+    """``(role names, scopes)`` from Casdoor's ``get-user`` answer.
 
-    A permission counts if it is enabled, allows, and names one of the user's roles (or the
-    user directly). Disabled roles grant nothing.
+    Casdoor extends the user with its ``roles`` and ``permissions`` (those naming one of
+    its roles or the user). We keep managed, enabled, allowing permissions, and only those
+    reached through an enabled role (or granted to the user directly).
     """
-    uid = f"{organization}/{user}"
-    mine = sorted(
-        r["name"]
-        for r in roles
-        if uid in (r.get("users") or []) and r.get("isEnabled", True) is not False
+    organization = user.get("owner", "")
+    enabled = sorted(
+        r["name"] for r in user.get("roles") or [] if r.get("isEnabled", True) is not False
     )
-    role_ids = {f"{organization}/{name}" for name in mine}
+    role_ids = {f"{organization}/{name}" for name in enabled}
     scopes: set[str] = set()
-    for perm in permissions:
+    for perm in user.get("permissions") or []:
         scope = scope_of_permission(perm)
         if scope is None or perm.get("isEnabled", True) is False:
             continue
         if str(perm.get("effect") or "Allow").lower() != "allow":
             continue
-        if role_ids & set(perm.get("roles") or []) or uid in (perm.get("users") or []):
+        via = set(perm.get("roles") or [])
+        if not via or via & role_ids:
             scopes.add(scope)
-    return tuple(mine), frozenset(scopes)
+    return tuple(enabled), frozenset(scopes)

@@ -1,0 +1,1 @@
+"""Tenant sync: a declarative YAML file made true in Casdoor (plan, apply, prune)."""

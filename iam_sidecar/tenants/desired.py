@@ -1,0 +1,174 @@
+"""What Casdoor should hold for a tenant file: the managed fields of every object.
+
+Only the fields listed here are compared and written; everything else on an object (and
+every object without our marker) is Casdoor's or the operator's business.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from iam_sidecar.policy import TenantPolicy
+from iam_sidecar.scopes import MANAGED_MARKER, managed_description, permission_name
+from iam_sidecar.tenants.model import TenantFile, login_application
+
+Kind = Literal["organization", "application", "user", "role", "permission"]
+#: creation order; deletion runs in reverse
+KIND_ORDER: tuple[Kind, ...] = ("organization", "application", "user", "role", "permission")
+MANAGED_TAG = "hanzo-managed"
+MANAGED_PROPERTY = "hanzo-managed"
+
+
+class Desired(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kind: Kind
+    owner: str
+    name: str
+    #: compared with Casdoor's object and written on create/update
+    fields: dict[str, Any]
+    #: ``role.users`` is only managed for the file's seed users of that organization
+    seed_users: tuple[str, ...] = ()
+    #: env var holding a seed user's initial password (create only, never compared)
+    password_env: str | None = None
+
+    @property
+    def ident(self) -> str:
+        return f"{self.owner}/{self.name}"
+
+
+def is_managed_object(kind: str, obj: dict[str, Any]) -> bool:
+    if kind == "organization":
+        return MANAGED_TAG in (obj.get("tags") or [])
+    if kind == "user":
+        return (obj.get("properties") or {}).get(MANAGED_PROPERTY) == "true"
+    return str(obj.get("description") or "").startswith(MANAGED_MARKER)
+
+
+def desired_objects(spec: TenantFile) -> list[Desired]:
+    out: list[Desired] = []
+    cert = spec.casdoor.cert
+    for org in spec.organizations:
+        tags = sorted({MANAGED_TAG, f"plan:{org.plan}"} if org.plan else {MANAGED_TAG})
+        out.append(
+            Desired(
+                kind="organization",
+                owner="admin",
+                name=org.name,
+                fields={
+                    "displayName": org.display_name or org.name,
+                    "passwordType": "bcrypt",
+                    "tags": tags,
+                },
+            )
+        )
+        apps = [
+            (
+                login_application(org.name),
+                f"{org.display_name or org.name} login",
+                ["authorization_code", "password", "refresh_token"],
+                "login application",
+            )
+        ] + [
+            (
+                a.name,
+                a.display_name or a.name,
+                ["client_credentials"],
+                "service application: " + ", ".join(sorted(set(a.scopes))),
+            )
+            for a in org.applications
+        ]
+        for name, display, grants, about in apps:
+            out.append(
+                Desired(
+                    kind="application",
+                    owner="admin",
+                    name=name,
+                    fields={
+                        "organization": org.name,
+                        "displayName": display,
+                        "description": managed_description(about),
+                        "cert": cert,
+                        "tokenFormat": "JWT-Empty",
+                        "grantTypes": grants,
+                    },
+                )
+            )
+        seed = tuple(sorted(f"{org.name}/{u.name}" for u in org.users))
+        for user in org.users:
+            out.append(
+                Desired(
+                    kind="user",
+                    owner=org.name,
+                    name=user.name,
+                    fields={
+                        "displayName": user.display_name or user.name,
+                        "email": user.email or "",
+                        "isAdmin": user.is_admin,
+                        "type": "normal-user",
+                        "properties": {MANAGED_PROPERTY: "true"},
+                    },
+                    password_env=user.password_env,
+                )
+            )
+        for role in org.roles:
+            members = sorted(f"{org.name}/{u.name}" for u in org.users if role.name in u.roles)
+            out.append(
+                Desired(
+                    kind="role",
+                    owner=org.name,
+                    name=role.name,
+                    fields={
+                        "displayName": role.display_name or role.name,
+                        "description": managed_description(
+                            "scopes: " + ", ".join(sorted(set(role.scopes)))
+                        ),
+                        "isEnabled": True,
+                        "users": members,
+                    },
+                    seed_users=seed,
+                )
+            )
+        grants: dict[str, list[str]] = {}
+        for role in org.roles:
+            for scope in role.scopes:
+                grants.setdefault(scope, []).append(f"{org.name}/{role.name}")
+        for scope, role_ids in sorted(grants.items()):
+            area, action = scope.split(":", 1)
+            out.append(
+                Desired(
+                    kind="permission",
+                    owner=org.name,
+                    name=permission_name(scope),
+                    fields={
+                        "displayName": scope,
+                        "description": managed_description(f"grants {scope}"),
+                        "resourceType": "Custom",
+                        "resources": [area],
+                        "actions": [action],
+                        "effect": "Allow",
+                        "isEnabled": True,
+                        "roles": sorted(set(role_ids)),
+                        "users": [],
+                        "state": "Approved",
+                    },
+                )
+            )
+    return out
+
+
+def policy_of(spec: TenantFile) -> TenantPolicy:
+    """Plan limits per organization and service-app scopes, as the sidecar serves them."""
+    plan_limits = {
+        org.name: spec.plans[org.plan].limits()
+        for org in spec.organizations
+        if org.plan is not None and org.plan in spec.plans
+    }
+    app_scopes = {
+        (org.name, app.name): frozenset(app.scopes)
+        for org in spec.organizations
+        for app in org.applications
+    }
+    return TenantPolicy(plan_limits=plan_limits, application_scopes=app_scopes)

@@ -1,0 +1,138 @@
+"""The tenant file's schema: organizations, roles and their scopes, service apps, plans,
+dev seed users. Pydantic checks shapes; :func:`semantic_problems` checks references and
+duplicates, naming the field path of each problem.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from hanzo_contract.principal import Limits
+
+Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+Scope = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}:[a-z][a-z0-9_]{0,39}$")]
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]{0,127}$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PlanSpec(_Strict):
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    units_per_day: int | None = Field(default=None, ge=1)
+    units_per_month: int | None = Field(default=None, ge=1)
+
+    def limits(self) -> Limits:
+        return Limits(**self.model_dump())
+
+
+class RoleSpec(_Strict):
+    name: Name
+    display_name: str | None = Field(default=None, max_length=100)
+    scopes: list[Scope] = Field(default_factory=list)
+
+
+class ApplicationSpec(_Strict):
+    """A service application: client-credentials client for service-to-service calls."""
+
+    name: Name
+    display_name: str | None = Field(default=None, max_length=100)
+    scopes: list[Scope] = Field(default_factory=list)
+
+
+class UserSpec(_Strict):
+    """A seed user for development; its password comes from an env var, never the file."""
+
+    name: Name
+    display_name: str | None = Field(default=None, max_length=100)
+    email: str | None = Field(default=None, max_length=200, pattern=r"^[^@\s]+@[^@\s]+$")
+    roles: list[Name] = Field(default_factory=list)
+    is_admin: bool = False
+    password_env: EnvName | None = None
+
+
+class OrganizationSpec(_Strict):
+    name: Name
+    display_name: str | None = Field(default=None, max_length=100)
+    plan: Name | None = None
+    roles: list[RoleSpec] = Field(default_factory=list)
+    applications: list[ApplicationSpec] = Field(default_factory=list)
+    users: list[UserSpec] = Field(default_factory=list)
+
+
+class CasdoorSpec(_Strict):
+    #: the Casdoor cert our applications sign tokens with
+    cert: str = Field(default="cert-hanzo", min_length=1, max_length=100)
+
+
+class TenantFile(_Strict):
+    version: Literal[1]
+    casdoor: CasdoorSpec = CasdoorSpec()
+    plans: dict[Name, PlanSpec] = Field(default_factory=dict)
+    organizations: list[OrganizationSpec] = Field(default_factory=list)
+
+
+Path = tuple[str | int, ...]
+
+
+def _duplicates(names: list[str]) -> list[int]:
+    seen: set[str] = set()
+    dupes = []
+    for i, name in enumerate(names):
+        if name in seen:
+            dupes.append(i)
+        seen.add(name)
+    return dupes
+
+
+def login_application(organization: str) -> str:
+    """Every organization gets a login application (Casdoor needs one before users)."""
+    return f"{organization}-login"
+
+
+def semantic_problems(spec: TenantFile) -> list[tuple[Path, str]]:
+    """References and uniqueness the schema alone cannot check."""
+    problems: list[tuple[Path, str]] = []
+    orgs = spec.organizations
+    for i in _duplicates([o.name for o in orgs]):
+        problems.append((("organizations", i, "name"), f"duplicate organization {orgs[i].name!r}"))
+    if any(o.name in {"admin", "built-in"} for o in orgs):
+        i = next(i for i, o in enumerate(orgs) if o.name in {"admin", "built-in"})
+        problems.append((("organizations", i, "name"), "'admin'/'built-in' are Casdoor's own"))
+    # application names are global in Casdoor (all owned by "admin")
+    app_names: list[tuple[str, Path]] = []
+    for oi, org in enumerate(orgs):
+        app_names.append((login_application(org.name), ("organizations", oi, "name")))
+        for ai, app in enumerate(org.applications):
+            app_names.append((app.name, ("organizations", oi, "applications", ai, "name")))
+        if org.plan is not None and org.plan not in spec.plans:
+            problems.append(
+                (("organizations", oi, "plan"), f"unknown plan {org.plan!r} (not under plans:)")
+            )
+        for kind, items in (("role", org.roles), ("user", org.users)):
+            for i in _duplicates([x.name for x in items]):
+                problems.append(
+                    (
+                        ("organizations", oi, f"{kind}s", i, "name"),
+                        f"duplicate {kind} {items[i].name!r} in organization {org.name!r}",
+                    )
+                )
+        role_names = {r.name for r in org.roles}
+        for ui, user in enumerate(org.users):
+            for ri, role in enumerate(user.roles):
+                if role not in role_names:
+                    problems.append(
+                        (
+                            ("organizations", oi, "users", ui, "roles", ri),
+                            f"unknown role {role!r} in organization {org.name!r}",
+                        )
+                    )
+    names = [n for n, _ in app_names]
+    for i in _duplicates(names):
+        problems.append(
+            (app_names[i][1], f"duplicate application name {names[i]!r} (names are global)")
+        )
+    return problems

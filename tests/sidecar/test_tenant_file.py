@@ -1,0 +1,109 @@
+"""Tenant file validation: errors name the line and the field; policy from plans."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hanzo_contract.principal import Limits
+from iam_sidecar.tenants.desired import desired_objects, policy_of
+from iam_sidecar.tenants.loader import TenantFileError, load_tenant_file, parse_tenant_text
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "tenants" / "example.yaml"
+
+
+def _problems(text: str) -> list[tuple[int | None, str, str]]:
+    with pytest.raises(TenantFileError) as info:
+        parse_tenant_text(text, "t.yaml")
+    assert "t.yaml:" in info.value.message
+    return [(p["line"], p["field"], p["error"]) for p in info.value.problems]
+
+
+def test_example_file_is_valid_and_yields_policy() -> None:
+    spec = load_tenant_file(EXAMPLE)
+    assert [o.name for o in spec.organizations] == ["acme", "globex"]
+    policy = policy_of(spec)
+    assert policy.limits_for("acme") == Limits(
+        requests_per_minute=600, units_per_day=100000, units_per_month=2000000
+    )
+    assert policy.limits_for("nobody") == Limits()
+    assert policy.scopes_for_application("acme", "acme-indexer") == {"memory:write"}
+    kinds = [d.kind for d in desired_objects(spec)]
+    assert kinds.count("permission") == 7  # 5 distinct scopes in acme, 2 in globex
+    assert kinds.count("application") == 3  # two login apps and the indexer
+
+
+def test_schema_errors_name_line_and_field() -> None:
+    text = """version: 1
+organizations:
+  - name: acme
+    roles:
+      - name: reader
+        scopes: [memory:read, memory]
+    users:
+      - name: alice
+        colour: blue
+"""
+    problems = _problems(text)
+    assert [(line, field) for line, field, _ in problems] == [
+        (6, "organizations[0].roles[0].scopes[1]"),
+        (9, "organizations[0].users[0].colour"),
+    ]
+    assert "pattern" in problems[0][2]
+    assert problems[1][2] == "Extra inputs are not permitted"
+
+
+def test_duplicates_and_unknown_references_are_reported() -> None:
+    text = """version: 1
+plans:
+  free: {requests_per_minute: 10}
+organizations:
+  - name: acme
+    plan: gold
+    roles:
+      - name: reader
+      - name: reader
+    applications:
+      - name: acme-login
+    users:
+      - name: bob
+        roles: [writer]
+  - name: acme
+"""
+    problems = _problems(text)
+    assert (6, "organizations[0].plan", "unknown plan 'gold' (not under plans:)") in problems
+    assert (
+        9,
+        "organizations[0].roles[1].name",
+        "duplicate role 'reader' in organization 'acme'",
+    ) in problems
+    assert (
+        14,
+        "organizations[0].users[0].roles[0]",
+        "unknown role 'writer' in organization 'acme'",
+    ) in problems
+    assert any(p[0] == 15 and "duplicate organization 'acme'" in p[2] for p in problems)
+    # the login application is implicit: a service app may not take its name
+    assert any(p[0] == 11 and "duplicate application name 'acme-login'" in p[2] for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "fragment"),
+    [
+        ("version: 1\norganizations: [\n", 3, "expected"),
+        ("- just\n- a list\n", 1, "expected a mapping"),
+        ("version: 2\n", 1, "Input should be 1"),
+        ("version: 1\norganizations:\n  - name: Bad Name\n", 3, "pattern"),
+        ("version: 1\nplans:\n  free: {requests_per_minute: 0}\n", 3, "greater than or equal"),
+    ],
+)
+def test_malformed_files(text: str, line: int, fragment: str) -> None:
+    problems = _problems(text)
+    assert problems[0][0] == line
+    assert fragment in problems[0][2]
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(TenantFileError, match="No such file"):
+        load_tenant_file(tmp_path / "absent.yaml")
