@@ -78,13 +78,15 @@ def _preflight(
         )
 
 
-async def _write(client: CasdoorClient, change: Change, desired: Desired | None) -> None:
+async def _write(
+    client: CasdoorClient, change: Change, desired: Desired | None, env: Mapping[str, str]
+) -> None:
     if change.action == "create":
         assert desired is not None
         obj: dict[str, Any] = {"owner": change.owner, "name": change.name, **desired.fields}
         if change.kind == "user":
             env_name = desired.password_env
-            obj["password"] = os.environ[env_name] if env_name else secrets.token_urlsafe(24)
+            obj["password"] = env[env_name] if env_name else secrets.token_urlsafe(24)
         if change.kind == "application":
             obj.setdefault("redirectUris", [])
         await client.add_object(change.kind, obj)
@@ -112,13 +114,14 @@ async def apply_plan(
     """Plan, check, then write each change; every write is audited when ``db`` is given."""
     plan = await make_plan(client, spec, prune=prune)
     desired = {(d.kind, d.owner, d.name): d for d in desired_objects(spec)}
-    _preflight(plan, desired, os.environ if env is None else env)
+    env = os.environ if env is None else env
+    _preflight(plan, desired, env)
     applied: list[str] = []
     writes = plan.writes
     for i, change in enumerate(writes):
         label = f"{change.action} {change.kind} {change.ident}"
         try:
-            await _write(client, change, desired.get((change.kind, change.owner, change.name)))
+            await _write(client, change, desired.get((change.kind, change.owner, change.name)), env)
         except CasdoorError as exc:
             await _audit(db, actor, change, f"error: {exc.message}")
             details = {

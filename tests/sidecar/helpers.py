@@ -46,3 +46,29 @@ async def running_app(
 def bearer(settings: SidecarSettings) -> dict[str, str]:
     assert settings.verify_token is not None
     return {"Authorization": f"Bearer {settings.verify_token.get_secret_value()}"}
+
+
+EXAMPLE_TENANTS = Path(__file__).resolve().parents[2] / "deploy" / "tenants" / "example.yaml"
+SEED_PASSWORDS = {
+    "ACME_ALICE_PASSWORD": "alice-Pass-9731",
+    "ACME_BOB_PASSWORD": "bob-Pass-5512",
+    "GLOBEX_CAROL_PASSWORD": "carol-Pass-2210",
+}
+
+
+def unique_example(directory: Path) -> tuple[Path, dict[str, str]]:
+    """The example tenant file with unique organization names (the Casdoor is shared).
+
+    Returns the path and the renaming (``{"acme": "acme-1a2b3c4d", ...}``).
+    """
+    import re
+    import uuid
+
+    suffix = uuid.uuid4().hex[:8]
+    names = {"acme": f"acme-{suffix}", "globex": f"globex-{suffix}"}
+    text = EXAMPLE_TENANTS.read_text()
+    for old, new in names.items():
+        text = re.sub(rf"\b{old}\b", new, text)
+    path = directory / "tenants.yaml"
+    path.write_text(text)
+    return path, names
