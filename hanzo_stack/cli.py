@@ -12,6 +12,7 @@ from hanzo_client.cli import login_cli, memory_cli
 from hanzo_contract.settings import default_state_dir
 from hanzo_stack.casdoor_install import CASDOOR_VERSION, CasdoorInstallError, install_casdoor
 from hanzo_stack.casdoor_server import CasdoorServer
+from hanzo_stack.casdoor_ui import build_casdoor_ui
 from iam_sidecar.cli import audit_cli, keys_cli, sidecar_cli, tenants_cli
 from memory_service.cli import cli as memory_service_cli
 
@@ -50,15 +51,20 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
 
 
 @casdoor_cli.command("install")
-def casdoor_install() -> None:
+def casdoor_install(
+    ui: bool = typer.Option(False, "--ui", help="Also build Casdoor's admin UI (yarn, once)"),
+) -> None:
     """Build Casdoor from its pinned Go module into the cache (once)."""
     typer.echo(f"installing Casdoor {CASDOOR_VERSION} (a few minutes the first time)...")
     try:
         path = install_casdoor()
+        typer.echo(f"casdoor binary: {path}")
+        if ui:
+            typer.echo("building Casdoor's admin UI (several minutes the first time)...")
+            typer.echo(f"casdoor admin UI: {build_casdoor_ui()}")
     except CasdoorInstallError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"casdoor binary: {path}")
 
 
 @casdoor_cli.command("start")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything the stack and the tests need, from the project's own files:
 # Debian packages (scripts/apt-packages.txt), uv, the locked Python environment, and the
-# pinned Casdoor (built once from its Go module into ~/.cache/hanzo). Safe to re-run.
+# pinned Casdoor and its admin UI (built once from its Go module into ~/.cache/hanzo).
+# Safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,4 +27,4 @@ if ! command -v uv >/dev/null 2>&1; then
 fi
 
 uv sync --frozen --extra servers
-uv run hanzo casdoor install
+uv run hanzo casdoor install --ui
