@@ -83,7 +83,12 @@ async def _write(
 ) -> None:
     if change.action == "create":
         assert desired is not None
-        obj: dict[str, Any] = {"owner": change.owner, "name": change.name, **desired.fields}
+        obj: dict[str, Any] = {
+            "owner": change.owner,
+            "name": change.name,
+            **desired.create_only,
+            **desired.fields,
+        }
         if change.kind == "user":
             env_name = desired.password_env
             obj["password"] = env[env_name] if env_name else secrets.token_urlsafe(24)

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from iam_sidecar.policy import TenantPolicy
 from iam_sidecar.scopes import MANAGED_MARKER, managed_description, permission_name
+from iam_sidecar.tenants.casdoor_defaults import default_account_items
 from iam_sidecar.tenants.model import TenantFile, login_application
 
 Kind = Literal["organization", "application", "user", "role", "permission"]
@@ -33,6 +34,8 @@ class Desired(BaseModel):
     seed_users: tuple[str, ...] = ()
     #: env var holding a seed user's initial password (create only, never compared)
     password_env: str | None = None
+    #: set when creating only; operators may change these later without drift
+    create_only: dict[str, Any] = {}
 
     @property
     def ident(self) -> str:
@@ -62,6 +65,7 @@ def desired_objects(spec: TenantFile) -> list[Desired]:
                     "passwordType": "bcrypt",
                     "tags": tags,
                 },
+                create_only={"accountItems": default_account_items()},
             )
         )
         apps = [

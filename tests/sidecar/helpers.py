@@ -36,7 +36,7 @@ async def running_app(
     settings: SidecarSettings, **kwargs: Any
 ) -> AsyncIterator[tuple[Starlette, SidecarState, httpx.AsyncClient]]:
     """The sidecar app with its lifespan (store open, reconcile per ``kwargs``) and a client."""
-    app = create_app(settings, **kwargs)
+    app = kwargs.pop("app", None) or create_app(settings, **kwargs)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://sidecar") as client:
@@ -72,3 +72,25 @@ def unique_example(directory: Path) -> tuple[Path, dict[str, str]]:
     path = directory / "tenants.yaml"
     path.write_text(text)
     return path, names
+
+
+def casdoor_settings(state_dir: Path, casdoor: Any, **overrides: object) -> SidecarSettings:
+    """Settings pointing at the session's real Casdoor."""
+    return make_settings(
+        state_dir,
+        casdoor_url=casdoor.url,
+        casdoor_client_id=casdoor.client_id,
+        casdoor_client_secret=SecretStr(casdoor.client_secret),
+        casdoor_retries=2,
+        casdoor_timeout_seconds=5.0,
+        **overrides,
+    )
+
+
+def signer_for(settings: SidecarSettings) -> Any:
+    """Mint gateway assertions with the private key next to the configured public key."""
+    from hanzo_contract.assertion import AssertionSigner
+
+    assert settings.assertion_public_key_path is not None
+    private = settings.assertion_public_key_path.with_name("assertion.key")
+    return AssertionSigner(private.read_bytes())
