@@ -20,7 +20,9 @@ copy upstream; deny answers carry the shared JSON error body, also compacted int
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -30,78 +32,104 @@ from starlette.routing import Route
 
 from gateway_plugins import metrics
 from gateway_plugins.core import DecisionCore
-from gateway_plugins.decision import ERROR_HEADER, STATUS_HEADER, Decision
+from gateway_plugins.decision import ERROR_HEADER, Decision, deny
 from gateway_plugins.request import AuthRequest
+from hanzo_contract.errors import error_body
 
-_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
 ENVOY_PREFIX = "/envoy"
+_MISSING = "the gateway sent no original method/URI (X-Forwarded-Method/-Uri or X-Original-*)"
 
 
-def _original(request: Request) -> tuple[str, str]:
-    h = request.headers
-    method = h.get("x-forwarded-method") or h.get("x-original-method") or ""
-    uri = h.get("x-forwarded-uri") or h.get("x-original-uri") or ""
-    return method, uri
-
-
-def _render(decision: Decision, nginx: bool = False) -> Response:
-    if decision.allowed:
-        headers = dict(decision.headers)
-        headers[STATUS_HEADER] = str(decision.status)
-        return Response(status_code=200, headers=headers)
-    body = decision.body_bytes()
-    headers = {
-        **decision.headers,
-        STATUS_HEADER: str(decision.status),
-        ERROR_HEADER: body.decode(),
-        "Cache-Control": "no-store",
-    }
+def _render(decision: Decision, nginx: bool) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Status, raw headers and body of the answer to the gateway."""
     status = decision.status
+    headers = [(k.encode(), v.encode()) for k, v in decision.headers.items()]
+    headers.append((b"x-hanzo-status", str(status).encode()))
+    if decision.allowed:
+        return 200, [*headers, (b"content-length", b"0")], b""
+    body = decision.body_bytes()
+    headers += [
+        (ERROR_HEADER.lower().encode(), body),
+        (b"cache-control", b"no-store"),
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
     if nginx and status not in (401, 403):
         status = 403
-    return Response(body, status_code=status, headers=headers, media_type="application/json")
+    return status, headers, body
 
 
-def _client_ip(request: Request) -> str | None:
-    forwarded = request.headers.get("x-forwarded-for") or request.headers.get("x-real-ip")
+def _auth_request(scope: Scope, envoy: bool) -> AuthRequest | None:
+    headers: dict[str, str] = {}
+    for k, v in scope["headers"]:  # first one wins for repeated names, like Starlette
+        headers.setdefault(k.decode("latin-1").lower(), v.decode("latin-1"))
+    if envoy:
+        method = scope["method"]
+        uri = scope["path"][len(ENVOY_PREFIX) :] or "/"
+        if scope.get("query_string"):
+            uri += "?" + scope["query_string"].decode("latin-1")
+    else:
+        method = headers.get("x-forwarded-method") or headers.get("x-original-method") or ""
+        uri = headers.get("x-forwarded-uri") or headers.get("x-original-uri") or ""
+    if not method or not uri:
+        return None
+    forwarded = headers.get("x-forwarded-for") or headers.get("x-real-ip")
     if forwarded:
-        return forwarded.split(",")[0].strip()[:64]
-    return request.client.host if request.client else None
+        client_ip: str | None = forwarded.split(",")[0].strip()[:64]
+    else:
+        client = scope.get("client")
+        client_ip = client[0] if client else None
+    return AuthRequest(method.upper(), uri, headers, client_ip)
 
 
-def create_app(core: DecisionCore) -> Starlette:
-    async def decide(request: Request, method: str, uri: str, nginx: bool) -> Response:
-        if not method or not uri:
-            return _render(
-                Decision(
-                    400,
-                    "missing_original_request",
-                    message="the gateway sent no "
-                    "original method/URI (X-Forwarded-Method/-Uri or X-Original-*)",
-                ),
-                nginx,
-            )
-        auth = AuthRequest(method.upper(), uri, request.headers, _client_ip(request))
-        return _render(await core.decide(auth), nginx)
+class ForwardAuthApp:
+    """Raw ASGI on the hot path (the auth endpoints); Starlette for everything else."""
 
-    async def generic(request: Request) -> Response:
-        method, uri = _original(request)
-        return await decide(request, method, uri, nginx=False)
+    def __init__(self, core: DecisionCore, rest: Starlette) -> None:
+        self.core = core
+        self._rest = rest
 
-    async def nginx(request: Request) -> Response:
-        method, uri = _original(request)
-        return await decide(request, method, uri, nginx=True)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            envoy = path == ENVOY_PREFIX or path.startswith(ENVOY_PREFIX + "/")
+            if envoy or path in ("/auth", "/auth/nginx"):
+                await self._decide(scope, send, envoy, nginx=path == "/auth/nginx")
+                return
+        await self._rest(scope, receive, send)
 
-    async def envoy(request: Request) -> Response:
-        path = request.url.path[len(ENVOY_PREFIX) :] or "/"
-        query = request.url.query
-        return await decide(request, request.method, path + ("?" + query if query else ""), False)
+    async def _decide(self, scope: Scope, send: Send, envoy: bool, nginx: bool) -> None:
+        request = _auth_request(scope, envoy)
+        if request is None:
+            decision = deny(400, "missing_original_request", _MISSING)
+        else:
+            try:
+                decision = await self.core.decide(request)
+            except Exception:
+                log.exception("decision failed")
+                decision = deny(500, "internal_error", "the auth service failed")
+        status, headers, body = _render(decision, nginx)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
+
+def create_app(core: DecisionCore) -> ForwardAuthApp:
     async def metrics_endpoint(_: Request) -> Response:
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
+
+    async def not_found(_: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 404)
+        code = "not_found" if status == 404 else "method_not_allowed"
+        return JSONResponse(error_body(code, "no such endpoint"), status_code=status)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -110,14 +138,12 @@ def create_app(core: DecisionCore) -> Starlette:
         finally:
             await core.aclose()
 
-    return Starlette(
+    rest = Starlette(
         routes=[
-            Route("/auth", generic, methods=_METHODS),
-            Route("/auth/nginx", nginx, methods=_METHODS),
-            Route("/envoy", envoy, methods=_METHODS),
-            Route("/envoy/{rest:path}", envoy, methods=_METHODS),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
         ],
         lifespan=lifespan,
+        exception_handlers={404: not_found, 405: not_found},
     )
+    return ForwardAuthApp(core, rest)

@@ -1,0 +1,73 @@
+"""The forward-auth service's dialects (nginx, Traefik/Caddy/APISIX, Envoy) over ASGI."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from gateway_plugins.core import DecisionCore
+from gateway_plugins.forward_auth import create_app
+from hanzo_contract.principal import Limits, Principal
+
+KEY = "hk-abcdefghijkl_" + "A" * 43
+
+
+@pytest.fixture
+async def client(core: DecisionCore, sidecar) -> AsyncIterator[httpx.AsyncClient]:
+    sidecar.keys[KEY] = Principal(
+        organization="acme",
+        subject="acme/alice",
+        scopes=frozenset({"memory:read"}),
+        key_id="abcdefghijkl",
+        limits=Limits(requests_per_minute=1),
+    )
+    transport = httpx.ASGITransport(app=create_app(core))
+    async with httpx.AsyncClient(transport=transport, base_url="http://auth") as c:
+        yield c
+
+
+def fwd(method: str, uri: str, **extra: str) -> dict[str, str]:
+    return {"X-Forwarded-Method": method, "X-Forwarded-Uri": uri, "X-API-Key": KEY, **extra}
+
+
+async def test_traefik_caddy_apisix_dialect(client: httpx.AsyncClient) -> None:
+    r = await client.get("/auth", headers=fwd("GET", "/v1/memory/retrieve?x=1"))
+    assert r.status_code == 200
+    assert r.headers["x-user-id"] == "acme/alice" and r.headers["x-hanzo-identity"]
+    r = await client.get("/auth", headers=fwd("GET", "/v1/memory/retrieve"))
+    assert r.status_code == 429 and r.headers["retry-after"]
+    assert r.json()["error"]["code"] == "rate_limited"
+
+
+async def test_nginx_dialect_turns_429_into_403_with_the_real_status(
+    client: httpx.AsyncClient,
+) -> None:
+    headers = {"X-Original-Method": "GET", "X-Original-URI": "/v1/memory/retrieve"}
+    headers["X-API-Key"] = KEY
+    assert (await client.get("/auth/nginx", headers=headers)).status_code == 200
+    r = await client.get("/auth/nginx", headers=headers)
+    assert r.status_code == 403
+    assert r.headers["x-hanzo-status"] == "429"
+    assert '"rate_limited"' in r.headers["x-hanzo-error"]
+    assert r.headers["retry-after"]
+
+
+async def test_envoy_dialect_uses_method_and_prefixed_path(client: httpx.AsyncClient) -> None:
+    r = await client.get("/envoy/v1/memory/retrieve?q=1", headers={"X-API-Key": KEY})
+    assert r.status_code == 200 and r.headers["x-org-id"] == "acme"
+    r = await client.post("/envoy/v1/memory/retrieve", headers={"X-API-Key": KEY})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "route_not_allowed"
+
+
+async def test_missing_original_request_is_400(client: httpx.AsyncClient) -> None:
+    r = await client.get("/auth", headers={"X-API-Key": KEY})
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "missing_original_request"
+
+
+async def test_unknown_endpoint_is_json_404(client: httpx.AsyncClient) -> None:
+    r = await client.get("/nope")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
