@@ -106,7 +106,7 @@ class DecisionCore:
             decision = deny(403, "route_not_allowed", "no such route on this gateway")
             decision.principal = principal
             return decision
-        if not principal.has(route.permission or ""):
+        if not route.permits(principal):
             decision = deny(403, "forbidden", f"permission {route.permission!r} required")
             decision.principal = principal
             return decision

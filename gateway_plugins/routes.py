@@ -1,7 +1,8 @@
 """Route table: method + path pattern -> required permission, default deny.
 
 Patterns are literal paths with ``{name}`` for one segment and a trailing ``{rest*}`` for
-any remainder. A route with ``permission: null`` is public (no credential needed). A path
+any remainder. A route with ``permission: null`` is public (no credential needed); ``permission:
+authenticated`` needs a valid credential but no particular scope. A path
 that matches no route is denied: the table is the whole surface a gateway exposes.
 """
 
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from hanzo_contract.principal import Principal
 
 _SEGMENT = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(\*?)\}")
 
@@ -37,6 +40,10 @@ class RouteTableSpec(BaseModel):
     routes: list[RouteSpec]
 
 
+#: a route anyone with a valid credential may call; the upstream decides the rest
+AUTHENTICATED = "authenticated"
+
+
 @dataclass(frozen=True, slots=True)
 class RouteMatch:
     permission: str | None
@@ -45,6 +52,9 @@ class RouteMatch:
     @property
     def public(self) -> bool:
         return self.permission is None
+
+    def permits(self, principal: Principal) -> bool:
+        return self.permission == AUTHENTICATED or principal.has(self.permission or "")
 
 
 def _compile(path: str) -> re.Pattern[str]:

@@ -70,6 +70,24 @@ class StackLayout:
         self.logs_dir = self.state_dir / "logs"
         self.info_path = self.state_dir / "stack.json"
 
+    def seed_passwords(self, tenant_file: Path) -> dict[str, str]:
+        """Passwords for the tenant file's dev seed users (``password_env``), made once."""
+        import yaml
+
+        path = self.state_dir / "seed-passwords.json"
+        known = json.loads(path.read_text()) if path.exists() else {}
+        data = yaml.safe_load(tenant_file.read_text()) or {}
+        wanted = [
+            user["password_env"]
+            for org in data.get("organizations", [])
+            for user in org.get("users", [])
+            if user.get("password_env")
+        ]
+        if any(name not in known for name in wanted):
+            known |= {n: secrets.token_urlsafe(12) for n in wanted if n not in known}
+            _write_private(path, json.dumps(known, indent=2))
+        return known
+
     def pid_path(self, name: str) -> Path:
         return self.run_dir / f"{name}.pid"
 
@@ -77,15 +95,22 @@ class StackLayout:
         """Verify token and key-hash secret, generated once (0600), shared by the parts."""
         path = self.state_dir / "stack-secrets.json"
         if not path.exists():
-            self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             data = {
                 "verify_token": secrets.token_urlsafe(32),
                 "key_hash_secret": secrets.token_urlsafe(32),
             }
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                json.dump(data, fh)
+            _write_private(path, json.dumps(data))
         return json.loads(path.read_text())
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    tmp.replace(path)
 
 
 def _python_cli(*args: str) -> list[str]:
@@ -211,7 +236,8 @@ class Stack:
             timeout=20,
         )
         self.say(f"tenants: applying {tenant_file} ...")
-        self._sidecar_cli(envs["sidecar"], "tenants", "apply", str(tenant_file))
+        seeds = layout.seed_passwords(tenant_file)
+        self._sidecar_cli({**envs["sidecar"], **seeds}, "tenants", "apply", str(tenant_file))
         info = StackInfo(
             state_dir=str(layout.state_dir),
             casdoor_url=self.casdoor.url,
@@ -257,10 +283,7 @@ class Stack:
             args += ["--scope", scope]
         created = json.loads(self._sidecar_cli(env, *args))
         path = self.layout.state_dir / "demo-key"
-        path.unlink(missing_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(created["key"])
+        _write_private(path, created["key"])
         info.demo_key_path, info.demo_organization = str(path), organization
         self.layout.info_path.write_text(info.model_dump_json(indent=2))
         return path
