@@ -63,11 +63,11 @@ async def append(
         (
             time.time(),
             scrub(actor),
-            action,
-            organization,
+            scrub(action),
+            scrub(organization),
             scrub(target),
-            source,
-            outcome,
+            scrub(source),
+            scrub(outcome),
             json.dumps(scrub(details), sort_keys=True) if details else None,
         ),
     )
