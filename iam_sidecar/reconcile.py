@@ -15,7 +15,9 @@ from collections.abc import Awaitable, Callable
 
 from pydantic import BaseModel
 
+from hanzo_contract.principal import PrincipalKind
 from iam_sidecar.errors import UpstreamUnavailable
+from iam_sidecar.models import OwnerGrant
 from iam_sidecar.state import SidecarState
 
 log = logging.getLogger(__name__)
@@ -30,12 +32,23 @@ class ReconcileResult(BaseModel):
     error: str | None = None
 
 
-async def refresh_owners(state: SidecarState) -> ReconcileResult:
-    """Ask Casdoor about every owner of a live key and store what it says."""
+async def refresh_owners(state: SidecarState, concurrency: int = 8) -> ReconcileResult:
+    """Ask Casdoor about every owner of a live key and store what it says.
+
+    One ``get-user`` per owner, ``concurrency`` at a time; if Casdoor fails, the grants
+    already stored keep serving and the error propagates (the run counts as failed).
+    """
+    owners = await state.store.live_owners()
+    gate = asyncio.Semaphore(concurrency)
+
+    async def fetch(owner: str, kind: PrincipalKind) -> OwnerGrant:
+        async with gate:
+            return await state.resolver.resolve(owner, kind, fresh=True)
+
+    grants = await asyncio.gather(*(fetch(owner, kind) for owner, kind in owners))
     result = ReconcileResult()
-    for owner, kind in await state.store.live_owners():
-        grant = await state.resolver.resolve(owner, kind, fresh=True)
-        before = await state.store.get_grant(owner)
+    for grant in grants:
+        before = await state.store.get_grant(grant.owner)
         await state.store.put_grant(grant)
         result.owners_refreshed += 1
         if before is None or before.model_dump(exclude={"refreshed_at"}) != grant.model_dump(

@@ -129,3 +129,29 @@ async def test_ops_endpoints_with_casdoor_down(tmp_path: Path) -> None:
         assert 'hanzo_sidecar_key_verify_total{outcome="ok"} 1.0' in metrics
         assert "hanzo_sidecar_casdoor_up 0.0" in metrics
         assert plaintext not in metrics
+
+
+async def test_reconcile_survives_casdoor_down_and_keeps_last_grants(tmp_path: Path) -> None:
+    from iam_sidecar.reconcile import reconcile_once
+
+    settings = make_settings(tmp_path)
+    async with running_app(settings, run_reconcile=False) as (_, state, client):
+        plaintext, _ = await state.store.create(
+            organization="acme", owner="acme/alice", name="ci", scopes=["memory:read"]
+        )
+        grant = OwnerGrant(
+            owner="acme/alice",
+            active=True,
+            scopes=frozenset({"memory:read"}),
+            refreshed_at=time.time(),
+        )
+        await state.store.put_grant(grant)
+        result = await reconcile_once(state, tenant_step=None)
+        assert result.error is not None and "unavailable" in result.error
+        assert await state.store.get_grant("acme/alice") == grant
+        ok = await client.post(VERIFY_PATH, json={"key": plaintext}, headers=bearer(settings))
+        assert ok.status_code == 200
+        ready = (await client.get("/readyz")).json()
+        assert ready["last_reconcile_error"] == result.error
+        metrics = (await client.get("/metrics")).text
+        assert 'hanzo_sidecar_reconcile_runs_total{outcome="casdoor_down"} 1.0' in metrics
