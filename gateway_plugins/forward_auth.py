@@ -3,11 +3,13 @@
 Endpoints (any method):
 
 - ``/auth``: APISIX ``forward-auth``, Traefik ForwardAuth, Caddy ``forward_auth`` (original
-  request in ``X-Forwarded-Method`` / ``X-Forwarded-Uri``), or nginx-style
-  ``X-Original-Method`` / ``X-Original-URI``. Answers 200, 400, 401, 403, 429 or 503.
-- ``/auth/nginx``: same, for nginx ``auth_request``, which only understands 2xx, 401 and
-  403 (anything else becomes a 500): a 429 or 503 is answered as 403 with the real status
-  in ``X-Hanzo-Status``, which the shipped nginx config turns back into a 429/503.
+  request in ``X-Forwarded-Method`` / ``X-Forwarded-Uri``, which those gateways set
+  themselves). Answers 200, 400, 401, 403, 429 or 503.
+- ``/auth/nginx``: nginx ``auth_request`` (original request in ``X-Original-Method`` /
+  ``X-Original-URI`` only: nginx passes client headers to the subrequest, so a client's
+  ``X-Forwarded-Uri`` must not count). nginx only understands 2xx, 401 and 403 (anything
+  else becomes a 500): a 429 or 503 is answered as 403 with the real status in
+  ``X-Hanzo-Status``, which the shipped nginx config turns back into a 429/503.
 - ``/envoy/<original path>``: Envoy ``ext_authz`` HTTP service with ``path_prefix: /envoy``
   (Envoy keeps the original method and appends the original path).
 - ``/metrics`` (Prometheus), ``/healthz``.
@@ -65,7 +67,7 @@ def _render(decision: Decision, nginx: bool) -> tuple[int, list[tuple[bytes, byt
     return status, headers, body
 
 
-def _auth_request(scope: Scope, envoy: bool) -> AuthRequest | None:
+def _auth_request(scope: Scope, envoy: bool, nginx: bool) -> AuthRequest | None:
     headers: dict[str, str] = {}
     for k, v in scope["headers"]:  # first one wins for repeated names, like Starlette
         headers.setdefault(k.decode("latin-1").lower(), v.decode("latin-1"))
@@ -74,9 +76,13 @@ def _auth_request(scope: Scope, envoy: bool) -> AuthRequest | None:
         uri = scope["path"][len(ENVOY_PREFIX) :] or "/"
         if scope.get("query_string"):
             uri += "?" + scope["query_string"].decode("latin-1")
+    elif nginx:
+        # only what the shipped nginx config sets; a client's X-Forwarded-* is ignored
+        method = headers.get("x-original-method", "")
+        uri = headers.get("x-original-uri", "")
     else:
-        method = headers.get("x-forwarded-method") or headers.get("x-original-method") or ""
-        uri = headers.get("x-forwarded-uri") or headers.get("x-original-uri") or ""
+        method = headers.get("x-forwarded-method", "")
+        uri = headers.get("x-forwarded-uri", "")
     if not method or not uri:
         return None
     forwarded = headers.get("x-forwarded-for") or headers.get("x-real-ip")
@@ -105,7 +111,7 @@ class ForwardAuthApp:
         await self._rest(scope, receive, send)
 
     async def _decide(self, scope: Scope, send: Send, envoy: bool, nginx: bool) -> None:
-        request = _auth_request(scope, envoy)
+        request = _auth_request(scope, envoy, nginx)
         if request is None:
             decision = deny(400, "missing_original_request", _MISSING)
         else:

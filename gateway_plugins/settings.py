@@ -16,7 +16,7 @@ class GatewaySettings(HanzoSettings):
     config_section: ClassVar[str] = "gateway"
 
     #: the IAM sidecar that verifies keys and resolves JWT principals
-    sidecar_url: str = "http://127.0.0.1:8100"
+    sidecar_url: str = "http://127.0.0.1:8090"
     verify_token: SecretStr = SecretStr("")
     sidecar_timeout_seconds: float = Field(default=2.0, gt=0)
 

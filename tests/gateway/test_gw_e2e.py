@@ -74,6 +74,18 @@ async def test_client_sent_identity_headers_never_reach_upstream(stack, http, ga
 
 
 @pytest.mark.parametrize("gateway", GATEWAYS)
+async def test_client_cannot_pick_the_path_it_is_judged_on(stack, http, gateway: str) -> None:
+    forged = {
+        "X-Forwarded-Uri": "/healthz",
+        "X-Forwarded-Method": "GET",
+        "X-Original-URI": "/healthz",
+        "X-Original-Method": "GET",
+    }
+    r = await http.get(stack.front(gateway) + "/v1/memory/retrieve", headers=forged)
+    assert r.status_code == 401 and error_code(r) == "missing_credential"
+
+
+@pytest.mark.parametrize("gateway", GATEWAYS)
 async def test_missing_or_wrong_key_is_401(stack, http, gateway: str) -> None:
     r = await http.get(stack.front(gateway) + "/v1/memory/retrieve")
     assert r.status_code == 401 and error_code(r) == "missing_credential"

@@ -61,6 +61,14 @@ async def test_envoy_dialect_uses_method_and_prefixed_path(client: httpx.AsyncCl
     assert r.status_code == 403 and r.json()["error"]["code"] == "route_not_allowed"
 
 
+async def test_each_endpoint_reads_only_its_own_dialect(client: httpx.AsyncClient) -> None:
+    nginx_style = {"X-Original-Method": "GET", "X-Original-URI": "/healthz", "X-API-Key": KEY}
+    r = await client.get("/auth", headers=nginx_style)
+    assert r.status_code == 400
+    r = await client.get("/auth/nginx", headers=fwd("GET", "/healthz"))
+    assert r.status_code == 403 and r.headers["x-hanzo-status"] == "400"
+
+
 async def test_missing_original_request_is_400(client: httpx.AsyncClient) -> None:
     r = await client.get("/auth", headers={"X-API-Key": KEY})
     assert r.status_code == 400
