@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import time
 
 import httpx
@@ -160,3 +162,20 @@ async def test_metrics_count_decisions(stack, http) -> None:
     assert 'hanzo_gateway_decisions_total{outcome="allow",status="200"}' in text
     assert "hanzo_gateway_decision_seconds_bucket" in text
     assert 'hanzo_gateway_cache_lookups_total{cache="key",result="hit"}' in text
+
+
+async def test_denials_reach_the_sidecar_audit_log(stack, http) -> None:
+    key, key_id = await stack.mint(scopes=("memory:read",))
+    r = await http.delete(stack.nginx.url + "/v1/memory/some-id", headers={"X-API-Key": key})
+    assert r.status_code == 403
+    deadline = time.monotonic() + 5
+    rows: list[tuple[str, str, str]] = []
+    while time.monotonic() < deadline and not rows:
+        with contextlib.closing(sqlite3.connect(stack.sidecar.db_path)) as db:
+            rows = db.execute(
+                "SELECT outcome, organization, target FROM audit_log"
+                " WHERE action = 'request.denied' AND details LIKE ?",
+                (f"%{key_id}%",),
+            ).fetchall()
+        await asyncio.sleep(0.05)
+    assert rows == [("403:forbidden", "acme", "DELETE /v1/memory/some-id")]
