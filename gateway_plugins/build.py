@@ -40,12 +40,13 @@ def build_core(settings: GatewaySettings) -> DecisionCore:
     jwt_verifier = None
     issuer = settings.issuer()
     if settings.casdoor_url and issuer:
-        if not settings.jwt_audiences:
+        if not (settings.jwt_audiences or settings.jwt_shared_audiences):
             log.warning("casdoor_url set but jwt_audiences empty: every JWT will be refused")
         jwt_verifier = JwtVerifier(
             settings.casdoor_url,
             issuer,
             settings.jwt_audiences,
+            shared_audiences=settings.jwt_shared_audiences,
             leeway=settings.jwt_leeway_seconds,
             refresh_interval=settings.jwks_refresh_interval_seconds,
             timeout=settings.sidecar_timeout_seconds,

@@ -83,6 +83,7 @@ class JwtVerifier:
         issuer: str,
         audiences: list[str],
         *,
+        shared_audiences: list[str] | None = None,
         leeway: int = 5,
         refresh_interval: float = 10.0,
         timeout: float = 2.0,
@@ -92,7 +93,8 @@ class JwtVerifier:
             casdoor_url.rstrip("/") + "/.well-known/jwks", refresh_interval, self._http
         )
         self._issuer = issuer
-        self._audiences = audiences
+        self._audiences = frozenset(audiences)
+        self._shared = tuple(shared_audiences or ())
         self._leeway = leeway
 
     async def verify(self, token: str) -> VerifiedToken:
@@ -108,10 +110,10 @@ class JwtVerifier:
                 token,
                 key,
                 algorithms=[header["alg"]],
-                audience=self._audiences,
                 issuer=self._issuer,
                 leeway=self._leeway,
-                options={"require": ["exp", "iss", "aud", "sub"]},
+                # audience is checked below: shared applications need the owner claim
+                options={"require": ["exp", "iss", "aud", "sub"], "verify_aud": False},
             )
         except jwt.ExpiredSignatureError:
             raise InvalidToken("expired_token", "token has expired") from None
@@ -121,7 +123,18 @@ class JwtVerifier:
             raise InvalidToken("invalid_token", "token is from another issuer") from None
         except jwt.PyJWTError:
             raise InvalidToken("invalid_token", "token signature or claims invalid") from None
+        if not self._audience_ok(claims):
+            raise InvalidToken("invalid_token", "token is not for this audience")
         return VerifiedToken(claims, _resolve_request(claims))
+
+    def _audience_ok(self, claims: dict[str, Any]) -> bool:
+        """An accepted client id, or ``<shared client id>-org-<owner>`` for the token's own
+        organization (Casdoor's audience for users signing in through a shared app)."""
+        aud = claims.get("aud")
+        auds = [aud] if isinstance(aud, str) else [a for a in aud or () if isinstance(a, str)]
+        owner = claims.get("owner")
+        shared = {f"{s}-org-{owner}" for s in self._shared} if isinstance(owner, str) else set()
+        return any(a in self._audiences or a in shared for a in auds)
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -29,6 +29,9 @@ class GatewaySettings(HanzoSettings):
     casdoor_issuer: str | None = None
     #: accepted ``aud`` values (the client ids of our Casdoor applications)
     jwt_audiences: list[str] = Field(default_factory=list)
+    #: client ids of Casdoor *shared* applications (built-in org, ``isShared``), whose tokens
+    #: carry ``aud = <client id>-org-<user's organization>``; the CLI's login app is one
+    jwt_shared_audiences: list[str] = Field(default_factory=list)
     jwt_leeway_seconds: int = Field(default=5, ge=0)
     #: minimum seconds between JWKS refetches triggered by an unknown ``kid``
     jwks_refresh_interval_seconds: float = Field(default=10.0, ge=0)

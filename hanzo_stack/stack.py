@@ -38,10 +38,6 @@ from hanzo_stack.process import (
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_TENANT_FILE = REPO / "deploy" / "tenants" / "example.yaml"
 SERVICES = ("sidecar", "gateway", "memory", "nginx")
-_NO_INFERENCE = (
-    "default_type application/json; return 503 "
-    """'{"error":{"code":"no_upstream","message":"no inference gateway configured"}}';"""
-)
 
 
 class StackInfo(BaseModel):
@@ -145,9 +141,8 @@ class Stack:
             "HANZO_GATEWAY_SIDECAR_URL": f"http://{LOOPBACK}:{ports['sidecar']}",
             "HANZO_GATEWAY_VERIFY_TOKEN": shared["verify_token"],
             "HANZO_GATEWAY_CASDOOR_URL": casdoor.url,
-            "HANZO_GATEWAY_JWT_AUDIENCES": json.dumps(
-                [casdoor.client_id, casdoor.secrets.cli_client_id]
-            ),
+            "HANZO_GATEWAY_JWT_AUDIENCES": json.dumps([casdoor.client_id]),
+            "HANZO_GATEWAY_JWT_SHARED_AUDIENCES": json.dumps([casdoor.secrets.cli_client_id]),
             "HANZO_GATEWAY_ASSERTION_KEY_FILE": str(private_key),
             "HANZO_GATEWAY_ROUTES_FILE": str(REPO / "deploy" / "stack" / "routes.yaml"),
             "HANZO_GATEWAY_QUOTA_DB_PATH": str(state / "quota.db"),
@@ -171,7 +166,7 @@ class Stack:
             "AUTH": f"{LOOPBACK}:{ports['gateway']}",
             "MEMORY": f"{LOOPBACK}:{ports['memory']}",
             "SIDECAR": f"{LOOPBACK}:{ports['sidecar']}",
-            "INFERENCE": f"proxy_pass http://{inference};" if inference else _NO_INFERENCE,
+            "INFERENCE": inference or f"unix:{prefix}/no-inference.sock:",
         }
         for key, value in values.items():
             text = text.replace("{{" + key + "}}", value)
