@@ -1,8 +1,10 @@
-"""SQLite backend: aiosqlite, WAL, FTS5 for keyword search, exact vector scan per tenant.
+"""SQLite backend: aiosqlite, WAL, FTS5 for keyword search, vector search per tenant.
 
 Vectors are float32 blobs in the row; :class:`TenantVectors` keeps each searched tenant's
-vectors in memory so a vector query scans only that tenant. ``synchronous=FULL`` makes a
-write durable (even across power loss) before the API acknowledges it.
+vectors in memory so a vector query touches only that tenant: an exact scan, or once the
+tenant is large an HNSW index built by :meth:`maintain` with exact re-scoring.
+``synchronous=FULL`` makes a write durable (even across power loss) before the API
+acknowledges it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import anyio
 import numpy as np
 
 from memory_service.backends.base import (
@@ -159,6 +162,21 @@ class SqliteBackend(MemoryBackend):
             )  # fmt: skip
         self._cache[tenant] = tv
         return tv
+
+    async def maintain(self) -> None:
+        """Build HNSW indexes for large cached tenants, in a worker thread."""
+        for tv in list(self._cache.values()):
+            if not tv.needs_index():
+                continue
+            rows, vecs = tv.snapshot()
+            try:
+                index = await anyio.to_thread.run_sync(
+                    TenantVectors.build_index, self.dim, rows, vecs
+                )
+            except BaseException:
+                tv.abandon_build()
+                raise
+            tv.install(index)
 
     async def upsert(self, records: list[Record]) -> None:
         if not records:
