@@ -263,14 +263,15 @@ class KeyStore:
         if key_id is None:
             raise InvalidKey("malformed API key")
         digest = hash_key(self._secret, plaintext)
-        async with self.db.conn.execute(
+        # one thread hop (execute_fetchall), not three (execute, fetchone, close)
+        rows = await self.db.conn.execute_fetchall(
             "SELECT k.*, g.owner AS g_owner, g.active AS g_active, g.roles AS g_roles,"
             " g.scopes AS g_scopes, g.is_org_admin AS g_admin, g.refreshed_at AS g_at"
             " FROM api_keys k LEFT JOIN owner_grants g ON g.owner = k.owner"
             " WHERE k.digest = ? OR k.prev_digest = ?",
             (digest, digest),
-        ) as cur:
-            row = await cur.fetchone()
+        )
+        row = next(iter(rows), None)
         now = time.time()
         if row is None or row["key_id"] != key_id:
             raise InvalidKey("unknown API key")
