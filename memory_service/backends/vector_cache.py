@@ -13,7 +13,14 @@ candidates; a filter that admits few rows is served by an exact scan of just tho
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
+
+with contextlib.suppress(ImportError):
+    # onnxruntime must be loaded before usearch: imported after it, onnxruntime's native
+    # module crashes the process with SIGSEGV (seen with onnxruntime 1.32 + usearch 2.26).
+    import onnxruntime  # noqa: F401
 from usearch.index import Index
 
 from memory_service.backends.base import NEVER, Query
