@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import shutil
 import statistics
@@ -117,10 +118,18 @@ def wrk(url: str, key: str | None, connections: int, seconds: int, threads: int)
     }
 
 
+def _median(runs: list[dict]) -> dict:
+    """Per-metric median over rounds; errors summed."""
+    out = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms")}
+    out["errors"] = sum(r["errors"] for r in runs)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=5, help="per round")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--decisions", type=int, default=20000)
     args = parser.parse_args()
@@ -162,11 +171,24 @@ def main() -> None:
         # warm both paths (connection pools, caches) before measuring
         wrk(direct_url, None, args.connections, 2, args.threads)
         wrk(plugin_url, key, args.connections, 2, args.threads)
-        direct = wrk(direct_url, None, args.connections, args.seconds, args.threads)
-        plugin = wrk(plugin_url, key, args.connections, args.seconds, args.threads)
+        # interleave short rounds so load from other processes hits both sides alike
+        rounds: dict[str, list[dict]] = {"direct": [], "plugin": []}
+        for _ in range(args.rounds):
+            rounds["direct"].append(
+                wrk(direct_url, None, args.connections, args.seconds, args.threads)
+            )
+            rounds["plugin"].append(
+                wrk(plugin_url, key, args.connections, args.seconds, args.threads)
+            )
+        direct, plugin = _median(rounds["direct"]), _median(rounds["plugin"])
         result = {
             "decision_cached_key": decision,
-            "wrk": {"connections": args.connections, "seconds": args.seconds},
+            "wrk": {
+                "connections": args.connections,
+                "rounds": args.rounds,
+                "seconds_per_round": args.seconds,
+            },
+            "load_average_1min": os.getloadavg()[0],
             "nginx_upstream": direct,
             "nginx_plugin_upstream": plugin,
             "added_latency_p50_ms": plugin["p50_ms"] - direct["p50_ms"],

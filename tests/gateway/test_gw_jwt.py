@@ -293,3 +293,18 @@ async def test_service_to_service_token_through_the_core(
         assert decision.headers["X-Key-Id"] == ""
     finally:
         await core.aclose()
+
+
+async def test_shared_application_audience_is_bound_to_the_token_owner(
+    casdoor: CasdoorServer, tenant: Tenant
+) -> None:
+    verifier = JwtVerifier(casdoor.url, casdoor.url, [], shared_audiences=["cli-app"])
+    try:
+        own = claims_for(casdoor, tenant, aud=[f"cli-app-org-{tenant.organization}"])
+        verified = await verifier.verify(casdoor_signed(casdoor, own))
+        assert verified.resolve.organization == tenant.organization
+        other = claims_for(casdoor, tenant, aud=["cli-app-org-someone-else"])
+        with pytest.raises(InvalidToken):
+            await verifier.verify(casdoor_signed(casdoor, other))
+    finally:
+        await verifier.aclose()

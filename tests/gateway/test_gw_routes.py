@@ -76,3 +76,14 @@ def test_bad_tables_are_refused(text: str) -> None:
 def test_rest_segment_must_end_the_pattern() -> None:
     with pytest.raises(ValueError, match="must end"):
         RouteTable.from_yaml("routes: [{methods: [GET], path: '/a/{r*}/b', permission: x}]")
+
+
+def test_authenticated_routes_need_a_credential_but_no_scope() -> None:
+    from hanzo_contract.principal import Principal
+
+    table = RouteTable.from_yaml(
+        "routes: [{methods: [GET], path: /v1/keys, permission: authenticated}]"
+    )
+    match = table.match("GET", "/v1/keys")
+    assert match is not None and not match.public
+    assert match.permits(Principal(organization="acme", subject="acme/a"))
