@@ -118,6 +118,7 @@ def create_app(
         Route(VERIFY_PATH, routes_verify.verify_key, methods=["POST"]),
         Route(RESOLVE_PATH, routes_verify.resolve_principal, methods=["POST"]),
         Route("/v1/audit/denials", routes_verify.report_denial, methods=["POST"]),
+        Route("/v1/usage/report", routes_verify.report_usage, methods=["POST"]),
         Route("/v1/keys", routes_keys.list_keys, methods=["GET"]),
         Route("/v1/keys", routes_keys.create_key, methods=["POST"]),
         Route("/v1/keys/{key_id}", routes_keys.show_key, methods=["GET"]),

@@ -260,15 +260,16 @@ def audit_usage(
     level: str | None = typer.Option(None, help="org, user or key"),
     json_out: bool = JsonOpt,
 ) -> None:
-    """Usage counters (requests, denials) per key, user and organization per day."""
+    """Usage per key, user and organization per day: reported requests and denials, and
+    the sidecar's own key verifications."""
     rows = _store_action(lambda s: s.usage.query(org, day=day, level=level))
     if json_out:
         emit_json([r.model_dump() for r in rows])
         return
     emit_table(
         f"usage of {org}",
-        ["day", "level", "subject", "requests", "denials"],
-        [[r.day, r.level, r.subject, r.requests, r.denials] for r in rows],
+        ["day", "level", "subject", "requests", "denials", "verifications"],
+        [[r.day, r.level, r.subject, r.requests, r.denials, r.verifications] for r in rows],
     )
 
 

@@ -304,7 +304,7 @@ class KeyStore:
 
     def _touch(self, record: KeyRecord, now: float) -> None:
         self._last_used[record.key_id] = now
-        self.usage.count_request(record.organization, record.owner, record.key_id)
+        self.usage.count_verification(record.organization, record.owner, record.key_id)
         mono = time.monotonic()
         if mono - self._last_flush >= self._flush_interval and (
             self._flush_task is None or self._flush_task.done()

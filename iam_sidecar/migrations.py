@@ -62,6 +62,8 @@ MIGRATIONS: list[tuple[str, ...]] = [
             PRIMARY KEY (day, level, subject)
         )""",
     ),
+    # 2: verifications counted apart from traffic the gateway plugins report
+    ("ALTER TABLE usage_daily ADD COLUMN verifications INTEGER NOT NULL DEFAULT 0",),
 ]
 
 

@@ -88,5 +88,8 @@ async def reconcile_forever(state: SidecarState, tenant_step: TenantStep | None)
     interval = state.settings.reconcile_interval_seconds
     while True:
         await reconcile_once(state, tenant_step)
-        await state.store.flush()
+        try:
+            await state.store.flush()
+        except Exception:  # a busy or failing disk must not end the loop
+            log.exception("flushing usage counters failed; will retry")
         await asyncio.sleep(interval)

@@ -43,6 +43,24 @@ class DenialReport(BaseModel):
     request_id: str | None = Field(default=None, max_length=128)
 
 
+class UsageEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    organization: str = Field(min_length=1, max_length=100)
+    subject: str | None = Field(default=None, max_length=255)
+    key_id: str | None = Field(default=None, max_length=64)
+    requests: int = Field(default=0, ge=0, le=10**9)
+    denials: int = Field(default=0, ge=0, le=10**9)
+
+
+class UsageReport(BaseModel):
+    """A gateway plugin's batch of counted traffic since its last report."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    entries: list[UsageEntry] = Field(max_length=10_000)
+
+
 def _state(request: Request) -> SidecarState:
     return request.app.state.sidecar
 
@@ -122,3 +140,18 @@ async def report_denial(request: Request) -> Response:
     if body.organization:
         state.store.usage.count_denial(body.organization, body.subject, body.key_id)
     return JSONResponse({"recorded": True}, status_code=202)
+
+
+async def report_usage(request: Request) -> Response:
+    state = _state(request)
+    _check(request, state)
+    body = await parse_body(request, UsageReport)
+    for entry in body.entries:
+        state.store.usage.count_requests(
+            entry.organization, entry.subject, entry.key_id, entry.requests
+        )
+        state.store.usage.count_denial(
+            entry.organization, entry.subject, entry.key_id, entry.denials
+        )
+    await state.store.usage.flush()
+    return JSONResponse({"recorded": len(body.entries)}, status_code=202)

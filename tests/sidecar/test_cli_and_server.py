@@ -121,7 +121,7 @@ def test_cli_and_server_round_trip(casdoor: CasdoorServer, tmp_path: Path) -> No
     assert {"sync.create", "key.create", "key.rotate", "key.revoke"} <= actions
     assert "audit log" in _ok(_cli(env, "audit", "--org", acme))
     usage = json.loads(_ok(_cli(env, "audit", "usage", "--org", acme, "--json")))
-    assert {(r["level"], r["requests"]) for r in usage} >= {("org", 2)}
+    assert {(r["level"], r["verifications"]) for r in usage} >= {("org", 2)}
     log_text = (tmp_path / "sidecar.log").read_text()
     for secret in (key, rotated["key"], casdoor.client_secret, token):
         assert secret not in log_text

@@ -177,8 +177,8 @@ async def test_last_used_is_batched_not_written_per_request(tmp_path: Path) -> N
         await store.flush()
         assert (await store.show("acme", record.key_id)).last_used_at is not None
         rows = await store.usage.query("acme")
-        by_level = {r.level: r.requests for r in rows}
-        assert by_level == {"org": 50, "user": 50, "key": 50}
+        by_level = {r.level: (r.verifications, r.requests) for r in rows}
+        assert by_level == {"org": (50, 0), "user": (50, 0), "key": (50, 0)}
     finally:
         await store.close()
 

@@ -155,3 +155,35 @@ async def test_reconcile_survives_casdoor_down_and_keeps_last_grants(tmp_path: P
         assert ready["last_reconcile_error"] == result.error
         metrics = (await client.get("/metrics")).text
         assert 'hanzo_sidecar_reconcile_runs_total{outcome="casdoor_down"} 1.0' in metrics
+
+
+async def test_usage_reports_from_plugins_add_up_per_day(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    async with running_app(settings, run_reconcile=False) as (_, state, client):
+        batch = {
+            "entries": [
+                {"organization": "acme", "subject": "acme/alice", "key_id": "k1", "requests": 7},
+                {"organization": "acme", "subject": "acme/bob", "requests": 3, "denials": 1},
+            ]
+        }
+        for _ in range(2):
+            response = await client.post("/v1/usage/report", json=batch, headers=bearer(settings))
+            assert response.status_code == 202, response.text
+        bad = await client.post(
+            "/v1/usage/report",
+            json={"entries": [{"organization": "acme", "requests": -1}]},
+            headers=bearer(settings),
+        )
+        assert bad.status_code == 400
+        assert (await client.post("/v1/usage/report", json=batch)).status_code == 401
+        rows = {
+            (r.level, r.subject): (r.requests, r.denials)
+            for r in await state.store.usage.query("acme")
+        }
+        assert rows == {
+            ("org", "acme"): (20, 2),
+            ("user", "acme/alice"): (14, 0),
+            ("key", "k1"): (14, 0),
+            ("user", "acme/bob"): (6, 2),
+        }
+        assert await state.store.usage.query("globex") == []
