@@ -75,7 +75,7 @@ class HanzoClient:
         return self.send(calls.store(memories))["ids"]
 
     def get(self, memory_id: str) -> dict[str, Any]:
-        return self.send(calls.get(memory_id))
+        return self.send(calls.get(memory_id))["memories"][0]
 
     def search(self, query: str, **options: Any) -> list[dict[str, Any]]:
         return self.send(calls.search(query, **options))["results"]
@@ -138,7 +138,7 @@ class AsyncHanzoClient:
         return (await self.send(calls.search(query, **options)))["results"]
 
     async def get(self, memory_id: str) -> dict[str, Any]:
-        return await self.send(calls.get(memory_id))
+        return (await self.send(calls.get(memory_id)))["memories"][0]
 
     async def delete(self, memory_id: str) -> None:
         await self.send(calls.delete(memory_id))

@@ -13,7 +13,7 @@ import typer
 
 from hanzo_client.api import HanzoAPIError, HanzoClient
 from hanzo_client.credentials import Credentials
-from hanzo_client.login import LoginError, PkceLogin, device_login
+from hanzo_client.login import LoginError, PkceLogin, device_login, shared_client_id
 
 login_cli = typer.Typer()
 memory_cli = typer.Typer(
@@ -33,8 +33,9 @@ def _mint_device_key(gateway_url: str, access_token: str, scopes: list[str]) -> 
 def login(
     casdoor_url: str = typer.Option(..., envvar="HANZO_CASDOOR_URL", help="Casdoor base URL"),
     client_id: str = typer.Option(
-        ..., envvar="HANZO_CLI_CLIENT_ID", help="Client id of the hanzo-cli application"
+        ..., envvar="HANZO_CLI_CLIENT_ID", help="Client id of the shared hanzo-cli application"
     ),
+    organization: str = typer.Option(..., "--org", envvar="HANZO_ORG", help="Your organization"),
     gateway_url: str = typer.Option(..., envvar="HANZO_GATEWAY_URL", help="Gateway base URL"),
     scope: list[str] = typer.Option(DEFAULT_SCOPES, "--scope", help="Scopes for this device's key"),
     device: bool = typer.Option(False, "--device", help="Use the device-code grant (no browser)"),
@@ -47,9 +48,11 @@ def login(
             def show(start: dict[str, Any]) -> None:
                 typer.echo(f"Open {start.get('verification_uri')} and enter {start['user_code']}")
 
-            tokens = device_login(casdoor_url, client_id, show, timeout=timeout)
+            tokens = device_login(
+                casdoor_url, shared_client_id(client_id, organization), show, timeout=timeout
+            )
         else:
-            flow = PkceLogin(casdoor_url, client_id)
+            flow = PkceLogin(casdoor_url, shared_client_id(client_id, organization))
 
             def open_browser(url: str) -> None:
                 typer.echo(f"Opening your browser to sign in; if it does not open, visit:\n{url}")

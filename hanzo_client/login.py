@@ -25,6 +25,12 @@ class LoginError(Exception):
     """The sign-in did not complete; the message says which step failed."""
 
 
+def shared_client_id(client_id: str, organization: str) -> str:
+    """The hanzo-cli app is a Casdoor *shared* application: one client id for every tenant,
+    addressed as ``<client id>-org-<organization>`` so users sign in to their own org."""
+    return f"{client_id}-org-{organization}"
+
+
 def pkce_pair() -> tuple[str, str]:
     """``(verifier, S256 challenge)``."""
     verifier = secrets.token_urlsafe(48)

@@ -1,0 +1,73 @@
+"""Helpers for the end-to-end tests: the running stack and a headless sign-in."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import httpx
+
+from gateway_plugins.runners import EchoUpstream
+from hanzo_client.login import PkceLogin
+from hanzo_stack.stack import Stack, StackInfo
+
+
+@dataclass
+class RunningStack:
+    stack: Stack
+    info: StackInfo
+    seeds: dict[str, str]
+    echo: EchoUpstream
+
+    @property
+    def gateway(self) -> str:
+        return self.info.gateway_url
+
+    @property
+    def cli_client_id(self) -> str:
+        return self.info.cli_client_id
+
+    def password(self, env_name: str) -> str:
+        return self.seeds[env_name]
+
+
+def headless_browser(casdoor_url: str, org: str, user: str, password: str):
+    """Plays the user's browser on Casdoor's sign-in page: posts the credentials the way
+    Casdoor's own login page does, then follows the redirect to the CLI's loopback port."""
+
+    def open_browser(authorize_url: str) -> None:
+        q = {k: v[0] for k, v in parse_qs(urlparse(authorize_url).query).items()}
+        application = "hanzo-cli-org-" + org  # the shared CLI app, seen from this tenant
+        reply = httpx.post(
+            f"{casdoor_url}/api/login",
+            params={
+                "clientId": q["client_id"],
+                "responseType": "code",
+                "redirectUri": q["redirect_uri"],
+                "scope": q["scope"],
+                "state": q["state"],
+                "code_challenge": q["code_challenge"],
+                "code_challenge_method": "S256",
+            },
+            json={
+                "application": application,
+                "organization": org,
+                "username": user,
+                "password": password,
+                "type": "code",
+            },
+        ).json()
+        assert reply["status"] == "ok", reply
+        redirect = {"code": reply["data"], "state": q["state"]}
+        threading.Timer(
+            0.1, lambda: httpx.get(q["redirect_uri"], params=redirect, timeout=5)
+        ).start()
+
+    return open_browser
+
+
+def pkce_login(stack: RunningStack, org: str, user: str, password: str) -> dict[str, Any]:
+    flow = PkceLogin(stack.info.casdoor_url, f"{stack.cli_client_id}-org-{org}")
+    return flow.run(headless_browser(stack.info.casdoor_url, org, user, password), timeout=20)
