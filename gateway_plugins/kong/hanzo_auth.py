@@ -8,15 +8,19 @@ On allow it overwrites every identity header on the upstream request (so a clien
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import Any
 
 from gateway_plugins.build import build_core
 from gateway_plugins.core import DecisionCore
+from gateway_plugins.decision import deny
 from gateway_plugins.kong.loop import LoopThread
 from gateway_plugins.request import AuthRequest
 from gateway_plugins.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
 
 NAME = "hanzo-auth"
 version = "0.1.0"
@@ -83,7 +87,11 @@ class Plugin:
             client_ip=str(_data(kong.client.get_forwarded_ip()) or "") or None,
         )
         timeout = float(self.config.get("decision_timeout_seconds") or 5)
-        decision = loop.run(core.decide(request), timeout)
+        try:
+            decision = loop.run(core.decide(request), timeout)
+        except Exception:  # a stuck or failing core is our fault: 503, never an open door
+            log.exception("hanzo-auth decision failed")
+            decision = deny(503, "auth_unavailable", "auth plugin unavailable, retry later")
         if decision.allowed:
             # every identity header is set (empty ones too): this is the strip and the set
             _data(kong.service.request.set_headers(decision.headers))

@@ -19,7 +19,7 @@ class LimiterUnavailable(Exception):
     """The counter store could not be reached; the fail mode decides."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built on every request, frozen init is slower
 class Window:
     #: counter name, e.g. ``rpm:key:acme/abc123:29012345``
     key: str
@@ -65,43 +65,22 @@ def _month_end(now: float) -> float:
 def windows_for(buckets: list[str], limits: Limits, now: float) -> list[Window]:
     """The counters one request draws on, for every bucket it belongs to."""
     out: list[Window] = []
-    minute, day = int(now // 60), int(now // 86400)
-    t = time.gmtime(now)
-    month = t.tm_year * 100 + t.tm_mon
-    for bucket in buckets:
-        if limits.requests_per_minute:
-            reset = (minute + 1) * 60 - now
-            out.append(
-                Window(
-                    f"rpm:{bucket}:{minute}",
-                    limits.requests_per_minute,
-                    max(int(reset + 0.999), 1),
-                    120,
-                    "rate_limited",
-                )
-            )
-        if limits.units_per_day:
-            reset = (day + 1) * 86400 - now
-            out.append(
-                Window(
-                    f"upd:{bucket}:{day}",
-                    limits.units_per_day,
-                    max(int(reset + 0.999), 1),
-                    86400 + 3600,
-                    "quota_exceeded",
-                )
-            )
-        if limits.units_per_month:
-            reset = _month_end(now) - now
-            out.append(
-                Window(
-                    f"upm:{bucket}:{month}",
-                    limits.units_per_month,
-                    max(int(reset + 0.999), 1),
-                    32 * 86400,
-                    "quota_exceeded",
-                )
-            )
+    rpm, upd, upm = limits.requests_per_minute, limits.units_per_day, limits.units_per_month
+    if rpm:
+        minute = int(now // 60)
+        reset = max(int((minute + 1) * 60 - now + 0.999), 1)
+        out += [Window(f"rpm:{b}:{minute}", rpm, reset, 120, "rate_limited") for b in buckets]
+    if upd:
+        day = int(now // 86400)
+        reset = max(int((day + 1) * 86400 - now + 0.999), 1)
+        ttl = 86400 + 3600
+        out += [Window(f"upd:{b}:{day}", upd, reset, ttl, "quota_exceeded") for b in buckets]
+    if upm:
+        t = time.gmtime(now)
+        month = t.tm_year * 100 + t.tm_mon
+        reset = max(int(_month_end(now) - now + 0.999), 1)
+        ttl = 32 * 86400
+        out += [Window(f"upm:{b}:{month}", upm, reset, ttl, "quota_exceeded") for b in buckets]
     return out
 
 
