@@ -309,3 +309,15 @@ async def test_tenant_limits(backend, authenticator, make_caller, tmp_path):
         other = make_caller()
         r = await c.post(f"{S}/store", json={"content": "fresh tenant"}, headers=other.headers)
         assert r.status_code == 200
+
+
+async def test_keyword_queries_of_stopwords_and_symbols(client, make_caller):
+    me = make_caller()
+    (mid,) = await store(client, me, {"content": "the answer is forty two"})
+    for query in ("the", "!!! ???", "a the of", 'forty" OR 1=1 --', "@content:{x} | *"):
+        for mode in ("keyword", "hybrid", "vector"):
+            r = await client.post(f"{S}/search", json={"query": query, "mode": mode},
+                                  headers=me.headers)  # fmt: skip
+            assert r.status_code == 200, (query, mode, r.text)
+            assert all(h["memory"]["id"] == mid for h in r.json()["results"])
+    assert ids_of(await search(client, me, query='forty" OR 1=1 --', mode="keyword")) == [mid]
