@@ -131,3 +131,26 @@ async def test_two_plugin_processes_share_one_budget_then_hold_their_fail_mode(
             fail_closed.stop()
     finally:
         fail_open.stop()
+
+
+async def test_quota_survives_a_plugin_process_restart(
+    stack, make_gateway_env, tmp_path: Path
+) -> None:
+    env = make_gateway_env(stack.sidecar, tmp_path / "restart")
+    key, _ = await stack.mint(limits=Limits(units_per_day=3))
+    async with httpx.AsyncClient(timeout=10) as http:
+        first = ForwardAuthServer(tmp_path, env).start()
+        try:
+            for _ in range(2):
+                r = await http.get(first.url + "/auth", headers=_auth_headers(key))
+                assert r.status_code == 200
+        finally:
+            first.stop()  # SIGTERM: the service flushes its quota counters on shutdown
+        second = ForwardAuthServer(tmp_path, env).start()
+        try:
+            r = await http.get(second.url + "/auth", headers=_auth_headers(key))
+            assert r.status_code == 200
+            r = await http.get(second.url + "/auth", headers=_auth_headers(key))
+            assert r.status_code == 429 and r.json()["error"]["code"] == "quota_exceeded"
+        finally:
+            second.stop()
