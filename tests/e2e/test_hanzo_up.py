@@ -1,0 +1,60 @@
+"""`hanzo up` on a fresh state dir reaches all-healthy, and the curl it prints works."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _hanzo(state: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HANZO_STATE_DIR": str(state)}
+    return subprocess.run(
+        [sys.executable, "-m", "hanzo_stack", *args],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_hanzo_up_prints_a_curl_that_works_then_down(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    try:
+        up = _hanzo(state, "up")
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "all healthy." in up.stdout
+        key = (state / "demo-key").read_text()
+        assert key.startswith("hk-") and key not in up.stdout + up.stderr
+
+        # run exactly the lines `hanzo up` printed under "try it:"
+        script = up.stdout.split("try it:", 1)[1].split("stop with:", 1)[0]
+        lines = [line for line in script.splitlines() if line.strip()]
+        assert any("/v1/memory/store" in line for line in lines)
+        ran = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", "\n".join(lines)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert ran.returncode == 0, ran.stderr
+        stored_line, searched_line = ran.stdout.replace("}{", "}\n{").splitlines()[:2]
+        stored, searched = json.loads(stored_line), json.loads(searched_line)
+        assert len(stored["ids"]) == 1
+        assert searched["results"][0]["memory"]["id"] == stored["ids"][0]
+        assert "deploy window" in searched["results"][0]["memory"]["content"]
+
+        status = _hanzo(state, "status", timeout=60)
+        assert status.returncode == 0, status.stdout
+        for part in ("casdoor", "sidecar", "gateway", "memory", "nginx"):
+            assert f"{part:8} healthy" in status.stdout
+        assert (state / "logs" / "sidecar.log").exists()
+    finally:
+        down = _hanzo(state, "down", timeout=120)
+    assert down.returncode == 0, down.stderr
+    after = _hanzo(state, "status", timeout=60)
+    assert after.returncode == 1 and "healthy" not in after.stdout.replace("DOWN", "")
