@@ -1,0 +1,190 @@
+"""deploy/compose: renders with the operator's .env, refuses without a secret, publishes
+only the gateway, health-checks and limits every long-running service."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from hanzo_contract.headers import IDENTITY_HEADERS
+from hanzo_stack.casdoor_install import CASDOOR_VERSION
+
+from . import service_env
+from .conftest import COMPOSE_DIR, COMPOSE_FILE, DEPLOY, compose, empty_keys, read_env_file
+
+EXAMPLE = COMPOSE_DIR / ".env.example"
+LONG_RUNNING = {"postgres", "redis", "casdoor", "sidecar", "auth", "memory", "apisix"}
+ONE_SHOT = {"init", "casdoor-bootstrap"}
+SERVICE_PORTS = {"sidecar": 8090, "auth": 8200, "memory": 8600}
+
+
+def _required_vars() -> set[str]:
+    return set(re.findall(r"\$\{([A-Z0-9_]+):\?", COMPOSE_FILE.read_text()))
+
+
+def _optional_vars() -> set[str]:
+    return set(re.findall(r"\$\{([A-Z0-9_]+):-\}", COMPOSE_FILE.read_text()))
+
+
+def test_readme_one_liner_fills_every_secret(filled_env: Path) -> None:
+    filled = read_env_file(filled_env)
+    secrets = empty_keys(EXAMPLE)
+    assert len(secrets) >= 10
+    values = [filled[k] for k in secrets]
+    assert all(re.fullmatch(r"[0-9a-f]{48}", v) for v in values)
+    assert len(set(values)) == len(values), "every secret gets its own value"
+    # the non-secret settings keep the example's values
+    example = read_env_file(EXAMPLE)
+    assert {k: filled[k] for k in example if example[k]} == {k: v for k, v in example.items() if v}
+
+
+def test_renders_every_service(compose_model: dict[str, Any]) -> None:
+    assert set(compose_model["services"]) == LONG_RUNNING | ONE_SHOT
+
+
+@pytest.mark.parametrize("name", sorted(_required_vars()))
+def test_missing_required_value_stops_with_its_name(
+    name: str, filled_env: Path, home: Path, tmp_path: Path
+) -> None:
+    broken = tmp_path / ".env"
+    broken.write_text(re.sub(rf"(?m)^{name}=.*$", f"{name}=", filled_env.read_text()))
+    proc = compose(["config", "--quiet"], broken, home)
+    assert proc.returncode != 0
+    assert f"required variable {name} is missing a value" in proc.stderr
+    assert f"set {name} in deploy/compose/.env" in proc.stderr
+
+
+def test_every_secret_is_required_and_has_no_default() -> None:
+    text = COMPOSE_FILE.read_text()
+    secrets = set(empty_keys(EXAMPLE))
+    optional = _optional_vars()
+    # seed-user passwords are the only optional ones: exactly those the example tenants name
+    tenants = yaml.safe_load((DEPLOY / "tenants" / "example.yaml").read_text())
+    seeds = {
+        user["password_env"]
+        for org in tenants["organizations"]
+        for user in org.get("users", [])
+        if user.get("password_env")
+    }
+    assert optional == seeds
+    assert secrets - optional <= _required_vars()
+    for name in secrets:
+        defaults = re.findall(rf"\$\{{{name}:?-([^}}]+)\}}", text)
+        assert defaults == [], f"{name} has a default: {defaults}"
+
+
+def test_only_the_gateway_is_published_and_on_loopback(compose_model: dict[str, Any]) -> None:
+    services = compose_model["services"]
+    published = {name for name, svc in services.items() if svc.get("ports")}
+    assert published == {"apisix"}
+    (port,) = services["apisix"]["ports"]
+    assert port["host_ip"] == "127.0.0.1"
+    assert port["target"] == 9080
+    # everything but the gateway and Casdoor sits on the internal network only
+    assert compose_model["networks"]["backend"].get("internal") is True
+    for name, svc in services.items():
+        nets = set(svc.get("networks") or {})
+        if name == "apisix":
+            assert nets == {"backend", "edge"}
+        elif name == "casdoor":
+            assert nets == {"backend", "egress"}
+        elif name == "init":
+            assert svc["network_mode"] == "none"
+        else:
+            assert nets == {"backend"}, name
+        for port in svc.get("expose") or []:
+            pytest.fail(f"{name} exposes {port}")
+
+
+def test_gateway_defaults_to_loopback_without_bind_settings(
+    filled_env: Path, home: Path, tmp_path: Path
+) -> None:
+    env = tmp_path / ".env"
+    env.write_text(re.sub(r"(?m)^HANZO_GATEWAY_(BIND|PORT)=.*\n", "", filled_env.read_text()))
+    proc = compose(["config", "--format", "json"], env, home)
+    assert proc.returncode == 0, proc.stderr
+    (port,) = json.loads(proc.stdout)["services"]["apisix"]["ports"]
+    assert (port["host_ip"], port["published"]) == ("127.0.0.1", "9080")
+
+
+def test_long_running_services_have_health_checks_and_limits(
+    compose_model: dict[str, Any],
+) -> None:
+    services = compose_model["services"]
+    for name in LONG_RUNNING:
+        svc = services[name]
+        test = svc.get("healthcheck", {}).get("test")
+        assert test and test[0] in ("CMD", "CMD-SHELL"), f"{name} has no health check"
+        limits = svc.get("deploy", {}).get("resources", {}).get("limits", {})
+        assert limits.get("cpus") and limits.get("memory"), f"{name} has no limits"
+        assert svc["restart"] == "unless-stopped"
+    for name in ONE_SHOT:
+        assert services[name]["restart"] == "no"
+    # one-shots are waited for to succeed; everything else waits for health
+    for name, svc in services.items():
+        for dep, cond in (svc.get("depends_on") or {}).items():
+            expected = "service_completed_successfully" if dep in ONE_SHOT else "service_healthy"
+            assert cond["condition"] == expected, f"{name} -> {dep}"
+
+
+def test_our_probes_hit_real_routes(compose_model: dict[str, Any]) -> None:
+    for name, port in SERVICE_PORTS.items():
+        test = " ".join(compose_model["services"][name]["healthcheck"]["test"])
+        url = urlparse(re.search(r"http://[^' ]+", test).group(0))  # type: ignore[union-attr]
+        assert url.port == port
+        service_env.probe_paths_exist(name, {url.path})
+
+
+def test_images_are_pinned_and_casdoor_matches_the_stack(compose_model: dict[str, Any]) -> None:
+    for name, svc in compose_model["services"].items():
+        image = svc["image"]
+        repo, _, tag = image.rpartition(":")
+        assert repo and tag and tag != "latest", f"{name}: {image} is not pinned"
+    assert compose_model["services"]["casdoor"]["image"] == f"casbin/casdoor:{CASDOOR_VERSION}"
+
+
+def test_services_run_as_non_root_with_least_privilege(compose_model: dict[str, Any]) -> None:
+    for name, svc in compose_model["services"].items():
+        assert svc.get("cap_drop") == ["ALL"] or name in {"postgres", "redis"}, name
+        if "build" in svc:  # our image: read-only root, writable only where mounted
+            assert svc["read_only"] is True, name
+            assert "no-new-privileges:true" in svc["security_opt"]
+
+
+def test_commands_and_env_match_the_services(
+    compose_model: dict[str, Any], filled_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = compose_model["services"]
+    for name, port in SERVICE_PORTS.items():
+        service_env.check_command(name, services[name]["command"], port)
+    secrets = read_env_file(filled_env)
+    envs = {name: dict(services[name]["environment"]) for name in SERVICE_PORTS}
+    service_env.check_agreement(monkeypatch, envs, secrets, secrets["CASDOOR_ORIGIN"])
+
+
+def test_apisix_routes_reach_the_services() -> None:
+    routes = yaml.safe_load((COMPOSE_DIR / "apisix" / "apisix.yaml").read_text())
+    nodes = {u["id"]: next(iter(u["nodes"])) for u in routes["upstreams"]}
+    assert nodes == {
+        "memory": f"memory:{SERVICE_PORTS['memory']}",
+        "sidecar": f"sidecar:{SERVICE_PORTS['sidecar']}",
+        "casdoor": "casdoor:8000",
+    }
+    (plugins,) = routes["plugin_configs"]
+    assert plugins["plugins"]["forward-auth"]["uri"] == f"http://auth:{SERVICE_PORTS['auth']}/auth"
+    by_id = {r["id"]: r for r in routes["routes"]}
+    assert by_id["memory-api"]["uris"] == ["/v1/memory/*"]
+    assert "/v1/keys" in by_id["keys-api"]["uris"]
+    for rid in ("memory-api", "keys-api"):
+        assert by_id[rid]["plugin_config_id"] == plugins["id"]
+    # a client cannot smuggle identity headers past the plugin
+    removed = set(plugins["plugins"]["proxy-rewrite"]["headers"]["remove"])
+    assert removed == set(IDENTITY_HEADERS)
+    assert removed <= set(plugins["plugins"]["forward-auth"]["upstream_headers"])
+    assert (COMPOSE_DIR / "apisix" / "apisix.yaml").read_text().rstrip().endswith("#END")
