@@ -10,9 +10,11 @@ import time
 import httpx
 import pytest
 
+from gateway_plugins.runners import NginxServer
 from hanzo_contract.assertion import AssertionVerifier
 from hanzo_contract.headers import IDENTITY_HEADERS
 from hanzo_contract.principal import Limits
+from hanzo_stack.process import LOOPBACK, free_port
 
 GATEWAYS = ["nginx", "caddy"]
 
@@ -179,3 +181,14 @@ async def test_denials_reach_the_sidecar_audit_log(stack, http) -> None:
             ).fetchall()
         await asyncio.sleep(0.05)
     assert rows == [("403:forbidden", "acme", "DELETE /v1/memory/some-id")]
+
+
+async def test_auth_service_down_is_503_through_nginx(stack, http, tmp_path) -> None:
+    dead = f"{LOOPBACK}:{free_port()}"
+    nginx = NginxServer(tmp_path / "nginx-dead", dead, stack.upstream.addr).start()
+    try:
+        r = await http.get(nginx.url + "/v1/memory/retrieve", headers={"X-API-Key": "hk-x"})
+        assert r.status_code == 503 and error_code(r) == "auth_unavailable"
+        assert r.headers["retry-after"] == "1"
+    finally:
+        nginx.stop()
