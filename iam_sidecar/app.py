@@ -57,6 +57,12 @@ async def build_state(
         keys=KeyService(store, resolver),
         verifier=_verifier(settings),
     )
+    if policy is None and settings.tenant_file is not None:
+        # plan limits and service-app scopes also matter to the CLI (app-owned keys)
+        from iam_sidecar.tenants.desired import policy_of
+        from iam_sidecar.tenants.loader import load_tenant_file
+
+        policy = policy_of(load_tenant_file(settings.tenant_file))
     if policy is not None:
         state.policy = policy
     state_box.append(state)

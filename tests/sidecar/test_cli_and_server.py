@@ -77,6 +77,17 @@ def test_cli_and_server_round_trip(casdoor: CasdoorServer, tmp_path: Path) -> No
     )
     assert refused.returncode == 1 and "scope_escalation" in refused.stderr
 
+    app_key = json.loads(
+        _ok(
+            _cli(
+                {**env, "HANZO_SIDECAR_TENANT_FILE": str(path)},
+                *("keys", "create", "--org", acme, "--owner", f"{acme}-indexer", "--app"),
+                *("--name", "indexer", "--scope", "memory:write", "--json"),
+            )
+        )
+    )
+    assert app_key["record"]["owner_kind"] == "application"
+
     port = free_port()
     server = ManagedProcess(
         "sidecar",
@@ -101,6 +112,10 @@ def test_cli_and_server_round_trip(casdoor: CasdoorServer, tmp_path: Path) -> No
             "units_per_day": 100000,
             "units_per_month": 2000000,
         }
+        as_app = verify(app_key["key"])
+        assert as_app.status_code == 200, as_app.text
+        assert as_app.json()["principal"]["scopes"] == ["memory:write"]
+        assert as_app.json()["principal"]["kind"] == "application"
         table = _ok(_cli(env, "keys", "list", "--org", acme))
         assert f"hk-{key_id}" in table and key.split("_", 1)[1] not in table
         rotated = json.loads(
@@ -121,7 +136,9 @@ def test_cli_and_server_round_trip(casdoor: CasdoorServer, tmp_path: Path) -> No
     assert {"sync.create", "key.create", "key.rotate", "key.revoke"} <= actions
     assert "audit log" in _ok(_cli(env, "audit", "--org", acme))
     usage = json.loads(_ok(_cli(env, "audit", "usage", "--org", acme, "--json")))
-    assert {(r["level"], r["verifications"]) for r in usage} >= {("org", 2)}
+    counted = {(r["level"], r["subject"]): r["verifications"] for r in usage}
+    assert counted[("key", key_id)] == 2  # the two successful verifications of bob's key
+    assert counted[("org", acme)] == 3  # plus the indexer's
     log_text = (tmp_path / "sidecar.log").read_text()
     for secret in (key, rotated["key"], casdoor.client_secret, token):
         assert secret not in log_text

@@ -215,3 +215,24 @@ async def test_application_owner_kind_round_trips(store: KeyStore) -> None:
 async def test_arbitrary_strings_never_verify(store: KeyStore, garbage: str) -> None:
     with pytest.raises(InvalidKey):
         await store.verify(garbage)
+
+
+async def test_migration_from_version_1_keeps_data(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        for statement in MIGRATIONS[0]:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_version VALUES (1)")
+        conn.execute(
+            "INSERT INTO usage_daily (day, level, subject, organization, requests, denials)"
+            " VALUES ('2026-01-01', 'org', 'acme', 'acme', 5, 1)"
+        )
+    store = await KeyStore.open(path, b"s" * 32)
+    try:
+        rows = await store.usage.query("acme")
+        assert [(r.requests, r.denials, r.verifications) for r in rows] == [(5, 1, 0)]
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        assert [r[0] for r in conn.execute("SELECT version FROM schema_version")] == [1, 2]

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hanzo_contract.principal import Limits
 from iam_sidecar.tenants.desired import desired_objects, policy_of
@@ -107,3 +110,24 @@ def test_malformed_files(text: str, line: int, fragment: str) -> None:
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(TenantFileError, match="No such file"):
         load_tenant_file(tmp_path / "absent.yaml")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.one_of(
+        st.text(max_size=200),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+            lambda inner: (
+                st.lists(inner, max_size=4)
+                | st.dictionaries(st.text(max_size=8) | st.integers(), inner, max_size=4)
+            ),
+            max_leaves=12,
+        ).map(lambda data: yaml.safe_dump({"version": 1, "organizations": data})),
+    )
+)
+def test_any_input_is_either_valid_or_a_tenant_file_error(text: str) -> None:
+    try:
+        parse_tenant_text(text)
+    except TenantFileError as exc:
+        assert exc.problems and all("error" in p for p in exc.problems)
