@@ -19,7 +19,7 @@ import anyio
 import lancedb
 import numpy as np
 import pyarrow as pa
-from lancedb.index import FTS
+from lancedb.index import FTS, IvfHnswSq
 
 from memory_service.backends.base import MemoryBackend, Query, Record, Usage, keyword_terms
 
@@ -308,10 +308,10 @@ class LanceBackend(MemoryBackend):
                 with self._lock:
                     indexed = {i.name for i in table.list_indices()}
                     if "vector_idx" not in indexed and table.count_rows() >= INDEX_MIN_ROWS:
+                        # With ``config``, the first argument names the column.
                         table.create_index(
-                            metric="cosine", vector_column_name="vector",
-                            index_type="IVF_HNSW_SQ", replace=True,
-                        )  # fmt: skip
+                            "vector", config=IvfHnswSq(distance_type="cosine"), replace=True
+                        )
                     table.optimize()
 
         await anyio.to_thread.run_sync(run)

@@ -1,0 +1,78 @@
+"""Index maintenance: after SQLite's HNSW or LanceDB's IVF_HNSW_SQ is built, search stays
+right (recall against an exact scan, filters, later writes and deletes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from memory_service.backends import lance, vector_cache
+from memory_service.backends.base import NEVER, MemoryBackend, Query, Record
+from memory_service.backends.lance import LanceBackend
+from memory_service.backends.sqlite import SqliteBackend
+from memory_service.clock import now_us
+
+DIM = 384
+N = 1500
+
+
+def make(kind: str, root: Path) -> MemoryBackend:
+    return SqliteBackend(root / "m.db", DIM) if kind == "sqlite" else LanceBackend(root / "l", DIM)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "lancedb"])
+async def test_search_after_index_build(kind: str, tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(vector_cache, "ANN_MIN_ROWS", 500)
+    monkeypatch.setattr(lance, "INDEX_MIN_ROWS", 500)
+    backend = make(kind, tmp_path)
+    await backend.open()
+    try:
+        rng = np.random.default_rng(3)
+        centroids = rng.standard_normal((50, DIM)).astype(np.float32)
+        vecs = centroids[rng.integers(0, 50, N)] + 0.8 * rng.standard_normal((N, DIM)).astype(
+            np.float32
+        )
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        t0 = now_us()
+        recs = [
+            Record(tenant="t", id=f"m{i}", user="u", namespace="ns" if i % 4 else "rare",
+                   content=f"word{i % 7} text", content_hash=str(i), metadata={}, tags=[],
+                   importance=0.5, created_at=t0 + i, updated_at=t0, expires_at=NEVER,
+                   vector=vecs[i])
+            for i in range(N)
+        ]  # fmt: skip
+        await backend.upsert(recs)
+        q = Query(tenant="t", user="u", now=now_us())
+        await backend.vector_search(q, vecs[0], 1)  # SQLite caches the tenant on first search
+        await backend.maintain()
+        if kind == "sqlite":
+            assert backend._cache["t"].ann is not None  # type: ignore[attr-defined]
+        else:
+            table = backend._tables["t"]  # type: ignore[attr-defined]
+            assert "vector_idx" in {i.name for i in table.list_indices()}
+
+        overlap = []
+        for i in range(0, N, 50):
+            got = [r.id for r, _ in await backend.vector_search(q, vecs[i], 10)]
+            want = [f"m{j}" for j in np.argsort(-(vecs @ vecs[i]))[:10]]
+            overlap.append(len(set(got) & set(want)) / 10)
+        assert np.mean(overlap) >= 0.9
+        rare = Query(tenant="t", user="u", now=now_us(), namespace="rare")
+        hits = await backend.vector_search(rare, vecs[1], 10)
+        assert len(hits) == 10 and all(r.namespace == "rare" for r, _ in hits)
+
+        # Writes and deletes after the build are visible at once.
+        probe = vecs[7]
+        await backend.delete("t", ["m7"])
+        assert "m7" not in [r.id for r, _ in await backend.vector_search(q, probe, 10)]
+        fresh = Record(tenant="t", id="fresh", user="u", namespace="ns", content="fresh",
+                       content_hash="f", metadata={}, tags=[], importance=0.5,
+                       created_at=now_us(), updated_at=now_us(), expires_at=NEVER,
+                       vector=probe)  # fmt: skip
+        await backend.upsert([fresh])
+        top = await backend.vector_search(q, probe, 1)
+        assert top[0][0].id == "fresh" and top[0][1] == pytest.approx(1.0, abs=1e-3)
+    finally:
+        await backend.close()
