@@ -25,7 +25,15 @@ class AuthRequest:
 
     @property
     def path(self) -> str:
-        return urlsplit(self.uri).path if "?" in self.uri or "#" in self.uri else self.uri
+        """The path exactly as the upstream will get it: the URI up to ``?`` or ``#``.
+
+        Only an absolute-form URI (``http://host/p``) is parsed; anything else is cut by
+        hand, so ``//host/p`` stays ``//host/p`` (and is refused) instead of becoming ``/p``.
+        """
+        uri = self.uri
+        if uri.startswith(("http://", "https://")):
+            return urlsplit(uri).path or "/"
+        return uri.partition("?")[0].partition("#")[0]
 
     def path_is_ambiguous(self) -> bool:
         return not self.path.startswith("/") or _AMBIGUOUS.search(self.path) is not None

@@ -98,12 +98,26 @@ async def test_unknown_route_without_credential_is_401(core) -> None:
 
 
 @pytest.mark.parametrize(
-    "uri", ["/v1/memory/../keys", "/v1/memory/%2e%2e/x", "/v1/files/a%2Fb", "//v1/memory", "x"]
+    "uri",
+    [
+        "/v1/memory/../keys",
+        "/v1/memory/%2e%2e/x",
+        "/v1/files/a%2Fb",
+        "//v1/memory",
+        "//x/v1/memory/retrieve?q=1",
+        "x",
+    ],
 )
 async def test_ambiguous_paths_are_400(core, sidecar, uri: str) -> None:
     sidecar.keys[KEY] = principal()
     d = await core.decide(req("GET", uri))
     assert d.status == 400 and d.code == "invalid_path"
+
+
+async def test_absolute_form_uri_is_judged_on_its_path(core, sidecar) -> None:
+    sidecar.keys[KEY] = principal()
+    d = await core.decide(req("GET", "http://api.example/v1/memory/retrieve?q=1"))
+    assert d.status == 200
 
 
 async def test_public_route_sets_every_identity_header_empty(core, sidecar) -> None:
