@@ -33,6 +33,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS memories (
     rid INTEGER PRIMARY KEY,
     tenant TEXT NOT NULL, id TEXT NOT NULL, user TEXT NOT NULL, namespace TEXT NOT NULL,
+    tenant_tok TEXT NOT NULL,
     content TEXT NOT NULL, content_hash TEXT NOT NULL,
     metadata TEXT NOT NULL, meta_kv TEXT NOT NULL, tags TEXT NOT NULL,
     importance REAL NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
@@ -42,28 +43,34 @@ CREATE TABLE IF NOT EXISTS memories (
 CREATE INDEX IF NOT EXISTS memories_order ON memories (tenant, created_at, id);
 CREATE INDEX IF NOT EXISTS memories_hash ON memories (tenant, content_hash);
 CREATE INDEX IF NOT EXISTS memories_size ON memories (tenant, size);
+-- tenant_tok (one token per tenant) partitions the full-text index: a query ANDs it in,
+-- so only the caller's tenant's postings are scored.
 CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5 (
-    content, content='memories', content_rowid='rid', tokenize='porter unicode61'
+    content, tenant_tok, content='memories', content_rowid='rid', tokenize='porter unicode61'
 );
 CREATE TRIGGER IF NOT EXISTS memories_ai AFTER INSERT ON memories BEGIN
-    INSERT INTO memories_fts (rowid, content) VALUES (new.rid, new.content);
+    INSERT INTO memories_fts (rowid, content, tenant_tok)
+    VALUES (new.rid, new.content, new.tenant_tok);
 END;
 CREATE TRIGGER IF NOT EXISTS memories_ad AFTER DELETE ON memories BEGIN
-    INSERT INTO memories_fts (memories_fts, rowid, content) VALUES ('delete', old.rid, old.content);
+    INSERT INTO memories_fts (memories_fts, rowid, content, tenant_tok)
+    VALUES ('delete', old.rid, old.content, old.tenant_tok);
 END;
 CREATE TRIGGER IF NOT EXISTS memories_au AFTER UPDATE OF content ON memories BEGIN
-    INSERT INTO memories_fts (memories_fts, rowid, content) VALUES ('delete', old.rid, old.content);
-    INSERT INTO memories_fts (rowid, content) VALUES (new.rid, new.content);
+    INSERT INTO memories_fts (memories_fts, rowid, content, tenant_tok)
+    VALUES ('delete', old.rid, old.content, old.tenant_tok);
+    INSERT INTO memories_fts (rowid, content, tenant_tok)
+    VALUES (new.rid, new.content, new.tenant_tok);
 END;
 """
 
 _COLS = (
     "tenant, id, user, namespace, content, content_hash, metadata, meta_kv, tags, "
-    "importance, created_at, updated_at, expires_at, size, vector"
+    "importance, created_at, updated_at, expires_at, size, vector, tenant_tok"
 )
 _SELECT = f"SELECT {', '.join('m.' + c.strip() for c in _COLS.split(','))} FROM memories m"
 _UPSERT = f"""
-INSERT INTO memories ({_COLS}) VALUES ({", ".join("?" * 15)})
+INSERT INTO memories ({_COLS}) VALUES ({", ".join("?" * 16)})
 ON CONFLICT (tenant, id) DO UPDATE SET
     user = excluded.user, namespace = excluded.namespace, content = excluded.content,
     content_hash = excluded.content_hash, metadata = excluded.metadata,
@@ -73,12 +80,16 @@ ON CONFLICT (tenant, id) DO UPDATE SET
 """
 
 
+def tenant_token(tenant: str) -> str:
+    return "t" + tenant.encode().hex()
+
+
 def _row(r: Record) -> tuple[Any, ...]:
     return (
         r.tenant, r.id, r.user, r.namespace, r.content, r.content_hash,
         json.dumps(r.metadata), json.dumps(r.meta_kv), json.dumps(r.tags),
         r.importance, r.created_at, r.updated_at, r.expires_at, r.size,
-        np.asarray(r.vector, dtype=np.float32).tobytes(),
+        np.asarray(r.vector, dtype=np.float32).tobytes(), tenant_token(r.tenant),
     )  # fmt: skip
 
 
@@ -276,15 +287,17 @@ class SqliteBackend(MemoryBackend):
         terms = keyword_terms(text)
         if not terms:
             return []
-        match = " OR ".join(f'"{t}"' for t in terms)
+        words = " OR ".join(f'"{t}"' for t in terms)
+        match = f'tenant_tok : "{tenant_token(q.tenant)}" AND content : ({words})'
         where, params = _where(q)
+        rank = "bm25(memories_fts, 1.0, 0.0)"  # the tenant column carries no relevance
         sql = (
-            f"{_SELECT.replace('FROM memories m', ', -bm25(memories_fts) AS score')} "
+            f"{_SELECT.replace('FROM memories m', f', -{rank} AS score')} "
             f"FROM memories_fts JOIN memories m ON m.rid = memories_fts.rowid "
-            f"WHERE memories_fts MATCH ? AND {where} ORDER BY bm25(memories_fts) LIMIT ?"
+            f"WHERE memories_fts MATCH ? AND {where} ORDER BY {rank} LIMIT ?"
         )
         async with self.db.execute(sql, (match, *params, k)) as cur:
-            return [(_record(r), float(r[15])) for r in await cur.fetchall()]
+            return [(_record(r), float(r[16])) for r in await cur.fetchall()]
 
     async def usage(self, tenant: str) -> Usage:
         async with self.db.execute(
