@@ -183,8 +183,11 @@ def test_apisix_routes_reach_the_services() -> None:
     assert "/v1/keys" in by_id["keys-api"]["uris"]
     for rid in ("memory-api", "keys-api"):
         assert by_id[rid]["plugin_config_id"] == plugins["id"]
-    # a client cannot smuggle identity headers past the plugin
-    removed = set(plugins["plugins"]["proxy-rewrite"]["headers"]["remove"])
-    assert removed == set(IDENTITY_HEADERS)
-    assert removed <= set(plugins["plugins"]["forward-auth"]["upstream_headers"])
+    # a client cannot smuggle identity headers past the plugin: forward-auth overwrites
+    # each of them with the plugin's answer, and nothing removes them afterwards
+    forward_auth = plugins["plugins"]["forward-auth"]
+    assert set(IDENTITY_HEADERS) <= set(forward_auth["upstream_headers"])
+    assert set(plugins["plugins"]) == {"forward-auth"}
+    assert {"Authorization", "X-API-Key"} == set(forward_auth["request_headers"])
+    assert forward_auth["allow_degradation"] is False
     assert (COMPOSE_DIR / "apisix" / "apisix.yaml").read_text().rstrip().endswith("#END")
