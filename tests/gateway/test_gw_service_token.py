@@ -1,0 +1,95 @@
+"""Service-to-service: a Casdoor client-credentials token of a tenant's service
+application, end to end through nginx. The real sidecar applies the tenant file into the
+real Casdoor (creating the application) and resolves the application's scopes and plan."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from gateway_plugins.runners import ForwardAuthServer, NginxServer, SidecarServer
+from hanzo_stack.casdoor_server import CasdoorServer
+
+
+async def test_client_credentials_token_through_nginx(
+    casdoor: CasdoorServer, stack, make_gateway_env, tmp_path: Path
+) -> None:
+    org = f"gws-{uuid.uuid4().hex[:8]}"
+    app_name = f"{org}-indexer"
+    tenant_file = tmp_path / "tenants.yaml"
+    tenant_file.write_text(
+        f"""
+version: 1
+casdoor: {{cert: cert-hanzo}}
+plans:
+  tiny: {{requests_per_minute: 2}}
+organizations:
+  - name: {org}
+    plan: tiny
+    roles:
+      - {{name: reader, scopes: [memory:read]}}
+    applications:
+      - {{name: {app_name}, scopes: [memory:read]}}
+"""
+    )
+    started: list = []
+    try:
+        sidecar = SidecarServer(
+            tmp_path / "sidecar",
+            env={
+                "HANZO_SIDECAR_CASDOOR_URL": casdoor.url,
+                "HANZO_SIDECAR_CASDOOR_CLIENT_ID": casdoor.client_id,
+                "HANZO_SIDECAR_CASDOOR_CLIENT_SECRET": casdoor.client_secret,
+                "HANZO_SIDECAR_TENANT_FILE": str(tenant_file),
+            },
+        ).start()
+        started.append(sidecar)
+        async with casdoor.client() as client:
+            app = None
+            deadline = time.monotonic() + 60
+            while app is None or not app.get("clientSecret"):
+                assert time.monotonic() < deadline, "sidecar did not apply the tenant file"
+                await asyncio.sleep(0.5)
+                app = await client.get_object("application", "admin", app_name)
+        async with httpx.AsyncClient(timeout=10) as http:
+            answer = await http.post(
+                f"{casdoor.url}/api/login/oauth/access_token",
+                data={
+                    "grant_type": "client_credentials",
+                    "client_id": app["clientId"],
+                    "client_secret": app["clientSecret"],
+                },
+            )
+            token = answer.json()["access_token"]
+            env = make_gateway_env(
+                sidecar,
+                tmp_path,
+                HANZO_GATEWAY_CASDOOR_URL=casdoor.url,
+                HANZO_GATEWAY_JWT_AUDIENCES=f'["{app["clientId"]}"]',
+            )
+            auth = ForwardAuthServer(tmp_path, env).start()
+            started.append(auth)
+            nginx = NginxServer(tmp_path / "nginx", auth.addr, stack.upstream.addr).start()
+            started.append(nginx)
+
+            url = nginx.url + "/v1/memory/retrieve"
+            bearer = {"Authorization": f"Bearer {token}"}
+            r = await http.get(url, headers=bearer)
+            assert r.status_code == 200, r.text
+            seen = {k.lower(): v for k, v in r.json()["headers"]}
+            assert seen["x-user-id"] == f"{org}/{app_name}"
+            assert seen["x-org-id"] == org
+            assert seen["x-scopes"] == "memory:read"
+            r = await http.post(nginx.url + "/v1/memory/store", headers=bearer, json={})
+            assert r.status_code == 403
+            # the tenant's plan (2 requests a minute) applies to the application
+            assert (await http.get(url, headers=bearer)).status_code == 200
+            r = await http.get(url, headers=bearer)
+            assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited"
+    finally:
+        for server in reversed(started):
+            server.stop()
