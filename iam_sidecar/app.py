@@ -16,8 +16,9 @@ from hanzo_contract.assertion import AssertionVerifier
 from hanzo_contract.errors import error_body
 from hanzo_contract.verify import RESOLVE_PATH, VERIFY_PATH
 from iam_sidecar import routes_keys, routes_ops, routes_verify
+from iam_sidecar.casdoor_errors import CasdoorError
 from iam_sidecar.casdoor_factory import casdoor_client
-from iam_sidecar.errors import SidecarError
+from iam_sidecar.errors import SidecarError, UpstreamRefused
 from iam_sidecar.http_util import error_response
 from iam_sidecar.key_service import KeyService
 from iam_sidecar.keystore import KeyStore
@@ -77,6 +78,14 @@ async def close_state(state: SidecarState) -> None:
 async def _sidecar_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, SidecarError)
     return error_response(exc)
+
+
+async def _casdoor_error(request: Request, exc: Exception) -> Response:
+    """Casdoor's own message goes to the log, not to the client."""
+    assert isinstance(exc, CasdoorError)
+    log.error("Casdoor refused %s: %s", exc.action or "a call", exc.message)
+    refused = UpstreamRefused(f"Casdoor refused the request ({exc.action or 'call'})")
+    return error_response(refused)
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
@@ -140,6 +149,7 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={
             SidecarError: _sidecar_error,
+            CasdoorError: _casdoor_error,
             404: _not_found,
             405: _method_not_allowed,
             Exception: _internal,

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from iam_sidecar.casdoor_errors import CasdoorError
 from iam_sidecar.errors import SidecarError
 from iam_sidecar.settings import SidecarSettings
 
@@ -60,3 +61,5 @@ def run_async(make: Callable[[SidecarSettings], Awaitable[T]]) -> T:
         return asyncio.run(make(SidecarSettings()))
     except SidecarError as exc:
         raise fail(f"{exc.code}: {exc.message}") from None
+    except CasdoorError as exc:
+        raise fail(f"casdoor_error: {exc}") from None

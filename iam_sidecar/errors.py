@@ -75,3 +75,10 @@ class Unauthenticated(SidecarError):
 class UpstreamUnavailable(SidecarError):
     code = "casdoor_unavailable"
     status = 503
+
+
+class UpstreamRefused(SidecarError):
+    """Casdoor answered with an error (wrong credentials, refused write...)."""
+
+    code = "casdoor_error"
+    status = 502

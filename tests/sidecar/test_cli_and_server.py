@@ -165,3 +165,17 @@ def test_cli_reports_casdoor_down_and_bad_files_clearly(tmp_path: Path) -> None:
     invalid = _cli(env, "tenants", "plan", str(bad))
     assert invalid.returncode == 1
     assert f"{bad}:4: organizations[0].plan: unknown plan 'missing'" in invalid.stderr
+
+
+def test_wrong_casdoor_credentials_are_a_clean_error(
+    casdoor: CasdoorServer, tmp_path: Path
+) -> None:
+    path, _ = unique_example(tmp_path)
+    env = {
+        **_env(casdoor, tmp_path / "state"),
+        "HANZO_SIDECAR_CASDOOR_CLIENT_SECRET": "wrong-secret",
+    }
+    result = _cli(env, "tenants", "plan", str(path))
+    assert result.returncode == 1
+    assert "casdoor_error" in result.stderr and "Traceback" not in result.stderr
+    assert "wrong-secret" not in result.stderr + result.stdout

@@ -346,3 +346,21 @@ async def test_resolve_users_and_service_applications(
         missing = await client.post(RESOLVE_PATH, json={"kind": "user"}, headers=auth)
         assert missing.status_code == 400
         assert (await client.post(RESOLVE_PATH, json={"kind": "user"})).status_code == 401
+
+
+async def test_casdoor_refusing_our_credentials_is_502_not_500(
+    casdoor: CasdoorServer, tmp_path: Path
+) -> None:
+    from pydantic import SecretStr
+
+    settings = casdoor_settings(tmp_path / "state", casdoor)
+    settings = settings.model_copy(update={"casdoor_client_secret": SecretStr("wrong-secret")})
+    async with running_app(settings, run_reconcile=False) as (_, _state, client):
+        response = await client.post(
+            RESOLVE_PATH,
+            json={"kind": "user", "organization": "whatever", "name": "alice"},
+            headers=bearer(settings),
+        )
+        assert response.status_code == 502, response.text
+        assert response.json()["error"]["code"] == "casdoor_error"
+        assert "wrong-secret" not in response.text
