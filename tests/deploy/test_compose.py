@@ -191,3 +191,19 @@ def test_apisix_routes_reach_the_services() -> None:
     assert {"Authorization", "X-API-Key"} == set(forward_auth["request_headers"])
     assert forward_auth["allow_degradation"] is False
     assert (COMPOSE_DIR / "apisix" / "apisix.yaml").read_text().rstrip().endswith("#END")
+
+
+def test_forward_auth_agrees_with_the_gateway_teams_apisix_config() -> None:
+    """deploy/apisix is the APISIX integration the gateway plugin documents; the deployed
+    copy may only differ in where the services are and in passing more denial headers."""
+    ours = yaml.safe_load((COMPOSE_DIR / "apisix" / "apisix.yaml").read_text())
+    theirs = yaml.safe_load((DEPLOY / "apisix" / "apisix.yaml").read_text())
+    (mine,) = ours["plugin_configs"]
+    (reference,) = theirs["plugin_configs"]
+    a, b = mine["plugins"]["forward-auth"], reference["plugins"]["forward-auth"]
+    for key in ("request_method", "request_headers", "allow_degradation", "status_on_error"):
+        assert a[key] == b[key], key
+    assert set(a["upstream_headers"]) >= set(b["upstream_headers"])
+    assert set(a["client_headers"]) >= set(b["client_headers"])
+    assert urlparse(a["uri"]).path == urlparse(b["uri"]).path
+    assert set(mine["plugins"]) == set(reference["plugins"])
