@@ -118,6 +118,12 @@ def wrk(url: str, key: str | None, connections: int, seconds: int, threads: int)
     }
 
 
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of one process, from /proc (load-independent cost measure)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _median(runs: list[dict]) -> dict:
     """Per-metric median over rounds; errors summed."""
     out = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms")}
@@ -173,13 +179,17 @@ def main() -> None:
         wrk(plugin_url, key, args.connections, 2, args.threads)
         # interleave short rounds so load from other processes hits both sides alike
         rounds: dict[str, list[dict]] = {"direct": [], "plugin": []}
+        auth_pid = auth.process.pid if auth.process else None
+        auth_cpu, plugin_requests = 0.0, 0.0
         for _ in range(args.rounds):
             rounds["direct"].append(
                 wrk(direct_url, None, args.connections, args.seconds, args.threads)
             )
-            rounds["plugin"].append(
-                wrk(plugin_url, key, args.connections, args.seconds, args.threads)
-            )
+            cpu_before = _cpu_seconds(auth_pid) if auth_pid else 0.0
+            run = wrk(plugin_url, key, args.connections, args.seconds, args.threads)
+            auth_cpu += (_cpu_seconds(auth_pid) if auth_pid else 0.0) - cpu_before
+            plugin_requests += run["rps"] * args.seconds
+            rounds["plugin"].append(run)
         direct, plugin = _median(rounds["direct"]), _median(rounds["plugin"])
         result = {
             "decision_cached_key": decision,
@@ -194,6 +204,7 @@ def main() -> None:
             "added_latency_p50_ms": plugin["p50_ms"] - direct["p50_ms"],
             "added_latency_p99_ms": plugin["p99_ms"] - direct["p99_ms"],
             "throughput_ratio": plugin["rps"] / direct["rps"],
+            "auth_service_cpu_us_per_request": auth_cpu / plugin_requests * 1e6,
         }
         print(json.dumps(result, indent=2))
         if plugin["errors"] or direct["errors"]:
