@@ -45,12 +45,19 @@ def http_ok(url: str) -> bool:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` still runs; reaps it if it is our exited child (no zombie waits)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    with contextlib.suppress(OSError, IndexError):
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
     return True
 
 

@@ -136,6 +136,8 @@ class Stack:
             "HANZO_SIDECAR_CASDOOR_CLIENT_SECRET": casdoor.client_secret,
             "HANZO_SIDECAR_TENANT_FILE": str(tenant_file),
             "HANZO_SIDECAR_ASSERTION_PUBLIC_KEY_PATH": str(public_key),
+            # dev seed users' passwords, for `tenants apply` and the reconcile loop alike
+            **self.layout.seed_passwords(tenant_file),
         }
         gateway = {
             "HANZO_GATEWAY_SIDECAR_URL": f"http://{LOOPBACK}:{ports['sidecar']}",
@@ -231,8 +233,7 @@ class Stack:
             timeout=20,
         )
         self.say(f"tenants: applying {tenant_file} ...")
-        seeds = layout.seed_passwords(tenant_file)
-        self._sidecar_cli({**envs["sidecar"], **seeds}, "tenants", "apply", str(tenant_file))
+        self._sidecar_cli(envs["sidecar"], "tenants", "apply", str(tenant_file))
         info = StackInfo(
             state_dir=str(layout.state_dir),
             casdoor_url=self.casdoor.url,
