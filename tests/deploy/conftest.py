@@ -117,6 +117,18 @@ def k8s_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return work
 
 
+def compose_init_script(model: dict[str, Any], root: Path) -> tuple[str, list[str]]:
+    """The compose ``init`` script and args, its fixed /etc/hanzo paths moved under ``root``."""
+    command = model["services"]["init"]["command"]
+    assert command[:2] == ["python", "-c"]
+    script = command[2].replace('"/etc/hanzo/', f'"{root}/etc/hanzo/')
+    for sub in ("assertion", "assertion-public", "casdoor-init"):
+        (root / "etc" / "hanzo" / sub).mkdir(parents=True, exist_ok=True)
+    template = COMPOSE_DIR / "casdoor" / "init_data.template.json"
+    args = [str(template), str(root / "etc" / "hanzo" / "casdoor-init" / "init_data.json")]
+    return script, args
+
+
 def kustomize_build(directory: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(tool("kustomize")), "build", str(directory)],

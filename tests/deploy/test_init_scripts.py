@@ -19,7 +19,15 @@ from hanzo_contract.principal import Principal, PrincipalKind
 from hanzo_stack import casdoor_state
 from hanzo_stack.casdoor_server import CasdoorServer
 
-from .conftest import COMPOSE_DIR, DEPLOY, REPO, read_env_file, readme_line, run_shell
+from .conftest import (
+    COMPOSE_DIR,
+    DEPLOY,
+    REPO,
+    compose_init_script,
+    read_env_file,
+    readme_line,
+    run_shell,
+)
 
 TEMPLATE = COMPOSE_DIR / "casdoor" / "init_data.template.json"
 
@@ -46,17 +54,6 @@ def _k8s_render_script(k8s_objects: list[dict[str, Any]]) -> list[str]:
     ]
     (init,) = casdoor["spec"]["template"]["spec"]["initContainers"]
     return init["command"]
-
-
-def _compose_init(compose_model: dict[str, Any], root: Path) -> tuple[str, list[str]]:
-    """The compose init script with its fixed /etc/hanzo paths moved under ``root``."""
-    command = compose_model["services"]["init"]["command"]
-    assert command[:2] == ["python", "-c"]
-    script = command[2].replace('"/etc/hanzo/', f'"{root}/etc/hanzo/')
-    for sub in ("assertion", "assertion-public", "casdoor-init"):
-        (root / "etc" / "hanzo" / sub).mkdir(parents=True, exist_ok=True)
-    args = [str(TEMPLATE), str(root / "etc" / "hanzo" / "casdoor-init" / "init_data.json")]
-    return script, args
 
 
 def _check_init_data(path: Path, env: dict[str, str]) -> None:
@@ -106,7 +103,7 @@ def test_compose_init_renders_init_data_and_one_key_pair(
     compose_model: dict[str, Any], filled_env: Path, tmp_path: Path
 ) -> None:
     env = _casdoor_env(filled_env)
-    script, args = _compose_init(compose_model, tmp_path)
+    script, args = compose_init_script(compose_model, tmp_path)
     first = _run(script, args, env)
     assert first.returncode == 0, first.stderr
     _check_init_data(Path(args[1]), env)

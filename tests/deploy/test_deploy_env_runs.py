@@ -1,0 +1,275 @@
+"""The compose file's own env runs our services together.
+
+The env compose renders for the sidecar, the plugin service and the memory service, with
+container hostnames and paths mapped onto this machine, starts the three real services
+against the real Casdoor and a password-protected Valkey (as the compose `redis` runs it).
+A key minted with the sidecar CLI then stores and searches memories through the plugin,
+with ``ApisixForwardAuthFake`` standing in for APISIX (it cannot run here) and applying
+the deployed ``apisix.yaml``. Each service gets its own state dir, like its volume.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from hanzo_stack.casdoor_server import CasdoorServer
+from hanzo_stack.process import LOOPBACK, ManagedProcess, free_port, http_ok, tcp_open
+from hanzo_stack.valkey import valkey_server_binary
+
+from .apisix_fake import ApisixForwardAuthFake
+from .conftest import COMPOSE_DIR, REPO, compose, compose_init_script, read_env_file
+
+pytestmark = pytest.mark.casdoor
+
+SERVICES = ("sidecar", "auth", "memory")
+#: container names and paths of compose.yaml that must all be mapped (none may remain)
+CONTAINER_REFS = re.compile(r"casdoor:8000|sidecar:8090|redis:6379|/var/lib/hanzo|/etc/hanzo|/app/")
+
+
+@dataclass
+class Deployed:
+    org: str
+    key: str
+    read_only_key: str
+    gateway: ApisixForwardAuthFake
+    urls: dict[str, str]
+    redis: redis.Redis
+
+
+def _tenant_file(path: Path, org: str) -> None:
+    path.write_text(
+        "version: 1\n"
+        "plans:\n  pro: {requests_per_minute: 600, units_per_day: 100000}\n"
+        "organizations:\n"
+        f"  - name: {org}\n    plan: pro\n"
+        "    roles:\n"
+        "      - {name: writer, scopes: ['memory:read', 'memory:write']}\n"
+        "      - {name: reader, scopes: ['memory:read']}\n"
+        "    users:\n"
+        "      - {name: dana, roles: [writer], password_env: DEPLOYTEST_DANA_PASSWORD}\n"
+    )
+
+
+def _render(filled_env: Path, work: Path, casdoor: CasdoorServer, tenants: Path) -> dict[str, Any]:
+    """compose config with the operator's .env, pointed at this machine's Casdoor."""
+    values = read_env_file(filled_env)
+    values.update(
+        CASDOOR_ORIGIN=casdoor.url,
+        CASDOOR_SIDECAR_CLIENT_ID=casdoor.client_id,
+        CASDOOR_SIDECAR_CLIENT_SECRET=casdoor.client_secret,
+        HANZO_TENANT_FILE=str(tenants),
+    )
+    env_file = work / ".env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    proc = compose(["config", "--format", "json"], env_file, work)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def _mapper(work: Path, ports: dict[str, int], casdoor: CasdoorServer, tenants: Path) -> Any:
+    def local(service: str, value: str) -> str:
+        pairs = [
+            ("http://casdoor:8000", casdoor.url),
+            ("http://sidecar:8090", f"http://{LOOPBACK}:{ports['sidecar']}"),
+            ("redis:6379", f"{LOOPBACK}:{ports['redis']}"),
+            ("/var/lib/hanzo", str(work / service / "state")),
+            ("/etc/hanzo/assertion-public", str(work / "etc" / "hanzo" / "assertion-public")),
+            ("/etc/hanzo/assertion", str(work / "etc" / "hanzo" / "assertion")),
+            ("/etc/hanzo/tenants.yaml", str(tenants)),
+            ("/app/", f"{REPO}/"),
+        ]
+        table = dict(pairs)
+        pattern = re.compile("|".join(re.escape(old) for old, _ in pairs))
+        leftover = pattern.sub("", value)
+        assert not CONTAINER_REFS.search(leftover), f"{service}: unmapped {value}"
+        return pattern.sub(lambda m: table[m.group(0)], value)  # one pass: no re-mapping
+
+    return local
+
+
+def _process_env(service: str, work: Path, env: dict[str, str]) -> dict[str, str]:
+    state = work / service / "state"
+    state.mkdir(parents=True, exist_ok=True)
+    # the image's ENV (Dockerfile): HOME and HANZO_STATE_DIR are the service's volume
+    return {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(REPO),
+        "HOME": str(state),
+        "HANZO_STATE_DIR": str(state),
+        **env,
+    }
+
+
+def _cli(env: dict[str, str], *args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "hanzo_stack", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def _start(name: str, argv: list[str], env: dict[str, str], log: Path) -> ManagedProcess:
+    process = ManagedProcess(name, argv, log_path=log, cwd=REPO)
+    process.env = env  # exactly the deployment's env, nothing from this shell
+    return process.start()
+
+
+@pytest.fixture(scope="module")
+def deployed(
+    tmp_path_factory: pytest.TempPathFactory, casdoor: CasdoorServer, filled_env: Path
+) -> Iterator[Deployed]:
+    work = tmp_path_factory.mktemp("deployed")
+    org = f"deploy-{secrets.token_hex(4)}"
+    tenants = work / "tenants.yaml"
+    _tenant_file(tenants, org)
+    model = _render(filled_env, work, casdoor, tenants)
+    services = model["services"]
+    ports = {name: free_port() for name in (*SERVICES, "redis")}
+    local = _mapper(work, ports, casdoor, tenants)
+    started: list[ManagedProcess] = []
+    try:
+        # the compose `redis` service: requirepass from .env
+        password = services["redis"]["environment"]["VALKEY_PASSWORD"]
+        (work / "valkey").mkdir()
+        valkey = _start(
+            "valkey",
+            [str(valkey_server_binary()), "--bind", LOOPBACK, "--port", str(ports["redis"]),
+             "--dir", str(work / "valkey"), "--save", "", "--requirepass", password],
+            {"PATH": "/usr/bin:/bin"},
+            work / "valkey.log",
+        )  # fmt: skip
+        started.append(valkey)
+        valkey.wait_ready(lambda: tcp_open(ports["redis"]), 30)
+        # the compose `init` one-shot: the assertion key pair
+        script, args = compose_init_script(model, work)
+        init = subprocess.run(
+            [sys.executable, "-c", script, *args],
+            env=_process_env("init", work, dict(services["init"]["environment"])),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert init.returncode == 0, init.stderr
+        envs = {
+            name: _process_env(
+                name, work, {k: local(name, v) for k, v in services[name]["environment"].items()}
+            )
+            for name in SERVICES
+        }
+        envs["sidecar"]["DEPLOYTEST_DANA_PASSWORD"] = secrets.token_urlsafe(16)
+        # what an operator runs in the sidecar container: apply tenants, mint keys
+        _cli(envs["sidecar"], "tenants", "apply", str(tenants))
+        for name in SERVICES:
+            command = services[name]["command"]
+            port = command.index("--port") + 1
+            argv = [sys.executable, *command[1:]]
+            argv[command.index("--host") + 1] = LOOPBACK
+            argv[port] = str(ports[name])
+            process = _start(name, argv, envs[name], work / f"{name}.log")
+            started.append(process)
+            process.wait_ready(lambda p=ports[name]: http_ok(f"http://{LOOPBACK}:{p}/healthz"), 180)
+
+        def mint(*scopes: str) -> str:
+            args = ["keys", "create", "--org", org, "--owner", "dana", "--json"]
+            args += ["--name", f"k-{secrets.token_hex(3)}"]
+            for scope in scopes:
+                args += ["--scope", scope]
+            return json.loads(_cli(envs["sidecar"], *args))["key"]
+
+        hosts = {
+            "auth:8200": f"{LOOPBACK}:{ports['auth']}",
+            "memory:8600": f"{LOOPBACK}:{ports['memory']}",
+            "sidecar:8090": f"{LOOPBACK}:{ports['sidecar']}",
+            "casdoor:8000": casdoor.url.removeprefix("http://"),
+        }
+        yield Deployed(
+            org=org,
+            key=mint("memory:read", "memory:write"),
+            read_only_key=mint("memory:read"),
+            gateway=ApisixForwardAuthFake(COMPOSE_DIR / "apisix" / "apisix.yaml", hosts),
+            urls={name: f"http://{LOOPBACK}:{ports[name]}" for name in SERVICES},
+            redis=redis.Redis.from_url(local("auth", envs["auth"]["HANZO_GATEWAY_REDIS_URL"])),
+        )
+    finally:
+        for process in reversed(started):
+            process.stop()
+
+
+def test_services_are_healthy_and_the_sidecar_reaches_casdoor(deployed: Deployed) -> None:
+    for name, url in deployed.urls.items():
+        assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200, name
+    ready = httpx.get(f"{deployed.urls['sidecar']}/readyz", timeout=10)
+    assert ready.status_code == 200
+    assert ready.json()["store"] == "ok"
+    assert ready.json()["casdoor"] == "ok"
+
+
+def test_store_and_search_through_the_gateway(deployed: Deployed) -> None:
+    gw, key = deployed.gateway, deployed.key
+    forged = {"X-Org-Id": "someone-else", "X-User-Id": "someone-else/root"}
+    stored = gw.request(
+        "POST",
+        "/v1/memory/store",
+        headers={"Authorization": f"Bearer {key}", **forged},
+        json={"memories": [{"content": "the deploy test remembers the blue door"}]},
+    )
+    assert stored.status_code in (200, 201), stored.body
+    (memory_id,) = stored.json()["ids"]
+    found = gw.request(
+        "POST",
+        "/v1/memory/search",
+        headers={"X-API-Key": key},
+        json={"query": "which door", "top_k": 3},
+    )
+    assert found.status_code == 200, found.body
+    hits = found.json()["results"]
+    assert [h["memory"]["id"] for h in hits][:1] == [memory_id]
+
+
+def test_denials_reach_the_client_as_the_plugin_wrote_them(deployed: Deployed) -> None:
+    gw = deployed.gateway
+    body = {"memories": [{"content": "nope"}]}
+    missing = gw.request("POST", "/v1/memory/store", json=body)
+    assert missing.status_code == 401
+    assert missing.headers["content-type"].startswith("application/json")
+    assert missing.json()["error"]["code"]
+    unknown = {"X-API-Key": "hk-000000000000_x"}
+    bad = gw.request("POST", "/v1/memory/store", headers=unknown, json=body)
+    assert bad.status_code == 401
+    read_only = gw.request(
+        "POST", "/v1/memory/store", headers={"X-API-Key": deployed.read_only_key}, json=body
+    )
+    assert read_only.status_code == 403
+    assert read_only.json()["error"]["code"]
+    # the memory service itself refuses a request that skipped the plugin
+    direct = httpx.post(f"{deployed.urls['memory']}/v1/memory/store", json=body, timeout=10)
+    assert direct.status_code == 401
+
+
+def test_rate_limit_state_lives_in_the_deployment_redis(deployed: Deployed) -> None:
+    before = deployed.redis.dbsize()
+    r = deployed.gateway.request(
+        "POST", "/v1/memory/search", headers={"X-API-Key": deployed.key}, json={"query": "x"}
+    )
+    assert r.status_code == 200, r.body
+    # the limiter fails open, so only the counters themselves show it reached Valkey
+    assert deployed.redis.dbsize() >= max(before, 1)
