@@ -8,7 +8,7 @@ through the backend's batch upsert (vectors given, so embedding time is excluded
 goes through :class:`MemoryService` (the code behind the HTTP routes) with the query vector
 given; a keyword query is the two rarest words of a stored memory. Recall@10 compares
 vector search with an exact numpy scan run in this process. Index builds (LanceDB's
-IVF_HNSW_SQ, the SQLite backend's usearch HNSW) run once after loading, as the service's
+IVF_SQ, the SQLite backend's usearch HNSW) run once after loading, as the service's
 maintenance task would, and are timed separately.
 ``--sqlite-1m`` adds a SQLite run with 1,000,000 memories over 10 tenants of 100,000.
 Valkey + RediSearch is started on a loopback port for the Redis backend.

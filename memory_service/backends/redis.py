@@ -22,6 +22,9 @@ _FIELDS = ("id", "user", "namespace", "content", "chash", "created_at", "updated
            "expires_at", "doc")  # fmt: skip
 
 
+_CHUNK = 100
+
+
 def _hex(value: str) -> str:
     return value.encode().hex() or "00"
 
@@ -43,7 +46,7 @@ class RedisBackend(MemoryBackend):
         return self._r
 
     async def open(self) -> None:
-        self._r = aioredis.from_url(self.url, decode_responses=False, protocol=2)
+        self._r = aioredis.from_url(self.url, decode_responses=False, protocol=2, socket_timeout=60)
         await self._r.ping()
 
     async def close(self) -> None:
@@ -115,14 +118,16 @@ class RedisBackend(MemoryBackend):
     async def upsert(self, records: list[Record]) -> None:
         for tenant in {r.tenant for r in records}:
             await self._ensure_index(tenant)
-        pipe = self.r.pipeline(transaction=True)
-        for r in records:
-            key = self._prefix(r.tenant) + r.id
-            pipe.delete(key)  # a replaced memory must not keep stale fields
-            pipe.hset(key, mapping=self._mapping(r))
-            if r.expires_at != NEVER:
-                pipe.pexpireat(key, max(r.expires_at // 1000, 1))
-        await pipe.execute()
+        # Chunks keep each MULTI/EXEC (which indexes its vectors inline) short for the server.
+        for start in range(0, len(records), _CHUNK):
+            pipe = self.r.pipeline(transaction=True)
+            for r in records[start : start + _CHUNK]:
+                key = self._prefix(r.tenant) + r.id
+                pipe.delete(key)  # a replaced memory must not keep stale fields
+                pipe.hset(key, mapping=self._mapping(r))
+                if r.expires_at != NEVER:
+                    pipe.pexpireat(key, max(r.expires_at // 1000, 1))
+            await pipe.execute()
 
     async def get(self, tenant: str, ids: list[str]) -> list[Record]:
         if not ids:

@@ -1,4 +1,4 @@
-"""Index maintenance: after SQLite's HNSW or LanceDB's IVF_HNSW_SQ is built, search stays
+"""Index maintenance: after SQLite's HNSW or LanceDB's IVF_SQ is built, search stays
 right (recall against an exact scan, filters, later writes and deletes)."""
 
 from __future__ import annotations
