@@ -134,8 +134,8 @@ def _median(runs: list[dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--seconds", type=int, default=5, help="per round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=3, help="per round")
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--decisions", type=int, default=20000)
     args = parser.parse_args()
