@@ -207,3 +207,27 @@ def test_forward_auth_agrees_with_the_gateway_teams_apisix_config() -> None:
     assert set(a["client_headers"]) >= set(b["client_headers"])
     assert urlparse(a["uri"]).path == urlparse(b["uri"]).path
     assert set(mine["plugins"]) == set(reference["plugins"])
+
+
+#: forward-auth's attributes (apache/apisix apisix/plugins/forward-auth.lua schema)
+FORWARD_AUTH_ATTRIBUTES = {
+    "uri", "allow_degradation", "status_on_error", "ssl_verify", "request_method",
+    "request_headers", "extra_headers", "upstream_headers", "client_headers",
+    "consumer_header", "timeout", "keepalive", "keepalive_timeout", "keepalive_pool",
+}  # fmt: skip
+
+
+def test_apisix_runs_standalone_with_known_plugin_settings() -> None:
+    config = yaml.safe_load((COMPOSE_DIR / "apisix" / "config.yaml").read_text())
+    assert config["deployment"] == {
+        "role": "data_plane",
+        "role_data_plane": {"config_provider": "yaml"},
+    }
+    assert config["apisix"]["enable_admin"] is False
+    assert config["apisix"]["node_listen"] == [{"port": 9080}]
+    routes = yaml.safe_load((COMPOSE_DIR / "apisix" / "apisix.yaml").read_text())
+    (plugins,) = routes["plugin_configs"]
+    forward_auth = plugins["plugins"]["forward-auth"]
+    assert set(forward_auth) <= FORWARD_AUTH_ATTRIBUTES
+    assert forward_auth["request_method"] in ("GET", "POST")
+    assert 1 <= forward_auth["timeout"] <= 60000
