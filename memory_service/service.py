@@ -132,23 +132,27 @@ class MemoryService:
         if len(set(client_ids)) != len(client_ids):
             raise ApiError(422, "duplicate_id", "the same id appears twice in one request")
         existing = {r.id: r for r in await self.backend.get(tenant, client_ids)}
+        scope_keys = [
+            (p.user if m.scope == "user" else SHARED, m.namespace, content_hash(m.content))
+            for m in items
+        ]
+        stored = await self.backend.find_duplicates(
+            tenant, [key for m, key in zip(items, scope_keys, strict=True) if m.id is None], now
+        )
 
         results: list[StoreItemResult | None] = [None] * len(items)
-        pending: list[tuple[int, Record, list[float] | None]] = []
+        pending: list[tuple[Record, bool]] = []  # (record, still needs an embedding)
         seen: dict[tuple[str, str, str], str] = {}
         for i, m in enumerate(items):
             self._check_content(m.content)
             vec = self._check_vector(m.embedding) if m.embedding is not None else None
-            user = p.user if m.scope == "user" else SHARED
-            chash = content_hash(m.content)
+            key = scope_keys[i]
+            user, _, chash = key
             old = existing.get(m.id) if m.id else None
             if old is not None and old.user not in (p.user, SHARED):
                 raise ApiError(409, "id_conflict", f"id {m.id!r} is taken in this organization")
-            key = (user, m.namespace, chash)
             if m.id is None:
-                dup = seen.get(key) or await self.backend.find_duplicate(
-                    tenant, user, m.namespace, chash, now
-                )
+                dup = seen.get(key) or stored.get(key)
                 if dup is not None:
                     results[i] = StoreItemResult(id=dup, status="duplicate")
                     continue
@@ -170,14 +174,14 @@ class MemoryService:
             )
             seen.setdefault(key, rec.id)
             results[i] = StoreItemResult(id=rec.id, status="updated" if old else "created")
-            pending.append((i, rec, None if vec is not None else [1.0]))
+            pending.append((rec, vec is None))
 
-        to_embed = [rec for _, rec, marker in pending if marker is not None]
+        to_embed = [rec for rec, needs in pending if needs]
         if to_embed:
             rows = await self._embed([r.content for r in to_embed])
             for rec, row in zip(to_embed, rows, strict=True):
                 rec.vector = row
-        records = [rec for _, rec, _ in pending]
+        records = [rec for rec, _ in pending]
         await self._check_limits(p, records, existing)
         await self.backend.upsert(records)
         return [r for r in results if r is not None]

@@ -132,6 +132,16 @@ class MemoryBackend(ABC):
     ) -> str | None:
         """The id of a live memory with this content in this scope, if any."""
 
+    async def find_duplicates(
+        self, tenant: str, keys: list[tuple[str, str, str]], now: int
+    ) -> dict[tuple[str, str, str], str]:
+        """Batch form of :meth:`find_duplicate` for ``(user, namespace, hash)`` keys."""
+        found = {}
+        for key in dict.fromkeys(keys):
+            if (mid := await self.find_duplicate(tenant, *key, now)) is not None:
+                found[key] = mid
+        return found
+
     @abstractmethod
     async def delete(self, tenant: str, ids: list[str]) -> int:
         """Remove from storage and every index at once; returns how many existed."""

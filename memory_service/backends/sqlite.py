@@ -231,6 +231,21 @@ class SqliteBackend(MemoryBackend):
             row = await cur.fetchone()
         return row[0] if row else None
 
+    async def find_duplicates(
+        self, tenant: str, keys: list[tuple[str, str, str]], now: int
+    ) -> dict[tuple[str, str, str], str]:
+        hashes = sorted({k[2] for k in keys})
+        if not hashes:
+            return {}
+        wanted = set(keys)
+        sql = (
+            "SELECT user, namespace, content_hash, id FROM memories WHERE tenant = ? "
+            f"AND content_hash IN ({', '.join('?' * len(hashes))}) AND expires_at > ?"
+        )
+        async with self.db.execute(sql, (tenant, *hashes, now)) as cur:
+            rows = await cur.fetchall()
+        return {(u, ns, h): mid for u, ns, h, mid in rows if (u, ns, h) in wanted}
+
     async def delete(self, tenant: str, ids: list[str]) -> int:
         if not ids:
             return 0

@@ -6,6 +6,7 @@ share words are near each other, the way a real model behaves for near-duplicate
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 
@@ -20,16 +21,16 @@ class DeterministicEmbedder(Embedder):
         self.dim = dim
         self.model = f"deterministic-hash-{dim}"
 
+    @functools.lru_cache(maxsize=65_536)  # noqa: B019 - bounded, and embedders live long
+    def _feature(self, feat: str) -> np.ndarray:
+        digest = hashlib.blake2b(feat.encode(), digest_size=16).digest()
+        rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+        return rng.standard_normal(self.dim).astype(np.float32)
+
     def _one(self, text: str) -> np.ndarray:
-        row = np.zeros(self.dim, dtype=np.float32)
         words = keyword_terms(text, limit=512) or [text]
         feats = words + [a + " " + b for a, b in itertools.pairwise(words)]
-        for feat in feats:
-            digest = hashlib.blake2b(feat.encode(), digest_size=16).digest()
-            seed = int.from_bytes(digest[:8], "little")
-            rng = np.random.default_rng(seed)
-            row += rng.standard_normal(self.dim).astype(np.float32)
-        return row
+        return np.sum([self._feature(f) for f in feats], axis=0, dtype=np.float32)
 
     async def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
