@@ -43,7 +43,8 @@ class PrincipalCache:
         self._pos: TLRUCache[str, CachedPrincipal] = TLRUCache(
             maxsize=size, ttu=lambda _k, v, _now: v.expires_at, timer=time.monotonic
         )
-        self._neg: TTLCache[str, Rejected] | None = (
+        # (code, message), not the exception: re-raising one instance grows its traceback
+        self._neg: TTLCache[str, tuple[str, str]] | None = (
             TTLCache(maxsize=size, ttl=negative_ttl, timer=time.monotonic)
             if negative_ttl > 0
             else None
@@ -66,7 +67,7 @@ class PrincipalCache:
             return found
         if self._neg is not None and (rejected := self._neg.get(key)) is not None:
             self._neg_hit.inc()
-            raise rejected
+            raise Rejected(*rejected)
         self._miss.inc()
         pending = self._inflight.get(key)
         if pending is not None:
@@ -83,7 +84,7 @@ class PrincipalCache:
             return entry
         except Rejected as exc:
             if self._neg is not None:
-                self._neg[key] = exc
+                self._neg[key] = (exc.code, exc.message)
             future.set_exception(exc)
             raise
         except asyncio.CancelledError:

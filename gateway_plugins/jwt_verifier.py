@@ -7,12 +7,14 @@ most once per ``refresh_interval`` so a flood of forged kids cannot hammer Casdo
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import jwt
+from cachetools import TLRUCache
 
 from hanzo_contract.principal import PrincipalKind
 from hanzo_contract.verify import ResolveRequest
@@ -96,8 +98,23 @@ class JwtVerifier:
         self._audiences = frozenset(audiences)
         self._shared = tuple(shared_audiences or ())
         self._leeway = leeway
+        # verified tokens, by digest, until their own expiry (at most a minute): a JWT is
+        # not revocable before ``exp``, and this spares the RSA check on every request
+        self._verified: TLRUCache[str, tuple[VerifiedToken, float]] = TLRUCache(
+            maxsize=10_000, ttu=lambda _k, v, _now: v[1], timer=time.time
+        )
 
     async def verify(self, token: str) -> VerifiedToken:
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        hit = self._verified.get(digest)
+        if hit is not None:
+            return hit[0]
+        verified = await self._verify(token)
+        exp = float(verified.claims["exp"])
+        self._verified[digest] = (verified, min(exp, time.time() + 60))
+        return verified
+
+    async def _verify(self, token: str) -> VerifiedToken:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:

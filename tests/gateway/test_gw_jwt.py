@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -306,5 +307,22 @@ async def test_shared_application_audience_is_bound_to_the_token_owner(
         other = claims_for(casdoor, tenant, aud=["cli-app-org-someone-else"])
         with pytest.raises(InvalidToken):
             await verifier.verify(casdoor_signed(casdoor, other))
+    finally:
+        await verifier.aclose()
+
+
+async def test_cached_verified_token_still_expires_on_time(
+    casdoor: CasdoorServer, tenant: Tenant
+) -> None:
+    verifier = JwtVerifier(casdoor.url, casdoor.url, [tenant.client_id], leeway=0)
+    try:
+        soon = int(time.time()) + 2
+        token = casdoor_signed(casdoor, claims_for(casdoor, tenant, exp=soon))
+        assert (await verifier.verify(token)).claims["exp"] == soon
+        assert (await verifier.verify(token)).claims["exp"] == soon  # from the cache
+        await asyncio.sleep(soon - time.time() + 0.5)
+        with pytest.raises(InvalidToken) as info:
+            await verifier.verify(token)
+        assert info.value.code == "expired_token"
     finally:
         await verifier.aclose()
