@@ -87,6 +87,11 @@ class LanceBackend(MemoryBackend):
             ]
         )
 
+    @property
+    def result_columns(self) -> list[str]:
+        """Everything but the vector, which searches and listings do not return."""
+        return [f.name for f in self.schema if f.name != "vector"]
+
     async def open(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         self._db = await anyio.to_thread.run_sync(lancedb.connect, str(self.path))
@@ -145,7 +150,8 @@ class LanceBackend(MemoryBackend):
             metadata=json.loads(row["metadata"]), tags=list(row["tags"] or []),
             importance=row["importance"], created_at=row["created_at"],
             updated_at=row["updated_at"], expires_at=row["expires_at"],
-            vector=np.asarray(row["vector"], dtype=np.float32),
+            vector=np.asarray(row["vector"], dtype=np.float32)
+            if "vector" in row else np.zeros(0, dtype=np.float32),
         )  # fmt: skip
 
     async def upsert(self, records: list[Record]) -> None:
@@ -191,6 +197,35 @@ class LanceBackend(MemoryBackend):
         rows = await anyio.to_thread.run_sync(self._query, tenant, where, 1)
         return rows[0]["id"] if rows else None
 
+    async def find_duplicates(
+        self, tenant: str, keys: list[tuple[str, str, str]], now: int
+    ) -> dict[tuple[str, str, str], str]:
+        hashes = sorted({k[2] for k in keys})
+        if not hashes:
+            return {}
+        wanted = set(keys)
+        where = (
+            f"tenant = {_lit(tenant)} AND expires_at > {int(now)} AND "
+            f"content_hash IN ({', '.join(_lit(h) for h in hashes)})"
+        )
+
+        def run() -> list[dict[str, Any]]:
+            table = self._table(tenant, create=False)
+            if table is None:
+                return []
+            cols = ["user", "namespace", "content_hash", "id"]
+            return (
+                table.search().where(where).select(cols).limit(max(64 * len(keys), 1024)).to_list()
+            )
+
+        rows = await anyio.to_thread.run_sync(run)
+        found = {}
+        for r in rows:
+            key = (r["user"], r["namespace"], r["content_hash"])
+            if key in wanted:
+                found[key] = r["id"]
+        return found
+
     async def delete(self, tenant: str, ids: list[str]) -> int:
         if not ids:
             return 0
@@ -232,7 +267,7 @@ class LanceBackend(MemoryBackend):
                 return []
             rows = table.search().where(
                 f"tenant = {_lit(q.tenant)} AND id IN ({', '.join(_lit(i) for i in page)})"
-            ).limit(len(page)).to_list()  # fmt: skip
+            ).select(self.result_columns).limit(len(page)).to_list()  # fmt: skip
             found = {r["id"]: self._record(r) for r in rows}
             return [found[i] for i in page if i in found]
 
@@ -256,6 +291,7 @@ class LanceBackend(MemoryBackend):
                 .where(where, prefilter=prefilter)
                 .nprobes(self.nprobes)
                 .refine_factor(self.refine_factor)
+                .select(self.result_columns)
                 .limit(limit)
                 .to_list()
             )
@@ -279,6 +315,7 @@ class LanceBackend(MemoryBackend):
             return (
                 table.search(" ".join(terms), query_type="fts")
                 .where(_where(q), prefilter=True)
+                .select(self.result_columns)
                 .limit(k)
                 .to_list()
             )

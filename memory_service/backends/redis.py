@@ -178,6 +178,26 @@ class RedisBackend(MemoryBackend):
                                   "DIALECT", "2")  # fmt: skip
         return rows[0][0][b"id"].decode() if rows else None
 
+    async def find_duplicates(
+        self, tenant: str, keys: list[tuple[str, str, str]], now: int
+    ) -> dict[tuple[str, str, str], str]:
+        hashes = sorted({k[2] for k in keys})
+        if not hashes:
+            return {}
+        wanted = set(keys)
+        query = f"@chash:{{{'|'.join(hashes)}}} @expires_at:[({int(now)} +inf]"
+        rows = await self._search(
+            tenant, query, "RETURN", "4", "id", "user", "namespace", "chash",
+            "LIMIT", "0", str(max(64 * len(keys), 1024)), "DIALECT", "2",
+        )  # fmt: skip
+        found = {}
+        for h, _ in rows:
+            user = "" if h[b"user"] == b"00" else bytes.fromhex(h[b"user"].decode()).decode()
+            key = (user, bytes.fromhex(h[b"namespace"].decode()).decode(), h[b"chash"].decode())
+            if key in wanted:
+                found[key] = h[b"id"].decode()
+        return found
+
     async def delete(self, tenant: str, ids: list[str]) -> int:
         if not ids:
             return 0
