@@ -227,7 +227,17 @@ class RedisBackend(MemoryBackend):
         self, q: Query, vector: np.ndarray, k: int
     ) -> list[tuple[Record, float]]:
         blob = np.asarray(vector, dtype=np.float32).tobytes()
-        query = f"({self._filter(q)})=>[KNN {int(k)} @vec $B EF_RUNTIME {self.ef_runtime} AS dist]"
+        # With only the visibility filter (which admits most of a tenant), RediSearch's own
+        # choice is often a brute-force scan (8 ms at 20k, 40 ms at 100k here); walking the
+        # HNSW graph in batches takes under 2 ms. Narrower filters keep RediSearch's choice.
+        narrow = (
+            q.scope or q.namespace or q.tags or q.metadata or q.created_after or (q.created_before)
+        )
+        policy = "" if narrow else "HYBRID_POLICY BATCHES "
+        query = (
+            f"({self._filter(q)})=>[KNN {int(k)} @vec $B {policy}"
+            f"EF_RUNTIME {self.ef_runtime} AS dist]"
+        )
         rows = await self._search(
             q.tenant, query, "PARAMS", "2", "B", blob,
             "RETURN", str(len(_FIELDS) + 1), *_FIELDS, "dist",
