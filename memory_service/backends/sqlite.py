@@ -305,14 +305,27 @@ class SqliteBackend(MemoryBackend):
         words = " OR ".join(f'"{t}"' for t in terms)
         match = f'tenant_tok : "{tenant_token(q.tenant)}" AND content : ({words})'
         where, params = _where(q)
-        rank = "bm25(memories_fts, 1.0, 0.0)"  # the tenant column carries no relevance
+        # Rank inside FTS5 first (the tenant token keeps this to the tenant's postings),
+        # then join and filter only the best candidates; widen if filters reject too many.
         sql = (
-            f"{_SELECT.replace('FROM memories m', f', -{rank} AS score')} "
-            f"FROM memories_fts JOIN memories m ON m.rid = memories_fts.rowid "
-            f"WHERE memories_fts MATCH ? AND {where} ORDER BY {rank} LIMIT ?"
+            "WITH hits AS (SELECT rowid, bm25(memories_fts, 1.0, 0.0) AS r FROM memories_fts "
+            "WHERE memories_fts MATCH ? ORDER BY r LIMIT ?) "
+            f"{_SELECT.replace('FROM memories m', ', -hits.r AS score')} "
+            f"FROM hits JOIN memories m ON m.rid = hits.rowid WHERE {where} "
+            "ORDER BY hits.r LIMIT ?"
         )
-        async with self.db.execute(sql, (match, *params, k)) as cur:
-            return [(_record(r), float(r[16])) for r in await cur.fetchall()]
+        depth, total = 4 * k + 32, None
+        while True:
+            async with self.db.execute(sql, (match, depth, *params, k)) as cur:
+                rows = await cur.fetchall()
+            if len(rows) < k and total is None:
+                async with self.db.execute(
+                    "SELECT COUNT(*) FROM memories_fts WHERE memories_fts MATCH ?", (match,)
+                ) as cur:
+                    total = (await cur.fetchone() or (0,))[0]
+            if len(rows) >= k or depth >= (total or 0):
+                return [(_record(r), float(r[16])) for r in rows]
+            depth *= 8
 
     async def usage(self, tenant: str) -> Usage:
         async with self.db.execute(

@@ -321,3 +321,16 @@ async def test_keyword_queries_of_stopwords_and_symbols(client, make_caller):
             assert r.status_code == 200, (query, mode, r.text)
             assert all(h["memory"]["id"] == mid for h in r.json()["results"])
     assert ids_of(await search(client, me, query='forty" OR 1=1 --', mode="keyword")) == [mid]
+
+
+async def test_keyword_filter_finds_matches_ranked_below_many_others(client, make_caller):
+    me = make_caller()
+    loud = [{"content": f"apple apple apple apple pie {i}", "namespace": "loud"} for i in range(80)]
+    quiet = [{"content": f"an apple among many words here {i}", "namespace": "quiet"}
+             for i in range(3)]  # fmt: skip
+    await store(client, me, *loud)
+    want = set(await store(client, me, *quiet))
+    for mode in ("keyword", "hybrid"):
+        hits = await search(client, me, query="apple", mode=mode, top_k=3,
+                            filters={"namespace": "quiet"})  # fmt: skip
+        assert set(ids_of(hits)) == want, mode
