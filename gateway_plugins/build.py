@@ -13,6 +13,7 @@ from gateway_plugins.limiter.redis_store import RedisLimiter
 from gateway_plugins.routes import RouteTable
 from gateway_plugins.settings import GatewaySettings
 from gateway_plugins.sidecar_client import SidecarClient
+from gateway_plugins.usage import UsageReporter
 from hanzo_contract.assertion import AssertionSigner, ensure_keypair
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ def build_core(settings: GatewaySettings) -> DecisionCore:
         signer=build_signer(settings),
         assertion_ttl=settings.assertion_ttl_seconds,
         reporter=DenialReporter(sidecar.report_denial, settings.audit_queue_size),
+        usage=UsageReporter(sidecar.report_usage, settings.usage_report_seconds),
         fail_open=settings.limiter_fail_mode == "open",
         limit_levels=tuple(settings.limit_levels),
         positive_cache_max=settings.positive_cache_max_seconds,

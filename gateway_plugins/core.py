@@ -20,6 +20,7 @@ from gateway_plugins.limiter import Limiter, LimiterUnavailable, LimitResult
 from gateway_plugins.request import AuthRequest, extract_credential
 from gateway_plugins.routes import RouteTable
 from gateway_plugins.sidecar_client import KeySource, PrincipalResolver, Rejected, Unavailable
+from gateway_plugins.usage import UsageReporter
 from hanzo_contract.assertion import AssertionSigner
 from hanzo_contract.headers import IDENTITY_HEADERS, identity_header_values
 from hanzo_contract.principal import Principal, PrincipalKind
@@ -43,6 +44,7 @@ class DecisionCore:
         resolver: PrincipalResolver | None = None,
         jwt_verifier: JwtVerifier | None = None,
         reporter: DenialReporter | None = None,
+        usage: UsageReporter | None = None,
         fail_open: bool = True,
         limit_levels: tuple[str, ...] = ("credential",),
         positive_cache_max: float = 5.0,
@@ -57,6 +59,7 @@ class DecisionCore:
         self._signer = signer
         self._assertion_refresh = assertion_ttl / 2
         self._reporter = reporter
+        self._usage = usage
         self._fail_open = fail_open
         self._levels = limit_levels
         self.key_cache = PrincipalCache("key", positive_cache_max, negative_cache, cache_size)
@@ -74,8 +77,11 @@ class DecisionCore:
                 outcome=decision.code, status=str(decision.status)
             )
         counter.inc()
-        if not decision.allowed and self._reporter is not None:
-            self._report(request, decision)
+        if not decision.allowed:
+            if self._reporter is not None:
+                self._report(request, decision)
+        elif self._usage is not None and decision.principal is not None:
+            self._usage.count(decision.principal)
         return decision
 
     async def _decide(self, request: AuthRequest) -> Decision:
@@ -182,7 +188,7 @@ class DecisionCore:
         )
 
     async def aclose(self) -> None:
-        for part in (self._reporter, self._limiter):
+        for part in (self._reporter, self._usage, self._limiter):
             if part is not None:
                 await part.aclose()
         for client in {id(c): c for c in (self._keys, self._resolver, self._jwt)}.values():

@@ -30,6 +30,11 @@ LIMITER_ERRORS = Counter(
     ["fail_mode"],
     registry=REGISTRY,
 )
+USAGE_DROPPED = Counter(
+    "hanzo_gateway_usage_dropped",
+    "Allowed requests whose usage could not be reported (sidecar away too long)",
+    registry=REGISTRY,
+)
 AUDIT_DROPPED = Counter(
     "hanzo_gateway_audit_dropped",
     "Denial audit events dropped (queue full or sidecar unreachable)",

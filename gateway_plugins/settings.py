@@ -63,6 +63,8 @@ class GatewaySettings(HanzoSettings):
     quota_flush_seconds: float = Field(default=1.0, gt=0)
 
     audit_queue_size: int = Field(default=1000, ge=1)
+    #: how often allowed-request counts go to the sidecar's usage counters
+    usage_report_seconds: float = Field(default=10.0, gt=0)
 
     def state_dir(self) -> Path:
         return default_state_dir() / "gateway"

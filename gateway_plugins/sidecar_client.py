@@ -16,6 +16,7 @@ from hanzo_contract.verify import (
 )
 
 AUDIT_DENIALS_PATH = "/v1/audit/denials"
+USAGE_REPORT_PATH = "/v1/usage/report"
 
 
 class Rejected(Exception):
@@ -59,6 +60,11 @@ class SidecarClient:
     async def report_denial(self, denial: dict[str, Any]) -> None:
         """One ``DenialReport`` (status, reason, organization, subject, key_id, ...)."""
         response = await self._http.post(AUDIT_DENIALS_PATH, json=denial)
+        response.raise_for_status()
+
+    async def report_usage(self, entries: list[dict[str, Any]]) -> None:
+        """Allowed-request counts since the last report (``POST /v1/usage/report``)."""
+        response = await self._http.post(USAGE_REPORT_PATH, json={"entries": entries})
         response.raise_for_status()
 
     async def _post(self, path: str, payload: dict[str, Any]) -> VerifyResponse:

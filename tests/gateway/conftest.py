@@ -152,6 +152,7 @@ def gateway_env(sidecar: SidecarServer, workdir: Path, **extra: str) -> dict[str
         "HANZO_GATEWAY_QUOTA_DB_PATH": str(workdir / "quotas.sqlite3"),
         "HANZO_GATEWAY_POSITIVE_CACHE_MAX_SECONDS": "1",
         "HANZO_GATEWAY_NEGATIVE_CACHE_SECONDS": "0.5",
+        "HANZO_GATEWAY_USAGE_REPORT_SECONDS": "0.5",
     }
     env.update(extra)
     return env

@@ -183,6 +183,23 @@ async def test_denials_reach_the_sidecar_audit_log(stack, http) -> None:
     assert rows == [("403:forbidden", "acme", "DELETE /v1/memory/some-id")]
 
 
+async def test_allowed_requests_reach_the_sidecar_usage_counters(stack, http) -> None:
+    key, key_id = await stack.mint(scopes=("memory:read",))
+    for _ in range(3):
+        r = await http.get(stack.nginx.url + "/v1/memory/retrieve", headers={"X-API-Key": key})
+        assert r.status_code == 200
+    deadline = time.monotonic() + 5
+    rows: list[tuple[int]] = []
+    while time.monotonic() < deadline and rows != [(3,)]:
+        await asyncio.sleep(0.1)
+        with contextlib.closing(sqlite3.connect(stack.sidecar.db_path)) as db:
+            rows = db.execute(
+                "SELECT requests FROM usage_daily WHERE level = 'key' AND subject LIKE ?",
+                (f"%{key_id}%",),
+            ).fetchall()
+    assert rows == [(3,)]  # counted once each, although the key was verified only once
+
+
 async def test_auth_service_down_is_503_through_nginx(stack, http, tmp_path) -> None:
     dead = f"{LOOPBACK}:{free_port()}"
     nginx = NginxServer(tmp_path / "nginx-dead", dead, stack.upstream.addr).start()

@@ -1,0 +1,74 @@
+"""Allowed requests counted per key, user and organization, reported to the sidecar.
+
+The sidecar keeps the usage counters, but gateways cache key answers, so it only learns
+of real traffic from us. The hot path is one dict increment; a background task sends the
+totals every ``interval`` seconds to ``POST /v1/usage/report``. A failed report keeps its
+counts for the next one (up to ``max_entries`` distinct callers, then the excess is
+dropped and counted in metrics), so a sidecar outage loses nothing that fits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from gateway_plugins import metrics
+from hanzo_contract.principal import Principal
+
+log = logging.getLogger(__name__)
+
+Caller = tuple[str, str | None, str | None]
+Sender = Callable[[list[dict[str, Any]]], Awaitable[None]]
+
+
+class UsageReporter:
+    def __init__(self, send: Sender, interval: float = 10.0, max_entries: int = 10_000) -> None:
+        self._send = send
+        self._interval = interval
+        self._max = max_entries
+        self._counts: Counter[Caller] = Counter()
+        self._task: asyncio.Task[None] | None = None
+
+    def count(self, principal: Principal) -> None:
+        self._counts[(principal.organization, principal.subject, principal.key_id)] += 1
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Send what was counted; on failure keep it for the next report."""
+        if not self._counts:
+            return
+        batch, self._counts = self._counts, Counter()
+        entries = [
+            {"organization": org, "subject": subject, "key_id": key_id, "requests": n}
+            for (org, subject, key_id), n in batch.items()
+        ]
+        try:
+            await self._send(entries)
+        except Exception as exc:  # any failure: keep the counts, retry next interval
+            log.warning(
+                "usage report not delivered (%s); kept for the next one", type(exc).__name__
+            )
+            for caller, n in batch.items():
+                if caller in self._counts or len(self._counts) < self._max:
+                    self._counts[caller] += n
+                else:
+                    metrics.USAGE_DROPPED.inc(n)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        with contextlib.suppress(Exception):
+            await self.flush()
