@@ -54,3 +54,12 @@ def replace_identity_headers(
     items = headers.items() if isinstance(headers, Mapping) else headers
     kept = [(k, v) for k, v in items if k.lower() not in _IDENTITY_LOWER]
     return kept + list(identity_header_values(principal, assertion).items())
+
+
+def replace_identity_headers_raw(
+    raw: Iterable[tuple[bytes, bytes]], values: Mapping[str, str]
+) -> list[tuple[bytes, bytes]]:
+    """The ASGI-scope form of :func:`replace_identity_headers`, from already computed
+    ``values`` (``identity_header_values``): strip every identity header, then set ours."""
+    kept = [(k, v) for k, v in raw if k.decode("latin-1").lower() not in _IDENTITY_LOWER]
+    return kept + [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in values.items()]

@@ -1,7 +1,8 @@
 """Who is calling. Routes only ever see a :class:`Principal` from an :class:`Authenticator`.
 
-Today the one mode is the gateway's signed assertion. A direct mode (API key or Casdoor JWT
-verified by the gateway core) can be added as another Authenticator without touching routes.
+Routes trust only the gateway's signed assertion. Without a gateway (``auth_mode =
+"direct"``), ``gateway_plugins.inline.InlineAuth`` runs the gateway's decision core in
+front of the app and hands it the same assertion, so this module does not change.
 """
 
 from __future__ import annotations

@@ -17,8 +17,19 @@ def serve(
     import uvicorn
 
     from memory_service.app import create_app
+    from memory_service.settings import MemorySettings
 
-    uvicorn.run(create_app(), host=host, port=port, log_level=log_level, access_log=False)
+    settings = MemorySettings()
+    if settings.auth_mode == "direct":
+        from gateway_plugins.build import build_core
+        from gateway_plugins.inline import InlineAuth
+        from gateway_plugins.settings import GatewaySettings
+
+        core = build_core(GatewaySettings())  # makes the assertion key pair if missing
+        app = InlineAuth(create_app(settings), core, open_paths=("/healthz", "/openapi.json"))
+    else:
+        app = create_app(settings)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
 
 
 @cli.command("openapi")

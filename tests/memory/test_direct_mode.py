@@ -1,0 +1,108 @@
+"""The memory service without a gateway: keys checked in-process by the same decision core."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway_plugins.runners import SidecarServer
+from hanzo_stack.process import LOOPBACK, ManagedProcess, free_port, http_ok
+from iam_sidecar.keystore import KeyStore
+
+
+class DirectMemory:
+    def __init__(self, workdir: Path) -> None:
+        self.sidecar = SidecarServer(workdir / "sidecar").start()
+        self.port = free_port()
+        env = {
+            "HANZO_STATE_DIR": str(workdir / "state"),
+            "HANZO_MEMORY_AUTH_MODE": "direct",
+            "HANZO_MEMORY_EMBEDDER": "deterministic",
+            "HANZO_MEMORY_DATA_DIR": str(workdir / "memory"),
+            "HANZO_GATEWAY_SIDECAR_URL": self.sidecar.url,
+            "HANZO_GATEWAY_VERIFY_TOKEN": self.sidecar.verify_token,
+            "HANZO_GATEWAY_QUOTA_DB_PATH": str(workdir / "quota.db"),
+        }
+        argv = [
+            sys.executable,
+            "-m",
+            "memory_service",
+            "serve",
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(self.port),
+        ]
+        self.process = ManagedProcess(
+            "memory-direct", argv, log_path=workdir / "memory.log", env=env
+        ).start()
+        self.process.wait_ready(lambda: http_ok(f"{self.url}/healthz"), 60)
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    async def mint(self, *scopes: str, org: str = "acme", user: str = "alice") -> str:
+        store = await KeyStore.open(self.sidecar.db_path, self.sidecar.hash_secret.encode())
+        try:
+            key, _ = await store.create(
+                organization=org,
+                owner=f"{org}/{user}",
+                name=f"k-{secrets.token_hex(4)}",
+                scopes=list(scopes),
+            )
+        finally:
+            await store.close()
+        return key
+
+    def stop(self) -> None:
+        self.process.stop()
+        self.sidecar.stop()
+
+
+@pytest.fixture(scope="module")
+async def direct(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[DirectMemory]:
+    server = DirectMemory(tmp_path_factory.mktemp("direct"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_keys_work_without_a_gateway_and_scopes_still_apply(direct: DirectMemory) -> None:
+    writer = await direct.mint("memory:read", "memory:write")
+    reader = await direct.mint("memory:read")
+    other_tenant = await direct.mint("memory:read", org="globex", user="carol")
+    async with httpx.AsyncClient(base_url=direct.url, timeout=10) as http:
+        assert (await http.get("/v1/memory/capabilities")).status_code == 401
+        r = await http.post(
+            "/v1/memory/store",
+            headers={"X-API-Key": writer, "X-User-Id": "globex/mallory", "X-Org-Id": "globex"},
+            json={"memories": [{"content": "direct mode works"}]},
+        )
+        assert r.status_code == 200, r.text
+        memory_id = r.json()["ids"][0]
+        got = await http.get(
+            "/v1/memory/retrieve",
+            params={"id": memory_id},
+            headers={"Authorization": f"Bearer {reader}"},
+        )
+        assert got.status_code == 200
+        assert got.json()["memories"][0]["user"] == "alice"  # not the forged header
+        refused = await http.post(
+            "/v1/memory/store", headers={"X-API-Key": reader}, json={"memories": [{"content": "x"}]}
+        )
+        assert refused.status_code == 403
+        assert refused.json()["error"]["code"] == "forbidden"
+        hidden = await http.get(
+            "/v1/memory/retrieve", params={"id": memory_id}, headers={"X-API-Key": other_tenant}
+        )
+        assert hidden.status_code == 404
+        wrong = await http.get("/v1/memory/capabilities", headers={"X-API-Key": "hk-nope"})
+        assert wrong.status_code == 401 and wrong.json()["error"]["code"]
+        assert (await http.get("/healthz")).status_code == 200
