@@ -31,9 +31,14 @@ def casdoor_binary_path(version: str = CASDOOR_VERSION, cache_dir: Path | None =
     return (cache_dir or default_cache_dir()) / "casdoor" / version / "bin" / "casdoor"
 
 
+def go_binary() -> str | None:
+    """``go`` on PATH, or the standard install location (a PATH without it is common)."""
+    return shutil.which("go") or shutil.which("go", path="/usr/local/go/bin")
+
+
 def module_source_dir(version: str = CASDOOR_VERSION) -> Path:
     """Download (if needed) the pinned module and return its source directory."""
-    go = shutil.which("go")
+    go = go_binary()
     if go is None:
         raise CasdoorInstallError("Go toolchain not found on PATH; it is needed to build Casdoor")
     proc = subprocess.run(
@@ -65,7 +70,7 @@ def install_casdoor(version: str = CASDOOR_VERSION, cache_dir: Path | None = Non
         log.info("building Casdoor %s from %s (takes a few minutes, once)", version, source)
         partial = target.with_suffix(".partial")
         proc = subprocess.run(
-            [shutil.which("go") or "go", "build", "-trimpath", "-o", str(partial), "."],
+            [go_binary() or "go", "build", "-trimpath", "-o", str(partial), "."],
             cwd=source,
             capture_output=True,
             text=True,
