@@ -1,8 +1,9 @@
 """Settings base: ``HANZO_*`` env vars, then an optional TOML config file.
 
 Every service subclasses :class:`HanzoSettings` with its own ``env_prefix`` and
-``config_section``. The file named by ``HANZO_CONFIG`` is read once; its table named after
-the section (``[sidecar]``, ``[gateway]``, ``[memory]``...) fills what env vars leave unset.
+``config_section``. The file named by ``HANZO_CONFIG`` (default: ``<state dir>/hanzo.toml``
+if present) is read; its table named after the section (``[sidecar]``, ``[gateway]``,
+``[memory]``...) fills what env vars leave unset.
 """
 
 from __future__ import annotations
@@ -38,12 +39,21 @@ def default_cache_dir() -> Path:
     return Path(base) / "hanzo"
 
 
+def config_file() -> Path | None:
+    """``$HANZO_CONFIG``, else ``<state dir>/hanzo.toml`` when it exists (``hanzo up``
+    writes it, so the CLI an operator runs next finds the running stack unaided)."""
+    if env := os.environ.get(CONFIG_ENV):
+        return Path(env)
+    local = default_state_dir() / "hanzo.toml"
+    return local if local.exists() else None
+
+
 class _TomlSection(PydanticBaseSettingsSource):
     def __init__(self, settings_cls: type[BaseSettings], section: str) -> None:
         super().__init__(settings_cls)
-        path = os.environ.get(CONFIG_ENV)
+        path = config_file()
         data: dict[str, Any] = {}
-        if path:
+        if path is not None:
             with open(path, "rb") as fh:
                 data = tomllib.load(fh)
         self._values: dict[str, Any] = data.get(section, {}) if section else data

@@ -34,6 +34,7 @@ from hanzo_stack.process import (
     pid_alive,
     tcp_open,
 )
+from iam_sidecar.secrets_store import ensure_secret
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_TENANT_FILE = REPO / "deploy" / "tenants" / "example.yaml"
@@ -65,6 +66,7 @@ class StackLayout:
         self.run_dir = self.state_dir / "run"
         self.logs_dir = self.state_dir / "logs"
         self.info_path = self.state_dir / "stack.json"
+        self.config_path = self.state_dir / "hanzo.toml"
 
     def seed_passwords(self, tenant_file: Path) -> dict[str, str]:
         """Passwords for the tenant file's dev seed users (``password_env``), made once."""
@@ -87,17 +89,6 @@ class StackLayout:
     def pid_path(self, name: str) -> Path:
         return self.run_dir / f"{name}.pid"
 
-    def stack_secrets(self) -> dict[str, str]:
-        """Verify token and key-hash secret, generated once (0600), shared by the parts."""
-        path = self.state_dir / "stack-secrets.json"
-        if not path.exists():
-            data = {
-                "verify_token": secrets.token_urlsafe(32),
-                "key_hash_secret": secrets.token_urlsafe(32),
-            }
-            _write_private(path, json.dumps(data))
-        return json.loads(path.read_text())
-
 
 def _write_private(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -107,6 +98,16 @@ def _write_private(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
     tmp.replace(path)
+
+
+def _toml(sections: dict[str, dict[str, object]]) -> str:
+    """TOML for flat tables of strings, numbers and string lists (JSON literals are valid
+    TOML basic strings and arrays for these)."""
+    lines: list[str] = ["# written by `hanzo up`; read by every part and by the hanzo CLI"]
+    for name, values in sections.items():
+        lines.append(f"\n[{name}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    return "\n".join(lines) + "\n"
 
 
 def _python_cli(*args: str) -> list[str]:
@@ -119,42 +120,44 @@ class Stack:
         self.casdoor = CasdoorServer(state_dir)
         self.say = progress
 
-    # ------------------------------------------------------------------ env per part
-    def _envs(self, ports: dict[str, int], tenant_file: Path) -> dict[str, dict[str, str]]:
+    # ------------------------------------------------------------------ configuration
+    def _write_config(self, ports: dict[str, int], tenant_file: Path) -> Path:
+        """One ``<state>/hanzo.toml`` (0600) for every part, and for the CLI afterwards."""
         state = self.layout.state_dir
-        shared = self.layout.stack_secrets()
-        private_key, public_key = ensure_keypair(state)
         casdoor = self.casdoor
         assert casdoor.secrets is not None
-        sidecar = {
-            "HANZO_SIDECAR_STATE_DIR": str(state),
-            "HANZO_SIDECAR_DB_PATH": str(state / "sidecar.db"),
-            "HANZO_SIDECAR_KEY_HASH_SECRET": shared["key_hash_secret"],
-            "HANZO_SIDECAR_VERIFY_TOKEN": shared["verify_token"],
-            "HANZO_SIDECAR_CASDOOR_URL": casdoor.url,
-            "HANZO_SIDECAR_CASDOOR_CLIENT_ID": casdoor.client_id,
-            "HANZO_SIDECAR_CASDOOR_CLIENT_SECRET": casdoor.client_secret,
-            "HANZO_SIDECAR_TENANT_FILE": str(tenant_file),
-            "HANZO_SIDECAR_ASSERTION_PUBLIC_KEY_PATH": str(public_key),
-            # dev seed users' passwords, for `tenants apply` and the reconcile loop alike
+        ensure_keypair(state)  # assertion.key for the plugin, assertion.pub for upstreams
+        sections: dict[str, dict[str, object]] = {
+            "sidecar": {
+                "casdoor_url": casdoor.url,
+                "casdoor_client_id": casdoor.client_id,
+                "casdoor_client_secret": casdoor.client_secret,
+                "tenant_file": str(tenant_file),
+            },
+            "gateway": {
+                "sidecar_url": f"http://{LOOPBACK}:{ports['sidecar']}",
+                # the sidecar keeps its generated verify token in <state>/sidecar/
+                "verify_token": ensure_secret(state / "sidecar", "verify_token"),
+                "casdoor_url": casdoor.url,
+                "jwt_audiences": [casdoor.client_id],
+                "jwt_shared_audiences": [casdoor.secrets.cli_client_id],
+                "routes_file": str(REPO / "deploy" / "stack" / "routes.yaml"),
+                "quota_db_path": str(state / "quota.db"),
+            },
+            "memory": {"backend": "sqlite", "data_dir": str(state / "memory")},
+            "stack": {"gateway_url": f"http://{LOOPBACK}:{ports['nginx']}"},
+        }
+        path = self.layout.config_path
+        _write_private(path, _toml(sections))
+        return path
+
+    def _env(self, tenant_file: Path) -> dict[str, str]:
+        """What every child gets: the state dir, the config file, dev seed passwords."""
+        return {
+            "HANZO_STATE_DIR": str(self.layout.state_dir),
+            "HANZO_CONFIG": str(self.layout.config_path),
             **self.layout.seed_passwords(tenant_file),
         }
-        gateway = {
-            "HANZO_GATEWAY_SIDECAR_URL": f"http://{LOOPBACK}:{ports['sidecar']}",
-            "HANZO_GATEWAY_VERIFY_TOKEN": shared["verify_token"],
-            "HANZO_GATEWAY_CASDOOR_URL": casdoor.url,
-            "HANZO_GATEWAY_JWT_AUDIENCES": json.dumps([casdoor.client_id]),
-            "HANZO_GATEWAY_JWT_SHARED_AUDIENCES": json.dumps([casdoor.secrets.cli_client_id]),
-            "HANZO_GATEWAY_ASSERTION_KEY_FILE": str(private_key),
-            "HANZO_GATEWAY_ROUTES_FILE": str(REPO / "deploy" / "stack" / "routes.yaml"),
-            "HANZO_GATEWAY_QUOTA_DB_PATH": str(state / "quota.db"),
-        }
-        memory = {
-            "HANZO_MEMORY_DATA_DIR": str(state / "memory"),
-            "HANZO_MEMORY_BACKEND": "sqlite",
-            "HANZO_MEMORY_ASSERTION_PUBLIC_KEY": str(public_key),
-        }
-        return {"sidecar": sidecar, "gateway": gateway, "memory": memory}
 
     def _nginx_conf(self, ports: dict[str, int], inference: str | None) -> Path:
         prefix = self.layout.run_dir / "nginx"
@@ -208,7 +211,8 @@ class Stack:
         self.casdoor.start()
         self.say(f"casdoor: healthy at {self.casdoor.url}")
         ports = {name: free_port() for name in SERVICES}
-        envs = self._envs(ports, tenant_file)
+        self._write_config(ports, tenant_file)
+        env = self._env(tenant_file)
         for name, argv in (
             ("sidecar", _python_cli("sidecar", "serve", "--port", str(ports["sidecar"]))),
             ("gateway", _python_cli("gateway", "serve", "--port", str(ports["gateway"]))),
@@ -219,7 +223,7 @@ class Stack:
             self._start(
                 name,
                 argv,
-                {**envs[name], "HANZO_STATE_DIR": str(layout.state_dir)},
+                env,
                 lambda url=url: http_ok(url),
             )
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -233,7 +237,7 @@ class Stack:
             timeout=20,
         )
         self.say(f"tenants: applying {tenant_file} ...")
-        self._sidecar_cli(envs["sidecar"], "tenants", "apply", str(tenant_file))
+        self._sidecar_cli(env, "tenants", "apply", str(tenant_file))
         info = StackInfo(
             state_dir=str(layout.state_dir),
             casdoor_url=self.casdoor.url,
@@ -263,7 +267,7 @@ class Stack:
         self, info: StackInfo, organization: str, owner: str, scopes: list[str]
     ) -> Path:
         """Create a demo key with the sidecar CLI; keep it in a 0600 file, never print it."""
-        env = self._envs(info.ports, Path(info.tenant_file))["sidecar"]
+        env = self._env(Path(info.tenant_file))
         args = [
             "keys",
             "create",

@@ -7,11 +7,20 @@ organizations with unique names, so they never step on each other.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 
 import pytest
 
 from hanzo_stack.casdoor_server import CasdoorServer
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Never read or write a developer's real state (``~/.local/state/hanzo``, where
+    ``hanzo up`` leaves a config file every settings class would pick up)."""
+    os.environ["HANZO_STATE_DIR"] = tempfile.mkdtemp(prefix="hanzo-test-state-")
+    os.environ.pop("HANZO_CONFIG", None)
 
 
 @pytest.fixture(scope="session")
