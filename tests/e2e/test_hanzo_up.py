@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+
 
 def _hanzo(state: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HANZO_STATE_DIR": str(state)}
@@ -47,6 +49,45 @@ def test_hanzo_up_prints_a_curl_that_works_then_down(tmp_path: Path) -> None:
         assert len(stored["ids"]) == 1
         assert searched["results"][0]["memory"]["id"] == stored["ids"][0]
         assert "deploy window" in searched["results"][0]["memory"]["content"]
+
+        # an operator's next command finds the running stack from the state dir alone
+        created = _hanzo(
+            state,
+            "keys",
+            "create",
+            "--org",
+            "acme",
+            "--owner",
+            "bob",
+            "--name",
+            "ops-made",
+            "--scope",
+            "memory:read",
+            "--json",
+            timeout=60,
+        )
+        assert created.returncode == 0, created.stderr
+        ops_key = json.loads(created.stdout)["key"]
+        gateway = json.loads((state / "stack.json").read_text())["gateway_url"]
+        listed = httpx.get(
+            f"{gateway}/v1/memory/retrieve", headers={"Authorization": f"Bearer {ops_key}"}
+        )
+        assert listed.status_code == 200, listed.text
+        too_far = _hanzo(
+            state,
+            "keys",
+            "create",
+            "--org",
+            "acme",
+            "--owner",
+            "bob",
+            "--name",
+            "ops-wide",
+            "--scope",
+            "memory:delete",
+            timeout=60,
+        )
+        assert too_far.returncode != 0  # bob's roles grant no delete
 
         status = _hanzo(state, "status", timeout=60)
         assert status.returncode == 0, status.stdout
