@@ -151,12 +151,14 @@ class Stack:
         _write_private(path, _toml(sections))
         return path
 
-    def _env(self, tenant_file: Path) -> dict[str, str]:
-        """What every child gets: the state dir, the config file, dev seed passwords."""
+    def _env(self, tenant_file: Path | None = None) -> dict[str, str]:
+        """What a child gets: the state dir and the config file; with ``tenant_file``
+        (the sidecar and its CLI only) also the dev seed users' passwords."""
+        seeds = self.layout.seed_passwords(tenant_file) if tenant_file else {}
         return {
             "HANZO_STATE_DIR": str(self.layout.state_dir),
             "HANZO_CONFIG": str(self.layout.config_path),
-            **self.layout.seed_passwords(tenant_file),
+            **seeds,
         }
 
     def _nginx_conf(self, ports: dict[str, int], inference: str | None) -> Path:
@@ -212,7 +214,7 @@ class Stack:
         self.say(f"casdoor: healthy at {self.casdoor.url}")
         ports = {name: free_port() for name in SERVICES}
         self._write_config(ports, tenant_file)
-        env = self._env(tenant_file)
+        sidecar_env = self._env(tenant_file)
         for name, argv in (
             ("sidecar", _python_cli("sidecar", "serve", "--port", str(ports["sidecar"]))),
             ("gateway", _python_cli("gateway", "serve", "--port", str(ports["gateway"]))),
@@ -220,12 +222,8 @@ class Stack:
         ):
             self.say(f"{name}: starting on {LOOPBACK}:{ports[name]} ...")
             url = f"http://{LOOPBACK}:{ports[name]}/healthz"
-            self._start(
-                name,
-                argv,
-                env,
-                lambda url=url: http_ok(url),
-            )
+            env = sidecar_env if name == "sidecar" else self._env()
+            self._start(name, argv, env, lambda url=url: http_ok(url))
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         conf = self._nginx_conf(ports, inference_upstream)
         self.say(f"nginx: starting on {LOOPBACK}:{ports['nginx']} ...")
@@ -237,7 +235,7 @@ class Stack:
             timeout=20,
         )
         self.say(f"tenants: applying {tenant_file} ...")
-        self._sidecar_cli(env, "tenants", "apply", str(tenant_file))
+        self._sidecar_cli(sidecar_env, "tenants", "apply", str(tenant_file))
         info = StackInfo(
             state_dir=str(layout.state_dir),
             casdoor_url=self.casdoor.url,
