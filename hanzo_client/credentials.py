@@ -8,6 +8,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, SecretStr
 
+from hanzo_contract.settings import write_private
+
 
 def config_dir() -> Path:
     base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
@@ -28,13 +30,8 @@ class Credentials(BaseModel):
 
     def save(self) -> Path:
         path = self.path()
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            data = self.model_dump(mode="json") | {"key": self.key.get_secret_value()}
-            fh.write(json.dumps(data, indent=2))
-        tmp.replace(path)
+        data = self.model_dump(mode="json") | {"key": self.key.get_secret_value()}
+        write_private(path, json.dumps(data, indent=2))
         return path
 
     @classmethod

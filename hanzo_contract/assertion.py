@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hanzo_contract.principal import Limits, Principal, PrincipalKind
+from hanzo_contract.settings import write_private
 
 ISSUER = "hanzo-gateway"
 AUDIENCE = "hanzo-upstream"
@@ -46,8 +47,7 @@ def ensure_keypair(directory: Path) -> tuple[Path, Path]:
     private_path, public_path = directory / "assertion.key", directory / "assertion.pub"
     if not private_path.exists():
         private_pem, public_pem = generate_keypair()
-        private_path.touch(mode=0o600)
-        private_path.write_bytes(private_pem)
+        write_private(private_path, private_pem)
         public_path.write_bytes(public_pem)
     return private_path, public_path
 

@@ -39,6 +39,17 @@ def default_cache_dir() -> Path:
     return Path(base) / "hanzo"
 
 
+def write_private(path: Path, data: str | bytes) -> None:
+    """Write a secret atomically, readable by its owner only (0600 from the first byte)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data.encode() if isinstance(data, str) else data)
+    tmp.replace(path)
+
+
 def config_file() -> Path | None:
     """``$HANZO_CONFIG``, else ``<state dir>/hanzo.toml`` when it exists (``hanzo up``
     writes it, so the CLI an operator runs next finds the running stack unaided)."""

@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from pydantic import BaseModel, SecretStr
 
+from hanzo_contract.settings import write_private
+
 REPO_CASDOOR_DIR = Path(__file__).resolve().parent.parent / "casdoor"
 ORGANIZATION = "hanzo"
 SIDECAR_APP = "hanzo-sidecar"
@@ -57,12 +59,6 @@ class CasdoorSecrets(BaseModel):
             if isinstance(value, SecretStr):
                 data[key] = value.get_secret_value()
         return json.dumps(data, indent=2)
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    path.touch(mode=0o600)
-    path.chmod(0o600)
-    path.write_bytes(data)
 
 
 def _make_cert() -> tuple[bytes, bytes]:
@@ -108,10 +104,10 @@ class CasdoorState:
             found = CasdoorSecrets.model_validate_json(self.secrets_path.read_text())
         else:
             found = CasdoorSecrets.generate()
-            _write_private(self.secrets_path, found.dump_plain().encode())
+            write_private(self.secrets_path, found.dump_plain().encode())
         if not self.key_path.exists():
             cert_pem, key_pem = _make_cert()
-            _write_private(self.key_path, key_pem)
+            write_private(self.key_path, key_pem)
             self.cert_path.write_bytes(cert_pem)
         return found
 
@@ -137,4 +133,4 @@ class CasdoorState:
         for key, value in values.items():
             text = text.replace("{{" + key + "}}", json.dumps(value)[1:-1])
         json.loads(text)  # the template must stay valid JSON once filled
-        _write_private(self.init_data_path, text.encode())
+        write_private(self.init_data_path, text.encode())

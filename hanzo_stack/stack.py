@@ -24,6 +24,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from hanzo_contract.assertion import ensure_keypair
+from hanzo_contract.settings import write_private
 from hanzo_stack.casdoor_server import CasdoorServer
 from hanzo_stack.casdoor_ui import casdoor_ui_dir
 from hanzo_stack.process import (
@@ -83,21 +84,11 @@ class StackLayout:
         ]
         if any(name not in known for name in wanted):
             known |= {n: secrets.token_urlsafe(12) for n in wanted if n not in known}
-            _write_private(path, json.dumps(known, indent=2))
+            write_private(path, json.dumps(known, indent=2))
         return known
 
     def pid_path(self, name: str) -> Path:
         return self.run_dir / f"{name}.pid"
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    tmp.replace(path)
 
 
 def _toml(sections: dict[str, dict[str, object]]) -> str:
@@ -148,7 +139,7 @@ class Stack:
             "stack": {"gateway_url": f"http://{LOOPBACK}:{ports['nginx']}"},
         }
         path = self.layout.config_path
-        _write_private(path, _toml(sections))
+        write_private(path, _toml(sections))
         return path
 
     def _env(self, tenant_file: Path | None = None) -> dict[str, str]:
@@ -281,7 +272,7 @@ class Stack:
             args += ["--scope", scope]
         created = json.loads(self._sidecar_cli(env, *args))
         path = self.layout.state_dir / "demo-key"
-        _write_private(path, created["key"])
+        write_private(path, created["key"])
         info.demo_key_path, info.demo_organization = str(path), organization
         self.layout.info_path.write_text(info.model_dump_json(indent=2))
         return path

@@ -37,29 +37,26 @@ class KeyService:
         if "/" not in owner or owner.split("/", 1)[0] != organization:
             raise UnknownPrincipal(f"owner {owner!r} is not in organization {organization!r}")
         grant = await self.resolver.resolve(owner, owner_kind, fresh=True)
-        if not grant.active:
+
+        async def refused(outcome: str, details: dict[str, object] | None = None) -> None:
             await self.store.audit.record(
                 actor=actor,
                 action="key.create",
-                outcome="denied:unknown_owner",
+                outcome=f"denied:{outcome}",
                 organization=organization,
                 target=owner,
                 source=source,
+                details=details,
             )
+
+        if not grant.active:
+            await refused("unknown_owner")
             raise UnknownPrincipal(
                 f"{owner_kind.value} {owner!r} does not exist or is disabled in Casdoor"
             )
         excess = sorted(requested - grant.scopes)
         if excess:
-            await self.store.audit.record(
-                actor=actor,
-                action="key.create",
-                outcome="denied:scope_escalation",
-                organization=organization,
-                target=owner,
-                source=source,
-                details={"excess_scopes": excess},
-            )
+            await refused("scope_escalation", {"excess_scopes": excess})
             raise ScopeEscalation(
                 f"{owner!r} is not granted {', '.join(excess)} by its Casdoor roles",
                 {"excess_scopes": excess, "granted_scopes": sorted(grant.scopes)},

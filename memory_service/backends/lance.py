@@ -230,16 +230,21 @@ class LanceBackend(MemoryBackend):
         if not ids:
             return 0
 
+        where = f"tenant = {_lit(tenant)} AND id IN ({', '.join(_lit(i) for i in ids)})"
+        return await self._delete_where(tenant, where)
+
+    async def _delete_where(self, tenant: str, where: str) -> int:
+        """Delete the tenant's rows matching ``where``; returns how many there were."""
+
         def run() -> int:
             table = self._table(tenant, create=False)
             if table is None:
                 return 0
-            where = f"tenant = {_lit(tenant)} AND id IN ({', '.join(_lit(i) for i in ids)})"
             with self._lock:
-                before = table.count_rows(where)
-                if before:
+                n = table.count_rows(where)
+                if n:
                     table.delete(where)
-            return before
+            return n
 
         return await anyio.to_thread.run_sync(run)
 
@@ -335,18 +340,7 @@ class LanceBackend(MemoryBackend):
         return await anyio.to_thread.run_sync(run)
 
     async def purge_expired(self, tenant: str, now: int) -> int:
-        def run() -> int:
-            table = self._table(tenant, create=False)
-            if table is None:
-                return 0
-            where = f"expires_at <= {int(now)}"
-            with self._lock:
-                n = table.count_rows(where)
-                if n:
-                    table.delete(where)
-            return n
-
-        return await anyio.to_thread.run_sync(run)
+        return await self._delete_where(tenant, f"expires_at <= {int(now)}")
 
     async def maintain(self) -> None:
         """Build missing vector indexes, fold new rows into the indexes, compact files."""
