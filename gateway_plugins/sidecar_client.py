@@ -7,6 +7,7 @@ from typing import Any, Protocol
 import httpx
 from pydantic import ValidationError
 
+from hanzo_contract.reports import AUDIT_DENIALS_PATH, USAGE_REPORT_PATH
 from hanzo_contract.verify import (
     RESOLVE_PATH,
     VERIFY_PATH,
@@ -14,9 +15,6 @@ from hanzo_contract.verify import (
     VerifyRequest,
     VerifyResponse,
 )
-
-AUDIT_DENIALS_PATH = "/v1/audit/denials"
-USAGE_REPORT_PATH = "/v1/usage/report"
 
 
 class Rejected(Exception):

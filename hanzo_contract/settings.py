@@ -9,6 +9,7 @@ if present) is read; its table named after the section (``[sidecar]``, ``[gatewa
 from __future__ import annotations
 
 import os
+import secrets
 import tomllib
 from pathlib import Path
 from typing import Any, ClassVar
@@ -91,3 +92,13 @@ class HanzoSettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml = _TomlSection(settings_cls, cls.config_section)
         return init_settings, env_settings, toml, file_secret_settings
+
+
+def ensure_secret(directory: Path, name: str, nbytes: int = 32) -> str:
+    """Read ``directory/name`` or create it (mode 0600) with a fresh random value."""
+    path = directory / name
+    if not path.exists():
+        value = secrets.token_urlsafe(nbytes)
+        write_private(path, value)
+        return value
+    return path.read_text().strip()

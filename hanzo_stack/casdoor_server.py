@@ -24,7 +24,6 @@ from hanzo_stack.process import (
     pid_alive,
     tcp_open,
 )
-from iam_sidecar.casdoor_client import CasdoorClient
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +78,6 @@ class CasdoorServer:
         if self.secrets is None:
             self.secrets = self.state.load_or_create()
         return self.secrets
-
-    def client(self, **kwargs: float | int) -> CasdoorClient:
-        """An async client authenticated as the sidecar application."""
-        return CasdoorClient(self.url, self.client_id, self.client_secret, **kwargs)  # type: ignore[arg-type]
 
     def _remembered_port(self) -> int | None:
         """Reuse the last port, so the issuer (and issued tokens) survive a restart."""

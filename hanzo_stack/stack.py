@@ -24,7 +24,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from hanzo_contract.assertion import ensure_keypair
-from hanzo_contract.settings import write_private
+from hanzo_contract.settings import ensure_secret, write_private
 from hanzo_stack.casdoor_server import CasdoorServer
 from hanzo_stack.casdoor_ui import casdoor_ui_dir
 from hanzo_stack.process import (
@@ -35,7 +35,6 @@ from hanzo_stack.process import (
     pid_alive,
     tcp_open,
 )
-from iam_sidecar.secrets_store import ensure_secret
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_TENANT_FILE = REPO / "deploy" / "tenants" / "example.yaml"

@@ -14,6 +14,7 @@ from starlette.routing import Route
 
 from hanzo_contract.assertion import AssertionVerifier
 from hanzo_contract.errors import error_body
+from hanzo_contract.reports import AUDIT_DENIALS_PATH, USAGE_REPORT_PATH
 from hanzo_contract.verify import RESOLVE_PATH, VERIFY_PATH
 from iam_sidecar import routes_keys, routes_ops, routes_verify
 from iam_sidecar.casdoor_errors import CasdoorError
@@ -132,8 +133,8 @@ def create_app(
     routes = [
         Route(VERIFY_PATH, routes_verify.verify_key, methods=["POST"]),
         Route(RESOLVE_PATH, routes_verify.resolve_principal, methods=["POST"]),
-        Route("/v1/audit/denials", routes_verify.report_denial, methods=["POST"]),
-        Route("/v1/usage/report", routes_verify.report_usage, methods=["POST"]),
+        Route(AUDIT_DENIALS_PATH, routes_verify.report_denial, methods=["POST"]),
+        Route(USAGE_REPORT_PATH, routes_verify.report_usage, methods=["POST"]),
         Route("/v1/keys", routes_keys.list_keys, methods=["GET"]),
         Route("/v1/keys", routes_keys.create_key, methods=["POST"]),
         Route("/v1/keys/{key_id}", routes_keys.show_key, methods=["GET"]),

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import time
 
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from hanzo_contract.principal import PrincipalKind
+from hanzo_contract.reports import DenialReport, UsageReport
 from hanzo_contract.verify import ResolveRequest, VerifyRequest, VerifyResponse
 from iam_sidecar import audit
 from iam_sidecar.errors import InvalidRequest, KeyVerificationError, SidecarError
@@ -24,41 +24,6 @@ from iam_sidecar.state import SidecarState
 class UnknownPrincipal401(SidecarError):
     code = "unknown_principal"
     status = 401
-
-
-class DenialReport(BaseModel):
-    """One request a gateway plugin refused; identifiers only, never the credential."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    status: int = Field(ge=400, le=599)
-    reason: str = Field(min_length=1, max_length=200)
-    organization: str | None = Field(default=None, max_length=100)
-    subject: str | None = Field(default=None, max_length=255)
-    key_id: str | None = Field(default=None, max_length=64)
-    method: str | None = Field(default=None, max_length=16)
-    path: str | None = Field(default=None, max_length=1024)
-    client_ip: str | None = Field(default=None, max_length=64)
-    gateway: str | None = Field(default=None, max_length=64)
-    request_id: str | None = Field(default=None, max_length=128)
-
-
-class UsageEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    organization: str = Field(min_length=1, max_length=100)
-    subject: str | None = Field(default=None, max_length=255)
-    key_id: str | None = Field(default=None, max_length=64)
-    requests: int = Field(default=0, ge=0, le=10**9)
-    denials: int = Field(default=0, ge=0, le=10**9)
-
-
-class UsageReport(BaseModel):
-    """A gateway plugin's batch of counted traffic since its last report."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    entries: list[UsageEntry] = Field(max_length=10_000)
 
 
 def _state(request: Request) -> SidecarState:

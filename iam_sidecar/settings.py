@@ -13,8 +13,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from hanzo_contract.assertion import ensure_keypair
-from hanzo_contract.settings import HanzoSettings, default_state_dir
-from iam_sidecar.secrets_store import ensure_secret
+from hanzo_contract.settings import HanzoSettings, default_state_dir, ensure_secret
 
 
 class SidecarSettings(HanzoSettings):

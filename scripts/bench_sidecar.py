@@ -28,6 +28,7 @@ from pathlib import Path
 import httpx
 
 from hanzo_stack.process import LOOPBACK, ManagedProcess, free_port, http_ok
+from iam_sidecar.casdoor_client import CasdoorClient
 from iam_sidecar.keystore import KeyStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,7 +117,7 @@ async def role_removal_bench(work: Path, interval: float, trials: int) -> dict[s
     try:
         path, names = unique_example(work)
         acme = names["acme"]
-        async with casdoor.client() as cd:
+        async with CasdoorClient(casdoor.url, casdoor.client_id, casdoor.client_secret) as cd:
             await apply_plan(cd, load_tenant_file(path), env=SEED_PASSWORDS)
         settings = SidecarSettings(
             state_dir=work / "state",
@@ -137,7 +138,7 @@ async def role_removal_bench(work: Path, interval: float, trials: int) -> dict[s
                 name="bench",
                 scopes=["memory:read", "memory:write", "keys:manage"],
             )
-            async with casdoor.client() as cd:
+            async with CasdoorClient(casdoor.url, casdoor.client_id, casdoor.client_secret) as cd:
                 for _ in range(trials):
                     await _set_admin(cd, acme, [f"{acme}/alice"])
                     await _wait(state, key, "memory:write", present=True, limit=interval * 3 + 5)

@@ -20,6 +20,7 @@ from gateway_plugins.limiter.base import (
     windows_for,
 )
 from hanzo_contract.principal import Limits
+from hanzo_contract.redis_keys import LIMITER_PREFIX
 
 # KEYS: counters. ARGV: cost, then limit_i, ttl_i per counter.
 # Returns {0, i} when counter i (1-based) is full, else {1, count_1, ..., count_n}.
@@ -44,7 +45,7 @@ return out
 
 
 class RedisLimiter:
-    def __init__(self, url: str, timeout: float = 0.25, prefix: str = "hanzo:gw:") -> None:
+    def __init__(self, url: str, timeout: float = 0.25, prefix: str = LIMITER_PREFIX) -> None:
         self._redis = aioredis.Redis.from_url(
             url,
             socket_timeout=timeout,

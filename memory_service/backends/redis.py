@@ -16,6 +16,7 @@ import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from hanzo_contract.redis_keys import MEMORY_PREFIX
 from memory_service.backends.base import NEVER, MemoryBackend, Query, Record, Usage, keyword_terms
 
 _FIELDS = ("id", "user", "namespace", "content", "chash", "created_at", "updated_at",
@@ -56,7 +57,7 @@ class RedisBackend(MemoryBackend):
 
     @staticmethod
     def _prefix(tenant: str) -> str:
-        return f"hm:{_hex(tenant)}:"
+        return f"{MEMORY_PREFIX}{_hex(tenant)}:"
 
     @staticmethod
     def _index(tenant: str) -> str:

@@ -13,6 +13,7 @@ from hanzo_stack.casdoor_server import CasdoorServer
 from hanzo_stack.process import free_port
 from iam_sidecar.casdoor_client import CasdoorClient
 from iam_sidecar.casdoor_errors import CasdoorAuthError, CasdoorError, CasdoorUnavailable
+from tests.support.casdoor_admin import admin_client
 
 
 def _unique(prefix: str) -> str:
@@ -23,7 +24,7 @@ async def test_create_organization_role_and_user_then_read_them_back(
     casdoor: CasdoorServer,
 ) -> None:
     org, role, user = _unique("org"), _unique("role"), _unique("user")
-    async with casdoor.client() as client:
+    async with admin_client(casdoor) as client:
         await client.add_object(
             "organization",
             {"owner": "admin", "name": org, "displayName": "Acme", "passwordType": "bcrypt"},
@@ -77,7 +78,7 @@ async def test_create_organization_role_and_user_then_read_them_back(
 
 
 async def test_missing_object_reads_as_none(casdoor: CasdoorServer) -> None:
-    async with casdoor.client() as client:
+    async with admin_client(casdoor) as client:
         assert await client.get_role(casdoor.organization, _unique("absent")) is None
         assert await client.get_organization(_unique("absent")) is None
 
@@ -85,7 +86,7 @@ async def test_missing_object_reads_as_none(casdoor: CasdoorServer) -> None:
 async def test_client_credentials_token_verifies_against_casdoor_jwks(
     casdoor: CasdoorServer,
 ) -> None:
-    async with casdoor.client() as client:
+    async with admin_client(casdoor) as client:
         token = (await client.client_credentials_token())["access_token"]
         jwks = await client.jwks()
 
@@ -108,7 +109,7 @@ async def test_client_credentials_token_verifies_against_casdoor_jwks(
 async def test_casdoor_error_reply_becomes_typed_exception_with_its_message(
     casdoor: CasdoorServer,
 ) -> None:
-    async with casdoor.client() as client:
+    async with admin_client(casdoor) as client:
         with pytest.raises(CasdoorError) as excinfo:
             await client.add_object("organization", {"owner": "admin", "name": "hanzo"})
     assert "UNIQUE constraint failed" in excinfo.value.message

@@ -9,19 +9,20 @@ import pytest
 
 from hanzo_stack.casdoor_server import CasdoorServer
 from iam_sidecar.casdoor_errors import CasdoorUnavailable
+from tests.support.casdoor_admin import admin_client
 
 
 async def test_restart_keeps_client_secret_and_signing_key(tmp_path: Path) -> None:
     first = CasdoorServer(tmp_path).start()
     try:
         secret_before = first.client_secret
-        async with first.client() as client:
+        async with admin_client(first) as client:
             token = (await client.client_credentials_token())["access_token"]
     finally:
         first.stop()
 
     # stopped: a clear connection error after bounded retries, not a hang
-    async with first.client(timeout=1.0, retries=2) as client:
+    async with admin_client(first, timeout=1.0, retries=2) as client:
         with pytest.raises(CasdoorUnavailable):
             await client.get_organization("hanzo")
 
@@ -29,7 +30,7 @@ async def test_restart_keeps_client_secret_and_signing_key(tmp_path: Path) -> No
     try:
         assert second.url == first.url  # same port, so the same issuer
         assert second.client_secret == secret_before
-        async with second.client() as client:
+        async with admin_client(second) as client:
             jwks = await client.jwks()
             fresh = await client.client_credentials_token()  # the old secret still works
         key = jwt.PyJWKSet.from_dict(jwks)["cert-hanzo"]

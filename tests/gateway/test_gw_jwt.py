@@ -25,6 +25,7 @@ from gateway_plugins.runners import CaddyServer, ForwardAuthServer, NginxServer,
 from hanzo_contract.assertion import AssertionSigner
 from hanzo_contract.principal import Principal, PrincipalKind
 from hanzo_stack.casdoor_server import CasdoorServer
+from tests.support.casdoor_admin import admin_client
 
 KID = "cert-hanzo"
 
@@ -44,7 +45,7 @@ async def tenant(casdoor: CasdoorServer) -> Tenant:
     the managed permission memory:read."""
     suffix = uuid.uuid4().hex[:8]
     org, user, role, password = f"gwt-{suffix}", "jwtuser", "reader", "Pa55-" + suffix
-    async with casdoor.client() as client:
+    async with admin_client(casdoor) as client:
         await client.add_object(
             "organization",
             {"owner": "admin", "name": org, "displayName": org, "passwordType": "bcrypt"},
@@ -155,7 +156,7 @@ def jwt_stack(
 
 
 async def user_token(casdoor: CasdoorServer, tenant: Tenant) -> str:
-    async with casdoor.client() as client:
+    async with admin_client(casdoor) as client:
         answer = await client.password_token(
             tenant.organization,
             tenant.user,
@@ -246,7 +247,7 @@ async def casdoor_verifier(casdoor: CasdoorServer) -> AsyncIterator[JwtVerifier]
 async def test_client_credentials_token_names_the_application(
     casdoor: CasdoorServer, casdoor_verifier: JwtVerifier
 ) -> None:
-    async with casdoor.client() as client:
+    async with admin_client(casdoor) as client:
         token = (await client.client_credentials_token())["access_token"]
     verified = await casdoor_verifier.verify(token)
     assert verified.resolve.kind is PrincipalKind.APPLICATION
@@ -285,7 +286,7 @@ async def test_service_to_service_token_through_the_core(
         assertion_ttl=60,
     )
     try:
-        async with casdoor.client() as client:
+        async with admin_client(casdoor) as client:
             token = (await client.client_credentials_token())["access_token"]
         request = AuthRequest("GET", "/v1/memory/retrieve", {"authorization": f"Bearer {token}"})
         decision = await core.decide(request)

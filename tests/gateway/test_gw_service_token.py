@@ -13,6 +13,7 @@ import httpx
 
 from gateway_plugins.runners import ForwardAuthServer, NginxServer, SidecarServer
 from hanzo_stack.casdoor_server import CasdoorServer
+from tests.support.casdoor_admin import admin_client
 
 
 async def test_client_credentials_token_through_nginx(
@@ -48,7 +49,7 @@ organizations:
             },
         ).start()
         started.append(sidecar)
-        async with casdoor.client() as client:
+        async with admin_client(casdoor) as client:
             app = None
             deadline = time.monotonic() + 60
             while app is None or not app.get("clientSecret"):

@@ -18,6 +18,7 @@ from iam_sidecar.serve import build_app
 from iam_sidecar.settings import SidecarSettings
 from iam_sidecar.tenants.apply import apply_plan
 from iam_sidecar.tenants.loader import load_tenant_file
+from tests.support.casdoor_admin import admin_client
 
 from .helpers import (
     SEED_PASSWORDS,
@@ -33,7 +34,7 @@ RECONCILE_SECONDS = 1.0
 
 async def _tenant(casdoor: CasdoorServer, tmp_path: Path) -> tuple[Path, dict[str, str]]:
     path, names = unique_example(tmp_path)
-    async with casdoor.client() as client:
+    async with admin_client(casdoor) as client:
         await apply_plan(client, load_tenant_file(path), env=SEED_PASSWORDS)
     return path, names
 
@@ -181,7 +182,7 @@ async def test_role_taken_away_in_casdoor_drops_scope_within_bound(
             "memory:write",
             "keys:manage",
         }
-        async with casdoor.client() as cd:
+        async with admin_client(casdoor) as cd:
             admin = await cd.get_role(acme, "admin")
             reader = await cd.get_role(acme, "reader")
             assert admin is not None and reader is not None
@@ -215,7 +216,7 @@ async def test_disabled_or_deleted_user_keys_stop_verifying(
         )
         assert (await _verify(client, settings, carol_key)).status_code == 200
         assert (await _verify(client, settings, bob_key)).status_code == 200
-        async with casdoor.client() as cd:
+        async with admin_client(casdoor) as cd:
             carol = await cd.get_user(globex, "carol")
             assert carol is not None
             carol["isForbidden"] = True
@@ -308,7 +309,7 @@ async def test_resolve_users_and_service_applications(
     path, names = await _tenant(casdoor, tmp_path)
     acme = names["acme"]
     settings = _settings(casdoor, tmp_path, path)
-    async with casdoor.client() as cd:
+    async with admin_client(casdoor) as cd:
         indexer = await cd.get_object("application", "admin", f"{acme}-indexer")
         assert indexer is not None
     async with running_app(settings, app=build_app(settings)) as (_, _state, client):

@@ -15,6 +15,7 @@ from iam_sidecar.db import Database
 from iam_sidecar.errors import UpstreamUnavailable
 from iam_sidecar.tenants.apply import ApplyConflict, ApplyFailed, apply_plan, make_plan
 from iam_sidecar.tenants.loader import load_tenant_file, parse_tenant_text
+from tests.support.casdoor_admin import admin_client
 
 from .helpers import SEED_PASSWORDS, unique_example
 
@@ -25,7 +26,7 @@ async def test_plan_apply_round_trip_is_idempotent(casdoor: CasdoorServer, tmp_p
     acme = names["acme"]
     db = await Database.open(tmp_path / "audit.db")
     try:
-        async with casdoor.client() as client:
+        async with admin_client(casdoor) as client:
             first = await make_plan(client, spec)
             assert {c.action for c in first.changes} == {"create"}
             assert len(first.writes) == 19
@@ -67,7 +68,7 @@ async def test_hand_edit_in_casdoor_shows_in_next_plan(
     path, names = unique_example(tmp_path)
     spec = load_tenant_file(path)
     acme = names["acme"]
-    async with casdoor.client() as client:
+    async with admin_client(casdoor) as client:
         await apply_plan(client, spec, env=SEED_PASSWORDS)
         role = await client.get_role(acme, "reader")
         assert role is not None
@@ -102,7 +103,7 @@ async def test_prune_removes_only_managed_objects(casdoor: CasdoorServer, tmp_pa
     acme, globex = names["acme"], names["globex"]
     spec = load_tenant_file(path)
     stranger = f"stranger-{uuid.uuid4().hex[:8]}"
-    async with casdoor.client() as client:
+    async with admin_client(casdoor) as client:
         await apply_plan(client, spec, env=SEED_PASSWORDS)
         # objects hanzo does not manage: an organization, and a role inside a managed one
         await client.add_object(
@@ -153,7 +154,7 @@ async def test_conflict_with_unmanaged_object_applies_nothing(
 ) -> None:
     path, names = unique_example(tmp_path)
     acme = names["acme"]
-    async with casdoor.client() as client:
+    async with admin_client(casdoor) as client:
         await client.add_object(
             "organization", {"owner": "admin", "name": acme, "passwordType": "bcrypt"}
         )
@@ -170,7 +171,7 @@ async def test_missing_seed_password_applies_nothing(
 ) -> None:
     path, names = unique_example(tmp_path)
     spec = load_tenant_file(path)
-    async with casdoor.client() as client:
+    async with admin_client(casdoor) as client:
         with pytest.raises(Exception, match="password env vars are not set") as info:
             await apply_plan(client, spec, env={})
         assert info.value.details == {"missing_env": sorted(SEED_PASSWORDS)}  # type: ignore[attr-defined]
@@ -227,7 +228,7 @@ async def test_casdoor_failing_midway_says_how_far_it_got(
     assert details["failed"] == "create user " + f"{names['acme']}/alice"
     assert len(details["not_applied"]) == 19 - 6
     assert "after 5 of 19 changes" in info.value.message
-    async with casdoor.client() as client:
+    async with admin_client(casdoor) as client:
         rest = await make_plan(client, spec)
         assert len(rest.writes) == 14  # exactly what was not applied
         await apply_plan(client, spec, env=SEED_PASSWORDS)

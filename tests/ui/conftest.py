@@ -9,6 +9,7 @@ import pytest
 from hanzo_stack.casdoor_server import CasdoorServer
 from iam_sidecar.tenants.apply import apply_plan
 from iam_sidecar.tenants.loader import parse_tenant_text
+from tests.support.casdoor_admin import admin_client
 
 TENANT = """
 version: 1
@@ -29,7 +30,7 @@ def sync_tenant() -> Callable[[CasdoorServer, str], str]:
         spec = parse_tenant_text(TENANT.format(org=org))
 
         async def run() -> None:
-            async with server.client() as client:
+            async with admin_client(server) as client:
                 result = await apply_plan(client, spec)
                 assert any(org in label for label in result.applied)
 

@@ -1,0 +1,14 @@
+"""A Casdoor API client for tests, authenticated as the sidecar application.
+
+The stack runner starts Casdoor but never talks to its API; tests that set Casdoor up
+by hand (organizations, roles, users) use the sidecar's own client through this.
+"""
+
+from __future__ import annotations
+
+from hanzo_stack.casdoor_server import CasdoorServer
+from iam_sidecar.casdoor_client import CasdoorClient
+
+
+def admin_client(server: CasdoorServer, **kwargs: float | int) -> CasdoorClient:
+    return CasdoorClient(server.url, server.client_id, server.client_secret, **kwargs)  # type: ignore[arg-type]
