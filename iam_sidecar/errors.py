@@ -1,84 +1,102 @@
-"""Typed errors of the sidecar; each carries the HTTP status and the shared error code."""
+"""Typed errors of the sidecar; each carries the HTTP status and the shared error code.
+
+A subclass names both in its class line (``class X(SidecarError, code=..., status=...)``);
+either may be left out to inherit the parent's.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SidecarError(Exception):
-    """Base: ``code`` goes into the shared error body, ``status`` is the HTTP status."""
+    """Base: ``code`` goes into the shared error body, ``status`` is the HTTP status.
+
+    ``status`` given to one instance overrides the class's: the same refusal can be a 404
+    to a key manager and a 401 to a gateway asking who a credential belongs to.
+    """
 
     code = "sidecar_error"
     status = 400
 
-    def __init__(self, message: str, details: object | None = None) -> None:
+    def __init_subclass__(
+        cls, *, code: str | None = None, status: int | None = None, **kwargs: Any
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if code is not None:
+            cls.code = code
+        if status is not None:
+            cls.status = status
+
+    def __init__(
+        self, message: str, details: object | None = None, *, status: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+        if status is not None:
+            self.status = status
 
 
-class KeyVerificationError(SidecarError):
+class KeyVerificationError(SidecarError, status=401):
     """A presented key does not authenticate anyone."""
 
-    status = 401
+
+class InvalidKey(KeyVerificationError, code="invalid_key"): ...
 
 
-class InvalidKey(KeyVerificationError):
-    code = "invalid_key"
+class RevokedKey(KeyVerificationError, code="revoked_key"): ...
 
 
-class RevokedKey(KeyVerificationError):
-    code = "revoked_key"
+class ExpiredKey(KeyVerificationError, code="expired_key"): ...
 
 
-class ExpiredKey(KeyVerificationError):
-    code = "expired_key"
-
-
-class KeyNotFound(SidecarError):
+class KeyNotFound(SidecarError, code="key_not_found", status=404):
     """No key with that id in the caller's organization (other tenants' keys included)."""
 
-    code = "key_not_found"
-    status = 404
+
+class DuplicateKeyName(SidecarError, code="duplicate_key_name", status=409): ...
 
 
-class DuplicateKeyName(SidecarError):
-    code = "duplicate_key_name"
-    status = 409
+class InvalidRequest(SidecarError, code="invalid_request", status=400): ...
 
 
-class InvalidRequest(SidecarError):
-    code = "invalid_request"
-    status = 400
+class KeyNotActive(InvalidRequest, code="key_not_active", status=409):
+    """The key is revoked or expired, so it cannot be rotated."""
 
 
-class ScopeEscalation(SidecarError):
+class ScopeEscalation(SidecarError, code="scope_escalation", status=403):
     """Requested scopes exceed what the owner's Casdoor roles grant."""
 
-    code = "scope_escalation"
-    status = 403
+
+class UnknownPrincipal(SidecarError, code="unknown_principal", status=404):
+    """No such user or application, or it is disabled in Casdoor."""
 
 
-class UnknownPrincipal(SidecarError):
-    code = "unknown_principal"
-    status = 404
+class Unauthenticated(SidecarError, code="unauthenticated", status=401): ...
 
 
-class Forbidden(SidecarError):
-    code = "forbidden"
-    status = 403
+class UpstreamUnavailable(SidecarError, code="casdoor_unavailable", status=503): ...
 
 
-class Unauthenticated(SidecarError):
-    code = "unauthenticated"
-    status = 401
-
-
-class UpstreamUnavailable(SidecarError):
-    code = "casdoor_unavailable"
-    status = 503
-
-
-class UpstreamRefused(SidecarError):
+class UpstreamRefused(SidecarError, code="casdoor_error", status=502):
     """Casdoor answered with an error (wrong credentials, refused write...)."""
 
-    code = "casdoor_error"
-    status = 502
+
+class TenantFileError(InvalidRequest, code="invalid_tenant_file"):
+    """The file is not valid; ``problems`` lists ``{line, field, error}`` for each."""
+
+    def __init__(self, source: str, problems: list[dict[str, Any]]) -> None:
+        lines = [
+            f"{source}:{p['line'] or '?'}: {p['field'] or '(top)'}: {p['error']}" for p in problems
+        ]
+        super().__init__("invalid tenant file\n" + "\n".join(lines), problems)
+        self.problems = problems
+
+
+class ApplyConflict(InvalidRequest, code="tenant_conflict", status=409):
+    """The tenant file names objects that exist in Casdoor but are not ours."""
+
+
+class ApplyFailed(SidecarError, code="tenant_apply_failed", status=502):
+    """Casdoor refused or vanished midway: ``details`` lists applied, failed, not applied."""

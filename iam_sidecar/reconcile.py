@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from hanzo_contract.principal import PrincipalKind
 from iam_sidecar.errors import UpstreamUnavailable
-from iam_sidecar.models import OwnerGrant
+from iam_sidecar.keys.models import OwnerGrant
 from iam_sidecar.state import SidecarState
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ async def refresh_owners(state: SidecarState, concurrency: int = 8) -> Reconcile
     One ``get-user`` per owner, ``concurrency`` at a time; if Casdoor fails, the grants
     already stored keep serving and the error propagates (the run counts as failed).
     """
-    owners = await state.store.live_owners()
+    owners = await state.keys.live_owners()
     gate = asyncio.Semaphore(concurrency)
 
     async def fetch(owner: str, kind: PrincipalKind) -> OwnerGrant:
@@ -48,8 +48,8 @@ async def refresh_owners(state: SidecarState, concurrency: int = 8) -> Reconcile
     grants = await asyncio.gather(*(fetch(owner, kind) for owner, kind in owners))
     result = ReconcileResult()
     for grant in grants:
-        before = await state.store.get_grant(grant.owner)
-        await state.store.put_grant(grant)
+        before = await state.keys.get_grant(grant.owner)
+        await state.keys.put_grant(grant)
         result.owners_refreshed += 1
         if before is None or before.model_dump(exclude={"refreshed_at"}) != grant.model_dump(
             exclude={"refreshed_at"}
@@ -89,7 +89,7 @@ async def reconcile_forever(state: SidecarState, tenant_step: TenantStep | None)
     while True:
         await reconcile_once(state, tenant_step)
         try:
-            await state.store.flush()
+            await state.keys.flush()
         except Exception:  # a busy or failing disk must not end the loop
             log.exception("flushing usage counters failed; will retry")
         await asyncio.sleep(interval)

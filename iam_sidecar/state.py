@@ -1,27 +1,76 @@
-"""Everything one running sidecar holds, shared by its routes and its reconcile loop."""
+"""Everything one running sidecar holds, shared by its routes, its reconcile loop and the CLI."""
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, field
 
 from hanzo_contract.assertion import AssertionVerifier
-from iam_sidecar.casdoor_client import CasdoorClient
-from iam_sidecar.key_service import KeyService
-from iam_sidecar.keystore import KeyStore
+from iam_sidecar.casdoor.client import CasdoorClient
+from iam_sidecar.casdoor.factory import casdoor_client
+from iam_sidecar.casdoor.resolver import OwnerResolver
+from iam_sidecar.keys.issuer import KeyIssuer
+from iam_sidecar.keys.store import Clock, KeyStore
 from iam_sidecar.metrics import SidecarMetrics
-from iam_sidecar.policy import EMPTY_POLICY, TenantPolicy
-from iam_sidecar.resolver import OwnerResolver
 from iam_sidecar.settings import SidecarSettings
+from iam_sidecar.tenants.policy import EMPTY_POLICY, TenantPolicy
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class SidecarState:
     settings: SidecarSettings
-    store: KeyStore
+    keys: KeyStore
     casdoor: CasdoorClient
     resolver: OwnerResolver
-    keys: KeyService
+    issuer: KeyIssuer
     verifier: AssertionVerifier | None
     metrics: SidecarMetrics = field(default_factory=SidecarMetrics)
     policy: TenantPolicy = EMPTY_POLICY
     last_reconcile_error: str | None = None
+
+
+def _verifier(settings: SidecarSettings) -> AssertionVerifier | None:
+    path = settings.assertion_public_key_path
+    if path is None or not path.exists():
+        log.warning("no assertion public key at %s: self-service /v1/keys disabled", path)
+        return None
+    return AssertionVerifier(path.read_bytes())
+
+
+async def build_state(
+    settings: SidecarSettings, policy: TenantPolicy | None = None, clock: Clock = time.time
+) -> SidecarState:
+    """Open the key store and the Casdoor client; the caller closes them (``close_state``)."""
+    assert settings.db_path is not None
+    keys = await KeyStore.open(settings.db_path, settings.hash_secret_bytes, clock=clock)
+    casdoor = casdoor_client(settings)
+    state_box: list[SidecarState] = []
+    resolver = OwnerResolver(
+        casdoor, lambda: state_box[0].policy, ttl=settings.role_cache_ttl_seconds
+    )
+    state = SidecarState(
+        settings=settings,
+        keys=keys,
+        casdoor=casdoor,
+        resolver=resolver,
+        issuer=KeyIssuer(keys, resolver),
+        verifier=_verifier(settings),
+    )
+    if policy is None and settings.tenant_file is not None:
+        # plan limits and service-app scopes also matter to the CLI (app-owned keys)
+        from iam_sidecar.tenants.desired import policy_of
+        from iam_sidecar.tenants.loader import load_tenant_file
+
+        policy = policy_of(load_tenant_file(settings.tenant_file))
+    if policy is not None:
+        state.policy = policy
+    state_box.append(state)
+    return state
+
+
+async def close_state(state: SidecarState) -> None:
+    await state.casdoor.aclose()
+    await state.keys.close()

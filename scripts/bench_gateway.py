@@ -35,7 +35,8 @@ from gateway_plugins.sidecar_client import SidecarClient
 from hanzo_contract.assertion import AssertionSigner, ensure_keypair
 from hanzo_contract.principal import Limits
 from hanzo_stack.process import LOOPBACK, free_port, tcp_open
-from iam_sidecar.keystore import KeyStore
+from iam_sidecar.keys.models import NewKey
+from iam_sidecar.keys.store import KeyStore
 
 PATH = "/v1/memory/retrieve"
 #: high enough never to deny, so the limiter still counts every request
@@ -46,11 +47,13 @@ async def mint(sidecar: SidecarServer) -> str:
     store = await KeyStore.open(sidecar.db_path, sidecar.hash_secret.encode())
     try:
         key, _ = await store.create(
-            organization="bench",
-            owner="bench/user",
-            name="hot",
-            scopes=["memory:read"],
-            limits=BENCH_LIMITS,
+            NewKey(
+                organization="bench",
+                owner="bench/user",
+                name="hot",
+                scopes=["memory:read"],
+                limits=BENCH_LIMITS,
+            )
         )
     finally:
         await store.close()

@@ -28,8 +28,9 @@ from pathlib import Path
 import httpx
 
 from hanzo_stack.process import LOOPBACK, ManagedProcess, free_port, http_ok
-from iam_sidecar.casdoor_client import CasdoorClient
-from iam_sidecar.keystore import KeyStore
+from iam_sidecar.casdoor.client import CasdoorClient
+from iam_sidecar.keys.models import NewKey
+from iam_sidecar.keys.store import KeyStore
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,10 +52,12 @@ async def mint(db: Path, secret: bytes, count: int) -> list[str]:
         keys = []
         for i in range(count):
             key, _ = await store.create(
-                organization="bench",
-                owner=f"bench/user{i % 50}",
-                name=f"k{i}",
-                scopes=["memory:read"],
+                NewKey(
+                    organization="bench",
+                    owner=f"bench/user{i % 50}",
+                    name=f"k{i}",
+                    scopes=["memory:read"],
+                )
             )
             keys.append(key)
         return keys
@@ -107,7 +110,7 @@ async def role_removal_bench(work: Path, interval: float, trials: int) -> dict[s
     from pydantic import SecretStr
 
     from hanzo_stack.casdoor_server import CasdoorServer
-    from iam_sidecar.serve import build_app
+    from iam_sidecar.http.app import build_app
     from iam_sidecar.settings import SidecarSettings
     from iam_sidecar.tenants.apply import apply_plan
     from iam_sidecar.tenants.loader import load_tenant_file
@@ -132,11 +135,13 @@ async def role_removal_bench(work: Path, interval: float, trials: int) -> dict[s
         elapsed: list[float] = []
         async with app.router.lifespan_context(app):
             state = app.state.sidecar
-            key, _ = await state.keys.create(
-                organization=acme,
-                owner=f"{acme}/alice",
-                name="bench",
-                scopes=["memory:read", "memory:write", "keys:manage"],
+            key, _ = await state.issuer.issue(
+                NewKey(
+                    organization=acme,
+                    owner=f"{acme}/alice",
+                    name="bench",
+                    scopes=["memory:read", "memory:write", "keys:manage"],
+                )
             )
             async with CasdoorClient(casdoor.url, casdoor.client_id, casdoor.client_secret) as cd:
                 for _ in range(trials):
@@ -164,11 +169,11 @@ async def _set_admin(cd, org: str, users: list[str]) -> None:  # type: ignore[no
 
 
 async def _wait(state, key: str, scope: str, present: bool, limit: float) -> None:  # type: ignore[no-untyped-def]
-    from iam_sidecar.principals import key_principal
+    from iam_sidecar.keys.principals import key_principal
 
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        record, grant = await state.store.verify_with_grant(key)
+        record, grant = await state.keys.verify_with_grant(key)
         principal = key_principal(record, grant, state.policy.limits_for(record.organization))
         if (scope in principal.scopes) == present:
             return

@@ -15,28 +15,21 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from iam_sidecar import audit
-from iam_sidecar.casdoor_client import CasdoorClient
-from iam_sidecar.casdoor_errors import CasdoorError, CasdoorUnavailable
-from iam_sidecar.db import Database
-from iam_sidecar.errors import InvalidRequest, SidecarError, UpstreamUnavailable
+from iam_sidecar.casdoor.client import CasdoorClient
+from iam_sidecar.casdoor.errors import CasdoorError, CasdoorUnavailable
+from iam_sidecar.db.database import Database
+from iam_sidecar.errors import (
+    ApplyConflict,
+    ApplyFailed,
+    InvalidRequest,
+    UpstreamUnavailable,
+)
+from iam_sidecar.records import audit
 from iam_sidecar.tenants.desired import Desired, desired_objects
 from iam_sidecar.tenants.model import TenantFile
 from iam_sidecar.tenants.plan import Change, Plan, compute_plan, merged, snapshot
 
 log = logging.getLogger(__name__)
-
-
-class ApplyConflict(InvalidRequest):
-    code = "tenant_conflict"
-    status = 409
-
-
-class ApplyFailed(SidecarError):
-    """Casdoor refused or vanished midway: ``details`` lists applied, failed, not applied."""
-
-    code = "tenant_apply_failed"
-    status = 502
 
 
 class ApplyResult(BaseModel):

@@ -10,10 +10,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from iam_sidecar.policy import TenantPolicy
-from iam_sidecar.scopes import MANAGED_MARKER, managed_description, permission_name
+from iam_sidecar.casdoor.scopes import MANAGED_MARKER, managed_description, permission_name
 from iam_sidecar.tenants.casdoor_defaults import default_account_items
 from iam_sidecar.tenants.model import TenantFile, login_application
+from iam_sidecar.tenants.policy import TenantPolicy
 
 Kind = Literal["organization", "application", "user", "role", "permission"]
 #: creation order; deletion runs in reverse

@@ -7,26 +7,12 @@ field paths to lines, then let pydantic parse the plain data.
 from __future__ import annotations
 
 from pathlib import Path as FsPath
-from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from iam_sidecar.errors import InvalidRequest
+from iam_sidecar.errors import TenantFileError
 from iam_sidecar.tenants.model import Path, TenantFile, semantic_problems
-
-
-class TenantFileError(InvalidRequest):
-    """The file is not valid; ``problems`` lists ``{line, field, error}`` for each."""
-
-    code = "invalid_tenant_file"
-
-    def __init__(self, source: str, problems: list[dict[str, Any]]) -> None:
-        lines = [
-            f"{source}:{p['line'] or '?'}: {p['field'] or '(top)'}: {p['error']}" for p in problems
-        ]
-        super().__init__("invalid tenant file\n" + "\n".join(lines), problems)
-        self.problems = problems
 
 
 def _line_map(node: yaml.Node, path: Path, out: dict[Path, int]) -> None:

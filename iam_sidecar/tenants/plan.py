@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from iam_sidecar.casdoor_client import CasdoorClient
+from iam_sidecar.casdoor.client import CasdoorClient
 from iam_sidecar.tenants.desired import KIND_ORDER, Desired, Kind, is_managed_object
 
 Action = Literal["create", "update", "delete", "conflict", "keep"]

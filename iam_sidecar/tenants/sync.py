@@ -31,7 +31,7 @@ def tenant_step(path: Path, prune: bool = False, apply: bool = True) -> TenantSt
             return
         try:
             result = await apply_plan(
-                state.casdoor, spec, prune=prune, db=state.store.db, actor="reconcile"
+                state.casdoor, spec, prune=prune, db=state.keys.db, actor="reconcile"
             )
         except UpstreamUnavailable:
             raise

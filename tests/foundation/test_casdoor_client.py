@@ -11,8 +11,8 @@ import pytest
 
 from hanzo_stack.casdoor_server import CasdoorServer
 from hanzo_stack.process import free_port
-from iam_sidecar.casdoor_client import CasdoorClient
-from iam_sidecar.casdoor_errors import CasdoorAuthError, CasdoorError, CasdoorUnavailable
+from iam_sidecar.casdoor.client import CasdoorClient
+from iam_sidecar.casdoor.errors import CasdoorAuthError, CasdoorError, CasdoorUnavailable
 from tests.support.casdoor_admin import admin_client
 
 

@@ -8,7 +8,7 @@ import jwt
 import pytest
 
 from hanzo_stack.casdoor_server import CasdoorServer
-from iam_sidecar.casdoor_errors import CasdoorUnavailable
+from iam_sidecar.casdoor.errors import CasdoorUnavailable
 from tests.support.casdoor_admin import admin_client
 
 

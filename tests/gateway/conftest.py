@@ -28,7 +28,8 @@ from gateway_plugins.sidecar_client import Rejected, Unavailable
 from hanzo_contract.assertion import AssertionSigner, AssertionVerifier, ensure_keypair
 from hanzo_contract.principal import Limits, Principal
 from hanzo_contract.verify import ResolveRequest, VerifyResponse
-from iam_sidecar.keystore import KeyStore
+from iam_sidecar.keys.models import NewKey
+from iam_sidecar.keys.store import KeyStore
 
 ROUTES = """
 routes:
@@ -126,11 +127,13 @@ class Stack:
         store = await KeyStore.open(self.sidecar.db_path, self.sidecar.hash_secret.encode())
         try:
             plaintext, record = await store.create(
-                organization=organization,
-                owner=f"{organization}/{owner}",
-                name=f"k-{secrets.token_hex(6)}",
-                scopes=list(scopes),
-                limits=limits,
+                NewKey(
+                    organization=organization,
+                    owner=f"{organization}/{owner}",
+                    name=f"k-{secrets.token_hex(6)}",
+                    scopes=list(scopes),
+                    limits=limits,
+                )
             )
         finally:
             await store.close()

@@ -12,7 +12,8 @@ import pytest
 
 from gateway_plugins.runners import SidecarServer
 from hanzo_stack.process import LOOPBACK, ManagedProcess, free_port, http_ok
-from iam_sidecar.keystore import KeyStore
+from iam_sidecar.keys.models import NewKey
+from iam_sidecar.keys.store import KeyStore
 
 
 class DirectMemory:
@@ -51,10 +52,12 @@ class DirectMemory:
         store = await KeyStore.open(self.sidecar.db_path, self.sidecar.hash_secret.encode())
         try:
             key, _ = await store.create(
-                organization=org,
-                owner=f"{org}/{user}",
-                name=f"k-{secrets.token_hex(4)}",
-                scopes=list(scopes),
+                NewKey(
+                    organization=org,
+                    owner=f"{org}/{user}",
+                    name=f"k-{secrets.token_hex(4)}",
+                    scopes=list(scopes),
+                )
             )
         finally:
             await store.close()

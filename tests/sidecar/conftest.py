@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from iam_sidecar.keystore import KeyStore
+from iam_sidecar.keys.store import KeyStore
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from starlette.applications import Starlette
 
 from hanzo_stack.process import LOOPBACK, free_port
-from iam_sidecar.app import create_app
+from iam_sidecar.http.app import create_app
 from iam_sidecar.settings import SidecarSettings
 from iam_sidecar.state import SidecarState
 

@@ -14,7 +14,8 @@ from hanzo_contract.headers import ASSERTION
 from hanzo_contract.principal import Limits, Principal, PrincipalKind
 from hanzo_contract.verify import RESOLVE_PATH, VERIFY_PATH
 from hanzo_stack.casdoor_server import CasdoorServer
-from iam_sidecar.serve import build_app
+from iam_sidecar.http.app import build_app
+from iam_sidecar.keys.models import NewKey
 from iam_sidecar.settings import SidecarSettings
 from iam_sidecar.tenants.apply import apply_plan
 from iam_sidecar.tenants.loader import load_tenant_file
@@ -142,15 +143,15 @@ async def test_unknown_org_or_user_is_refused(casdoor: CasdoorServer, tmp_path: 
     async with running_app(settings, app=build_app(settings)) as (_, state, _client):
         for org, owner in ((acme, f"{acme}/nobody"), ("no-such-org-x", "no-such-org-x/alice")):
             try:
-                await state.keys.create(
-                    organization=org, owner=owner, name="k", scopes=["memory:read"]
+                await state.issuer.issue(
+                    NewKey(organization=org, owner=owner, name="k", scopes=["memory:read"])
                 )
             except Exception as exc:
                 assert getattr(exc, "code", None) == "unknown_principal", exc
                 assert getattr(exc, "status", None) == 404
             else:
                 raise AssertionError(f"key created for {owner}")
-        assert await state.store.list(acme) == []
+        assert await state.keys.list(acme) == []
 
 
 async def _wait_until(predicate: Any, limit: float) -> float:
@@ -170,11 +171,13 @@ async def test_role_taken_away_in_casdoor_drops_scope_within_bound(
     acme = names["acme"]
     settings = _settings(casdoor, tmp_path, path)
     async with running_app(settings, app=build_app(settings)) as (_, state, client):
-        key, _ = await state.keys.create(
-            organization=acme,
-            owner=f"{acme}/alice",
-            name="admin-key",
-            scopes=["memory:read", "memory:write", "keys:manage"],
+        key, _ = await state.issuer.issue(
+            NewKey(
+                organization=acme,
+                owner=f"{acme}/alice",
+                name="admin-key",
+                scopes=["memory:read", "memory:write", "keys:manage"],
+            )
         )
         first = await _verify(client, settings, key)
         assert set(first.json()["principal"]["scopes"]) == {
@@ -208,11 +211,11 @@ async def test_disabled_or_deleted_user_keys_stop_verifying(
     acme, globex = names["acme"], names["globex"]
     settings = _settings(casdoor, tmp_path, path)
     async with running_app(settings, app=build_app(settings)) as (_, state, client):
-        carol_key, _ = await state.keys.create(
-            organization=globex, owner=f"{globex}/carol", name="k", scopes=["memory:read"]
+        carol_key, _ = await state.issuer.issue(
+            NewKey(organization=globex, owner=f"{globex}/carol", name="k", scopes=["memory:read"])
         )
-        bob_key, _ = await state.keys.create(
-            organization=acme, owner=f"{acme}/bob", name="k", scopes=["memory:read"]
+        bob_key, _ = await state.issuer.issue(
+            NewKey(organization=acme, owner=f"{acme}/bob", name="k", scopes=["memory:read"])
         )
         assert (await _verify(client, settings, carol_key)).status_code == 200
         assert (await _verify(client, settings, bob_key)).status_code == 200

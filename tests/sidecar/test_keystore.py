@@ -13,17 +13,18 @@ from hypothesis import strategies as st
 
 from hanzo_contract.apikey import generate_key, parse_key_id
 from hanzo_contract.principal import Limits, PrincipalKind
+from iam_sidecar.db.migrations import MIGRATIONS
 from iam_sidecar.errors import (
     DuplicateKeyName,
     ExpiredKey,
     InvalidKey,
     InvalidRequest,
+    KeyNotActive,
     KeyNotFound,
     RevokedKey,
 )
-from iam_sidecar.keystore import KeyNotActive, KeyStore
-from iam_sidecar.migrations import MIGRATIONS
-from iam_sidecar.models import KeyState, OwnerGrant
+from iam_sidecar.keys.models import KeyState, NewKey, OwnerGrant
+from iam_sidecar.keys.store import KeyStore
 
 
 def _db_files(directory: Path) -> dict[str, bytes]:
@@ -41,7 +42,7 @@ async def _new(store: KeyStore, **kw: object) -> tuple[str, object]:
         "scopes": ["memory:read", "memory:write"],
     }
     args.update(kw)
-    return await store.create(**args)  # type: ignore[arg-type]
+    return await store.create(NewKey(**args))  # type: ignore[arg-type]
 
 
 async def test_create_then_verify_returns_the_record(store: KeyStore) -> None:

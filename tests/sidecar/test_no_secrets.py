@@ -10,7 +10,8 @@ import pytest
 
 from hanzo_contract.verify import RESOLVE_PATH, VERIFY_PATH
 from hanzo_stack.casdoor_server import CasdoorServer
-from iam_sidecar.serve import build_app
+from iam_sidecar.http.app import build_app
+from iam_sidecar.keys.models import NewKey
 from iam_sidecar.tenants.apply import apply_plan
 from iam_sidecar.tenants.loader import load_tenant_file
 
@@ -38,15 +39,15 @@ async def test_no_secret_in_logs_or_audit(
     secrets += [settings.key_hash_secret.get_secret_value()]
     async with running_app(settings, app=build_app(settings)) as (_, state, client):
         await apply_plan(
-            state.casdoor, load_tenant_file(path), db=state.store.db, env=SEED_PASSWORDS
+            state.casdoor, load_tenant_file(path), db=state.keys.db, env=SEED_PASSWORDS
         )
         app = await state.casdoor.get_object("application", "admin", f"{acme}-indexer")
         assert app is not None
         secrets.append(app["clientSecret"])
-        key, record = await state.keys.create(
-            organization=acme, owner=f"{acme}/alice", name="k", scopes=["memory:read"]
+        key, record = await state.issuer.issue(
+            NewKey(organization=acme, owner=f"{acme}/alice", name="k", scopes=["memory:read"])
         )
-        rotated = await state.store.rotate(acme, record.key_id, grace_seconds=60)
+        rotated = await state.keys.rotate(acme, record.key_id, grace_seconds=60)
         secrets += [key, rotated]
         auth = bearer(settings)
         for candidate in (key, rotated, key + "x", "hk-" + key[3:15] + "_" + "A" * 43):
@@ -63,9 +64,9 @@ async def test_no_secret_in_logs_or_audit(
             json={"kind": "application", "client_id": app["clientId"]},
             headers=auth,
         )
-        await state.store.revoke(acme, record.key_id)
-        await state.store.flush()
-        events = await state.store.audit.query(organization=acme, limit=1000)
+        await state.keys.revoke(acme, record.key_id)
+        await state.keys.flush()
+        events = await state.keys.audit.query(organization=acme, limit=1000)
         assert {"key.create", "key.rotate", "key.revoke", "request.denied"} <= {
             e.action for e in events
         }

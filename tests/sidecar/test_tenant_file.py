@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hanzo_contract.principal import Limits
+from iam_sidecar.errors import TenantFileError
 from iam_sidecar.tenants.desired import desired_objects, policy_of
-from iam_sidecar.tenants.loader import TenantFileError, load_tenant_file, parse_tenant_text
+from iam_sidecar.tenants.loader import load_tenant_file, parse_tenant_text
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "tenants" / "example.yaml"
 

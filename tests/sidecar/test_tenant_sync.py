@@ -10,10 +10,10 @@ import httpx
 import pytest
 
 from hanzo_stack.casdoor_server import CasdoorServer
-from iam_sidecar.casdoor_client import CasdoorClient
-from iam_sidecar.db import Database
-from iam_sidecar.errors import UpstreamUnavailable
-from iam_sidecar.tenants.apply import ApplyConflict, ApplyFailed, apply_plan, make_plan
+from iam_sidecar.casdoor.client import CasdoorClient
+from iam_sidecar.db.database import Database
+from iam_sidecar.errors import ApplyConflict, ApplyFailed, UpstreamUnavailable
+from iam_sidecar.tenants.apply import apply_plan, make_plan
 from iam_sidecar.tenants.loader import load_tenant_file, parse_tenant_text
 from tests.support.casdoor_admin import admin_client
 

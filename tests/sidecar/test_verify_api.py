@@ -7,8 +7,8 @@ from pathlib import Path
 
 from hanzo_contract.principal import Limits, Principal
 from hanzo_contract.verify import VERIFY_PATH, VerifyResponse
-from iam_sidecar.models import OwnerGrant
-from iam_sidecar.policy import TenantPolicy
+from iam_sidecar.keys.models import NewKey, OwnerGrant
+from iam_sidecar.tenants.policy import TenantPolicy
 
 from .helpers import bearer, make_settings, running_app
 
@@ -18,14 +18,16 @@ PLAN = TenantPolicy(plan_limits={"acme": Limits(requests_per_minute=100, units_p
 async def test_verify_returns_principal_with_plan_and_key_limits(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     async with running_app(settings, policy=PLAN, run_reconcile=False) as (_, state, client):
-        plaintext, record = await state.store.create(
-            organization="acme",
-            owner="acme/alice",
-            name="ci",
-            scopes=["memory:read", "memory:write"],
-            limits=Limits(requests_per_minute=5),
+        plaintext, record = await state.keys.create(
+            NewKey(
+                organization="acme",
+                owner="acme/alice",
+                name="ci",
+                scopes=["memory:read", "memory:write"],
+                limits=Limits(requests_per_minute=5),
+            )
         )
-        await state.store.put_grant(
+        await state.keys.put_grant(
             OwnerGrant(
                 owner="acme/alice",
                 active=True,
@@ -54,8 +56,8 @@ async def test_verify_returns_principal_with_plan_and_key_limits(tmp_path: Path)
 async def test_verify_errors_are_precise(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     async with running_app(settings, run_reconcile=False) as (_, state, client):
-        plaintext, record = await state.store.create(
-            organization="acme", owner="acme/alice", name="ci", scopes=["memory:read"]
+        plaintext, record = await state.keys.create(
+            NewKey(organization="acme", owner="acme/alice", name="ci", scopes=["memory:read"])
         )
         auth = bearer(settings)
         cases = [
@@ -72,7 +74,7 @@ async def test_verify_errors_are_precise(tmp_path: Path) -> None:
             assert response.json()["error"]["code"] == code
         bad_json = await client.post(VERIFY_PATH, content=b"{not json", headers=auth)
         assert bad_json.status_code == 400
-        await state.store.revoke("acme", record.key_id)
+        await state.keys.revoke("acme", record.key_id)
         revoked = await client.post(VERIFY_PATH, json={"key": plaintext}, headers=auth)
         assert revoked.status_code == 401
         assert revoked.json()["error"]["code"] == "revoked_key"
@@ -103,21 +105,21 @@ async def test_denials_are_audited_and_counted(tmp_path: Path) -> None:
             "/v1/audit/denials", json={**report, "status": 200}, headers=bearer(settings)
         )
         assert bad.status_code == 400
-        events = await state.store.audit.query(organization="acme", action="request.denied")
+        events = await state.keys.audit.query(organization="acme", action="request.denied")
         assert len(events) == 1
         event = events[0]
         assert event.actor == "acme/alice" and event.outcome == "403:missing scope memory:write"
         assert event.target == "POST /v1/memory/store" and event.source == "127.0.0.1"
-        await state.store.flush()
-        usage = {(r.level, r.subject): r.denials for r in await state.store.usage.query("acme")}
+        await state.keys.flush()
+        usage = {(r.level, r.subject): r.denials for r in await state.keys.usage.query("acme")}
         assert usage == {("org", "acme"): 1, ("user", "acme/alice"): 1, ("key", "abcdefghijkl"): 1}
 
 
 async def test_ops_endpoints_with_casdoor_down(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     async with running_app(settings, run_reconcile=False) as (_, state, client):
-        plaintext, _ = await state.store.create(
-            organization="acme", owner="acme/alice", name="ci", scopes=["memory:read"]
+        plaintext, _ = await state.keys.create(
+            NewKey(organization="acme", owner="acme/alice", name="ci", scopes=["memory:read"])
         )
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         ready = await client.get("/readyz")
@@ -136,8 +138,8 @@ async def test_reconcile_survives_casdoor_down_and_keeps_last_grants(tmp_path: P
 
     settings = make_settings(tmp_path)
     async with running_app(settings, run_reconcile=False) as (_, state, client):
-        plaintext, _ = await state.store.create(
-            organization="acme", owner="acme/alice", name="ci", scopes=["memory:read"]
+        plaintext, _ = await state.keys.create(
+            NewKey(organization="acme", owner="acme/alice", name="ci", scopes=["memory:read"])
         )
         grant = OwnerGrant(
             owner="acme/alice",
@@ -145,10 +147,10 @@ async def test_reconcile_survives_casdoor_down_and_keeps_last_grants(tmp_path: P
             scopes=frozenset({"memory:read"}),
             refreshed_at=time.time(),
         )
-        await state.store.put_grant(grant)
+        await state.keys.put_grant(grant)
         result = await reconcile_once(state, tenant_step=None)
         assert result.error is not None and "unavailable" in result.error
-        assert await state.store.get_grant("acme/alice") == grant
+        assert await state.keys.get_grant("acme/alice") == grant
         ok = await client.post(VERIFY_PATH, json={"key": plaintext}, headers=bearer(settings))
         assert ok.status_code == 200
         ready = (await client.get("/readyz")).json()
@@ -178,7 +180,7 @@ async def test_usage_reports_from_plugins_add_up_per_day(tmp_path: Path) -> None
         assert (await client.post("/v1/usage/report", json=batch)).status_code == 401
         rows = {
             (r.level, r.subject): (r.requests, r.denials)
-            for r in await state.store.usage.query("acme")
+            for r in await state.keys.usage.query("acme")
         }
         assert rows == {
             ("org", "acme"): (20, 2),
@@ -186,4 +188,4 @@ async def test_usage_reports_from_plugins_add_up_per_day(tmp_path: Path) -> None
             ("key", "k1"): (14, 0),
             ("user", "acme/bob"): (6, 2),
         }
-        assert await state.store.usage.query("globex") == []
+        assert await state.keys.usage.query("globex") == []

@@ -7,7 +7,7 @@ by hand (organizations, roles, users) use the sidecar's own client through this.
 from __future__ import annotations
 
 from hanzo_stack.casdoor_server import CasdoorServer
-from iam_sidecar.casdoor_client import CasdoorClient
+from iam_sidecar.casdoor.client import CasdoorClient
 
 
 def admin_client(server: CasdoorServer, **kwargs: float | int) -> CasdoorClient:

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import typer
 
-from iam_sidecar.casdoor_factory import casdoor_client
-from iam_sidecar.cli_util import emit_json, fail, run_async
+from iam_sidecar.casdoor.factory import casdoor_client
+from iam_sidecar.console import JsonOpt, emit_json, fail, open_key_store, run_async
 from iam_sidecar.errors import SidecarError
-from iam_sidecar.keystore import KeyStore
 from iam_sidecar.settings import SidecarSettings
 from iam_sidecar.tenants.apply import ApplyResult, apply_plan, make_plan
 from iam_sidecar.tenants.loader import load_tenant_file
@@ -20,7 +19,6 @@ tenants_cli = typer.Typer(help="Sync the tenant file into Casdoor.", no_args_is_
 
 FileArg = typer.Argument(..., exists=False, help="Tenant file (YAML).")
 PruneOpt = typer.Option(False, "--prune", help="Also delete managed objects the file omits.")
-JsonOpt = typer.Option(False, "--json", help="Machine-readable JSON output.")
 
 
 @tenants_cli.command("validate")
@@ -64,13 +62,8 @@ def apply(file: Path = FileArg, prune: bool = PruneOpt, json_out: bool = JsonOpt
 
     async def go(settings: SidecarSettings) -> ApplyResult:
         spec = await _load(file)
-        assert settings.db_path is not None
-        store = await KeyStore.open(settings.db_path, settings.hash_secret_bytes)
-        try:
-            async with casdoor_client(settings) as client:
-                return await apply_plan(client, spec, prune=prune, db=store.db)
-        finally:
-            await store.close()
+        async with open_key_store(settings) as store, casdoor_client(settings) as client:
+            return await apply_plan(client, spec, prune=prune, db=store.db)
 
     result = run_async(go)
     if json_out:

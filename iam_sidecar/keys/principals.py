@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hanzo_contract.principal import Limits, Principal, PrincipalKind
-from iam_sidecar.models import KeyRecord, OwnerGrant
+from iam_sidecar.keys.models import KeyRecord, OwnerGrant
 
 
 def key_principal(record: KeyRecord, grant: OwnerGrant | None, plan: Limits) -> Principal:

@@ -14,7 +14,7 @@ from typing import Any
 import aiosqlite
 from pydantic import BaseModel
 
-from iam_sidecar.db import Database
+from iam_sidecar.db.database import Database
 
 _SECRETISH = re.compile(r"hk-[A-Za-z0-9]{12}_[A-Za-z0-9_-]+")
 _SECRET_FIELDS = {"secret", "client_secret", "password", "key", "plaintext", "token"}

@@ -1,23 +1,31 @@
-"""Shared bits of the CLI: durations, output as tables (people) or JSON (scripts)."""
+"""What the CLI command groups share: options, durations, output as tables (people) or
+JSON (scripts), typed errors as exit codes, and the key store opened for one command."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from iam_sidecar.casdoor_errors import CasdoorError
+from iam_sidecar.casdoor.errors import CasdoorError
 from iam_sidecar.errors import SidecarError
 from iam_sidecar.settings import SidecarSettings
 
+if TYPE_CHECKING:
+    from iam_sidecar.keys.store import KeyStore
+
 T = TypeVar("T")
+
+JsonOpt = typer.Option(False, "--json", help="Machine-readable JSON output.")
+OrgOpt = typer.Option(..., "--org", "-o", help="Organization (tenant).")
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -63,3 +71,26 @@ def run_async(make: Callable[[SidecarSettings], Awaitable[T]]) -> T:
         raise fail(f"{exc.code}: {exc.message}") from None
     except CasdoorError as exc:
         raise fail(f"casdoor_error: {exc}") from None
+
+
+@asynccontextmanager
+async def open_key_store(settings: SidecarSettings) -> AsyncIterator[KeyStore]:
+    """The key store at ``settings.db_path``, closed (and flushed) when the block ends."""
+    from iam_sidecar.keys.store import KeyStore  # the CLI imports aiosqlite only when used
+
+    assert settings.db_path is not None
+    store = await KeyStore.open(settings.db_path, settings.hash_secret_bytes)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def run_with_key_store(action: Callable[[KeyStore], Awaitable[T]]) -> T:
+    """Run one async action on the configured key store (see :func:`run_async`)."""
+
+    async def go(settings: SidecarSettings) -> T:
+        async with open_key_store(settings) as store:
+            return await action(store)
+
+    return run_async(go)

@@ -1,39 +1,29 @@
 """Key issuance with Casdoor in the loop: owner must exist, scopes within its roles.
 
-The key store alone knows nothing of Casdoor; every surface (CLI, HTTP) creates keys
+The key store alone knows nothing of Casdoor; every surface (CLI, HTTP) issues keys
 through here so that scope escalation is refused the same way everywhere.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from dataclasses import replace
 
-from hanzo_contract.principal import Limits, PrincipalKind
+from iam_sidecar.casdoor.resolver import OwnerResolver
 from iam_sidecar.errors import ScopeEscalation, UnknownPrincipal
-from iam_sidecar.keystore import KeyStore, validate_scopes
-from iam_sidecar.models import KeyRecord
-from iam_sidecar.resolver import OwnerResolver
+from iam_sidecar.keys.models import KeyRecord, NewKey
+from iam_sidecar.keys.store import KeyStore, validate_scopes
 
 
-class KeyService:
+class KeyIssuer:
     def __init__(self, store: KeyStore, resolver: OwnerResolver) -> None:
         self.store = store
         self.resolver = resolver
 
-    async def create(
-        self,
-        *,
-        organization: str,
-        owner: str,
-        name: str,
-        scopes: Iterable[str],
-        owner_kind: PrincipalKind = PrincipalKind.USER,
-        expires_at: float | None = None,
-        limits: Limits | None = None,
-        actor: str = "system",
-        source: str | None = None,
+    async def issue(
+        self, new: NewKey, *, actor: str = "system", source: str | None = None
     ) -> tuple[str, KeyRecord]:
-        requested = validate_scopes(scopes)
+        requested = validate_scopes(new.scopes)
+        organization, owner, owner_kind = new.organization, new.owner, new.owner_kind
         if "/" not in owner or owner.split("/", 1)[0] != organization:
             raise UnknownPrincipal(f"owner {owner!r} is not in organization {organization!r}")
         grant = await self.resolver.resolve(owner, owner_kind, fresh=True)
@@ -62,14 +52,4 @@ class KeyService:
                 {"excess_scopes": excess, "granted_scopes": sorted(grant.scopes)},
             )
         await self.store.put_grant(grant)
-        return await self.store.create(
-            organization=organization,
-            owner=owner,
-            owner_kind=owner_kind,
-            name=name,
-            scopes=requested,
-            expires_at=expires_at,
-            limits=limits,
-            actor=actor,
-            source=source,
-        )
+        return await self.store.create(replace(new, scopes=requested), actor=actor, source=source)

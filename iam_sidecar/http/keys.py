@@ -8,8 +8,6 @@ same as keys that do not exist, so ids leak nothing.
 
 from __future__ import annotations
 
-import time
-
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -23,9 +21,8 @@ from iam_sidecar.errors import (
     Unauthenticated,
     UpstreamUnavailable,
 )
-from iam_sidecar.http_util import client_address, parse_body
-from iam_sidecar.models import KeyRecord
-from iam_sidecar.state import SidecarState
+from iam_sidecar.http.util import client_address, parse_body, sidecar_state
+from iam_sidecar.keys.models import KeyRecord, NewKey
 
 MANAGE = "keys:manage"
 
@@ -47,12 +44,8 @@ class RotateKey(BaseModel):
     grace_seconds: float | None = Field(default=None, ge=0)
 
 
-def _state(request: Request) -> SidecarState:
-    return request.app.state.sidecar
-
-
 def caller(request: Request) -> Principal:
-    state = _state(request)
+    state = sidecar_state(request)
     if state.verifier is None:
         raise UpstreamUnavailable("identity assertion key is not configured")
     token = request.headers.get(ASSERTION)
@@ -72,7 +65,7 @@ def _visible(principal: Principal, record: KeyRecord) -> bool:
 
 async def _own_key(request: Request, principal: Principal) -> KeyRecord:
     key_id = request.path_params["key_id"]
-    record = await _state(request).store.show(principal.organization, key_id)
+    record = await sidecar_state(request).keys.show(principal.organization, key_id)
     if not _visible(principal, record):
         raise KeyNotFound(f"no key {key_id!r} in organization {principal.organization!r}")
     return record
@@ -80,7 +73,7 @@ async def _own_key(request: Request, principal: Principal) -> KeyRecord:
 
 async def list_keys(request: Request) -> Response:
     principal = caller(request)
-    store = _state(request).store
+    store = sidecar_state(request).keys
     owner = None if principal.has(MANAGE) else principal.subject
     records = await store.list(principal.organization, owner=owner)
     return JSONResponse({"keys": [r.public() for r in records]})
@@ -88,7 +81,7 @@ async def list_keys(request: Request) -> Response:
 
 async def create_key(request: Request) -> Response:
     principal = caller(request)
-    state = _state(request)
+    state = sidecar_state(request)
     body = await parse_body(request, CreateKey)
     owner = body.owner or principal.subject
     kind = body.owner_kind if body.owner else principal.kind
@@ -102,15 +95,17 @@ async def create_key(request: Request) -> Response:
                 "a key cannot create a key with scopes it does not carry",
                 {"excess_scopes": excess},
             )
-    expires_at = time.time() + body.expires_in_seconds if body.expires_in_seconds else None
-    plaintext, record = await state.keys.create(
-        organization=principal.organization,
-        owner=owner,
-        owner_kind=kind,
-        name=body.name,
-        scopes=body.scopes,
-        expires_at=expires_at,
-        limits=body.limits,
+    expires_at = state.keys.clock() + body.expires_in_seconds if body.expires_in_seconds else None
+    plaintext, record = await state.issuer.issue(
+        NewKey(
+            organization=principal.organization,
+            owner=owner,
+            owner_kind=kind,
+            name=body.name,
+            scopes=body.scopes,
+            expires_at=expires_at,
+            limits=body.limits,
+        ),
         actor=principal.subject,
         source=client_address(request),
     )
@@ -125,28 +120,28 @@ async def show_key(request: Request) -> Response:
 
 async def rotate_key(request: Request) -> Response:
     principal = caller(request)
-    state = _state(request)
+    state = sidecar_state(request)
     record = await _own_key(request, principal)
     body = await parse_body(request, RotateKey)
     grace = body.grace_seconds
     if grace is None:
         grace = state.settings.default_rotate_grace_seconds
-    plaintext = await state.store.rotate(
+    plaintext = await state.keys.rotate(
         principal.organization,
         record.key_id,
         grace,
         actor=principal.subject,
         source=client_address(request),
     )
-    fresh = await state.store.show(principal.organization, record.key_id)
+    fresh = await state.keys.show(principal.organization, record.key_id)
     return JSONResponse({"key": plaintext, "record": fresh.public()})
 
 
 async def revoke_key(request: Request) -> Response:
     principal = caller(request)
-    state = _state(request)
+    state = sidecar_state(request)
     record = await _own_key(request, principal)
-    revoked = await state.store.revoke(
+    revoked = await state.keys.revoke(
         principal.organization,
         record.key_id,
         actor=principal.subject,
@@ -157,13 +152,11 @@ async def revoke_key(request: Request) -> Response:
 
 async def usage(request: Request) -> Response:
     principal = caller(request)
-    state = _state(request)
-    await state.store.flush()
-    rows = await state.store.usage.query(
-        principal.organization, day=request.query_params.get("day")
-    )
+    state = sidecar_state(request)
+    await state.keys.flush()
+    rows = await state.keys.usage.query(principal.organization, day=request.query_params.get("day"))
     if not principal.has(MANAGE):
-        mine = {k.key_id for k in await state.store.list(principal.organization, principal.subject)}
+        mine = {k.key_id for k in await state.keys.list(principal.organization, principal.subject)}
         rows = [
             r
             for r in rows

@@ -6,7 +6,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from iam_sidecar.state import SidecarState
+from iam_sidecar.http.util import sidecar_state
 
 
 async def healthz(request: Request) -> Response:
@@ -19,9 +19,9 @@ async def readyz(request: Request) -> Response:
     Verification serves from the store, so a gateway should keep sending traffic here
     while Casdoor is away; the body says what is degraded.
     """
-    state: SidecarState = request.app.state.sidecar
+    state = sidecar_state(request)
     try:
-        async with state.store.db.conn.execute("SELECT 1") as cur:
+        async with state.keys.db.conn.execute("SELECT 1") as cur:
             await cur.fetchone()
     except Exception as exc:  # any store failure means not ready
         return JSONResponse(
@@ -40,5 +40,5 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    state: SidecarState = request.app.state.sidecar
+    state = sidecar_state(request)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

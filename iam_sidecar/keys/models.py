@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,6 +17,23 @@ class KeyState(StrEnum):
     ACTIVE = "active"
     REVOKED = "revoked"
     EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """The attributes a caller asks a new key to have, named once for every surface.
+
+    Not validated here: the issuer answers an owner outside the organization with 404
+    before the store checks the rest (400), and each keeps its own order of refusals.
+    """
+
+    organization: str
+    owner: str
+    name: str
+    scopes: Iterable[str]
+    owner_kind: PrincipalKind = PrincipalKind.USER
+    expires_at: float | None = None
+    limits: Limits | None = None
 
 
 class KeyRecord(BaseModel):

@@ -1,4 +1,5 @@
-"""Small HTTP helpers: the shared error body, JSON body parsing, bearer checks."""
+"""Small HTTP helpers: the running state, the shared error body, JSON body parsing,
+bearer checks."""
 
 from __future__ import annotations
 
@@ -12,9 +13,15 @@ from starlette.responses import JSONResponse
 
 from hanzo_contract.errors import error_body
 from iam_sidecar.errors import InvalidRequest, SidecarError, Unauthenticated
+from iam_sidecar.state import SidecarState
 
 M = TypeVar("M", bound=BaseModel)
 MAX_BODY_BYTES = 64 * 1024
+
+
+def sidecar_state(request: Request) -> SidecarState:
+    """What the app's lifespan opened: key store, Casdoor client, metrics, policy."""
+    return request.app.state.sidecar
 
 
 def error_response(exc: SidecarError) -> JSONResponse:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from iam_sidecar.casdoor_client import CasdoorClient
+from iam_sidecar.casdoor.client import CasdoorClient
 from iam_sidecar.settings import SidecarSettings
 
 

@@ -12,12 +12,12 @@ from collections.abc import Callable
 from cachetools import TTLCache
 
 from hanzo_contract.principal import PrincipalKind
-from iam_sidecar.casdoor_client import CasdoorClient
-from iam_sidecar.casdoor_errors import CasdoorUnavailable
+from iam_sidecar.casdoor.client import CasdoorClient
+from iam_sidecar.casdoor.errors import CasdoorUnavailable
+from iam_sidecar.casdoor.scopes import scopes_of_user_object
 from iam_sidecar.errors import UpstreamUnavailable
-from iam_sidecar.models import OwnerGrant
-from iam_sidecar.policy import TenantPolicy
-from iam_sidecar.scopes import scopes_of_user_object
+from iam_sidecar.keys.models import OwnerGrant
+from iam_sidecar.tenants.policy import TenantPolicy
 
 
 class OwnerResolver:

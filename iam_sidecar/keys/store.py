@@ -4,6 +4,9 @@ Lookups go by the HMAC digest of the presented key (never by the plaintext) and 
 is confirmed with ``hmac.compare_digest``. Rotation keeps one record: the new digest
 replaces the old, which stays valid as ``prev_digest`` until ``grace_until``. ``last_used``
 and usage counters are batched in memory and flushed at most every ``flush_interval``.
+
+Expiry, rotation grace and last-used times read the ``clock`` the store is handed
+(``time.time`` unless a test drives one), never the wall clock directly.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import json
 import re
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,29 +26,28 @@ import aiosqlite
 
 from hanzo_contract.apikey import generate_key, hash_key, parse_key_id
 from hanzo_contract.principal import Limits, PrincipalKind
-from iam_sidecar import audit
-from iam_sidecar.audit import AuditLog
-from iam_sidecar.db import Database
+from iam_sidecar.db.database import Database
 from iam_sidecar.errors import (
     DuplicateKeyName,
     ExpiredKey,
     InvalidKey,
     InvalidRequest,
+    KeyNotActive,
     KeyNotFound,
     RevokedKey,
 )
-from iam_sidecar.models import KeyRecord, KeyState, OwnerGrant
-from iam_sidecar.usage import UsageCounters
+from iam_sidecar.keys.models import KeyRecord, KeyState, NewKey, OwnerGrant
+from iam_sidecar.records import audit
+from iam_sidecar.records.audit import AuditLog
+from iam_sidecar.records.usage import UsageCounters
+
+#: Seconds since the epoch, like ``time.time``; tests hand the store one they move.
+Clock = Callable[[], float]
 
 SCOPE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}:[a-z][a-z0-9_-]{0,39}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
 OWNER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}/[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}$")
 MAX_GRACE_SECONDS = 30 * 24 * 3600
-
-
-class KeyNotActive(InvalidRequest):
-    code = "key_not_active"
-    status = 409
 
 
 def validate_scopes(scopes: Iterable[str]) -> frozenset[str]:
@@ -57,12 +59,19 @@ def validate_scopes(scopes: Iterable[str]) -> frozenset[str]:
 
 
 class KeyStore:
-    def __init__(self, db: Database, hash_secret: bytes, flush_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        hash_secret: bytes,
+        flush_interval: float = 1.0,
+        clock: Clock = time.time,
+    ) -> None:
         if len(hash_secret) < 16:
             raise ValueError("key hash secret must be at least 16 bytes")
         self.db = db
+        self.clock = clock
         self.audit = AuditLog(db)
-        self.usage = UsageCounters(db)
+        self.usage = UsageCounters(db, clock)
         self._secret = hash_secret
         self._flush_interval = flush_interval
         self._last_used: dict[str, float] = {}
@@ -71,9 +80,13 @@ class KeyStore:
 
     @classmethod
     async def open(
-        cls, db_path: str | Path, hash_secret: bytes, flush_interval: float = 1.0
+        cls,
+        db_path: str | Path,
+        hash_secret: bytes,
+        flush_interval: float = 1.0,
+        clock: Clock = time.time,
     ) -> KeyStore:
-        return cls(await Database.open(db_path), hash_secret, flush_interval)
+        return cls(await Database.open(db_path), hash_secret, flush_interval, clock)
 
     async def close(self) -> None:
         if self._flush_task is not None:
@@ -85,20 +98,15 @@ class KeyStore:
     # ---- lifecycle -------------------------------------------------------------------
 
     async def create(
-        self,
-        *,
-        organization: str,
-        owner: str,
-        name: str,
-        scopes: Iterable[str],
-        expires_at: float | None = None,
-        limits: Limits | None = None,
-        owner_kind: PrincipalKind = PrincipalKind.USER,
-        actor: str = "system",
-        source: str | None = None,
+        self, new: NewKey, *, actor: str = "system", source: str | None = None
     ) -> tuple[str, KeyRecord]:
-        """Issue a key; returns ``(plaintext, record)``. The plaintext is never stored."""
-        scope_set = validate_scopes(scopes)
+        """Store a key; returns ``(plaintext, record)``. The plaintext is never stored.
+
+        No Casdoor check here: surfaces go through :class:`~iam_sidecar.keys.issuer.KeyIssuer`.
+        """
+        organization, owner, name = new.organization, new.owner, new.name
+        expires_at, limits, owner_kind = new.expires_at, new.limits, new.owner_kind
+        scope_set = validate_scopes(new.scopes)
         if not OWNER_RE.match(owner) or owner.split("/", 1)[0] != organization:
             raise InvalidRequest(
                 "owner must be 'organization/name' inside the key's organization",
@@ -106,7 +114,7 @@ class KeyStore:
             )
         if not NAME_RE.match(name):
             raise InvalidRequest("name: 1-100 characters, letters, digits, space, '.', '_' or '-'")
-        now = time.time()
+        now = self.clock()
         if expires_at is not None and expires_at <= now:
             raise InvalidRequest("expires_at must be in the future")
         plaintext, key_id = generate_key()
@@ -164,7 +172,7 @@ class KeyStore:
             if record.revoked_at is None:
                 await conn.execute(
                     "UPDATE api_keys SET revoked_at = ?, grace_until = NULL WHERE key_id = ?",
-                    (time.time(), key_id),
+                    (self.clock(), key_id),
                 )
             await audit.append(
                 conn,
@@ -195,10 +203,11 @@ class KeyStore:
             raise InvalidRequest(f"grace_seconds must be between 0 and {MAX_GRACE_SECONDS}")
         async with self.db.transaction() as conn:
             record = await self._get(conn, organization, key_id)
-            if record.state() is not KeyState.ACTIVE:
-                raise KeyNotActive(f"key {key_id} is {record.state().value}; cannot rotate")
+            state = record.state(self.clock())
+            if state is not KeyState.ACTIVE:
+                raise KeyNotActive(f"key {key_id} is {state.value}; cannot rotate")
             plaintext, _ = generate_key(key_id)
-            now = time.time()
+            now = self.clock()
             await conn.execute(
                 "UPDATE api_keys SET prev_digest = digest, digest = ?, grace_until = ?,"
                 " rotated_at = ? WHERE key_id = ?",
@@ -233,9 +242,10 @@ class KeyStore:
         sql += " ORDER BY created_at, key_id"
         async with self.db.conn.execute(sql, params) as cur:
             rows = await cur.fetchall()
-        records = [self._record(row) for row in rows]
+        now = self.clock()
+        records = [self._record(row, now) for row in rows]
         if not include_inactive:
-            records = [r for r in records if r.state() is KeyState.ACTIVE]
+            records = [r for r in records if r.state(now) is KeyState.ACTIVE]
         return records
 
     async def live_owners(self) -> list[tuple[str, PrincipalKind]]:
@@ -243,7 +253,7 @@ class KeyStore:
         async with self.db.conn.execute(
             "SELECT DISTINCT owner, owner_kind FROM api_keys WHERE revoked_at IS NULL"
             " AND (expires_at IS NULL OR expires_at > ?) ORDER BY owner",
-            (time.time(),),
+            (self.clock(),),
         ) as cur:
             return [(row[0], PrincipalKind(row[1])) for row in await cur.fetchall()]
 
@@ -266,13 +276,14 @@ class KeyStore:
         # one thread hop (execute_fetchall), not three (execute, fetchone, close)
         rows = await self.db.conn.execute_fetchall(
             "SELECT k.*, g.owner AS g_owner, g.active AS g_active, g.roles AS g_roles,"
-            " g.scopes AS g_scopes, g.is_org_admin AS g_admin, g.refreshed_at AS g_at"
+            " g.scopes AS g_scopes, g.is_org_admin AS g_is_org_admin,"
+            " g.refreshed_at AS g_refreshed_at"
             " FROM api_keys k LEFT JOIN owner_grants g ON g.owner = k.owner"
             " WHERE k.digest = ? OR k.prev_digest = ?",
             (digest, digest),
         )
         row = next(iter(rows), None)
-        now = time.time()
+        now = self.clock()
         if row is None or row["key_id"] != key_id:
             raise InvalidKey("unknown API key")
         if not hmac.compare_digest(row["digest"], digest):
@@ -281,24 +292,15 @@ class KeyStore:
                 raise InvalidKey("unknown API key")
             if row["revoked_at"] is None and (row["grace_until"] or 0) <= now:
                 raise ExpiredKey("this key was rotated and its grace period has ended")
-        record = self._record(row)
+        record = self._record(row, now)
         state = record.state(now)
         if state is KeyState.REVOKED:
             raise RevokedKey("API key revoked")
         if state is KeyState.EXPIRED:
             raise ExpiredKey("API key expired")
-        grant = None
-        if row["g_owner"] is not None:
-            grant = OwnerGrant(
-                owner=row["g_owner"],
-                active=bool(row["g_active"]),
-                roles=tuple(json.loads(row["g_roles"])),
-                scopes=frozenset(json.loads(row["g_scopes"])),
-                is_org_admin=bool(row["g_admin"]),
-                refreshed_at=row["g_at"],
-            )
-            if not grant.active:
-                raise InvalidKey("the key's owner is deleted or disabled in Casdoor")
+        grant = _grant(row, "g_") if row["g_owner"] is not None else None
+        if grant is not None and not grant.active:
+            raise InvalidKey("the key's owner is deleted or disabled in Casdoor")
         self._touch(record, now)
         return record, grant
 
@@ -348,16 +350,7 @@ class KeyStore:
             "SELECT * FROM owner_grants WHERE owner = ?", (owner,)
         ) as cur:
             row = await cur.fetchone()
-        if row is None:
-            return None
-        return OwnerGrant(
-            owner=row["owner"],
-            active=bool(row["active"]),
-            roles=tuple(json.loads(row["roles"])),
-            scopes=frozenset(json.loads(row["scopes"])),
-            is_org_admin=bool(row["is_org_admin"]),
-            refreshed_at=row["refreshed_at"],
-        )
+        return None if row is None else _grant(row)
 
     # ---- helpers ---------------------------------------------------------------------
 
@@ -369,10 +362,10 @@ class KeyStore:
             row = await cur.fetchone()
         if row is None:
             raise KeyNotFound(f"no key {key_id!r} in organization {organization!r}")
-        return self._record(row)
+        return self._record(row, self.clock())
 
     @staticmethod
-    def _record(row: aiosqlite.Row) -> KeyRecord:
+    def _record(row: aiosqlite.Row, now: float) -> KeyRecord:
         grace = row["grace_until"]
         return KeyRecord(
             key_id=row["key_id"],
@@ -387,5 +380,17 @@ class KeyStore:
             revoked_at=row["revoked_at"],
             last_used_at=row["last_used_at"],
             rotated_at=row["rotated_at"],
-            grace_until=grace if grace and grace > time.time() else None,
+            grace_until=grace if grace and grace > now else None,
         )
+
+
+def _grant(row: aiosqlite.Row, prefix: str = "") -> OwnerGrant:
+    """An ``owner_grants`` row, its columns named ``prefix + column`` (``g_`` in joins)."""
+    return OwnerGrant(
+        owner=row[f"{prefix}owner"],
+        active=bool(row[f"{prefix}active"]),
+        roles=tuple(json.loads(row[f"{prefix}roles"])),
+        scopes=frozenset(json.loads(row[f"{prefix}scopes"])),
+        is_org_admin=bool(row[f"{prefix}is_org_admin"]),
+        refreshed_at=row[f"{prefix}refreshed_at"],
+    )

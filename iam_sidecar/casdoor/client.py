@@ -23,7 +23,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from iam_sidecar.casdoor_errors import (
+from iam_sidecar.casdoor.errors import (
     CasdoorAuthError,
     CasdoorError,
     CasdoorNotFound,
@@ -215,14 +215,6 @@ class CasdoorClient:
         except CasdoorUnavailable:
             return False
         return response.status_code == 200
-
-    async def set_password(self, organization: str, user: str, new_password: str) -> None:
-        """Set a user's password as admin (no old password needed)."""
-        await self.call(
-            "POST",
-            "/api/set-password",
-            data={"userOwner": organization, "userName": user, "newPassword": new_password},
-        )
 
     # ------------------------------------------------------------------ OAuth2
     async def _token(self, form: dict[str, str]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from iam_sidecar.migrations import migrate
+from iam_sidecar.db.migrations import migrate
 
 
 class Database:

@@ -11,23 +11,14 @@ import time
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from hanzo_contract.principal import PrincipalKind
+from hanzo_contract.principal import Principal, PrincipalKind
 from hanzo_contract.reports import DenialReport, UsageReport
 from hanzo_contract.verify import ResolveRequest, VerifyRequest, VerifyResponse
-from iam_sidecar import audit
-from iam_sidecar.errors import InvalidRequest, KeyVerificationError, SidecarError
-from iam_sidecar.http_util import check_bearer, client_address, parse_body
-from iam_sidecar.principals import key_principal, owner_principal
+from iam_sidecar.errors import InvalidRequest, KeyVerificationError, UnknownPrincipal
+from iam_sidecar.http.util import check_bearer, client_address, parse_body, sidecar_state
+from iam_sidecar.keys.principals import key_principal, owner_principal
+from iam_sidecar.records import audit
 from iam_sidecar.state import SidecarState
-
-
-class UnknownPrincipal401(SidecarError):
-    code = "unknown_principal"
-    status = 401
-
-
-def _state(request: Request) -> SidecarState:
-    return request.app.state.sidecar
 
 
 def _check(request: Request, state: SidecarState) -> None:
@@ -35,13 +26,25 @@ def _check(request: Request, state: SidecarState) -> None:
     check_bearer(request, state.settings.verify_token.get_secret_value())
 
 
+def _answer(principal: Principal, cache_ttl_seconds: float) -> Response:
+    """The one body both verify and resolve answer with (``hanzo_contract.verify``)."""
+    answer = VerifyResponse(principal=principal, cache_ttl_seconds=cache_ttl_seconds)
+    return JSONResponse(answer.model_dump(mode="json"))
+
+
+def _unknown(state: SidecarState, message: str) -> UnknownPrincipal:
+    """A gateway asking about an unknown caller gets 401: the credential names no one."""
+    state.metrics.resolve.labels("unknown").inc()
+    return UnknownPrincipal(message, status=401)
+
+
 async def verify_key(request: Request) -> Response:
-    state = _state(request)
+    state = sidecar_state(request)
     _check(request, state)
     body = await parse_body(request, VerifyRequest)
     started = time.perf_counter()
     try:
-        record, grant = await state.store.verify_with_grant(body.key)
+        record, grant = await state.keys.verify_with_grant(body.key)
     except KeyVerificationError as exc:
         state.metrics.verify.labels(exc.code).inc()
         raise
@@ -49,14 +52,11 @@ async def verify_key(request: Request) -> Response:
         state.metrics.verify_seconds.observe(time.perf_counter() - started)
     state.metrics.verify.labels("ok").inc()
     principal = key_principal(record, grant, state.policy.limits_for(record.organization))
-    answer = VerifyResponse(
-        principal=principal, cache_ttl_seconds=state.settings.verify_cache_ttl_seconds
-    )
-    return JSONResponse(answer.model_dump(mode="json"))
+    return _answer(principal, state.settings.verify_cache_ttl_seconds)
 
 
 async def resolve_principal(request: Request) -> Response:
-    state = _state(request)
+    state = sidecar_state(request)
     _check(request, state)
     body = await parse_body(request, ResolveRequest)
     if body.kind is PrincipalKind.APPLICATION:
@@ -64,8 +64,7 @@ async def resolve_principal(request: Request) -> Response:
             raise InvalidRequest("client_id is required for kind 'application'")
         found = await state.resolver.application_by_client_id(body.client_id)
         if found is None:
-            state.metrics.resolve.labels("unknown").inc()
-            raise UnknownPrincipal401("no application with that client id")
+            raise _unknown(state, "no application with that client id")
         owner = f"{found[0]}/{found[1]}"
     else:
         if not body.organization or not body.name:
@@ -73,23 +72,19 @@ async def resolve_principal(request: Request) -> Response:
         owner = f"{body.organization}/{body.name}"
     grant = await state.resolver.resolve(owner, body.kind)
     if not grant.active:
-        state.metrics.resolve.labels("unknown").inc()
-        raise UnknownPrincipal401(f"{body.kind.value} is unknown or disabled")
+        raise _unknown(state, f"{body.kind.value} is unknown or disabled")
     state.metrics.resolve.labels("ok").inc()
     organization = owner.split("/", 1)[0]
     principal = owner_principal(grant, body.kind, state.policy.limits_for(organization))
-    answer = VerifyResponse(
-        principal=principal, cache_ttl_seconds=state.settings.role_cache_ttl_seconds
-    )
-    return JSONResponse(answer.model_dump(mode="json"))
+    return _answer(principal, state.settings.role_cache_ttl_seconds)
 
 
 async def report_denial(request: Request) -> Response:
-    state = _state(request)
+    state = sidecar_state(request)
     _check(request, state)
     body = await parse_body(request, DenialReport)
     state.metrics.denials.labels(str(body.status)).inc()
-    async with state.store.db.transaction() as conn:
+    async with state.keys.db.transaction() as conn:
         await audit.append(
             conn,
             actor=body.subject or body.key_id or "anonymous",
@@ -103,20 +98,20 @@ async def report_denial(request: Request) -> Response:
             ),
         )
     if body.organization:
-        state.store.usage.count_denial(body.organization, body.subject, body.key_id)
+        state.keys.usage.count_denial(body.organization, body.subject, body.key_id)
     return JSONResponse({"recorded": True}, status_code=202)
 
 
 async def report_usage(request: Request) -> Response:
-    state = _state(request)
+    state = sidecar_state(request)
     _check(request, state)
     body = await parse_body(request, UsageReport)
     for entry in body.entries:
-        state.store.usage.count_requests(
+        state.keys.usage.count_requests(
             entry.organization, entry.subject, entry.key_id, entry.requests
         )
-        state.store.usage.count_denial(
+        state.keys.usage.count_denial(
             entry.organization, entry.subject, entry.key_id, entry.denials
         )
-    await state.store.usage.flush()
+    await state.keys.usage.flush()
     return JSONResponse({"recorded": len(body.entries)}, status_code=202)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
-from iam_sidecar.db import Database
+from iam_sidecar.db.database import Database
 
 _Slot = tuple[str, str, str, str]  # day, level, subject, organization
 COLUMNS = ("requests", "denials", "verifications")
@@ -44,8 +45,9 @@ def _levels(organization: str, subject: str | None, key_id: str | None) -> list[
 
 
 class UsageCounters:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
         self._db = db
+        self._clock = clock
         self._pending: dict[str, Counter[_Slot]] = {c: Counter() for c in COLUMNS}
 
     def _bump(
@@ -53,7 +55,7 @@ class UsageCounters:
     ) -> None:
         if n <= 0:
             return
-        day = utc_day()
+        day = utc_day(self._clock())
         for level, name in _levels(organization, subject, key_id):
             self._pending[column][(day, level, name, organization)] += n
 

@@ -1,0 +1,1 @@
+"""Casdoor as the sidecar sees it: the REST client, its errors, owner resolution, scopes."""

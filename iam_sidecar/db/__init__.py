@@ -1,0 +1,1 @@
+"""The sidecar's SQLite database and its ordered schema migrations."""

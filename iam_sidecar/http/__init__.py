@@ -1,0 +1,1 @@
+"""The sidecar's HTTP surface: the app, gateway-facing verify routes, self-service keys, ops."""

@@ -1,0 +1,135 @@
+"""The sidecar's Starlette app: verification for gateways, self-service keys, ops.
+
+:func:`build_app` assembles it from settings: the tenant file (if any) seeds the served
+policy and becomes the reconcile loop's first step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from hanzo_contract.errors import error_body
+from hanzo_contract.reports import AUDIT_DENIALS_PATH, USAGE_REPORT_PATH
+from hanzo_contract.verify import RESOLVE_PATH, VERIFY_PATH
+from iam_sidecar.casdoor.errors import CasdoorError
+from iam_sidecar.errors import SidecarError, UpstreamRefused
+from iam_sidecar.http import keys, ops, verify
+from iam_sidecar.http.util import error_response
+from iam_sidecar.keys.store import Clock
+from iam_sidecar.reconcile import TenantStep, reconcile_forever
+from iam_sidecar.settings import SidecarSettings
+from iam_sidecar.state import build_state, close_state
+from iam_sidecar.tenants.desired import policy_of
+from iam_sidecar.tenants.loader import load_tenant_file
+from iam_sidecar.tenants.policy import TenantPolicy
+from iam_sidecar.tenants.sync import tenant_step
+
+log = logging.getLogger(__name__)
+
+
+async def _sidecar_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SidecarError)
+    return error_response(exc)
+
+
+async def _casdoor_error(request: Request, exc: Exception) -> Response:
+    """Casdoor's own message goes to the log, not to the client."""
+    assert isinstance(exc, CasdoorError)
+    log.error("Casdoor refused %s: %s", exc.action or "a call", exc.message)
+    refused = UpstreamRefused(f"Casdoor refused the request ({exc.action or 'call'})")
+    return error_response(refused)
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return JSONResponse(error_body("not_found", "no such route"), status_code=404)
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    return JSONResponse(error_body("method_not_allowed", "method not allowed"), status_code=405)
+
+
+async def _internal(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    return JSONResponse(error_body("internal_error", "internal error"), status_code=500)
+
+
+def create_app(
+    settings: SidecarSettings | None = None,
+    *,
+    policy: TenantPolicy | None = None,
+    tenant_step: TenantStep | None = None,
+    run_reconcile: bool = True,
+    clock: Clock = time.time,
+) -> Starlette:
+    """The sidecar app. Its lifespan opens the key store and runs the reconcile loop.
+
+    ``tenant_step`` (built from the tenant file by
+    :func:`iam_sidecar.tenants.sync.tenant_step`) runs first in every reconcile; ``policy``
+    seeds plan limits and app scopes; ``clock`` is the key store's.
+    """
+    settings = settings or SidecarSettings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        state = await build_state(settings, policy, clock)
+        app.state.sidecar = state
+        task = asyncio.create_task(reconcile_forever(state, tenant_step)) if run_reconcile else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await close_state(state)
+
+    routes = [
+        Route(VERIFY_PATH, verify.verify_key, methods=["POST"]),
+        Route(RESOLVE_PATH, verify.resolve_principal, methods=["POST"]),
+        Route(AUDIT_DENIALS_PATH, verify.report_denial, methods=["POST"]),
+        Route(USAGE_REPORT_PATH, verify.report_usage, methods=["POST"]),
+        Route("/v1/keys", keys.list_keys, methods=["GET"]),
+        Route("/v1/keys", keys.create_key, methods=["POST"]),
+        Route("/v1/keys/{key_id}", keys.show_key, methods=["GET"]),
+        Route("/v1/keys/{key_id}", keys.revoke_key, methods=["DELETE"]),
+        Route("/v1/keys/{key_id}/rotate", keys.rotate_key, methods=["POST"]),
+        Route("/v1/usage", keys.usage, methods=["GET"]),
+        Route("/healthz", ops.healthz, methods=["GET"]),
+        Route("/readyz", ops.readyz, methods=["GET"]),
+        Route("/metrics", ops.metrics, methods=["GET"]),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            SidecarError: _sidecar_error,
+            CasdoorError: _casdoor_error,
+            404: _not_found,
+            405: _method_not_allowed,
+            Exception: _internal,
+        },
+    )
+
+
+def build_app(settings: SidecarSettings, clock: Clock = time.time) -> Starlette:
+    """Fails fast (``TenantFileError``) if the configured tenant file is invalid at start."""
+    if settings.tenant_file is None:
+        return create_app(settings, clock=clock)
+    spec = load_tenant_file(settings.tenant_file)
+    return create_app(
+        settings,
+        policy=policy_of(spec),
+        tenant_step=tenant_step(
+            settings.tenant_file, prune=settings.reconcile_prune, apply=settings.reconcile_apply
+        ),
+        clock=clock,
+    )

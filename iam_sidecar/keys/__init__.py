@@ -1,0 +1,1 @@
+"""API keys: the store (hashed, rotated, revoked, batched last-used), issuing, principals."""
