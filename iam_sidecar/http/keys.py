@@ -76,7 +76,8 @@ async def list_keys(request: Request) -> Response:
     store = sidecar_state(request).keys
     owner = None if principal.has(MANAGE) else principal.subject
     records = await store.list(principal.organization, owner=owner)
-    return JSONResponse({"keys": [r.public() for r in records]})
+    now = store.clock()
+    return JSONResponse({"keys": [r.public(now) for r in records]})
 
 
 async def create_key(request: Request) -> Response:
@@ -109,13 +110,15 @@ async def create_key(request: Request) -> Response:
         actor=principal.subject,
         source=client_address(request),
     )
-    return JSONResponse({"key": plaintext, "record": record.public()}, status_code=201)
+    return JSONResponse(
+        {"key": plaintext, "record": record.public(state.keys.clock())}, status_code=201
+    )
 
 
 async def show_key(request: Request) -> Response:
     principal = caller(request)
     record = await _own_key(request, principal)
-    return JSONResponse(record.public())
+    return JSONResponse(record.public(sidecar_state(request).keys.clock()))
 
 
 async def rotate_key(request: Request) -> Response:
@@ -134,7 +137,7 @@ async def rotate_key(request: Request) -> Response:
         source=client_address(request),
     )
     fresh = await state.keys.show(principal.organization, record.key_id)
-    return JSONResponse({"key": plaintext, "record": fresh.public()})
+    return JSONResponse({"key": plaintext, "record": fresh.public(state.keys.clock())})
 
 
 async def revoke_key(request: Request) -> Response:
@@ -147,7 +150,7 @@ async def revoke_key(request: Request) -> Response:
         actor=principal.subject,
         source=client_address(request),
     )
-    return JSONResponse(revoked.public())
+    return JSONResponse(revoked.public(state.keys.clock()))
 
 
 async def usage(request: Request) -> Response:

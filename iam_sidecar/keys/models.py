@@ -69,8 +69,8 @@ class KeyRecord(BaseModel):
             return KeyState.EXPIRED
         return KeyState.ACTIVE
 
-    def public(self) -> dict[str, object]:
-        """What lists and the HTTP API show."""
+    def public(self, now: float | None = None) -> dict[str, object]:
+        """What lists and the HTTP API show; ``state`` as of ``now`` (the store's clock)."""
         return {
             "key_id": self.key_id,
             "prefix": self.prefix,
@@ -85,7 +85,7 @@ class KeyRecord(BaseModel):
             "last_used_at": self.last_used_at,
             "rotated_at": self.rotated_at,
             "grace_until": self.grace_until,
-            "state": self.state().value,
+            "state": self.state(now).value,
         }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,6 +16,19 @@ from hanzo_stack.process import LOOPBACK, free_port
 from iam_sidecar.http.app import create_app
 from iam_sidecar.settings import SidecarSettings
 from iam_sidecar.state import SidecarState
+
+
+class ManualClock:
+    """A key store clock that stands still until a test moves it: no sleeping, no margins."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self.now = time.time() if start is None else start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def make_settings(state_dir: Path, **overrides: object) -> SidecarSettings:

@@ -23,6 +23,7 @@ from tests.support.casdoor_admin import admin_client
 
 from .helpers import (
     SEED_PASSWORDS,
+    ManualClock,
     bearer,
     casdoor_settings,
     running_app,
@@ -69,7 +70,9 @@ async def test_key_lifecycle_with_scopes_from_casdoor_roles(
     settings = _settings(casdoor, tmp_path, path)
     signer = signer_for(settings)
     bob = _as(signer, acme, "bob", {"memory:read"})
-    async with running_app(settings, app=build_app(settings)) as (_, _state, client):
+    clock = ManualClock()  # grace and expiry below move it instead of sleeping
+    app = build_app(settings, clock=clock)
+    async with running_app(settings, app=app) as (_, _state, client):
         created = await client.post(
             "/v1/keys", json={"name": "laptop", "scopes": ["memory:read"]}, headers=bob
         )
@@ -103,7 +106,7 @@ async def test_key_lifecycle_with_scopes_from_casdoor_roles(
         new_key = rotated.json()["key"]
         assert (await _verify(client, settings, key)).status_code == 200
         assert (await _verify(client, settings, new_key)).status_code == 200
-        await asyncio.sleep(1.2)
+        clock.advance(1.2)
         old = await _verify(client, settings, key)
         assert old.status_code == 401 and old.json()["error"]["code"] == "expired_key"
         assert (await _verify(client, settings, new_key)).status_code == 200
@@ -121,7 +124,7 @@ async def test_key_lifecycle_with_scopes_from_casdoor_roles(
             headers=bob,
         )
         assert short.status_code == 201
-        await asyncio.sleep(0.7)
+        clock.advance(0.7)
         expired = await _verify(client, settings, short.json()["key"])
         assert expired.status_code == 401 and expired.json()["error"]["code"] == "expired_key"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 from pathlib import Path
@@ -25,6 +24,8 @@ from iam_sidecar.errors import (
 )
 from iam_sidecar.keys.models import KeyState, NewKey, OwnerGrant
 from iam_sidecar.keys.store import KeyStore
+
+from .helpers import ManualClock
 
 
 def _db_files(directory: Path) -> dict[str, bytes]:
@@ -77,7 +78,7 @@ async def test_unknown_malformed_and_tampered_keys_are_invalid(store: KeyStore) 
             await store.verify(bad)
 
 
-async def test_rotate_keeps_old_valid_for_grace_only(store: KeyStore) -> None:
+async def test_rotate_keeps_old_valid_for_grace_only(store: KeyStore, clock: ManualClock) -> None:
     old, record = await _new(store)
     new = await store.rotate("acme", record.key_id, grace_seconds=0.6)
     assert new != old and parse_key_id(new) == record.key_id
@@ -85,7 +86,7 @@ async def test_rotate_keeps_old_valid_for_grace_only(store: KeyStore) -> None:
     assert (await store.verify(new)).key_id == record.key_id
     shown = await store.show("acme", record.key_id)
     assert shown.grace_until is not None and shown.rotated_at is not None
-    await asyncio.sleep(0.8)
+    clock.advance(0.8)
     with pytest.raises(ExpiredKey):
         await store.verify(old)
     assert (await store.verify(new)).key_id == record.key_id
@@ -115,15 +116,15 @@ async def test_revoke_kills_current_and_in_grace_secrets(store: KeyStore) -> Non
     assert again.revoked_at == revoked.revoked_at
 
 
-async def test_expired_key_is_refused(store: KeyStore) -> None:
-    plaintext, record = await _new(store, expires_at=time.time() + 0.4)
+async def test_expired_key_is_refused(store: KeyStore, clock: ManualClock) -> None:
+    plaintext, record = await _new(store, expires_at=clock() + 0.4)
     assert (await store.verify(plaintext)).key_id == record.key_id
-    await asyncio.sleep(0.6)
+    clock.advance(0.6)
     with pytest.raises(ExpiredKey):
         await store.verify(plaintext)
-    assert (await store.show("acme", record.key_id)).state() is KeyState.EXPIRED
+    assert (await store.show("acme", record.key_id)).state(clock()) is KeyState.EXPIRED
     with pytest.raises(InvalidRequest):
-        await _new(store, name="past", expires_at=time.time() - 1)
+        await _new(store, name="past", expires_at=clock() - 1)
 
 
 async def test_other_organizations_keys_are_not_found(store: KeyStore) -> None:
