@@ -17,17 +17,17 @@ import pytest
 from gateway_plugins.core import DecisionCore
 from gateway_plugins.limiter.memory import MemoryLimiter
 from gateway_plugins.routes import RouteTable
-from gateway_plugins.runners import (
+from gateway_plugins.sidecar_client import Rejected, Unavailable
+from hanzo_contract.assertion import AssertionSigner, AssertionVerifier, ensure_keypair
+from hanzo_contract.principal import Limits, Principal
+from hanzo_contract.verify import ResolveRequest, VerifyResponse
+from hanzo_stack.servers import (
     CaddyServer,
     EchoUpstream,
     ForwardAuthServer,
     NginxServer,
     SidecarServer,
 )
-from gateway_plugins.sidecar_client import Rejected, Unavailable
-from hanzo_contract.assertion import AssertionSigner, AssertionVerifier, ensure_keypair
-from hanzo_contract.principal import Limits, Principal
-from hanzo_contract.verify import ResolveRequest, VerifyResponse
 from iam_sidecar.keystore import KeyStore
 
 ROUTES = """

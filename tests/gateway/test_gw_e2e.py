@@ -10,11 +10,11 @@ import time
 import httpx
 import pytest
 
-from gateway_plugins.runners import NginxServer
 from hanzo_contract.assertion import AssertionVerifier
 from hanzo_contract.headers import IDENTITY_HEADERS
 from hanzo_contract.principal import Limits
 from hanzo_stack.process import LOOPBACK, free_port
+from hanzo_stack.servers import NginxServer
 
 GATEWAYS = ["nginx", "caddy"]
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway_plugins.kong.harness import KongOutcome, KongRequest, KongRpcHarness
 from hanzo_contract.assertion import AssertionVerifier
 from hanzo_contract.headers import IDENTITY_HEADERS
 from hanzo_contract.principal import Limits
 from hanzo_stack.process import ManagedProcess
+from tests.support.kong_harness import KongOutcome, KongRequest, KongRpcHarness
 
 NAME = "hanzo-auth"
 

@@ -12,9 +12,9 @@ import pytest
 from gateway_plugins.limiter import LimiterUnavailable
 from gateway_plugins.limiter.memory import MemoryLimiter
 from gateway_plugins.limiter.redis_store import RedisLimiter
-from gateway_plugins.runners import ForwardAuthServer
 from hanzo_contract.principal import Limits
 from hanzo_stack.process import LOOPBACK, free_port
+from hanzo_stack.servers import ForwardAuthServer
 from hanzo_stack.valkey import ValkeyServer
 
 

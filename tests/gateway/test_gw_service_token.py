@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from gateway_plugins.runners import ForwardAuthServer, NginxServer, SidecarServer
 from hanzo_stack.casdoor_server import CasdoorServer
+from hanzo_stack.servers import ForwardAuthServer, NginxServer, SidecarServer
 from tests.support.casdoor_admin import admin_client
 
 
