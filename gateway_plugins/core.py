@@ -13,9 +13,9 @@ from typing import Any
 
 from gateway_plugins import metrics
 from gateway_plugins.audit import DenialReporter
-from gateway_plugins.cache import CachedPrincipal, PrincipalCache, digest
+from gateway_plugins.cache.principals import CachedPrincipal, PrincipalCache, digest
 from gateway_plugins.decision import Decision, allow, deny
-from gateway_plugins.jwt_verifier import InvalidToken, JwksUnavailable, JwtVerifier
+from gateway_plugins.jwt.verifier import InvalidToken, JwksUnavailable, JwtVerifier
 from gateway_plugins.limiter import Limiter, LimiterUnavailable, LimitResult
 from gateway_plugins.request import AuthRequest, extract_credential
 from gateway_plugins.routes import RouteTable

@@ -17,14 +17,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway_plugins.core import DecisionCore
-from gateway_plugins.jwt_verifier import InvalidToken, JwtVerifier
+from gateway_plugins.jwt.verifier import InvalidToken, JwtVerifier
 from gateway_plugins.limiter.memory import MemoryLimiter
 from gateway_plugins.request import AuthRequest
 from gateway_plugins.routes import RouteTable
-from gateway_plugins.runners import CaddyServer, ForwardAuthServer, NginxServer, SidecarServer
 from hanzo_contract.assertion import AssertionSigner
 from hanzo_contract.principal import Principal, PrincipalKind
 from hanzo_stack.casdoor_server import CasdoorServer
+from hanzo_stack.servers import CaddyServer, ForwardAuthServer, NginxServer, SidecarServer
 from tests.support.casdoor_admin import admin_client
 
 KID = "cert-hanzo"
