@@ -15,11 +15,12 @@ from gateway_plugins import metrics
 from gateway_plugins.audit import DenialReporter
 from gateway_plugins.cache.principals import CachedPrincipal, PrincipalCache, digest
 from gateway_plugins.decision import Decision, allow, deny
-from gateway_plugins.jwt.verifier import InvalidToken, JwksUnavailable, JwtVerifier
+from gateway_plugins.errors import CredentialRefused, InvalidToken, JwksUnavailable, Unavailable
+from gateway_plugins.jwt.verifier import JwtVerifier
 from gateway_plugins.limiter import Limiter, LimiterUnavailable, LimitResult
 from gateway_plugins.request import AuthRequest, extract_credential
 from gateway_plugins.routes import RouteTable
-from gateway_plugins.sidecar_client import KeySource, PrincipalResolver, Rejected, Unavailable
+from gateway_plugins.sidecar_client import KeySource, PrincipalResolver
 from gateway_plugins.usage import UsageReporter
 from hanzo_contract.assertion import AssertionSigner
 from hanzo_contract.headers import IDENTITY_HEADERS, identity_header_values
@@ -100,9 +101,7 @@ class DecisionCore:
                 )
             else:
                 entry = await self._from_jwt(credential.value)
-        except Rejected as exc:
-            return deny(401, exc.code, exc.message)
-        except InvalidToken as exc:
+        except CredentialRefused as exc:
             return deny(401, exc.code, exc.message)
         except (Unavailable, JwksUnavailable) as exc:
             log.warning("credential check unavailable: %s", exc)

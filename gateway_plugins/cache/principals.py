@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from cachetools import TLRUCache, TTLCache
 
 from gateway_plugins import metrics
-from gateway_plugins.sidecar_client import Rejected
+from gateway_plugins.errors import Rejected
 from hanzo_contract.principal import Principal
 from hanzo_contract.verify import VerifyResponse
 

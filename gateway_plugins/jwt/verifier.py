@@ -16,21 +16,13 @@ import httpx
 import jwt
 from cachetools import TLRUCache
 
+from gateway_plugins.errors import InvalidToken, JwksUnavailable
 from hanzo_contract.principal import PrincipalKind
 from hanzo_contract.verify import ResolveRequest
 
+__all__ = ["InvalidToken", "JwksCache", "JwksUnavailable", "JwtVerifier", "VerifiedToken"]
+
 _ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "ES512"]
-
-
-class InvalidToken(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-class JwksUnavailable(Exception):
-    """Casdoor's JWKS could not be fetched; not the client's fault."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ import logging
 import sqlite3
 from pathlib import Path
 
+from gateway_plugins.background import BackgroundTask
 from gateway_plugins.limiter.base import (
     UNLIMITED,
     Clock,
@@ -43,7 +44,7 @@ class MemoryLimiter:
         self._dirty: set[str] = set()
         self._db_path = db_path
         self._flush_seconds = flush_seconds
-        self._task: asyncio.Task[None] | None = None
+        self._flusher = BackgroundTask(self._flush_loop)
         self._last_sweep = clock()
         if db_path is not None:
             self._load(db_path)
@@ -85,8 +86,8 @@ class MemoryLimiter:
                 self._expires[w.key] = now + w.ttl
             if not w.key.startswith("rpm:"):
                 self._dirty.add(w.key)
-        if self._dirty and self._db_path is not None and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._flush_loop())
+        if self._dirty and self._db_path is not None:
+            self._flusher.start()
         return summarize(windows, current, None)
 
     def _sweep(self, now: float) -> None:
@@ -122,9 +123,5 @@ class MemoryLimiter:
             conn.execute("DELETE FROM quota_counters WHERE expires_at <= ?", (self._clock(),))
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._flusher.stop()
         await self.flush()
