@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from gateway_plugins import metrics
@@ -51,7 +52,10 @@ class DecisionCore:
         positive_cache_max: float = 5.0,
         negative_cache: float = 1.0,
         cache_size: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock`` times the credential caches and assertion re-signing (the limiter and
+        the JWT verifier are handed their own wall clocks)."""
         self.routes = routes
         self._keys = keys
         self._resolver = resolver
@@ -63,8 +67,13 @@ class DecisionCore:
         self._usage = usage
         self._fail_open = fail_open
         self._levels = limit_levels
-        self.key_cache = PrincipalCache("key", positive_cache_max, negative_cache, cache_size)
-        self.jwt_cache = PrincipalCache("jwt", positive_cache_max, negative_cache, cache_size)
+        self._clock = clock
+        self.key_cache = PrincipalCache(
+            "key", positive_cache_max, negative_cache, cache_size, clock
+        )
+        self.jwt_cache = PrincipalCache(
+            "jwt", positive_cache_max, negative_cache, cache_size, clock
+        )
         self._outcomes: dict[tuple[str, int], Any] = {}
 
     async def decide(self, request: AuthRequest) -> Decision:
@@ -136,7 +145,7 @@ class DecisionCore:
 
     def _assertion(self, entry: CachedPrincipal) -> str:
         """Signed once per principal per half assertion TTL, not per request."""
-        now = time.monotonic()
+        now = self._clock()
         if now >= entry.assertion_refresh_at:
             entry.assertion = self._signer.sign(entry.principal)
             entry.assertion_refresh_at = now + self._assertion_refresh

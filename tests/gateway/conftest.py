@@ -29,6 +29,7 @@ from hanzo_stack.servers import (
     SidecarServer,
 )
 from iam_sidecar.keystore import KeyStore
+from tests.support.clock import FakeClock
 
 ROUTES = """
 routes:
@@ -82,16 +83,23 @@ def sidecar() -> FakeSidecar:
 
 
 @pytest.fixture
+def clock() -> FakeClock:
+    """The core's clock: limiter windows, cache lifetimes and assertion re-signing."""
+    return FakeClock()
+
+
+@pytest.fixture
 async def core(
-    sidecar: FakeSidecar, assertion_keys: tuple[Path, Path], tmp_path: Path
+    sidecar: FakeSidecar, assertion_keys: tuple[Path, Path], tmp_path: Path, clock: FakeClock
 ) -> AsyncIterator[DecisionCore]:
     c = DecisionCore(
         routes=RouteTable.from_yaml(ROUTES),
         keys=sidecar,
         resolver=sidecar,
-        limiter=MemoryLimiter(tmp_path / "quotas.sqlite3"),
+        limiter=MemoryLimiter(tmp_path / "quotas.sqlite3", clock=clock),
         signer=AssertionSigner(assertion_keys[0].read_bytes(), 60),
         assertion_ttl=60,
+        clock=clock,
     )
     yield c
     await c.aclose()
