@@ -7,13 +7,13 @@ A bounded queue drained by one background task: a slow or absent sidecar drops e
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway_plugins import metrics
+from gateway_plugins.background import BackgroundTask
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ class DenialReporter:
     def __init__(self, send: Sender, max_queue: int = 1000) -> None:
         self._send = send
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(max_queue)
-        self._task: asyncio.Task[None] | None = None
+        self._drainer = BackgroundTask(self._drain)
 
     def report(self, event: dict[str, Any]) -> None:
         """Enqueue one denial; never blocks, drops when full."""
@@ -33,8 +33,7 @@ class DenialReporter:
         except asyncio.QueueFull:
             metrics.AUDIT_DROPPED.inc()
             return
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._drain())
+        self._drainer.start()
 
     async def _drain(self) -> None:
         while True:
@@ -47,12 +46,9 @@ class DenialReporter:
 
     async def aclose(self, grace: float = 2.0) -> None:
         """Give queued events up to ``grace`` seconds to go out, then stop."""
-        if self._task is None:
+        if not self._drainer.started:
             return
         deadline = time.monotonic() + grace
         while not self._queue.empty() and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+        await self._drainer.stop()

@@ -1,28 +1,20 @@
-"""Assemble a :class:`DecisionCore` from :class:`GatewaySettings`."""
+"""Assemble a :class:`DecisionCore` from :class:`GatewaySettings`.
+
+Each piece is built by its own factory (``limiter/factory.py``, ``jwt/factory.py``); this
+module only wires them to the sidecar client, the signer and the reporters.
+"""
 
 from __future__ import annotations
 
-import logging
-
 from gateway_plugins.audit import DenialReporter
 from gateway_plugins.core import DecisionCore
-from gateway_plugins.jwt_verifier import JwtVerifier
-from gateway_plugins.limiter.base import Limiter
-from gateway_plugins.limiter.memory import MemoryLimiter
-from gateway_plugins.limiter.redis_store import RedisLimiter
+from gateway_plugins.jwt.factory import build_jwt_verifier
+from gateway_plugins.limiter.factory import build_limiter
 from gateway_plugins.routes import RouteTable
 from gateway_plugins.settings import GatewaySettings
 from gateway_plugins.sidecar_client import SidecarClient
 from gateway_plugins.usage import UsageReporter
 from hanzo_contract.assertion import AssertionSigner, ensure_keypair
-
-log = logging.getLogger(__name__)
-
-
-def build_limiter(settings: GatewaySettings) -> Limiter:
-    if settings.limiter_backend == "redis":
-        return RedisLimiter(settings.redis_url, settings.redis_timeout_seconds)
-    return MemoryLimiter(settings.resolved_quota_db_path(), settings.quota_flush_seconds)
 
 
 def build_signer(settings: GatewaySettings) -> AssertionSigner:
@@ -38,26 +30,12 @@ def build_core(settings: GatewaySettings) -> DecisionCore:
         settings.verify_token.get_secret_value(),
         settings.sidecar_timeout_seconds,
     )
-    jwt_verifier = None
-    issuer = settings.issuer()
-    if settings.casdoor_url and issuer:
-        if not (settings.jwt_audiences or settings.jwt_shared_audiences):
-            log.warning("casdoor_url set but jwt_audiences empty: every JWT will be refused")
-        jwt_verifier = JwtVerifier(
-            settings.casdoor_url,
-            issuer,
-            settings.jwt_audiences,
-            shared_audiences=settings.jwt_shared_audiences,
-            leeway=settings.jwt_leeway_seconds,
-            refresh_interval=settings.jwks_refresh_interval_seconds,
-            timeout=settings.sidecar_timeout_seconds,
-        )
     return DecisionCore(
         routes=RouteTable.load(settings.routes_file),
         keys=sidecar,
         resolver=sidecar,
-        jwt_verifier=jwt_verifier,
-        limiter=build_limiter(settings),
+        jwt_verifier=build_jwt_verifier(settings, settings.sidecar_timeout_seconds),
+        limiter=build_limiter(settings, settings.resolved_quota_db_path()),
         signer=build_signer(settings),
         assertion_ttl=settings.assertion_ttl_seconds,
         reporter=DenialReporter(sidecar.report_denial, settings.audit_queue_size),

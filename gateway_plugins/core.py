@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from gateway_plugins import metrics
 from gateway_plugins.audit import DenialReporter
-from gateway_plugins.cache import CachedPrincipal, PrincipalCache, digest
+from gateway_plugins.cache.principals import CachedPrincipal, PrincipalCache, digest
 from gateway_plugins.decision import Decision, allow, deny
-from gateway_plugins.jwt_verifier import InvalidToken, JwksUnavailable, JwtVerifier
+from gateway_plugins.errors import CredentialRefused, InvalidToken, JwksUnavailable, Unavailable
+from gateway_plugins.jwt.verifier import JwtVerifier
 from gateway_plugins.limiter import Limiter, LimiterUnavailable, LimitResult
 from gateway_plugins.request import AuthRequest, extract_credential
 from gateway_plugins.routes import RouteTable
-from gateway_plugins.sidecar_client import KeySource, PrincipalResolver, Rejected, Unavailable
+from gateway_plugins.sidecar_client import KeySource, PrincipalResolver
 from gateway_plugins.usage import UsageReporter
 from hanzo_contract.assertion import AssertionSigner
 from hanzo_contract.headers import IDENTITY_HEADERS, identity_header_values
@@ -50,7 +52,10 @@ class DecisionCore:
         positive_cache_max: float = 5.0,
         negative_cache: float = 1.0,
         cache_size: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock`` times the credential caches and assertion re-signing (the limiter and
+        the JWT verifier are handed their own wall clocks)."""
         self.routes = routes
         self._keys = keys
         self._resolver = resolver
@@ -62,8 +67,13 @@ class DecisionCore:
         self._usage = usage
         self._fail_open = fail_open
         self._levels = limit_levels
-        self.key_cache = PrincipalCache("key", positive_cache_max, negative_cache, cache_size)
-        self.jwt_cache = PrincipalCache("jwt", positive_cache_max, negative_cache, cache_size)
+        self._clock = clock
+        self.key_cache = PrincipalCache(
+            "key", positive_cache_max, negative_cache, cache_size, clock
+        )
+        self.jwt_cache = PrincipalCache(
+            "jwt", positive_cache_max, negative_cache, cache_size, clock
+        )
         self._outcomes: dict[tuple[str, int], Any] = {}
 
     async def decide(self, request: AuthRequest) -> Decision:
@@ -100,9 +110,7 @@ class DecisionCore:
                 )
             else:
                 entry = await self._from_jwt(credential.value)
-        except Rejected as exc:
-            return deny(401, exc.code, exc.message)
-        except InvalidToken as exc:
+        except CredentialRefused as exc:
             return deny(401, exc.code, exc.message)
         except (Unavailable, JwksUnavailable) as exc:
             log.warning("credential check unavailable: %s", exc)
@@ -137,7 +145,7 @@ class DecisionCore:
 
     def _assertion(self, entry: CachedPrincipal) -> str:
         """Signed once per principal per half assertion TTL, not per request."""
-        now = time.monotonic()
+        now = self._clock()
         if now >= entry.assertion_refresh_at:
             entry.assertion = self._signer.sign(entry.principal)
             entry.assertion_refresh_at = now + self._assertion_refresh

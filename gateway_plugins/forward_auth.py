@@ -35,7 +35,7 @@ from starlette.routing import Route
 from gateway_plugins import metrics
 from gateway_plugins.core import DecisionCore
 from gateway_plugins.decision import ERROR_HEADER, Decision, deny
-from gateway_plugins.request import AuthRequest
+from gateway_plugins.request import AuthRequest, lower_headers
 from hanzo_contract.errors import error_body
 
 log = logging.getLogger(__name__)
@@ -68,9 +68,7 @@ def _render(decision: Decision, nginx: bool) -> tuple[int, list[tuple[bytes, byt
 
 
 def _auth_request(scope: Scope, envoy: bool, nginx: bool) -> AuthRequest | None:
-    headers: dict[str, str] = {}
-    for k, v in scope["headers"]:  # first one wins for repeated names, like Starlette
-        headers.setdefault(k.decode("latin-1").lower(), v.decode("latin-1"))
+    headers = lower_headers(scope["headers"])
     if envoy:
         method = scope["method"]
         uri = scope["path"][len(ENVOY_PREFIX) :] or "/"

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway_plugins.core import DecisionCore
 from gateway_plugins.decision import Decision, deny
-from gateway_plugins.request import AuthRequest
+from gateway_plugins.request import AuthRequest, lower_headers
 from hanzo_contract.headers import replace_identity_headers_raw
 
 log = logging.getLogger(__name__)
@@ -35,9 +35,7 @@ class InlineAuth:
                 return
             await self.app(scope, receive, send)
             return
-        headers: dict[str, str] = {}
-        for k, v in scope["headers"]:
-            headers.setdefault(k.decode("latin-1").lower(), v.decode("latin-1"))
+        headers = lower_headers(scope["headers"])
         uri = scope.get("raw_path", scope["path"].encode()).decode("latin-1")
         if scope.get("query_string"):
             uri += "?" + scope["query_string"].decode("latin-1")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -37,6 +37,23 @@ class AuthRequest:
 
     def path_is_ambiguous(self) -> bool:
         return not self.path.startswith("/") or _AMBIGUOUS.search(self.path) is not None
+
+
+def _text(value: object) -> str:
+    if isinstance(value, list) and value:  # Kong gives a repeated header as a list
+        value = value[0]
+    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+
+
+def lower_headers(items: Iterable[tuple[object, object]]) -> dict[str, str]:
+    """Headers as :class:`AuthRequest` takes them: names lower-cased, and for a repeated
+    name the first value only (as nginx and Starlette do), so a client cannot smuggle a
+    second credential past the one the gateway saw. Takes ASGI's raw ``(bytes, bytes)``
+    pairs or Kong's ``name -> value | [values]`` items alike."""
+    headers: dict[str, str] = {}
+    for name, value in items:
+        headers.setdefault(_text(name).lower(), _text(value))
+    return headers
 
 
 @dataclass(frozen=True, slots=True)

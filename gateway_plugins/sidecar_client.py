@@ -7,6 +7,7 @@ from typing import Any, Protocol
 import httpx
 from pydantic import ValidationError
 
+from gateway_plugins.errors import Rejected, Unavailable
 from hanzo_contract.reports import AUDIT_DENIALS_PATH, USAGE_REPORT_PATH
 from hanzo_contract.verify import (
     RESOLVE_PATH,
@@ -16,18 +17,7 @@ from hanzo_contract.verify import (
     VerifyResponse,
 )
 
-
-class Rejected(Exception):
-    """The sidecar said no (401): the credential is unknown, revoked or expired."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-class Unavailable(Exception):
-    """The sidecar could not answer; not the client's fault (503)."""
+__all__ = ["KeySource", "PrincipalResolver", "Rejected", "SidecarClient", "Unavailable"]
 
 
 class KeySource(Protocol):

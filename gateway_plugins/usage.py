@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway_plugins import metrics
+from gateway_plugins.background import BackgroundTask
 from hanzo_contract.principal import Principal
 
 log = logging.getLogger(__name__)
@@ -31,12 +32,11 @@ class UsageReporter:
         self._interval = interval
         self._max = max_entries
         self._counts: Counter[Caller] = Counter()
-        self._task: asyncio.Task[None] | None = None
+        self._reports = BackgroundTask(self._loop)
 
     def count(self, principal: Principal) -> None:
         self._counts[(principal.organization, principal.subject, principal.key_id)] += 1
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._loop())
+        self._reports.start()
 
     async def _loop(self) -> None:
         while True:
@@ -65,10 +65,6 @@ class UsageReporter:
                     metrics.USAGE_DROPPED.inc(n)
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._reports.stop()
         with contextlib.suppress(Exception):
             await self.flush()

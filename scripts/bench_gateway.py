@@ -30,11 +30,11 @@ from gateway_plugins.core import DecisionCore
 from gateway_plugins.limiter.memory import MemoryLimiter
 from gateway_plugins.request import AuthRequest
 from gateway_plugins.routes import RouteTable
-from gateway_plugins.runners import EchoUpstream, ForwardAuthServer, NginxServer, SidecarServer
 from gateway_plugins.sidecar_client import SidecarClient
 from hanzo_contract.assertion import AssertionSigner, ensure_keypair
 from hanzo_contract.principal import Limits
 from hanzo_stack.process import LOOPBACK, free_port, tcp_open
+from hanzo_stack.servers import EchoUpstream, ForwardAuthServer, NginxServer, SidecarServer
 from iam_sidecar.keys.models import NewKey
 from iam_sidecar.keys.store import KeyStore
 

@@ -17,7 +17,7 @@ from gateway_plugins.build import build_core
 from gateway_plugins.core import DecisionCore
 from gateway_plugins.decision import deny
 from gateway_plugins.kong.loop import LoopThread
-from gateway_plugins.request import AuthRequest
+from gateway_plugins.request import AuthRequest, lower_headers
 from gateway_plugins.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -66,14 +66,6 @@ def _data(result: Any) -> Any:
     return result
 
 
-def _lower_headers(raw: Any) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in (raw or {}).items():
-        # Kong gives repeated headers as a list; the first one counts, like nginx
-        out[str(key).lower()] = str(value[0] if isinstance(value, list) and value else value)
-    return out
-
-
 class Plugin:
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config or {}
@@ -83,7 +75,7 @@ class Plugin:
         request = AuthRequest(
             method=str(_data(kong.request.get_method())),
             uri=str(_data(kong.request.get_path_with_query())),
-            headers=_lower_headers(_data(kong.request.get_headers())),
+            headers=lower_headers((_data(kong.request.get_headers()) or {}).items()),
             client_ip=str(_data(kong.client.get_forwarded_ip()) or "") or None,
         )
         timeout = float(self.config.get("decision_timeout_seconds") or 5)

@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import calendar
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from hanzo_contract.principal import Limits
+
+#: seconds since the epoch; windows are UTC minutes, days and months of this clock, so a
+#: test hands the limiter a clock it drives instead of racing the wall clock
+Clock = Callable[[], float]
+wall_clock: Clock = time.time
 
 
 class LimiterUnavailable(Exception):

@@ -12,10 +12,17 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-import time
 from pathlib import Path
 
-from gateway_plugins.limiter.base import UNLIMITED, LimitResult, summarize, windows_for
+from gateway_plugins.background import BackgroundTask
+from gateway_plugins.limiter.base import (
+    UNLIMITED,
+    Clock,
+    LimitResult,
+    summarize,
+    wall_clock,
+    windows_for,
+)
 from hanzo_contract.principal import Limits
 
 log = logging.getLogger(__name__)
@@ -28,14 +35,17 @@ CREATE TABLE IF NOT EXISTS quota_counters (
 
 
 class MemoryLimiter:
-    def __init__(self, db_path: Path | None = None, flush_seconds: float = 1.0) -> None:
+    def __init__(
+        self, db_path: Path | None = None, flush_seconds: float = 1.0, clock: Clock = wall_clock
+    ) -> None:
+        self._clock = clock
         self._counts: dict[str, int] = {}
         self._expires: dict[str, float] = {}
         self._dirty: set[str] = set()
         self._db_path = db_path
         self._flush_seconds = flush_seconds
-        self._task: asyncio.Task[None] | None = None
-        self._last_sweep = time.time()
+        self._flusher = BackgroundTask(self._flush_loop)
+        self._last_sweep = clock()
         if db_path is not None:
             self._load(db_path)
 
@@ -48,7 +58,7 @@ class MemoryLimiter:
         return conn
 
     def _load(self, db_path: Path) -> None:
-        now = time.time()
+        now = self._clock()
         with contextlib.closing(self._connect()) as conn:
             rows = conn.execute(
                 "SELECT key, count, expires_at FROM quota_counters WHERE expires_at > ?", (now,)
@@ -58,7 +68,7 @@ class MemoryLimiter:
             self._expires[key] = expires_at
 
     async def hit(self, buckets: list[str], limits: Limits, cost: int = 1) -> LimitResult:
-        now = time.time()
+        now = self._clock()
         windows = windows_for(buckets, limits, now)
         if not windows:
             return UNLIMITED
@@ -76,8 +86,8 @@ class MemoryLimiter:
                 self._expires[w.key] = now + w.ttl
             if not w.key.startswith("rpm:"):
                 self._dirty.add(w.key)
-        if self._dirty and self._db_path is not None and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._flush_loop())
+        if self._dirty and self._db_path is not None:
+            self._flusher.start()
         return summarize(windows, current, None)
 
     def _sweep(self, now: float) -> None:
@@ -110,12 +120,8 @@ class MemoryLimiter:
                 " expires_at = excluded.expires_at",
                 rows,
             )
-            conn.execute("DELETE FROM quota_counters WHERE expires_at <= ?", (time.time(),))
+            conn.execute("DELETE FROM quota_counters WHERE expires_at <= ?", (self._clock(),))
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._flusher.stop()
         await self.flush()

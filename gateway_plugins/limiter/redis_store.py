@@ -7,16 +7,16 @@ a Redis that is down or slow raises :class:`LimiterUnavailable` and the fail mod
 
 from __future__ import annotations
 
-import time
-
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway_plugins.limiter.base import (
     UNLIMITED,
+    Clock,
     LimiterUnavailable,
     LimitResult,
     summarize,
+    wall_clock,
     windows_for,
 )
 from hanzo_contract.principal import Limits
@@ -45,7 +45,16 @@ return out
 
 
 class RedisLimiter:
-    def __init__(self, url: str, timeout: float = 0.25, prefix: str = LIMITER_PREFIX) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout: float = 0.25,
+        prefix: str = LIMITER_PREFIX,
+        *,
+        clock: Clock = wall_clock,
+    ) -> None:
+        # the window (part of each counter's key) comes from this clock, never Redis's TIME
+        self._clock = clock
         self._redis = aioredis.Redis.from_url(
             url,
             socket_timeout=timeout,
@@ -57,7 +66,7 @@ class RedisLimiter:
         self._prefix = prefix
 
     async def hit(self, buckets: list[str], limits: Limits, cost: int = 1) -> LimitResult:
-        windows = windows_for(buckets, limits, time.time())
+        windows = windows_for(buckets, limits, self._clock())
         if not windows:
             return UNLIMITED
         keys = [self._prefix + w.key for w in windows]

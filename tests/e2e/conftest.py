@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway_plugins.runners import EchoUpstream
+from hanzo_stack.servers import EchoUpstream
 from hanzo_stack.stack import DEFAULT_TENANT_FILE, Stack
 
 from .support import RunningStack

@@ -9,8 +9,8 @@ from urllib.parse import parse_qs, urlparse
 
 import httpx
 
-from gateway_plugins.runners import EchoUpstream
 from hanzo_client.login import PkceLogin
+from hanzo_stack.servers import EchoUpstream
 from hanzo_stack.stack import Stack, StackInfo
 
 

@@ -17,19 +17,20 @@ import pytest
 from gateway_plugins.core import DecisionCore
 from gateway_plugins.limiter.memory import MemoryLimiter
 from gateway_plugins.routes import RouteTable
-from gateway_plugins.runners import (
+from gateway_plugins.sidecar_client import Rejected, Unavailable
+from hanzo_contract.assertion import AssertionSigner, AssertionVerifier, ensure_keypair
+from hanzo_contract.principal import Limits, Principal
+from hanzo_contract.verify import ResolveRequest, VerifyResponse
+from hanzo_stack.servers import (
     CaddyServer,
     EchoUpstream,
     ForwardAuthServer,
     NginxServer,
     SidecarServer,
 )
-from gateway_plugins.sidecar_client import Rejected, Unavailable
-from hanzo_contract.assertion import AssertionSigner, AssertionVerifier, ensure_keypair
-from hanzo_contract.principal import Limits, Principal
-from hanzo_contract.verify import ResolveRequest, VerifyResponse
 from iam_sidecar.keys.models import NewKey
 from iam_sidecar.keys.store import KeyStore
+from tests.support.clock import FakeClock
 
 ROUTES = """
 routes:
@@ -83,16 +84,23 @@ def sidecar() -> FakeSidecar:
 
 
 @pytest.fixture
+def clock() -> FakeClock:
+    """The core's clock: limiter windows, cache lifetimes and assertion re-signing."""
+    return FakeClock()
+
+
+@pytest.fixture
 async def core(
-    sidecar: FakeSidecar, assertion_keys: tuple[Path, Path], tmp_path: Path
+    sidecar: FakeSidecar, assertion_keys: tuple[Path, Path], tmp_path: Path, clock: FakeClock
 ) -> AsyncIterator[DecisionCore]:
     c = DecisionCore(
         routes=RouteTable.from_yaml(ROUTES),
         keys=sidecar,
         resolver=sidecar,
-        limiter=MemoryLimiter(tmp_path / "quotas.sqlite3"),
+        limiter=MemoryLimiter(tmp_path / "quotas.sqlite3", clock=clock),
         signer=AssertionSigner(assertion_keys[0].read_bytes(), 60),
         assertion_ttl=60,
+        clock=clock,
     )
     yield c
     await c.aclose()

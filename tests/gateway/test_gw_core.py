@@ -11,6 +11,7 @@ from gateway_plugins.request import AuthRequest
 from hanzo_contract.assertion import AssertionVerifier
 from hanzo_contract.headers import IDENTITY_HEADERS
 from hanzo_contract.principal import Limits, Principal
+from tests.support.clock import FakeClock
 
 KEY = "hk-abcdefghijkl_" + "A" * 43
 OTHER = "hk-zzzzzzzzzzzz_" + "B" * 43
@@ -173,3 +174,30 @@ async def test_error_body_never_contains_the_key(core, sidecar) -> None:
     d = await core.decide(req())
     assert KEY not in d.body_bytes().decode()
     assert all(KEY not in v for v in d.headers.values())
+
+
+async def test_a_revoked_key_passes_until_the_cache_bound_then_is_refused(
+    core, sidecar, clock: FakeClock
+) -> None:
+    sidecar.keys[KEY] = principal()
+    assert (await core.decide(req())).status == 200  # cached for min(ttl, max) = 5 s
+    del sidecar.keys[KEY]  # revoked at the sidecar
+    clock.advance(4.9)
+    assert (await core.decide(req())).status == 200
+    assert sidecar.calls == 1
+    clock.advance(0.1)  # the bound
+    d = await core.decide(req())
+    assert d.status == 401 and d.code == "invalid_key"
+    assert sidecar.calls == 2
+
+
+async def test_a_refused_key_is_asked_again_after_the_negative_ttl(
+    core, sidecar, clock: FakeClock
+) -> None:
+    assert (await core.decide(req())).status == 401
+    sidecar.keys[KEY] = principal()  # created after the refusal
+    clock.advance(0.9)
+    assert (await core.decide(req())).status == 401  # still the cached refusal
+    clock.advance(0.1)
+    assert (await core.decide(req())).status == 200
+    assert sidecar.calls == 2

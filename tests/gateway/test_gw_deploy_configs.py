@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from gateway_plugins.runners import DEPLOY_DIR
 from hanzo_contract.headers import IDENTITY_HEADERS
+from hanzo_stack.servers import DEPLOY_DIR
 
 IDENTITY = {h.lower() for h in IDENTITY_HEADERS}
 

@@ -10,13 +10,19 @@ import time
 import httpx
 import pytest
 
-from gateway_plugins.runners import NginxServer
 from hanzo_contract.assertion import AssertionVerifier
 from hanzo_contract.headers import IDENTITY_HEADERS
 from hanzo_contract.principal import Limits
 from hanzo_stack.process import LOOPBACK, free_port
+from hanzo_stack.servers import NginxServer
+from tests.support.clock import wait_for_window_room
 
 GATEWAYS = ["nginx", "caddy"]
+
+#: real nginx, forward-auth and sidecar processes on a loaded two-core machine: the
+#: revocation bound is the cache's (``test_gw_core`` checks it exactly on a driven clock);
+#: this is what scheduling may add on top of it
+PROCESS_SLACK = 3.0
 
 
 def upstream_headers(response: httpx.Response) -> dict[str, list[str]]:
@@ -118,6 +124,7 @@ async def test_missing_permission_and_unknown_route_are_403(stack, http, gateway
 @pytest.mark.parametrize("gateway", GATEWAYS)
 async def test_over_the_limit_is_429_with_retry_after(stack, http, gateway: str) -> None:
     key, _ = await stack.mint(limits=Limits(requests_per_minute=3))
+    await wait_for_window_room(15)  # the real clock: all four requests in one UTC minute
     url = stack.front(gateway) + "/v1/memory/retrieve"
     statuses = [(await http.get(url, headers={"X-API-Key": key})).status_code for _ in range(3)]
     assert statuses == [200, 200, 200]
@@ -142,10 +149,10 @@ async def test_revoked_key_is_401_within_the_bound(stack, http, gateway: str) ->
         if r.status_code == 401:
             break
         assert r.status_code == 200
-        assert elapsed < stack.revocation_bound + 0.5, "revoked key still passing"
+        assert elapsed < stack.revocation_bound + PROCESS_SLACK, "revoked key still passing"
         await asyncio.sleep(0.05)
     assert error_code(r) == "revoked_key"
-    assert elapsed <= stack.revocation_bound + 0.5
+    assert elapsed <= stack.revocation_bound + PROCESS_SLACK
 
 
 @pytest.mark.parametrize("gateway", GATEWAYS)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -17,15 +16,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway_plugins.core import DecisionCore
-from gateway_plugins.jwt_verifier import InvalidToken, JwtVerifier
+from gateway_plugins.jwt.verifier import InvalidToken, JwtVerifier
 from gateway_plugins.limiter.memory import MemoryLimiter
 from gateway_plugins.request import AuthRequest
 from gateway_plugins.routes import RouteTable
-from gateway_plugins.runners import CaddyServer, ForwardAuthServer, NginxServer, SidecarServer
 from hanzo_contract.assertion import AssertionSigner
 from hanzo_contract.principal import Principal, PrincipalKind
 from hanzo_stack.casdoor_server import CasdoorServer
+from hanzo_stack.servers import CaddyServer, ForwardAuthServer, NginxServer, SidecarServer
 from tests.support.casdoor_admin import admin_client
+from tests.support.clock import FakeClock
 
 KID = "cert-hanzo"
 
@@ -315,13 +315,15 @@ async def test_shared_application_audience_is_bound_to_the_token_owner(
 async def test_cached_verified_token_still_expires_on_time(
     casdoor: CasdoorServer, tenant: Tenant
 ) -> None:
-    verifier = JwtVerifier(casdoor.url, casdoor.url, [tenant.client_id], leeway=0)
+    clock = FakeClock(time.time())
+    verifier = JwtVerifier(casdoor.url, casdoor.url, [tenant.client_id], leeway=0, clock=clock)
     try:
-        soon = int(time.time()) + 2
-        token = casdoor_signed(casdoor, claims_for(casdoor, tenant, exp=soon))
+        now = int(clock())
+        soon = now + 2
+        token = casdoor_signed(casdoor, claims_for(casdoor, tenant, iat=now, nbf=now, exp=soon))
         assert (await verifier.verify(token)).claims["exp"] == soon
         assert (await verifier.verify(token)).claims["exp"] == soon  # from the cache
-        await asyncio.sleep(soon - time.time() + 0.5)
+        clock.advance(soon - clock() + 0.5)
         with pytest.raises(InvalidToken) as info:
             await verifier.verify(token)
         assert info.value.code == "expired_token"

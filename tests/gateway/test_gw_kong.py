@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway_plugins.kong.harness import KongOutcome, KongRequest, KongRpcHarness
 from hanzo_contract.assertion import AssertionVerifier
 from hanzo_contract.headers import IDENTITY_HEADERS
 from hanzo_contract.principal import Limits
 from hanzo_stack.process import ManagedProcess
+from tests.support.clock import wait_for_window_room
+from tests.support.kong_harness import KongOutcome, KongRequest, KongRpcHarness
 
 NAME = "hanzo-auth"
 
@@ -112,6 +113,7 @@ async def test_missing_permission_exits_403(stack, kong) -> None:
 async def test_over_the_limit_exits_429_with_retry_after(stack, kong) -> None:
     harness, iid = kong
     key, _ = await stack.mint(limits=Limits(requests_per_minute=2))
+    await wait_for_window_room(15)  # the real clock: all three requests in one UTC minute
     request = KongRequest("GET", "/v1/memory/retrieve", {"X-API-Key": key})
     assert [harness.access(iid, request).exit_status for _ in range(2)] == [None, None]
     outcome = harness.access(iid, request)

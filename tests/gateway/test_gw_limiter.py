@@ -12,10 +12,11 @@ import pytest
 from gateway_plugins.limiter import LimiterUnavailable
 from gateway_plugins.limiter.memory import MemoryLimiter
 from gateway_plugins.limiter.redis_store import RedisLimiter
-from gateway_plugins.runners import ForwardAuthServer
 from hanzo_contract.principal import Limits
 from hanzo_stack.process import LOOPBACK, free_port
+from hanzo_stack.servers import ForwardAuthServer
 from hanzo_stack.valkey import ValkeyServer
+from tests.support.clock import FakeClock, wait_for_window_room
 
 
 @pytest.fixture
@@ -30,11 +31,12 @@ def valkey(tmp_path: Path) -> Iterator[ValkeyServer]:
 async def test_memory_quota_survives_a_restart(tmp_path: Path) -> None:
     db = tmp_path / "quotas.sqlite3"
     limits = Limits(units_per_day=3)
-    first = MemoryLimiter(db)
+    clock = FakeClock()
+    first = MemoryLimiter(db, clock=clock)
     assert [(await first.hit(["key:acme/a"], limits)).allowed for _ in range(2)] == [True, True]
     await first.aclose()
 
-    second = MemoryLimiter(db)
+    second = MemoryLimiter(db, clock=clock)
     assert (await second.hit(["key:acme/a"], limits)).allowed
     denied = await second.hit(["key:acme/a"], limits)
     assert not denied.allowed and denied.code == "quota_exceeded"
@@ -43,7 +45,7 @@ async def test_memory_quota_survives_a_restart(tmp_path: Path) -> None:
 
 
 async def test_memory_denied_requests_spend_no_budget(tmp_path: Path) -> None:
-    limiter = MemoryLimiter(None)
+    limiter = MemoryLimiter(None, clock=FakeClock())
     both = Limits(requests_per_minute=5, units_per_day=2)
     assert (await limiter.hit(["k"], both)).allowed
     assert (await limiter.hit(["k"], both)).allowed
@@ -55,7 +57,7 @@ async def test_memory_denied_requests_spend_no_budget(tmp_path: Path) -> None:
 
 
 async def test_memory_org_bucket_is_shared(tmp_path: Path) -> None:
-    limiter = MemoryLimiter(None)
+    limiter = MemoryLimiter(None, clock=FakeClock())
     limits = Limits(requests_per_minute=2)
     assert (await limiter.hit(["key:a", "org:acme"], limits)).allowed
     assert (await limiter.hit(["key:b", "org:acme"], limits)).allowed
@@ -64,7 +66,9 @@ async def test_memory_org_bucket_is_shared(tmp_path: Path) -> None:
 
 async def test_redis_budget_is_atomic_across_limiters(valkey: ValkeyServer) -> None:
     # atomicity, not speed, is under test: a generous timeout keeps a busy machine honest
-    a, b = RedisLimiter(valkey.url, timeout=5.0), RedisLimiter(valkey.url, timeout=5.0)
+    clock = FakeClock()
+    a = RedisLimiter(valkey.url, timeout=5.0, clock=clock)
+    b = RedisLimiter(valkey.url, timeout=5.0, clock=clock)
     limits = Limits(requests_per_minute=20)
     try:
         results = await asyncio.gather(
@@ -106,10 +110,12 @@ async def test_two_plugin_processes_share_one_budget_then_hold_their_fail_mode(
         stack.sidecar, tmp_path / "b", HANZO_GATEWAY_LIMITER_FAIL_MODE="closed", **common
     )
     fail_open = ForwardAuthServer(tmp_path, env_open).start()
+    # two real processes on the real clock: all ten requests must fall in one UTC minute
     try:
         fail_closed = ForwardAuthServer(tmp_path, env_closed).start()
         try:
             key, _ = await stack.mint(limits=Limits(requests_per_minute=6))
+            await wait_for_window_room(20)
             async with httpx.AsyncClient(timeout=10) as http:
                 statuses = []
                 for i in range(10):
@@ -139,6 +145,7 @@ async def test_quota_survives_a_plugin_process_restart(
 ) -> None:
     env = make_gateway_env(stack.sidecar, tmp_path / "restart")
     key, _ = await stack.mint(limits=Limits(units_per_day=3))
+    await wait_for_window_room(120, window=86400)  # one UTC day for all four requests
     async with httpx.AsyncClient(timeout=10) as http:
         first = ForwardAuthServer(tmp_path, env).start()
         try:
@@ -155,3 +162,28 @@ async def test_quota_survives_a_plugin_process_restart(
             assert r.status_code == 429 and r.json()["error"]["code"] == "quota_exceeded"
         finally:
             second.stop()
+
+
+async def test_memory_minute_window_rolls_over_on_the_clock() -> None:
+    clock = FakeClock()
+    limiter = MemoryLimiter(None, clock=clock)
+    limits = Limits(requests_per_minute=1)
+    assert (await limiter.hit(["k"], limits)).allowed
+    clock.advance(29)  # the last second of the same UTC minute
+    denied = await limiter.hit(["k"], limits)
+    assert not denied.allowed and denied.reset == 1
+    clock.advance(1)  # the next minute: a fresh budget
+    assert (await limiter.hit(["k"], limits)).allowed
+
+
+async def test_redis_windows_come_from_the_handed_clock(valkey: ValkeyServer) -> None:
+    clock = FakeClock()
+    limiter = RedisLimiter(valkey.url, timeout=5.0, clock=clock)
+    limits = Limits(requests_per_minute=1)
+    try:
+        assert (await limiter.hit(["key:acme/c"], limits)).allowed
+        assert not (await limiter.hit(["key:acme/c"], limits)).allowed
+        clock.advance(30)
+        assert (await limiter.hit(["key:acme/c"], limits)).allowed
+    finally:
+        await limiter.aclose()

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from gateway_plugins import metrics
 from gateway_plugins.audit import DenialReporter
 from gateway_plugins.core import DecisionCore
-from gateway_plugins.jwt_verifier import InvalidToken, JwksCache
+from gateway_plugins.jwt.verifier import InvalidToken, JwksCache
 from gateway_plugins.request import AuthRequest
 from hanzo_contract.principal import Limits, Principal
 from hanzo_stack.casdoor_server import CasdoorServer

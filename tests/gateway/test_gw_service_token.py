@@ -11,9 +11,10 @@ from pathlib import Path
 
 import httpx
 
-from gateway_plugins.runners import ForwardAuthServer, NginxServer, SidecarServer
 from hanzo_stack.casdoor_server import CasdoorServer
+from hanzo_stack.servers import ForwardAuthServer, NginxServer, SidecarServer
 from tests.support.casdoor_admin import admin_client
+from tests.support.clock import wait_for_window_room
 
 
 async def test_client_credentials_token_through_nginx(
@@ -56,6 +57,9 @@ organizations:
                 assert time.monotonic() < deadline, "sidecar did not apply the tenant file"
                 await asyncio.sleep(0.5)
                 app = await client.get_object("application", "admin", app_name)
+        # the real clock: the plan's minute must hold every request (the wait comes before
+        # the token, which Casdoor issues here with exp == iat: it passes on the leeway)
+        await wait_for_window_room(30)
         async with httpx.AsyncClient(timeout=10) as http:
             answer = await http.post(
                 f"{casdoor.url}/api/login/oauth/access_token",

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway_plugins.runners import SidecarServer
 from hanzo_stack.process import LOOPBACK, ManagedProcess, free_port, http_ok
+from hanzo_stack.servers import SidecarServer
 from iam_sidecar.keys.models import NewKey
 from iam_sidecar.keys.store import KeyStore
 

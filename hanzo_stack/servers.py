@@ -103,7 +103,7 @@ class CaddyServer(_Server):
 
 
 class EchoUpstream(_Server):
-    """gateway_plugins.echo under uvicorn."""
+    """hanzo_stack.echo under uvicorn."""
 
     def __init__(self, workdir: Path, workers: int = 1) -> None:
         self.workdir, self.workers = workdir, workers
@@ -111,7 +111,7 @@ class EchoUpstream(_Server):
 
     def start(self, timeout: float = 20.0) -> EchoUpstream:
         argv = [
-            sys.executable, "-m", "uvicorn", "gateway_plugins.echo:app",
+            sys.executable, "-m", "uvicorn", "hanzo_stack.echo:app",
             "--host", LOOPBACK, "--port", str(self.port), "--log-level", "warning",
             "--no-access-log", "--workers", str(self.workers),
         ]  # fmt: skip
@@ -142,7 +142,7 @@ class ForwardAuthServer(_Server):
 class SidecarServer(_Server):
     """The real IAM sidecar (``python -m iam_sidecar serve``) with its state in ``workdir``.
 
-    Keys are minted through ``iam_sidecar.keystore.KeyStore`` on the same ``db_path``.
+    Keys are minted through ``iam_sidecar.keys.store.KeyStore`` on the same ``db_path``.
     """
 
     def __init__(

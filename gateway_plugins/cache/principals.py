@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from cachetools import TLRUCache, TTLCache
 
 from gateway_plugins import metrics
-from gateway_plugins.sidecar_client import Rejected
+from gateway_plugins.errors import Rejected
 from hanzo_contract.principal import Principal
 from hanzo_contract.verify import VerifyResponse
 
@@ -37,17 +37,24 @@ def digest(secret: str) -> str:
 
 
 class PrincipalCache:
-    def __init__(self, name: str, max_ttl: float, negative_ttl: float, size: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        max_ttl: float,
+        negative_ttl: float,
+        size: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._name = name
         self._max_ttl = max_ttl
+        #: every TTL (and so the revocation bound) is read on this clock; tests drive it
+        self._clock = clock
         self._pos: TLRUCache[str, CachedPrincipal] = TLRUCache(
-            maxsize=size, ttu=lambda _k, v, _now: v.expires_at, timer=time.monotonic
+            maxsize=size, ttu=lambda _k, v, _now: v.expires_at, timer=clock
         )
         # (code, message), not the exception: re-raising one instance grows its traceback
         self._neg: TTLCache[str, tuple[str, str]] | None = (
-            TTLCache(maxsize=size, ttl=negative_ttl, timer=time.monotonic)
-            if negative_ttl > 0
-            else None
+            TTLCache(maxsize=size, ttl=negative_ttl, timer=clock) if negative_ttl > 0 else None
         )
         self._inflight: dict[str, asyncio.Future[CachedPrincipal]] = {}
         self._hit = metrics.CACHE.labels(cache=name, result="hit")
@@ -77,7 +84,7 @@ class PrincipalCache:
         try:
             answer = await fetch()
             ttl = min(answer.cache_ttl_seconds, self._max_ttl)
-            entry = CachedPrincipal(answer.principal, time.monotonic() + ttl)
+            entry = CachedPrincipal(answer.principal, self._clock() + ttl)
             if ttl > 0:
                 self._pos[key] = entry
             future.set_result(entry)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,21 +17,24 @@ import httpx
 import jwt
 from cachetools import TLRUCache
 
+from gateway_plugins.errors import InvalidToken, JwksUnavailable
 from hanzo_contract.principal import PrincipalKind
 from hanzo_contract.verify import ResolveRequest
 
+__all__ = ["InvalidToken", "JwksCache", "JwksUnavailable", "JwtVerifier", "VerifiedToken"]
+
+#: signature and the claims PyJWT checks without a clock; expiry, not-before, issued-at
+#: and issuer are checked in :func:`_check_claims` on the verifier's own clock
+_DECODE_OPTIONS: Any = {
+    "require": ["exp", "iss", "aud", "sub"],
+    "verify_aud": False,  # shared applications need the owner claim: see _audience_ok
+    "verify_iss": False,
+    "verify_exp": False,
+    "verify_nbf": False,
+    "verify_iat": False,
+}
+
 _ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "ES512"]
-
-
-class InvalidToken(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-class JwksUnavailable(Exception):
-    """Casdoor's JWKS could not be fetched; not the client's fault."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +93,10 @@ class JwtVerifier:
         leeway: int = 5,
         refresh_interval: float = 10.0,
         timeout: float = 2.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        #: seconds since the epoch, for ``exp``/``nbf``/``iat``; tests hand one they drive
+        self._clock = clock
         self._http = httpx.AsyncClient(timeout=timeout)
         self._jwks = JwksCache(
             casdoor_url.rstrip("/") + "/.well-known/jwks", refresh_interval, self._http
@@ -101,7 +108,7 @@ class JwtVerifier:
         # verified tokens, by digest, until their own expiry (at most a minute): a JWT is
         # not revocable before ``exp``, and this spares the RSA check on every request
         self._verified: TLRUCache[str, tuple[VerifiedToken, float]] = TLRUCache(
-            maxsize=10_000, ttu=lambda _k, v, _now: v[1], timer=time.time
+            maxsize=10_000, ttu=lambda _k, v, _now: v[1], timer=clock
         )
 
     async def verify(self, token: str) -> VerifiedToken:
@@ -111,7 +118,7 @@ class JwtVerifier:
             return hit[0]
         verified = await self._verify(token)
         exp = float(verified.claims["exp"])
-        self._verified[digest] = (verified, min(exp, time.time() + 60))
+        self._verified[digest] = (verified, min(exp, self._clock() + 60))
         return verified
 
     async def _verify(self, token: str) -> VerifiedToken:
@@ -123,15 +130,8 @@ class JwtVerifier:
             raise InvalidToken("invalid_token", "unsupported token algorithm")
         key = await self._jwks.key(header.get("kid"))
         try:
-            claims = jwt.decode(
-                token,
-                key,
-                algorithms=[header["alg"]],
-                issuer=self._issuer,
-                leeway=self._leeway,
-                # audience is checked below: shared applications need the owner claim
-                options={"require": ["exp", "iss", "aud", "sub"], "verify_aud": False},
-            )
+            claims = jwt.decode(token, key, algorithms=[header["alg"]], options=_DECODE_OPTIONS)
+            _check_claims(claims, self._clock(), self._leeway, self._issuer)
         except jwt.ExpiredSignatureError:
             raise InvalidToken("expired_token", "token has expired") from None
         except jwt.InvalidAudienceError:
@@ -155,6 +155,26 @@ class JwtVerifier:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+def _check_claims(claims: dict[str, Any], now: float, leeway: float, issuer: str) -> None:
+    """PyJWT's own time and issuer checks, in its order, with ``now`` from our clock."""
+    for name in ("iat", "nbf"):
+        if name in claims:
+            try:
+                at = int(claims[name])
+            except ValueError:
+                raise jwt.DecodeError(f"{name} must be an integer") from None
+            if at > now + leeway:
+                raise jwt.ImmatureSignatureError(f"The token is not yet valid ({name})")
+    try:
+        exp = int(claims["exp"])
+    except ValueError:
+        raise jwt.DecodeError("exp must be an integer") from None
+    if exp <= now - leeway:
+        raise jwt.ExpiredSignatureError("Signature has expired")
+    if not isinstance(claims["iss"], str) or claims["iss"] != issuer:
+        raise jwt.InvalidIssuerError("Invalid issuer")
 
 
 def _resolve_request(claims: dict[str, Any]) -> ResolveRequest:

@@ -1,0 +1,1 @@
+"""Credential caches in front of the sidecar: the principal cache and its settings."""

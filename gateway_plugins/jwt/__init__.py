@@ -1,0 +1,1 @@
+"""Casdoor JWT verification: the verifier, its settings and its factory."""

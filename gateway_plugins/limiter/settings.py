@@ -1,0 +1,29 @@
+"""What the limiter can be told: its store, its fail mode, the budgets a request draws on.
+
+Flat fields of the gateway settings (``HANZO_GATEWAY_LIMITER_BACKEND``, ``[gateway]
+limiter_backend``, ...): :class:`gateway_plugins.settings.GatewaySettings` inherits them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class LimiterSettings(BaseModel):
+    limiter_backend: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_timeout_seconds: float = Field(default=0.25, gt=0)
+    #: ``open``: allow and log when the limiter store fails (Kong's "fault tolerant");
+    #: ``closed``: answer 503 instead
+    limiter_fail_mode: Literal["open", "closed"] = "open"
+    #: which budgets a request draws on: the credential (key, user or application) and/or
+    #: its whole organization
+    limit_levels: list[Literal["credential", "organization"]] = Field(
+        default_factory=lambda: ["credential"]
+    )
+    #: SQLite file where the in-process limiter keeps quota counters across restarts
+    quota_db_path: Path | None = None
+    quota_flush_seconds: float = Field(default=1.0, gt=0)
