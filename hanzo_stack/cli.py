@@ -13,8 +13,8 @@ from hanzo_contract.settings import default_state_dir
 from hanzo_stack.casdoor_install import CASDOOR_VERSION, CasdoorInstallError, install_casdoor
 from hanzo_stack.casdoor_server import CasdoorServer
 from hanzo_stack.casdoor_ui import build_casdoor_ui
+from hanzo_stack.memory_direct import memory_service_cli
 from iam_sidecar.cli import audit_cli, keys_cli, sidecar_cli, tenants_cli
-from memory_service.cli import cli as memory_service_cli
 
 app = typer.Typer(
     help="Hanzo unified services: IAM on Casdoor, gateway plugins, memory.", no_args_is_help=True

@@ -8,7 +8,9 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
+from memory_service.clock import to_us
 from memory_service.errors import ApiError
+from memory_service.models import ImportLine
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -58,3 +60,22 @@ def validate(model: type[M], data: Any, prefix: tuple[Any, ...] = ()) -> M:
 
 async def read_model(request: Request, model: type[M], limit: int) -> M:
     return validate(model, parse_json(await read_limited(request, limit)))
+
+
+def import_lines(raw: bytes, now: int) -> tuple[list[ImportLine], int]:
+    """A JSONL export's memories, minus those already expired at ``now`` (and their count)."""
+    items: list[ImportLine] = []
+    expired = 0
+    for n, line in enumerate(raw.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ApiError(400, "malformed_json", f"line {n} is not valid JSON") from None
+        item = validate(ImportLine, data, prefix=("line", n))
+        if item.expires_at is not None and to_us(item.expires_at) <= now:
+            expired += 1
+            continue
+        items.append(item)
+    return items, expired

@@ -1,46 +1,63 @@
-"""``hanzo memory-service serve``: run the memory API with uvicorn."""
+"""``python -m memory_service serve``: run the memory API with uvicorn.
+
+:func:`make_cli` takes what turns settings into the served app, so the composition root
+(``hanzo memory-service``) reuses these commands and adds direct mode, a composition this
+package knows nothing of.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import typer
+from starlette.types import ASGIApp
 
-cli = typer.Typer(help="The Hanzo memory service.", no_args_is_help=True)
+from memory_service.settings import MemorySettings
+
+AppBuilder = Callable[[MemorySettings], ASGIApp]
 
 
-@cli.command()
-def serve(
-    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    port: int = typer.Option(8600, help="Port to listen on."),
-    log_level: str = typer.Option("warning", help="uvicorn log level."),
-) -> None:
-    """Serve the API; settings come from HANZO_MEMORY_* and the [memory] table of HANZO_CONFIG."""
-    import uvicorn
-
-    from memory_service.app import create_app
-    from memory_service.settings import MemorySettings
-
-    settings = MemorySettings()
+def gateway_app(settings: MemorySettings) -> ASGIApp:
+    """The app trusting the gateway's assertion: all this package can serve on its own."""
     if settings.auth_mode == "direct":
-        from gateway_plugins.build import build_core
-        from gateway_plugins.inline import InlineAuth
-        from gateway_plugins.settings import GatewaySettings
+        raise typer.BadParameter(
+            "auth_mode 'direct' puts the gateway's decision core in front of the app; "
+            "run it with `hanzo memory-service serve` (python -m hanzo_stack memory-service serve)",
+            param_hint="HANZO_MEMORY_AUTH_MODE",
+        )
+    from memory_service.app import create_app
 
-        core = build_core(GatewaySettings())  # makes the assertion key pair if missing
-        app = InlineAuth(create_app(settings), core, open_paths=("/healthz", "/openapi.json"))
-    else:
-        app = create_app(settings)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    return create_app(settings)
 
 
-@cli.command("openapi")
-def openapi_cmd() -> None:
-    """Print the OpenAPI document."""
-    import json
+def make_cli(build: AppBuilder = gateway_app) -> typer.Typer:
+    cli = typer.Typer(help="The Hanzo memory service.", no_args_is_help=True)
 
-    from memory_service.openapi import openapi_document
+    @cli.command()
+    def serve(
+        host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+        port: int = typer.Option(8600, help="Port to listen on."),
+        log_level: str = typer.Option("warning", help="uvicorn log level."),
+    ) -> None:
+        """Serve the API; settings: HANZO_MEMORY_* env, then the memory table of HANZO_CONFIG."""
+        import uvicorn
 
-    typer.echo(json.dumps(openapi_document(), indent=2))
+        app = build(MemorySettings())
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
 
+    @cli.command("openapi")
+    def openapi_cmd() -> None:
+        """Print the OpenAPI document."""
+        import json
+
+        from memory_service.openapi import openapi_document
+
+        typer.echo(json.dumps(openapi_document(), indent=2))
+
+    return cli
+
+
+cli = make_cli()
 
 if __name__ == "__main__":
     cli()

@@ -1,11 +1,19 @@
-"""Time as integer microseconds: exact in every backend's numeric type, and orderable."""
+"""Time as integer microseconds: exact in every backend's numeric type, and orderable.
+
+The service reads the time only through a :data:`Clock` it is handed (:func:`now_us` unless
+told otherwise), so a test moves time forward instead of sleeping through a TTL.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from memory_service.backends.base import NEVER
+
+#: microseconds since the epoch, now
+Clock = Callable[[], int]
 
 
 def now_us() -> int:

@@ -1,13 +1,18 @@
-"""The service's one exception type, rendered as the shared JSON error body."""
+"""The service's one exception type and its error handlers, all rendering the shared JSON
+error body: a client never sees Starlette's plain-text errors or a traceback."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from hanzo_contract.errors import error_body
+
+log = logging.getLogger("memory_service")
 
 
 class ApiError(Exception):
@@ -27,10 +32,29 @@ def error_response(
     return JSONResponse(error_body(code, message, details), status_code=status)
 
 
-async def api_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+def not_found(what: str = "memory") -> ApiError:
+    return ApiError(404, "not_found", f"{what} not found")
+
+
+async def api_error_handler(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return error_response(exc.status, exc.code, exc.message, exc.details)
 
 
-def not_found(what: str = "memory") -> ApiError:
-    return ApiError(404, "not_found", f"{what} not found")
+async def http_error_handler(_request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 / 405 (no such route or method)."""
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail))
+
+
+async def server_error_handler(_request: Request, exc: Exception) -> Response:
+    log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
+    return error_response(500, "internal_error", "internal error")
+
+
+EXCEPTION_HANDLERS = {
+    ApiError: api_error_handler,
+    HTTPException: http_error_handler,
+    Exception: server_error_handler,
+}

@@ -10,6 +10,7 @@ from pydantic.json_schema import models_json_schema
 from hanzo_contract.errors import ErrorBody
 from hanzo_contract.headers import ASSERTION
 from memory_service import models as m
+from memory_service.auth import DELETE, READ, WRITE
 
 _MODELS: list[type[BaseModel]] = [
     m.MemoryIn, m.StoreRequest, m.StoreResponse, m.MemoryOut, m.ListResponse, m.SearchRequest,
@@ -82,29 +83,29 @@ def openapi_document() -> dict[str, Any]:
         "paths": {
             "/v1/memory/store": {"post": _op(
                 "Store one or a batch of memories (upsert by id, dedup by content)",
-                "memory:write", m.StoreResponse, 400, 409, 413, 422, body=m.StoreRequest)},
+                WRITE, m.StoreResponse, 400, 409, 413, 422, body=m.StoreRequest)},
             "/v1/memory/retrieve": {"get": _op(
-                "Fetch by id, or list with filters and a cursor", "memory:read",
+                "Fetch by id, or list with filters and a cursor", READ,
                 m.ListResponse, 400, 404, 422, params=list_params)},
             "/v1/memory/search": {"post": _op(
-                "Vector, keyword or hybrid search", "memory:read", m.SearchResponse, 400, 413,
+                "Vector, keyword or hybrid search", READ, m.SearchResponse, 400, 413,
                 422, body=m.SearchRequest)},
             "/v1/memory/{id}": {
                 "patch": {**_op("Update content, metadata, tags, importance or expiry",
-                                "memory:write", m.MemoryOut, 400, 404, 413, 422,
+                                WRITE, m.MemoryOut, 400, 404, 413, 422,
                                 body=m.UpdateRequest), "parameters": [id_param]},
                 "delete": {**_op("Delete a memory from storage and every index",
-                                 "memory:delete", m.DeleteResponse, 404),
+                                 DELETE, m.DeleteResponse, 404),
                            "parameters": [id_param]},
             },
             "/v1/memory/capabilities": {"get": _op(
                 "Backend, search modes, embedding model, limits and features", None,
                 m.Capabilities)},
             "/v1/memory/export": {"get": _op(
-                "Export the caller's visible memories as JSON lines", "memory:read", None,
+                "Export the caller's visible memories as JSON lines", READ, None,
                 ok_content=ndjson)},
             "/v1/memory/import": {"post": {**_op(
-                "Import JSON lines (as exported)", "memory:write", m.ImportResponse, 400, 413,
+                "Import JSON lines (as exported)", WRITE, m.ImportResponse, 400, 413,
                 422), "requestBody": {"required": True, "content": ndjson}}},
         },
     }  # fmt: skip

@@ -14,7 +14,7 @@ import numpy as np
 
 from hanzo_contract.principal import Principal
 from memory_service.backends.base import NEVER, SHARED, MemoryBackend, Query, Record
-from memory_service.clock import expiry_from_us, from_us, now_us, to_us
+from memory_service.clock import Clock, expiry_from_us, from_us, now_us, to_us
 from memory_service.embeddings.base import Embedder, EmbeddingError, normalize
 from memory_service.errors import ApiError, not_found
 from memory_service.models import (
@@ -57,10 +57,17 @@ def to_out(r: Record) -> MemoryOut:
 
 
 class MemoryService:
-    def __init__(self, backend: MemoryBackend, embedder: Embedder, settings: MemorySettings):
+    def __init__(
+        self,
+        backend: MemoryBackend,
+        embedder: Embedder,
+        settings: MemorySettings,
+        clock: Clock = now_us,
+    ) -> None:
         self.backend = backend
         self.embedder = embedder
         self.settings = settings
+        self.clock = clock
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -126,7 +133,7 @@ class MemoryService:
             raise ApiError(
                 413, "batch_too_large", f"at most {self.settings.max_batch} memories per request"
             )
-        now = now_us()
+        now = self.clock()
         tenant = p.organization
         client_ids = [m.id for m in items if m.id]
         if len(set(client_ids)) != len(client_ids):
@@ -203,7 +210,7 @@ class MemoryService:
             if not (over_count or over_bytes):
                 return
             if attempt == 0:
-                await self.backend.purge_expired(p.organization, now_us())
+                await self.backend.purge_expired(p.organization, self.clock())
         raise ApiError(
             403, "tenant_limit_reached",
             "this organization's memory limit is reached",
@@ -214,7 +221,7 @@ class MemoryService:
     # -- read ----------------------------------------------------------------------------
 
     async def get(self, p: Principal, memory_id: str) -> Record:
-        now = now_us()
+        now = self.clock()
         found = await self.backend.get(p.organization, [memory_id])
         if not found or not self.visible(p, found[0], now):
             raise not_found()
@@ -223,7 +230,7 @@ class MemoryService:
     async def list(
         self, p: Principal, f: Filters, after: tuple[int, str] | None, limit: int
     ) -> tuple[list[Record], tuple[int, str] | None]:
-        rows = await self.backend.list(self.query(p, f, now_us()), after, limit + 1)
+        rows = await self.backend.list(self.query(p, f, self.clock()), after, limit + 1)
         page = rows[:limit]
         more = len(rows) > limit
         return page, (page[-1].created_at, page[-1].id) if more and page else None
@@ -231,7 +238,7 @@ class MemoryService:
     async def search(self, p: Principal, req: SearchRequest) -> list[SearchHit]:
         if req.top_k > self.settings.max_top_k:
             raise ApiError(422, "top_k_too_large", f"top_k is at most {self.settings.max_top_k}")
-        q = self.query(p, req.filters, now_us())
+        q = self.query(p, req.filters, self.clock())
         vec_hits: list[tuple[Record, float]] = []
         kw_hits: list[tuple[Record, float]] = []
         depth = req.top_k if req.mode != "hybrid" else min(max(3 * req.top_k, 30), 300)
@@ -277,7 +284,7 @@ class MemoryService:
 
     async def update(self, p: Principal, memory_id: str, req: UpdateRequest) -> Record:
         old = await self.get(p, memory_id)
-        now = now_us()
+        now = self.clock()
         rec = replace(old, updated_at=max(now, old.updated_at + 1))
         if req.content is not None and req.content != old.content:
             self._check_content(req.content)

@@ -29,9 +29,9 @@ class MemorySettings(HanzoSettings):
     embedding_timeout_seconds: float = Field(default=10.0, gt=0)
 
     #: ``gateway``: trust only the gateway's signed assertion (the default). ``direct``: no
-    #: gateway in front; API keys and Casdoor JWTs are checked in-process by the gateway's
-    #: decision core (configured by ``HANZO_GATEWAY_*``), which then hands the app the same
-    #: signed assertion a gateway would.
+    #: gateway in front; the stack (``hanzo memory-service serve``, in
+    #: ``hanzo_stack.memory_direct``) puts the gateway's decision core in front in-process,
+    #: and it hands the app the same signed assertion a gateway would.
     auth_mode: Literal["gateway", "direct"] = "gateway"
 
     #: Public half of the gateway's Ed25519 assertion key pair.

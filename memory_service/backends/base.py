@@ -11,13 +11,15 @@ import json
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 #: ``expires_at`` of a memory that never expires (µs); keeps range filters simple.
 NEVER = 1 << 62
 SHARED = ""  # the ``user`` of a memory shared at organization level
+
+H = TypeVar("H")
 
 
 @dataclass(slots=True)
@@ -100,6 +102,21 @@ def meta_pairs(metadata: dict[str, Any]) -> list[str]:
     )
 
 
+def by_tenant(records: list[Record]) -> dict[str, list[Record]]:
+    """``records`` grouped by tenant, each group in the given order."""
+    groups: dict[str, list[Record]] = {}
+    for record in records:
+        groups.setdefault(record.tenant, []).append(record)
+    return groups
+
+
+def opened(handle: H | None) -> H:
+    """``handle`` once :meth:`MemoryBackend.open` has set it; a clear error before that."""
+    if handle is None:
+        raise RuntimeError("backend not open")
+    return handle
+
+
 @dataclass(slots=True)
 class Usage:
     count: int
@@ -126,21 +143,29 @@ class MemoryBackend(ABC):
     async def get(self, tenant: str, ids: list[str]) -> list[Record]:
         """Records by id within the tenant, expired or not; visibility is the caller's job."""
 
-    @abstractmethod
-    async def find_duplicate(
-        self, tenant: str, user: str, namespace: str, content_hash: str, now: int
-    ) -> str | None:
-        """The id of a live memory with this content in this scope, if any."""
-
     async def find_duplicates(
         self, tenant: str, keys: list[tuple[str, str, str]], now: int
     ) -> dict[tuple[str, str, str], str]:
-        """Batch form of :meth:`find_duplicate` for ``(user, namespace, hash)`` keys."""
+        """The id of a live memory for each ``(user, namespace, content hash)`` key that has one."""
+        hashes = sorted({key[2] for key in keys})
+        if not hashes:
+            return {}
+        wanted = set(keys)
+        cap = max(64 * len(keys), 1024)
         found = {}
-        for key in dict.fromkeys(keys):
-            if (mid := await self.find_duplicate(tenant, *key, now)) is not None:
-                found[key] = mid
+        for user, namespace, chash, memory_id in await self.live_with_hashes(
+            tenant, hashes, now, cap
+        ):
+            if (user, namespace, chash) in wanted:
+                found[(user, namespace, chash)] = memory_id
         return found
+
+    @abstractmethod
+    async def live_with_hashes(
+        self, tenant: str, hashes: list[str], now: int, cap: int
+    ) -> list[tuple[str, str, str, str]]:
+        """``(user, namespace, content hash, id)`` of the tenant's live memories with any of
+        ``hashes``. ``cap`` bounds the rows for engines whose queries need a result limit."""
 
     @abstractmethod
     async def delete(self, tenant: str, ids: list[str]) -> int:

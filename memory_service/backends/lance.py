@@ -23,7 +23,14 @@ import numpy as np
 import pyarrow as pa
 from lancedb.index import FTS, IvfSq
 
-from memory_service.backends.base import MemoryBackend, Query, Record, Usage, keyword_terms
+from memory_service.backends.base import (
+    MemoryBackend,
+    Query,
+    Record,
+    Usage,
+    by_tenant,
+    keyword_terms,
+)
 
 #: Build the vector index once a tenant has this many rows; below it an exact scan is fast.
 INDEX_MIN_ROWS = 20_000
@@ -122,24 +129,15 @@ class LanceBackend(MemoryBackend):
             return table
 
     def _arrow(self, records: list[Record]) -> pa.Table:
-        vecs = np.stack([np.asarray(r.vector, dtype=np.float32) for r in records])
+        """Columns named as the record's fields; metadata as JSON, vectors as fixed lists."""
         cols: dict[str, Any] = {
-            "tenant": [r.tenant for r in records],
-            "id": [r.id for r in records],
-            "user": [r.user for r in records],
-            "namespace": [r.namespace for r in records],
-            "content": [r.content for r in records],
-            "content_hash": [r.content_hash for r in records],
-            "metadata": [json.dumps(r.metadata) for r in records],
-            "meta_kv": [r.meta_kv for r in records],
-            "tags": [r.tags for r in records],
-            "importance": [r.importance for r in records],
-            "created_at": [r.created_at for r in records],
-            "updated_at": [r.updated_at for r in records],
-            "expires_at": [r.expires_at for r in records],
-            "size": [r.size for r in records],
-            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vecs.ravel()), self.dim),
+            name: [getattr(r, name) for r in records]
+            for name in self.schema.names
+            if name not in ("metadata", "vector")
         }
+        cols["metadata"] = [json.dumps(r.metadata) for r in records]
+        vecs = np.stack([np.asarray(r.vector, dtype=np.float32) for r in records])
+        cols["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vecs.ravel()), self.dim)
         return pa.table(cols, schema=self.schema)
 
     @staticmethod
@@ -155,12 +153,10 @@ class LanceBackend(MemoryBackend):
         )  # fmt: skip
 
     async def upsert(self, records: list[Record]) -> None:
-        by_tenant: dict[str, list[Record]] = {}
-        for r in records:
-            by_tenant.setdefault(r.tenant, []).append(r)
+        groups = by_tenant(records)
 
         def write() -> None:
-            for tenant, recs in by_tenant.items():
+            for tenant, recs in groups.items():
                 table = self._table(tenant, create=True)
                 data = self._arrow(recs)
                 with self._lock:
@@ -187,44 +183,23 @@ class LanceBackend(MemoryBackend):
         found = {r.id: r for r in map(self._record, rows)}
         return [found[i] for i in ids if i in found]
 
-    async def find_duplicate(
-        self, tenant: str, user: str, namespace: str, content_hash: str, now: int
-    ) -> str | None:
-        where = (
-            f"tenant = {_lit(tenant)} AND content_hash = {_lit(content_hash)} AND "
-            f"user = {_lit(user)} AND namespace = {_lit(namespace)} AND expires_at > {int(now)}"
-        )
-        rows = await anyio.to_thread.run_sync(self._query, tenant, where, 1)
-        return rows[0]["id"] if rows else None
-
-    async def find_duplicates(
-        self, tenant: str, keys: list[tuple[str, str, str]], now: int
-    ) -> dict[tuple[str, str, str], str]:
-        hashes = sorted({k[2] for k in keys})
-        if not hashes:
-            return {}
-        wanted = set(keys)
+    async def live_with_hashes(
+        self, tenant: str, hashes: list[str], now: int, cap: int
+    ) -> list[tuple[str, str, str, str]]:
         where = (
             f"tenant = {_lit(tenant)} AND expires_at > {int(now)} AND "
             f"content_hash IN ({', '.join(_lit(h) for h in hashes)})"
         )
+        cols = ["user", "namespace", "content_hash", "id"]
 
         def run() -> list[dict[str, Any]]:
             table = self._table(tenant, create=False)
             if table is None:
                 return []
-            cols = ["user", "namespace", "content_hash", "id"]
-            return (
-                table.search().where(where).select(cols).limit(max(64 * len(keys), 1024)).to_list()
-            )
+            return table.search().where(where).select(cols).limit(cap).to_list()
 
         rows = await anyio.to_thread.run_sync(run)
-        found = {}
-        for r in rows:
-            key = (r["user"], r["namespace"], r["content_hash"])
-            if key in wanted:
-                found[key] = r["id"]
-        return found
+        return [(r["user"], r["namespace"], r["content_hash"], r["id"]) for r in rows]
 
     async def delete(self, tenant: str, ids: list[str]) -> int:
         if not ids:

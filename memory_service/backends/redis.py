@@ -17,7 +17,15 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from hanzo_contract.redis_keys import MEMORY_PREFIX
-from memory_service.backends.base import NEVER, MemoryBackend, Query, Record, Usage, keyword_terms
+from memory_service.backends.base import (
+    NEVER,
+    MemoryBackend,
+    Query,
+    Record,
+    Usage,
+    keyword_terms,
+    opened,
+)
 
 _FIELDS = ("id", "user", "namespace", "content", "chash", "created_at", "updated_at",
            "expires_at", "doc")  # fmt: skip
@@ -28,6 +36,11 @@ _CHUNK = 100
 
 def _hex(value: str) -> str:
     return value.encode().hex() or "00"
+
+
+def _unhex(stored: bytes) -> str:
+    """Inverse of :func:`_hex` (``00`` stands for the empty string)."""
+    return "" if stored == b"00" else bytes.fromhex(stored.decode()).decode()
 
 
 class RedisBackend(MemoryBackend):
@@ -42,9 +55,7 @@ class RedisBackend(MemoryBackend):
 
     @property
     def r(self) -> aioredis.Redis:
-        if self._r is None:
-            raise RuntimeError("backend not open")
-        return self._r
+        return opened(self._r)
 
     async def open(self) -> None:
         self._r = aioredis.from_url(self.url, decode_responses=False, protocol=2, socket_timeout=60)
@@ -105,9 +116,8 @@ class RedisBackend(MemoryBackend):
     def _record(tenant: str, h: dict[bytes, bytes]) -> Record:
         doc = json.loads(h[b"doc"])
         return Record(
-            tenant=tenant, id=h[b"id"].decode(), user=bytes.fromhex(h[b"user"].decode()).decode()
-            if h[b"user"] != b"00" else "",
-            namespace=bytes.fromhex(h[b"namespace"].decode()).decode(),
+            tenant=tenant, id=h[b"id"].decode(), user=_unhex(h[b"user"]),
+            namespace=_unhex(h[b"namespace"]),
             content=h[b"content"].decode(), content_hash=h[b"chash"].decode(),
             metadata=doc["metadata"], tags=doc["tags"], importance=doc["importance"],
             created_at=int(h[b"created_at"]), updated_at=int(h[b"updated_at"]),
@@ -168,36 +178,18 @@ class RedisBackend(MemoryBackend):
             out.append((h, 0.0))
         return out
 
-    async def find_duplicate(
-        self, tenant: str, user: str, namespace: str, content_hash: str, now: int
-    ) -> str | None:
-        query = (
-            f"@chash:{{{content_hash}}} @user:{{{_hex(user)}}} "
-            f"@namespace:{{{_hex(namespace)}}} @expires_at:[({int(now)} +inf]"
-        )
-        rows = await self._search(tenant, query, "RETURN", "1", "id", "LIMIT", "0", "1",
-                                  "DIALECT", "2")  # fmt: skip
-        return rows[0][0][b"id"].decode() if rows else None
-
-    async def find_duplicates(
-        self, tenant: str, keys: list[tuple[str, str, str]], now: int
-    ) -> dict[tuple[str, str, str], str]:
-        hashes = sorted({k[2] for k in keys})
-        if not hashes:
-            return {}
-        wanted = set(keys)
+    async def live_with_hashes(
+        self, tenant: str, hashes: list[str], now: int, cap: int
+    ) -> list[tuple[str, str, str, str]]:
         query = f"@chash:{{{'|'.join(hashes)}}} @expires_at:[({int(now)} +inf]"
         rows = await self._search(
             tenant, query, "RETURN", "4", "id", "user", "namespace", "chash",
-            "LIMIT", "0", str(max(64 * len(keys), 1024)), "DIALECT", "2",
+            "LIMIT", "0", str(cap), "DIALECT", "2",
         )  # fmt: skip
-        found = {}
-        for h, _ in rows:
-            user = "" if h[b"user"] == b"00" else bytes.fromhex(h[b"user"].decode()).decode()
-            key = (user, bytes.fromhex(h[b"namespace"].decode()).decode(), h[b"chash"].decode())
-            if key in wanted:
-                found[key] = h[b"id"].decode()
-        return found
+        return [
+            (_unhex(h[b"user"]), _unhex(h[b"namespace"]), h[b"chash"].decode(), h[b"id"].decode())
+            for h, _ in rows
+        ]
 
     async def delete(self, tenant: str, ids: list[str]) -> int:
         if not ids:

@@ -25,7 +25,9 @@ from memory_service.backends.base import (
     Query,
     Record,
     Usage,
+    by_tenant,
     keyword_terms,
+    opened,
 )
 from memory_service.backends.vector_cache import TenantVectors
 
@@ -136,9 +138,7 @@ class SqliteBackend(MemoryBackend):
 
     @property
     def db(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise RuntimeError("backend not open")
-        return self._db
+        return opened(self._db)
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -199,10 +199,7 @@ class SqliteBackend(MemoryBackend):
             except BaseException:
                 await self.db.rollback()
                 raise
-        by_tenant: dict[str, list[Record]] = {}
-        for r in records:
-            by_tenant.setdefault(r.tenant, []).append(r)
-        for tenant, recs in by_tenant.items():
+        for tenant, recs in by_tenant(records).items():
             tv = self._cache.get(tenant)
             if tv is not None:
                 tv.put(
@@ -220,31 +217,15 @@ class SqliteBackend(MemoryBackend):
             found = {r.id: r for r in map(_record, await cur.fetchall())}
         return [found[i] for i in ids if i in found]
 
-    async def find_duplicate(
-        self, tenant: str, user: str, namespace: str, content_hash: str, now: int
-    ) -> str | None:
-        async with self.db.execute(
-            "SELECT id FROM memories WHERE tenant = ? AND content_hash = ? AND user = ? "
-            "AND namespace = ? AND expires_at > ? LIMIT 1",
-            (tenant, content_hash, user, namespace, now),
-        ) as cur:
-            row = await cur.fetchone()
-        return row[0] if row else None
-
-    async def find_duplicates(
-        self, tenant: str, keys: list[tuple[str, str, str]], now: int
-    ) -> dict[tuple[str, str, str], str]:
-        hashes = sorted({k[2] for k in keys})
-        if not hashes:
-            return {}
-        wanted = set(keys)
+    async def live_with_hashes(
+        self, tenant: str, hashes: list[str], now: int, cap: int
+    ) -> list[tuple[str, str, str, str]]:
         sql = (
             "SELECT user, namespace, content_hash, id FROM memories WHERE tenant = ? "
             f"AND content_hash IN ({', '.join('?' * len(hashes))}) AND expires_at > ?"
         )
         async with self.db.execute(sql, (tenant, *hashes, now)) as cur:
-            rows = await cur.fetchall()
-        return {(u, ns, h): mid for u, ns, h, mid in rows if (u, ns, h) in wanted}
+            return [(u, ns, h, mid) for u, ns, h, mid in await cur.fetchall()]
 
     async def delete(self, tenant: str, ids: list[str]) -> int:
         if not ids:

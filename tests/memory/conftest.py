@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, settings
 from starlette.applications import Starlette
 
 from hanzo_contract.assertion import AssertionSigner, AssertionVerifier, generate_keypair
@@ -24,8 +25,16 @@ from memory_service.backends.base import MemoryBackend
 from memory_service.backends.lance import LanceBackend
 from memory_service.backends.redis import RedisBackend
 from memory_service.backends.sqlite import SqliteBackend
+from memory_service.clock import Clock, now_us
 from memory_service.embeddings.deterministic import DeterministicEmbedder
 from memory_service.settings import MemorySettings
+
+#: Hypothesis's 200 ms deadline fails healthy runs on a loaded two-core machine
+settings.register_profile(
+    "memory",
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 BACKENDS = ["sqlite", "lancedb", "redis"]
 ALL_PERMS = ("memory:read", "memory:write", "memory:delete")
@@ -85,12 +94,33 @@ def settings_for(kind: str, root: Path, **overrides: object) -> MemorySettings:
 
 
 def build_app(
-    backend: MemoryBackend, authenticator: AssertionAuthenticator, root: Path, **overrides: object
+    backend: MemoryBackend,
+    authenticator: AssertionAuthenticator,
+    root: Path,
+    clock: Clock = now_us,
+    **overrides: object,
 ) -> Starlette:
-    settings = settings_for(backend.name, root, **overrides)
     return create_app(
-        settings, backend=backend, embedder=DeterministicEmbedder(DIM), authenticator=authenticator
+        settings_for(backend.name, root, **overrides),
+        backend=backend,
+        embedder=DeterministicEmbedder(DIM),
+        authenticator=authenticator,
+        clock=clock,
     )
+
+
+class MovableClock:
+    """The service's clock for a test that moves time forward instead of sleeping through
+    it: the real time plus what the test has advanced."""
+
+    def __init__(self) -> None:
+        self.offset_us = 0
+
+    def __call__(self) -> int:
+        return now_us() + self.offset_us
+
+    def advance(self, seconds: float) -> None:
+        self.offset_us += int(seconds * 1_000_000)
 
 
 @pytest.fixture(scope="session")

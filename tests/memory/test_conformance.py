@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -10,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from tests.memory.conftest import Caller, build_app
+from tests.memory.conftest import Caller, MovableClock, build_app
 
 pytestmark = pytest.mark.asyncio
 
@@ -190,20 +189,23 @@ async def test_delete_removes_from_everything(client, make_caller):
     assert again.status_code == 404 and again.json()["error"]["code"] == "not_found"
 
 
-async def test_ttl_expiry(client, make_caller):
+async def test_ttl_expiry(backend, authenticator, make_caller, tmp_path):
+    clock = MovableClock()
+    app = build_app(backend, authenticator, tmp_path, clock=clock)
     me = make_caller()
-    short, long = await store(client, me, {"content": "ephemeral otter memo", "ttl_seconds": 1},
-                              {"content": "durable otter memo"})  # fmt: skip
-    assert (await retrieve(client, me, id=short)).status_code == 200
-    await asyncio.sleep(1.3)
-    assert (await retrieve(client, me, id=short)).status_code == 404
-    for mode in ("vector", "keyword", "hybrid"):
-        hits = await search(client, me, query="ephemeral otter memo", mode=mode)
-        assert ids_of(hits) == [long], mode
-    assert [m["id"] for m in (await retrieve(client, me)).json()["memories"]] == [long]
-    # Expired content no longer blocks storing it again.
-    again = await store(client, me, {"content": "ephemeral otter memo"})
-    assert again[0] != short
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        short, long = await store(c, me, {"content": "ephemeral otter memo", "ttl_seconds": 1},
+                                  {"content": "durable otter memo"})  # fmt: skip
+        assert (await retrieve(c, me, id=short)).status_code == 200
+        clock.advance(1.3)
+        assert (await retrieve(c, me, id=short)).status_code == 404
+        for mode in ("vector", "keyword", "hybrid"):
+            hits = await search(c, me, query="ephemeral otter memo", mode=mode)
+            assert ids_of(hits) == [long], mode
+        assert [m["id"] for m in (await retrieve(c, me)).json()["memories"]] == [long]
+        # Expired content no longer blocks storing it again.
+        again = await store(c, me, {"content": "ephemeral otter memo"})
+        assert again[0] != short
 
 
 async def test_update_content_and_metadata(client, make_caller):

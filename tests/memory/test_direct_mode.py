@@ -32,7 +32,8 @@ class DirectMemory:
         argv = [
             sys.executable,
             "-m",
-            "memory_service",
+            "hanzo_stack",
+            "memory-service",
             "serve",
             "--host",
             LOOPBACK,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import numpy as np
 import pytest
@@ -15,7 +17,14 @@ from memory_service.backends.sqlite import SqliteBackend
 from memory_service.embeddings.base import EmbeddingError
 from memory_service.embeddings.deterministic import DeterministicEmbedder
 from memory_service.embeddings.http import HttpEmbedder
-from memory_service.embeddings.local import LocalMiniLM
+from memory_service.embeddings.local import (
+    MODEL_SHA256,
+    TOKENIZER,
+    TOKENIZER_SHA256,
+    LocalMiniLM,
+    model_files,
+    verified,
+)
 from memory_service.settings import MemorySettings
 
 
@@ -34,6 +43,24 @@ async def test_local_minilm_is_a_real_sentence_model(minilm: LocalMiniLM):
     assert sims[0, 1] > 0.5 > sims[0, 2]  # paraphrase close, unrelated far
     again = await minilm.embed(["the cat sat on the mat"])
     assert np.allclose(again[0], rows[0], atol=1e-5)
+
+
+def test_the_shipped_model_files_match_their_checksums(tmp_path):
+    model, tokenizer = model_files()
+    assert tokenizer == TOKENIZER and tokenizer.is_relative_to(
+        Path(__file__).parents[2] / "memory_service"
+    )  # shipped in the package, not borrowed from another one
+    for original, digest in ((model, MODEL_SHA256), (tokenizer, TOKENIZER_SHA256)):
+        copy = tmp_path / original.name
+        data = bytearray(original.read_bytes())
+        data[len(data) // 2] ^= 0x01  # one flipped bit
+        copy.write_bytes(bytes(data))
+        with pytest.raises(EmbeddingError, match="sha256"):
+            verified(copy, digest)
+        copy.write_bytes(original.read_bytes())
+        assert verified(copy, digest) == copy
+    with pytest.raises(EmbeddingError, match="cannot read"):
+        verified(tmp_path / "missing.json", TOKENIZER_SHA256)
 
 
 async def test_semantic_search_with_the_local_model(minilm, authenticator, make_caller, tmp_path):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from memory_service.backends.base import NEVER, SHARED, Query, Record
@@ -19,11 +19,7 @@ from memory_service.clock import now_us
 from tests.memory.conftest import Caller
 
 S = "/v1/memory"
-PROPERTY = settings(
-    max_examples=15,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+PROPERTY = settings(settings.get_profile("memory"), max_examples=15)
 
 ids = st.from_regex(r"[A-Za-z0-9_.:-]{1,40}", fullmatch=True)
 tags = st.lists(st.sampled_from(["x", "y", "z", "ünï", "a b"]), max_size=3, unique=True)

@@ -1,0 +1,155 @@
+"""The route table: each endpoint translates HTTP to a :class:`MemoryService` call and back,
+and declares the permission it needs with :func:`~memory_service.auth.requires`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from memory_service.auth import DELETE, READ, WRITE, principal_of, requires
+from memory_service.body import import_lines, parse_json, read_limited, read_model, validate
+from memory_service.cursor import decode_cursor, encode_cursor
+from memory_service.models import (
+    Capabilities,
+    DeleteResponse,
+    ImportResponse,
+    ListResponse,
+    MemoryIn,
+    SearchRequest,
+    SearchResponse,
+    StoreRequest,
+    StoreResponse,
+    UpdateRequest,
+)
+from memory_service.openapi import openapi_document
+from memory_service.query import list_params
+from memory_service.service import MemoryService, to_out
+
+
+def _json(model: BaseModel, status: int = 200) -> JSONResponse:
+    return JSONResponse(model.model_dump(mode="json"), status_code=status)
+
+
+def _svc(request: Request) -> MemoryService:
+    return request.app.state.service
+
+
+@requires(WRITE)
+async def store(request: Request) -> Response:
+    svc = _svc(request)
+    data = parse_json(await read_limited(request, svc.settings.max_body_bytes))
+    if isinstance(data, dict) and "memories" not in data:
+        items = [validate(MemoryIn, data)]
+    else:
+        items = validate(StoreRequest, data).memories
+    results = await svc.store(principal_of(request), items)
+    return _json(StoreResponse(ids=[r.id for r in results], results=results))
+
+
+@requires(READ)
+async def retrieve(request: Request) -> Response:
+    params = list_params(request.query_params)
+    svc = _svc(request)
+    principal = principal_of(request)
+    if params.id is not None:
+        record = await svc.get(principal, params.id)
+        return _json(ListResponse(memories=[to_out(record)], next_cursor=None))
+    after = decode_cursor(params.cursor) if params.cursor else None
+    records, nxt = await svc.list(principal, params.filters, after, params.limit)
+    cursor = encode_cursor(*nxt) if nxt else None
+    return _json(ListResponse(memories=[to_out(r) for r in records], next_cursor=cursor))
+
+
+@requires(READ)
+async def search(request: Request) -> Response:
+    svc = _svc(request)
+    req = await read_model(request, SearchRequest, svc.settings.max_body_bytes)
+    results = await svc.search(principal_of(request), req)
+    return _json(SearchResponse(mode=req.mode, results=results))
+
+
+@requires(WRITE)
+async def update(request: Request) -> Response:
+    svc = _svc(request)
+    req = await read_model(request, UpdateRequest, svc.settings.max_body_bytes)
+    record = await svc.update(principal_of(request), request.path_params["id"], req)
+    return _json(to_out(record))
+
+
+@requires(DELETE)
+async def delete(request: Request) -> Response:
+    memory_id = request.path_params["id"]
+    await _svc(request).delete(principal_of(request), memory_id)
+    return _json(DeleteResponse(id=memory_id, deleted=True))
+
+
+@requires()
+async def capabilities(request: Request) -> Response:
+    svc = _svc(request)
+    s = svc.settings
+    caps = Capabilities(
+        backend=svc.backend.name,
+        search_modes=["vector", "keyword", "hybrid"],
+        embedding={"model": svc.embedder.model, "dimensions": svc.embedder.dim},
+        limits={
+            "max_body_bytes": s.max_body_bytes, "max_import_bytes": s.max_import_bytes,
+            "max_batch": s.max_batch, "max_content_chars": s.max_content_chars,
+            "max_top_k": s.max_top_k, "tenant_max_memories": s.tenant_max_memories,
+            "tenant_max_bytes": s.tenant_max_bytes,
+        },
+        features=["batch_store", "dedup", "upsert", "ttl", "update", "filters", "cursor_pagination",
+                  "client_embeddings", "export_jsonl", "import_jsonl", "org_shared_memories"],
+    )  # fmt: skip
+    return _json(caps)
+
+
+@requires(READ)
+async def export(request: Request) -> Response:
+    svc = _svc(request)
+    principal = principal_of(request)
+
+    async def lines() -> AsyncIterator[bytes]:
+        async for line in svc.export(principal):
+            yield line.model_dump_json(exclude_none=True).encode() + b"\n"
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+@requires(WRITE)
+async def import_(request: Request) -> Response:
+    svc = _svc(request)
+    principal = principal_of(request)
+    raw = await read_limited(request, svc.settings.max_import_bytes)
+    items, expired = import_lines(raw, svc.clock())
+    counts = {"created": 0, "updated": 0, "duplicate": 0}
+    batch = svc.settings.max_batch
+    for start in range(0, len(items), batch):
+        for result in await svc.store(principal, items[start : start + batch]):  # type: ignore[arg-type]
+            counts[result.status] += 1
+    return _json(ImportResponse(**counts, expired=expired))
+
+
+async def openapi(_request: Request) -> Response:
+    return JSONResponse(openapi_document())
+
+
+async def healthz(_request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+ROUTES = [
+    Route("/v1/memory/store", store, methods=["POST"]),
+    Route("/v1/memory/retrieve", retrieve, methods=["GET"]),
+    Route("/v1/memory/search", search, methods=["POST"]),
+    Route("/v1/memory/capabilities", capabilities, methods=["GET"]),
+    Route("/v1/memory/export", export, methods=["GET"]),
+    Route("/v1/memory/import", import_, methods=["POST"]),
+    Route("/v1/memory/{id:str}", update, methods=["PATCH"]),
+    Route("/v1/memory/{id:str}", delete, methods=["DELETE"]),
+    Route("/openapi.json", openapi, methods=["GET"]),  # open: no requires()
+    Route("/healthz", healthz, methods=["GET"]),  # open
+]
