@@ -73,6 +73,7 @@ export async function pkceLogin(options: PkceLoginOptions): Promise<TokenRespons
         timeoutMs,
       );
     });
+    timedOut.catch(() => undefined); // a timeout after the race is over is nobody's error
     await Promise.race([Promise.resolve(options.openBrowser(session.authorizeUrl)), timedOut]);
     const query = await Promise.race([redirected, timedOut]);
     return await session.finish(query);
