@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hanzo_stack.casdoor_server import CasdoorServer
+from hanzo_stack.casdoor.server import CasdoorServer
 
 
 def pytest_configure(config: pytest.Config) -> None:
