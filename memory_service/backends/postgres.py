@@ -187,15 +187,16 @@ class PostgresBackend(MemoryBackend):
     # -- lifecycle -----------------------------------------------------------------------
 
     async def open(self) -> None:
-        app_role = await self._current_user(self._dsn)
-        if self._migrate_dsn is not None:
-            await self._migrate(app_role)
+        async with await psycopg.AsyncConnection.connect(self._dsn) as conn:
+            app_role = await self._current_user(conn)
+            if self._migrate_dsn is not None:
+                await self._migrate(app_role)
+            await self._check_schema(conn)
         self._pool = AsyncConnectionPool(
             self._dsn, min_size=1, max_size=self.pool_size, open=False,
             configure=register_vector_async, kwargs={"autocommit": True},
         )  # fmt: skip
-        await self._pool.open(wait=True)
-        await self._check_schema()
+        await self._pool.open(wait=True, timeout=15)
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -203,9 +204,8 @@ class PostgresBackend(MemoryBackend):
             self._pool = None
 
     @staticmethod
-    async def _current_user(dsn: str) -> str:
-        async with await psycopg.AsyncConnection.connect(dsn) as conn:
-            row = await (await conn.execute("SELECT current_user")).fetchone()
+    async def _current_user(conn: psycopg.AsyncConnection) -> str:
+        row = await (await conn.execute("SELECT current_user")).fetchone()
         assert row is not None
         return str(row[0])
 
@@ -253,10 +253,10 @@ class PostgresBackend(MemoryBackend):
                 sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON memories TO {}").format(role)
             )
 
-    async def _check_schema(self) -> None:
+    async def _check_schema(self, conn: psycopg.AsyncConnection) -> None:
         """Refuse to serve from a database that is behind, of another dimension, or where
         the application role would not be subject to the tenant policy."""
-        async with self.pool.connection() as conn:
+        async with conn.transaction():
             try:
                 cur = await conn.execute("SELECT max(version) FROM hanzo_memory_schema")
                 version = (await cur.fetchone() or (None,))[0]
