@@ -36,7 +36,7 @@ from memory_service.backends.base import MemoryBackend, Query, Record, Usage, ke
 from memory_service.settings import MemorySettings
 
 #: Tenants up to this many rows are searched exactly (a few ms); larger ones use HNSW.
-EXACT_MAX_ROWS = 10_000
+EXACT_MAX_ROWS = 2_000
 _SIZE_TTL_S = 30.0
 _LOCK_KEY = 0x68616E7A6F6D656D  # "hanzomem": serialises concurrent migrations
 
@@ -73,12 +73,14 @@ CREATE TABLE memories (
     tsv tsvector GENERATED ALWAYS AS (to_tsvector('hanzo_english', content)) STORED,
     PRIMARY KEY (tenant, id)
 );
+-- Keep vectors in the row (not TOASTed out of line): an exact scan reads no second table.
+ALTER TABLE memories ALTER COLUMN embedding SET STORAGE MAIN;
 CREATE INDEX memories_order ON memories (tenant, created_at, id);
 CREATE INDEX memories_hash ON memories (tenant, content_hash);
 CREATE INDEX memories_expiry ON memories (tenant, expires_at);
 CREATE INDEX memories_tsv ON memories USING gin (tsv);
 CREATE INDEX memories_embedding ON memories
-    USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 128);
+    USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64);
 
 ALTER TABLE memories ENABLE ROW LEVEL SECURITY;
 ALTER TABLE memories FORCE ROW LEVEL SECURITY;
@@ -94,6 +96,8 @@ _COLS = (
     "importance, created_at, updated_at, expires_at, size, embedding"
 )
 _SELECT = ", ".join("m." + c.strip() for c in _COLS.split(","))
+#: Listings and search hits carry no vector (as with the Redis backend): less to send.
+_SELECT_NO_VEC = _SELECT.replace("m.embedding", "NULL::vector")
 _UPSERT = f"""
 INSERT INTO memories ({_COLS}) VALUES ({", ".join(["%s"] * 15)})
 ON CONFLICT (tenant, id) DO UPDATE SET
@@ -129,6 +133,8 @@ def _record(row: Any) -> Record:
 
 def _array(value: Any) -> np.ndarray:
     """pgvector's loader gives a ``Vector`` (binary results) or an ndarray (text)."""
+    if value is None:
+        return np.zeros(0, dtype=np.float32)
     if hasattr(value, "to_numpy"):
         value = value.to_numpy()
     return np.asarray(value, dtype=np.float32)
@@ -297,7 +303,8 @@ class PostgresBackend(MemoryBackend):
         names = ["hanzo.tenant", *settings]
         values = [tenant, *settings.values()]
         setters = ", ".join(f"set_config('{n}', %s, true)" for n in names)
-        async with self.pool.connection() as conn, conn.transaction():
+        # Pipeline mode: BEGIN, the settings and the first query go in one round trip.
+        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
             await conn.execute(f"SELECT {setters}", values)
             yield conn
 
@@ -323,16 +330,18 @@ class PostgresBackend(MemoryBackend):
             return 0
         async with self.tenant_transaction(tenant) as conn:
             cur = await conn.execute(
-                "DELETE FROM memories WHERE tenant = %s AND id = ANY(%s)", (tenant, ids)
+                "DELETE FROM memories WHERE tenant = %s AND id = ANY(%s) RETURNING 1",
+                (tenant, ids),
             )
-            return cur.rowcount
+            return len(await cur.fetchall())  # (rowcount is not known in pipeline mode)
 
     async def purge_expired(self, tenant: str, now: int) -> int:
         async with self.tenant_transaction(tenant) as conn:
             cur = await conn.execute(
-                "DELETE FROM memories WHERE tenant = %s AND expires_at <= %s", (tenant, now)
+                "DELETE FROM memories WHERE tenant = %s AND expires_at <= %s RETURNING 1",
+                (tenant, now),
             )
-            return cur.rowcount
+            return len(await cur.fetchall())
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -343,6 +352,7 @@ class PostgresBackend(MemoryBackend):
             cur = await conn.execute(
                 f"SELECT {_SELECT} FROM memories m WHERE m.tenant = %s AND m.id = ANY(%s)",
                 (tenant, ids),
+                binary=True,
             )
             found = {r.id: r for r in map(_record, await cur.fetchall())}
         return [found[i] for i in ids if i in found]
@@ -377,9 +387,10 @@ class PostgresBackend(MemoryBackend):
             params += [after[0], after[1]]
         async with self.tenant_transaction(q.tenant) as conn:
             cur = await conn.execute(
-                f"SELECT {_SELECT} FROM memories m WHERE {where} "
+                f"SELECT {_SELECT_NO_VEC} FROM memories m WHERE {where} "
                 "ORDER BY m.created_at, m.id LIMIT %s",
                 (*params, limit),
+                binary=True,
             )
             return [_record(r) for r in await cur.fetchall()]
 
@@ -403,13 +414,13 @@ class PostgresBackend(MemoryBackend):
         where, params = _where(q)
         # "+ 0" keeps the planner off the HNSW index: an exact scan of the admitted rows.
         exact = (
-            f"SELECT {_SELECT}, m.embedding <=> %s AS dist FROM memories m WHERE {where} "
+            f"SELECT {_SELECT_NO_VEC}, m.embedding <=> %s AS dist FROM memories m WHERE {where} "
             "ORDER BY (m.embedding <=> %s) + 0, m.id LIMIT %s"
         )
         # Relaxed order lets the iterative scan go on until k rows pass the filters; the
         # outer ORDER BY restores exact order among what it found.
         ann = (
-            f"WITH hits AS MATERIALIZED (SELECT {_SELECT}, m.embedding <=> %s AS dist "
+            f"WITH hits AS MATERIALIZED (SELECT {_SELECT_NO_VEC}, m.embedding <=> %s AS dist "
             f"FROM memories m WHERE {where} ORDER BY m.embedding <=> %s LIMIT %s) "
             "SELECT * FROM hits ORDER BY dist, id"
         )
@@ -420,10 +431,10 @@ class PostgresBackend(MemoryBackend):
             size = await self._tenant_size(conn, q.tenant)
             rows: list[Any] = []
             if size > EXACT_MAX_ROWS:
-                cur = await conn.execute(ann, (vec, *params, vec, k))
+                cur = await conn.execute(ann, (vec, *params, vec, k), binary=True)
                 rows = await cur.fetchall()
             if len(rows) < k:
-                cur = await conn.execute(exact, (vec, *params, vec, k))
+                cur = await conn.execute(exact, (vec, *params, vec, k), binary=True)
                 rows = await cur.fetchall()
         return [(_record(r), 1.0 - float(r[15])) for r in rows]
 
@@ -436,10 +447,11 @@ class PostgresBackend(MemoryBackend):
         where, params = _where(q)
         async with self.tenant_transaction(q.tenant) as conn:
             cur = await conn.execute(
-                f"SELECT {_SELECT}, ts_rank(m.tsv, tq, 1) AS score "
+                f"SELECT {_SELECT_NO_VEC}, ts_rank(m.tsv, tq, 1) AS score "
                 f"FROM memories m, to_tsquery('hanzo_english', %s) tq "
                 f"WHERE m.tsv @@ tq AND {where} ORDER BY score DESC, m.id LIMIT %s",
                 (tsquery, *params, k),
+                binary=True,
             )
             rows = await cur.fetchall()
         return [(_record(r), float(r[15])) for r in rows]

@@ -63,8 +63,8 @@ async def test_query_without_tenant_condition_sees_only_its_tenant(backend):
         total = await (await conn.execute("SELECT count(*) FROM memories")).fetchone()
         assert total == (2,)
         # Writes without a WHERE are confined the same way.
-        changed = await conn.execute("UPDATE memories SET content = 'overwritten'")
-        assert changed.rowcount == 2
+        changed = await conn.execute("UPDATE memories SET content = 'x' RETURNING tenant")
+        assert await changed.fetchall() == [(a,), (a,)]
     async with backend.tenant_transaction(b) as conn:
         rows = await (await conn.execute("SELECT id, content FROM memories")).fetchall()
         assert sorted(rows) == [("m1", f"secret of {b}"), ("m3", f"secret of {b}")]
