@@ -162,7 +162,7 @@ class PostgresServer:
             "-c", "unix_socket_directories=", "-c", "password_encryption=scram-sha-256",
             "-c", "max_connections=200", "-c", "shared_buffers=256MB",
             "-c", "maintenance_work_mem=512MB", "-c", "max_parallel_maintenance_workers=1",
-            "-c", "fsync=on", "-c", "synchronous_commit=on",
+            "-c", "fsync=on", "-c", "synchronous_commit=on", "-c", "autovacuum_naptime=10s",
         ]  # fmt: skip
         self.process = ManagedProcess(
             "postgres", argv, log_path=self.state_dir / "postgres.log", cwd=Path("/")

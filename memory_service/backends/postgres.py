@@ -75,6 +75,9 @@ CREATE TABLE memories (
 );
 -- Keep vectors in the row (not TOASTed out of line): an exact scan reads no second table.
 ALTER TABLE memories ALTER COLUMN embedding SET STORAGE MAIN;
+-- Fresh statistics soon after bulk loads: the planner picks the full-text index by them.
+ALTER TABLE memories SET (autovacuum_analyze_scale_factor = 0.02,
+                          autovacuum_vacuum_scale_factor = 0.05);
 CREATE INDEX memories_order ON memories (tenant, created_at, id);
 CREATE INDEX memories_hash ON memories (tenant, content_hash);
 CREATE INDEX memories_expiry ON memories (tenant, expires_at);
@@ -418,11 +421,10 @@ class PostgresBackend(MemoryBackend):
             "ORDER BY (m.embedding <=> %s) + 0, m.id LIMIT %s"
         )
         # Relaxed order lets the iterative scan go on until k rows pass the filters; the
-        # outer ORDER BY restores exact order among what it found.
+        # sort below restores exact order among what it found.
         ann = (
-            f"WITH hits AS MATERIALIZED (SELECT {_SELECT_NO_VEC}, m.embedding <=> %s AS dist "
-            f"FROM memories m WHERE {where} ORDER BY m.embedding <=> %s LIMIT %s) "
-            "SELECT * FROM hits ORDER BY dist, id"
+            f"SELECT {_SELECT_NO_VEC}, m.embedding <=> %s AS dist FROM memories m "
+            f"WHERE {where} ORDER BY m.embedding <=> %s LIMIT %s"
         )
         ef = str(max(self.ef_search, k))
         async with self.tenant_transaction(
@@ -431,11 +433,16 @@ class PostgresBackend(MemoryBackend):
             size = await self._tenant_size(conn, q.tenant)
             rows: list[Any] = []
             if size > EXACT_MAX_ROWS:
+                # Without a sort the only plan left is the HNSW scan: the planner's choice
+                # otherwise rests on statistics that lag behind bulk loads.
+                await conn.execute("SET LOCAL enable_sort = off")
                 cur = await conn.execute(ann, (vec, *params, vec, k), binary=True)
                 rows = await cur.fetchall()
+                await conn.execute("SET LOCAL enable_sort = on")
             if len(rows) < k:
                 cur = await conn.execute(exact, (vec, *params, vec, k), binary=True)
                 rows = await cur.fetchall()
+        rows.sort(key=lambda r: (r[15], r[1]))
         return [(_record(r), 1.0 - float(r[15])) for r in rows]
 
     async def keyword_search(self, q: Query, text: str, k: int) -> list[tuple[Record, float]]:
