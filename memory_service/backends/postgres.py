@@ -20,7 +20,9 @@ from __future__ import annotations
 
 # SQL text here is assembled only from constants and placeholders; values are bound.
 # ruff: noqa: S608
+import hashlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -34,6 +36,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from memory_service.backends.base import MemoryBackend, Query, Record, Usage, keyword_terms
 from memory_service.settings import MemorySettings
+
+log = logging.getLogger(__name__)
 
 #: Tenants up to this many rows are searched exactly (a few ms); larger ones use HNSW.
 EXACT_MAX_ROWS = 2_000
@@ -70,7 +74,12 @@ CREATE TABLE memories (
     expires_at bigint NOT NULL,
     size integer NOT NULL,
     embedding vector({dim}) NOT NULL,
-    tsv tsvector GENERATED ALWAYS AS (to_tsvector('hanzo_english', content)) STORED,
+    -- The content's words, plus one token naming the tenant (as SQLite's tenant_tok): a
+    -- keyword query ANDs it in, so the GIN index returns only the tenant's postings.
+    tsv tsvector GENERATED ALWAYS AS (
+        to_tsvector('hanzo_english', content)
+        || setweight(to_tsvector('simple', 'tenant' || md5(tenant)), 'D')
+    ) STORED,
     PRIMARY KEY (tenant, id)
 );
 -- Keep vectors in the row (not TOASTed out of line): an exact scan reads no second table.
@@ -81,14 +90,17 @@ ALTER TABLE memories SET (autovacuum_analyze_scale_factor = 0.02,
 CREATE INDEX memories_order ON memories (tenant, created_at, id);
 CREATE INDEX memories_hash ON memories (tenant, content_hash);
 CREATE INDEX memories_expiry ON memories (tenant, expires_at);
-CREATE INDEX memories_tsv ON memories USING gin (tsv);
+CREATE INDEX memories_tsv ON memories USING gin (tsv) WITH (fastupdate = off);
 CREATE INDEX memories_embedding ON memories
     USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64);
 
 ALTER TABLE memories ENABLE ROW LEVEL SECURITY;
 ALTER TABLE memories FORCE ROW LEVEL SECURITY;
+-- "tenant || ''" keeps the policy a filter the planner never serves from a tenant index
+-- (the queries' own tenant conditions are what the indexes use), so it cannot steer a
+-- keyword query away from the full-text index.
 CREATE POLICY memories_tenant ON memories
-    USING (tenant = current_setting('hanzo.tenant', true))
+    USING (tenant || '' = current_setting('hanzo.tenant', true))
     WITH CHECK (tenant = current_setting('hanzo.tenant', true));
 """,
     ),
@@ -111,6 +123,11 @@ ON CONFLICT (tenant, id) DO UPDATE SET
     updated_at = excluded.updated_at, expires_at = excluded.expires_at,
     size = excluded.size, embedding = excluded.embedding
 """
+
+
+def _tenant_token(tenant: str) -> str:
+    """The lexeme naming ``tenant`` in ``tsv`` (the migration's ``'tenant' || md5(tenant)``)."""
+    return "tenant" + hashlib.md5(tenant.encode()).hexdigest()  # noqa: S324 - a name, not a secret
 
 
 class SchemaError(RuntimeError):
@@ -289,6 +306,17 @@ class PostgresBackend(MemoryBackend):
                 "WHERE r.rolname = current_user AND c.oid = 'memories'::regclass"
             )
             row = await cur.fetchone()
+            cur = await conn.execute(
+                "SELECT proleakproof FROM pg_proc "
+                "WHERE oid = 'ts_match_vq(tsvector, tsquery)'::regprocedure"
+            )
+            leakproof = (await cur.fetchone() or (False,))[0]
+        if not leakproof:
+            log.warning(
+                "ts_match_vq is not LEAKPROOF in this database: under row-level security "
+                "keyword search cannot use the full-text index (a superuser can run "
+                "ALTER FUNCTION ts_match_vq(tsvector, tsquery) LEAKPROOF)"
+            )
         assert row is not None
         superuser, bypass, owner, forced = row
         if superuser or bypass or owner or not forced:
@@ -452,12 +480,17 @@ class PostgresBackend(MemoryBackend):
         # Terms are alphanumeric only (keyword_terms), so quoting them is all to_tsquery needs.
         tsquery = " | ".join(f"'{t}'" for t in terms)
         where, params = _where(q)
+        # The tenant is matched through its token in the full-text index (not the btree
+        # on tenant, which would rank every memory of a large tenant): GIN intersects the
+        # tenant's postings with the words', and only those rows are ranked.
+        where = where.replace("m.tenant = %s", "m.tenant || '' = %s", 1)
         async with self.tenant_transaction(q.tenant) as conn:
             cur = await conn.execute(
                 f"SELECT {_SELECT_NO_VEC}, ts_rank(m.tsv, tq, 1) AS score "
-                f"FROM memories m, to_tsquery('hanzo_english', %s) tq "
-                f"WHERE m.tsv @@ tq AND {where} ORDER BY score DESC, m.id LIMIT %s",
-                (tsquery, *params, k),
+                "FROM memories m, to_tsquery('hanzo_english', %s) tq "
+                "WHERE m.tsv @@ (to_tsquery('simple', %s) && to_tsquery('hanzo_english', %s)) "
+                f"AND {where} ORDER BY score DESC, m.id LIMIT %s",
+                (tsquery, _tenant_token(q.tenant), tsquery, *params, k),
                 binary=True,
             )
             rows = await cur.fetchall()
