@@ -163,6 +163,8 @@ class PostgresServer:
             "-c", "max_connections=200", "-c", "shared_buffers=256MB",
             "-c", "maintenance_work_mem=512MB", "-c", "max_parallel_maintenance_workers=1",
             "-c", "fsync=on", "-c", "synchronous_commit=on", "-c", "autovacuum_naptime=10s",
+            # A failing statement is not echoed to the log: it may carry a role password.
+            "-c", "log_min_error_statement=panic",
         ]  # fmt: skip
         self.process = ManagedProcess(
             "postgres", argv, log_path=self.state_dir / "postgres.log", cwd=Path("/")
