@@ -15,11 +15,17 @@ class MemorySettings(HanzoSettings):
     model_config = SettingsConfigDict(env_prefix="HANZO_MEMORY_", extra="ignore")
     config_section: ClassVar[str] = "memory"
 
-    backend: Literal["sqlite", "lancedb", "redis"] = "sqlite"
+    backend: Literal["sqlite", "lancedb", "redis", "postgres"] = "sqlite"
     data_dir: Path = Field(default_factory=lambda: default_state_dir() / "memory")
     redis_url: str = "redis://127.0.0.1:6379/0"
     #: HNSW search breadth for Redis; higher buys recall with latency
     redis_ef_runtime: int = Field(default=200, ge=10, le=4096)
+    #: The application role's DSN: owns nothing, NOBYPASSRLS (row-level security applies)
+    postgres_dsn: SecretStr | None = None
+    #: The schema owner's DSN, used only to run migrations at start; unset: none are run
+    postgres_migrate_dsn: SecretStr | None = None
+    #: pgvector HNSW search breadth (``hnsw.ef_search``), set per query
+    postgres_ef_search: int = Field(default=200, ge=10, le=1000)
 
     embedder: Literal["local", "http", "deterministic"] = "local"
     embedding_dim: int = Field(default=384, ge=2, le=8192)

@@ -13,7 +13,8 @@ vector search with an exact numpy scan run in this process. Index builds (LanceD
 IVF_SQ, the SQLite backend's usearch HNSW) run once after loading, as the service's
 maintenance task would, and are timed separately.
 ``--sqlite-1m`` adds a SQLite run with 1,000,000 memories over 10 tenants of 100,000.
-Valkey + RediSearch is started on a loopback port for the Redis backend.
+Valkey + RediSearch is started on a loopback port for the Redis backend, PostgreSQL 18 +
+pgvector (as an unprivileged user, SCRAM auth) for the postgres backend.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ from pathlib import Path
 import numpy as np
 
 from hanzo_contract.principal import Principal
+from hanzo_stack.postgres import PostgresServer
 from hanzo_stack.valkey import ValkeyServer
 from memory_service.backends.base import NEVER, MemoryBackend, Query, Record
 from memory_service.backends.lance import LanceBackend
+from memory_service.backends.postgres import PostgresBackend
 from memory_service.backends.redis import RedisBackend
 from memory_service.backends.sqlite import SqliteBackend
 from memory_service.clock import now_us
@@ -158,9 +161,14 @@ async def measure(
 
 
 async def run_one(kind: str, n: int, root: Path, valkey: ValkeyServer | None, queries: int,
-                  tenants: int = 1) -> dict[str, object]:  # fmt: skip
-    if kind == "sqlite":
-        backend: MemoryBackend = SqliteBackend(root / f"sqlite-{n}-{tenants}.db", DIM)
+                  tenants: int = 1, postgres: PostgresServer | None = None,
+                  ) -> dict[str, object]:  # fmt: skip
+    if kind == "postgres":
+        assert postgres is not None
+        db = postgres.create_database(f"bench_{n}_{tenants}")
+        backend: MemoryBackend = PostgresBackend(db.app_dsn, DIM, migrate_dsn=db.owner_dsn)
+    elif kind == "sqlite":
+        backend = SqliteBackend(root / f"sqlite-{n}-{tenants}.db", DIM)
     elif kind == "lancedb":
         backend = LanceBackend(root / f"lance-{n}", DIM)
     else:
@@ -213,28 +221,39 @@ def table(rows: list[dict[str, object]]) -> str:
 
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--backend", default="all", choices=["all", "sqlite", "lancedb", "redis"])
+    ap.add_argument(
+        "--backend", default="all", choices=["all", "sqlite", "lancedb", "redis", "postgres"]
+    )
     ap.add_argument("--sizes", default="10000,100000")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--sqlite-1m", action="store_true", help="also 1M over 10 tenants (SQLite)")
+    ap.add_argument("--postgres-1m", action="store_true", help="also 1M over 10 tenants (postgres)")
     ap.add_argument("--json", type=Path, help="write the results here as JSON")
     args = ap.parse_args()
-    kinds = ["sqlite", "lancedb", "redis"] if args.backend == "all" else [args.backend]
+    kinds = ["sqlite", "lancedb", "redis", "postgres"] if args.backend == "all" else [args.backend]
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         root = Path(tmp)
         valkey = ValkeyServer(root / "valkey").start() if "redis" in kinds else None
+        want_pg = "postgres" in kinds or args.postgres_1m
+        postgres = PostgresServer(root / "postgres").start() if want_pg else None
         try:
             for kind in kinds:
                 for n in sizes:
-                    rows.append(await run_one(kind, n, root, valkey, args.queries))
+                    rows.append(await run_one(kind, n, root, valkey, args.queries,
+                                              postgres=postgres))  # fmt: skip
                     print(table(rows[-1:]).splitlines()[-1], flush=True)
             if args.sqlite_1m:
                 rows.append(await run_one("sqlite", 1_000_000, root, None, args.queries, 10))
+            if args.postgres_1m:
+                rows.append(await run_one("postgres", 1_000_000, root, None, args.queries, 10,
+                                          postgres=postgres))  # fmt: skip
         finally:
             if valkey:
                 valkey.stop()
+            if postgres:
+                postgres.stop()
     print()
     print(table(rows))
     if args.json:

@@ -1,5 +1,8 @@
 """Session-wide real servers shared by every test area.
 
+``postgres``: a real PostgreSQL 18 + pgvector, run as an unprivileged user on a loopback
+port (SCRAM passwords, generated per run); areas create their own databases.
+
 ``casdoor``: a real Casdoor built from its pinned Go module (cached outside the repo),
 running on a loopback port with its state in a temp dir. Areas create their own
 organizations with unique names, so they never step on each other.
@@ -15,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from hanzo_stack.casdoor.server import CasdoorServer
+from hanzo_stack.postgres import PostgresServer
 
 #: Hypothesis's 200 ms deadline fails healthy runs on a loaded two-core machine: no test
 #: here is about speed (benchmarks are), so every property test runs without one.
@@ -37,6 +41,15 @@ def pytest_configure(config: pytest.Config) -> None:
 def casdoor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CasdoorServer]:
     server = CasdoorServer(tmp_path_factory.mktemp("casdoor-state"))
     server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    server = PostgresServer(tmp_path_factory.mktemp("postgres-state")).start()
     try:
         yield server
     finally:

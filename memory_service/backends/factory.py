@@ -20,6 +20,10 @@ def make_backend(settings: MemorySettings) -> MemoryBackend:
         from memory_service.backends.lance import LanceBackend
 
         return LanceBackend(settings.data_dir / "lancedb", settings.embedding_dim)
+    if settings.backend == "postgres":
+        from memory_service.backends.postgres import backend_from_settings
+
+        return backend_from_settings(settings)
     from memory_service.backends.redis import RedisBackend
 
     return RedisBackend(settings.redis_url, settings.embedding_dim, settings.redis_ef_runtime)

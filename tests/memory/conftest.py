@@ -17,18 +17,20 @@ from starlette.applications import Starlette
 from hanzo_contract.assertion import AssertionSigner, AssertionVerifier, generate_keypair
 from hanzo_contract.headers import ASSERTION
 from hanzo_contract.principal import Principal
+from hanzo_stack.postgres import PostgresServer
 from hanzo_stack.valkey import ValkeyServer
 from memory_service.app import create_app
 from memory_service.auth import AssertionAuthenticator
 from memory_service.backends.base import MemoryBackend
 from memory_service.backends.lance import LanceBackend
+from memory_service.backends.postgres import PostgresBackend
 from memory_service.backends.redis import RedisBackend
 from memory_service.backends.sqlite import SqliteBackend
 from memory_service.clock import Clock, now_us
 from memory_service.embeddings.deterministic import DeterministicEmbedder
 from memory_service.settings import MemorySettings
 
-BACKENDS = ["sqlite", "lancedb", "redis"]
+BACKENDS = ["sqlite", "lancedb", "redis", "postgres"]
 ALL_PERMS = ("memory:read", "memory:write", "memory:delete")
 DIM = 384
 
@@ -57,7 +59,15 @@ def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyServer]:
         server.stop()
 
 
-def _make_backend(kind: str, root: Path, valkey: Callable[[], ValkeyServer]) -> MemoryBackend:
+def _make_backend(
+    kind: str,
+    root: Path,
+    valkey: Callable[[], ValkeyServer],
+    postgres: Callable[[], PostgresServer],
+) -> MemoryBackend:
+    if kind == "postgres":
+        db = postgres().create_database("hanzo_memory")
+        return PostgresBackend(db.app_dsn, DIM, migrate_dsn=db.owner_dsn)
     if kind == "sqlite":
         return SqliteBackend(root / "memory.sqlite3", DIM)
     if kind == "lancedb":
@@ -71,7 +81,12 @@ async def backend(
 ) -> AsyncIterator[MemoryBackend]:
     kind = request.param
     root = tmp_path_factory.mktemp(f"mem-{kind}")
-    b = _make_backend(kind, root, lambda: request.getfixturevalue("valkey"))
+    b = _make_backend(
+        kind,
+        root,
+        lambda: request.getfixturevalue("valkey"),
+        lambda: request.getfixturevalue("postgres"),
+    )
     await b.open()
     try:
         yield b
