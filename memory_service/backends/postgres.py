@@ -388,28 +388,16 @@ class PostgresBackend(MemoryBackend):
             found = {r.id: r for r in map(_record, await cur.fetchall())}
         return [found[i] for i in ids if i in found]
 
-    async def find_duplicate(
-        self, tenant: str, user: str, namespace: str, content_hash: str, now: int
-    ) -> str | None:
-        # Only while base.py still declares it abstract; the service uses find_duplicates.
-        key = (user, namespace, content_hash)
-        return (await self.find_duplicates(tenant, [key], now)).get(key)
-
-    async def find_duplicates(
-        self, tenant: str, keys: list[tuple[str, str, str]], now: int
-    ) -> dict[tuple[str, str, str], str]:
-        hashes = sorted({k[2] for k in keys})
-        if not hashes:
-            return {}
-        wanted = set(keys)
+    async def live_with_hashes(
+        self, tenant: str, hashes: list[str], now: int, cap: int
+    ) -> list[tuple[str, str, str, str]]:
         async with self.tenant_transaction(tenant) as conn:
             cur = await conn.execute(
                 "SELECT user_name, namespace, content_hash, id FROM memories "
                 "WHERE tenant = %s AND content_hash = ANY(%s) AND expires_at > %s",
                 (tenant, hashes, now),
             )
-            rows = await cur.fetchall()
-        return {(u, ns, h): mid for u, ns, h, mid in rows if (u, ns, h) in wanted}
+            return [(u, ns, h, mid) for u, ns, h, mid in await cur.fetchall()]
 
     async def list(self, q: Query, after: tuple[int, str] | None, limit: int) -> list[Record]:
         where, params = _where(q)
