@@ -22,6 +22,7 @@ from hanzo_stack.process import (
     free_port,
     http_ok,
     pid_alive,
+    private_umask,
     tcp_open,
 )
 
@@ -114,6 +115,7 @@ class CasdoorServer:
             **({"frontendBaseDir": str(self.ui_dir)} if self.ui_dir else {}),
         }
 
+    @private_umask()
     def start(self, timeout: float = 120.0) -> CasdoorServer:
         """Install if needed, render config, start, wait for ``/api/health``."""
         if self.running_pid() and self.healthy():
