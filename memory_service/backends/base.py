@@ -172,6 +172,12 @@ class MemoryBackend(ABC):
         """Remove from storage and every index at once; returns how many existed."""
 
     @abstractmethod
+    async def erase(self, tenant: str, user: str | None) -> list[str]:
+        """Erasure on request: physically remove every memory ``user`` owns (every memory
+        of the tenant when ``None``), expired or not, from storage, every index and cache,
+        leaving no old version or index segment behind; returns the ids removed."""
+
+    @abstractmethod
     async def list(self, q: Query, after: tuple[int, str] | None, limit: int) -> list[Record]:
         """Matching records ordered by (created_at, id), strictly after ``after``."""
 
