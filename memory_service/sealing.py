@@ -19,6 +19,8 @@ sealed value copied to another tenant or memory does not open.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -137,6 +139,17 @@ class TenantKeyring:
             self._plain[(tenant, wanted)] = dek
             return wanted, dek
 
+    def hash_key(self, tenant: str) -> bytes:
+        """The tenant's key for content hashes of sealed memories: derived from its first
+        data key, which is never dropped, so duplicates stay found across rotations."""
+        if not self._has_keys(tenant):
+            self._data_key(tenant, None)  # makes data key 1
+        _, first = self._data_key(tenant, 1)
+        return hmac.new(first, b"hanzo-content-hash", hashlib.sha256).digest()
+
+    def _has_keys(self, tenant: str) -> bool:
+        return (tenant, 1) in self._plain or tenant in self._load()
+
     # ------------------------------------------------------------------ values
     @staticmethod
     def _value_aad(tenant: str, memory_id: str) -> bytes:
@@ -191,3 +204,17 @@ class TenantKeyring:
                     count += 1
             self._save(found)
             return count
+
+
+class OperatorKeys(BaseModel):
+    """The operator's key file: every key-encryption key by id, and which one wraps now."""
+
+    active: str
+    keys: dict[str, str]  # id -> base64 of 32 bytes
+
+
+def keyring_from_file(key_file: Path, keyring_path: Path) -> TenantKeyring:
+    """The keyring for the operator's ``key_file`` (see ``MemorySettings.sealing_key_file``)."""
+    found = OperatorKeys.model_validate_json(key_file.read_text())
+    keks = {key_id: base64.b64decode(value) for key_id, value in found.keys.items()}
+    return TenantKeyring(keyring_path, keks, found.active)

@@ -37,6 +37,8 @@ class Record:
     updated_at: int
     expires_at: int  # µs, NEVER when it does not expire
     vector: np.ndarray  # float32, unit length
+    #: stored sealed under the tenant's data key (``backends.sealed``); engines ignore it
+    sensitive: bool = False
 
     @property
     def size(self) -> int:
