@@ -19,12 +19,15 @@ sealed value copied to another tenant or memory does not open.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
 import os
 import secrets
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -85,6 +88,18 @@ class TenantKeyring:
         self._plain: dict[tuple[str, int], bytes] = {}  # unwrapped DEKs, in memory only
 
     # ------------------------------------------------------------------ storage
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """This thread and every other process (a serving replica, ``rewrap`` from the CLI)
+        change the key file one at a time: a lost update would lose a data key."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with self._lock, open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     def _load(self) -> dict[str, _TenantKeys]:
         if not self.path.exists():
             return {}
@@ -120,7 +135,7 @@ class TenantKeyring:
         first use."""
         if dek_id is not None and (hit := self._plain.get((tenant, dek_id))) is not None:
             return dek_id, hit
-        with self._lock:
+        with self._exclusive():
             found = self._load()
             keys = found.get(tenant)
             if keys is None:
@@ -172,7 +187,7 @@ class TenantKeyring:
     # ------------------------------------------------------------------ rotation
     def rotate_data_key(self, tenant: str) -> int:
         """A new active DEK for ``tenant``; the older ones keep opening what they sealed."""
-        with self._lock:
+        with self._exclusive():
             found = self._load()
             keys = found.get(tenant)
             new_id = 1 if keys is None else max(k.id for k in keys.keys) + 1
@@ -189,7 +204,7 @@ class TenantKeyring:
     def rewrap(self) -> int:
         """Re-wrap every DEK under the active operator key (the data is not touched);
         returns how many were re-wrapped. Afterwards older operator keys can go."""
-        with self._lock:
+        with self._exclusive():
             found = self._load()
             count = 0
             for tenant, keys in found.items():

@@ -58,3 +58,34 @@ def test_rotations_keep_every_value_readable(tmp_path: Path) -> None:
     assert only_new.open("acme", "m_2", second) == "sealed under data key 2"
     with pytest.raises(SealingError):
         TenantKeyring(path, {"old": old_kek}, "old").open("acme", "m_1", first)
+
+
+def test_operator_commands_rewrap_and_rotate(tmp_path: Path, monkeypatch) -> None:
+    import base64
+
+    from typer.testing import CliRunner
+
+    from memory_service.cli import cli
+    from memory_service.sealing import keyring_from_file
+
+    old, new = secrets.token_bytes(32), secrets.token_bytes(32)
+    key_file = tmp_path / "operator-keys.json"
+
+    def write_keys(active: str, **keys: bytes) -> None:
+        encoded = {k: base64.b64encode(v).decode() for k, v in keys.items()}
+        key_file.write_text(json.dumps({"active": active, "keys": encoded}))
+
+    monkeypatch.setenv("HANZO_MEMORY_SEALING_KEY_FILE", str(key_file))
+    monkeypatch.setenv("HANZO_MEMORY_DATA_DIR", str(tmp_path))
+    write_keys("old", old=old)
+    ring = keyring_from_file(key_file, tmp_path / "data-keys.json")
+    sealed = ring.seal("acme", "m_1", "kept across both rotations")
+    runner = CliRunner()
+    rotated = runner.invoke(cli, ["rotate-data-key", "--org", "acme"])
+    assert rotated.exit_code == 0 and "data key 2" in rotated.output
+    write_keys("new", old=old, new=new)
+    rewrapped = runner.invoke(cli, ["rewrap-keys"])
+    assert rewrapped.exit_code == 0 and "re-wrapped 2" in rewrapped.output
+    write_keys("new", new=new)
+    after = keyring_from_file(key_file, tmp_path / "data-keys.json")
+    assert after.open("acme", "m_1", sealed) == "kept across both rotations"
