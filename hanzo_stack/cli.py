@@ -180,3 +180,52 @@ def status(state_dir: Path | None = StateDir) -> None:
         typer.echo(f"{name:8} {'healthy' if ok else 'DOWN'}")
     if not all(health.values()) or len(health) < 2:
         raise typer.Exit(1)
+
+
+@app.command("erase")
+def erase_command(
+    org: str = typer.Option(..., "--org", "-o", help="Organization (tenant)."),
+    user: str | None = typer.Option(None, "--user", help="Only this user (default: everyone)."),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+    state_dir: Path | None = StateDir,
+) -> None:
+    """Erase every memory and revoke every key of a user, or of a whole organization being
+    offboarded; prints the receipt that the audit log keeps (counts, ids hashed)."""
+    import asyncio
+    import json
+    import os
+
+    from gateway_plugins.settings import GatewaySettings
+    from hanzo_stack.erase import ErasureFailed, erase
+    from hanzo_stack.process import LOOPBACK
+    from hanzo_stack.stack import StackInfo, StackLayout
+    from iam_sidecar.console import open_key_store
+    from iam_sidecar.settings import SidecarSettings
+
+    state = state_dir or default_state_dir()
+    os.environ["HANZO_STATE_DIR"] = str(state)
+    try:
+        info = StackInfo.model_validate_json(StackLayout(state).info_path.read_text())
+    except (OSError, ValueError):
+        typer.echo(f"no running stack in {state} (run `hanzo up` first)", err=True)
+        raise typer.Exit(1) from None
+    what = f"user {org}/{user}" if user else f"the whole organization {org}"
+    if not yes and not typer.confirm(f"erase every memory and key of {what}?"):
+        raise typer.Exit(1)
+
+    async def go() -> dict[str, object]:
+        async with open_key_store(SidecarSettings()) as store:
+            return await erase(
+                store,
+                f"http://{LOOPBACK}:{info.ports['memory']}",
+                GatewaySettings().resolved_assertion_key_file(),
+                org,
+                user,
+            )
+
+    try:
+        receipt = asyncio.run(go())
+    except ErasureFailed as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(receipt, indent=2, sort_keys=True))

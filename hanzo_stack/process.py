@@ -12,16 +12,33 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import httpx
 
 LOOPBACK = "127.0.0.1"
+#: every child server runs with it: what a server creates (databases, logs, sockets, temp
+#: files) is readable by the service user only, whatever the server's own default mode
+PRIVATE_UMASK = 0o077
 
 
 class StartupError(RuntimeError):
     """A server did not come up; the message carries the tail of its log."""
+
+
+@contextlib.contextmanager
+def private_umask() -> Iterator[None]:
+    """Files this process makes meanwhile (configs, pid files, databases) are 0600, dirs 0700.
+
+    The umask is process-wide, so it is restored on the way out; as a decorator it covers a
+    whole ``up``.
+    """
+    previous = os.umask(PRIVATE_UMASK)
+    try:
+        yield
+    finally:
+        os.umask(previous)
 
 
 def free_port() -> int:
@@ -92,8 +109,10 @@ class ManagedProcess:
         return self.proc.pid if self.proc else None
 
     def start(self) -> ManagedProcess:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)  # a log left by an older run may be 0644
+        log = os.fdopen(fd, "ab")
         try:
             self.proc = subprocess.Popen(
                 self.argv,
@@ -103,6 +122,7 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                umask=PRIVATE_UMASK,
             )
         finally:
             log.close()

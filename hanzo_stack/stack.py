@@ -33,6 +33,7 @@ from hanzo_stack.process import (
     free_port,
     http_ok,
     pid_alive,
+    private_umask,
     tcp_open,
 )
 
@@ -155,7 +156,7 @@ class Stack:
         prefix = self.layout.run_dir / "nginx"
         prefix.mkdir(parents=True, exist_ok=True)
         for name in ("hanzo-auth-locations.conf", "hanzo-protect.conf"):
-            shutil.copy(REPO / "deploy" / "nginx" / name, prefix / name)
+            (prefix / name).write_text((REPO / "deploy" / "nginx" / name).read_text())
         text = (REPO / "deploy" / "nginx" / "stack.conf.template").read_text()
         values = {
             "PREFIX": str(prefix),
@@ -186,6 +187,7 @@ class Stack:
         proc.wait_ready(ready, timeout)
 
     # ------------------------------------------------------------------ commands
+    @private_umask()
     def up(
         self,
         tenant_file: Path = DEFAULT_TENANT_FILE,
@@ -194,8 +196,9 @@ class Stack:
     ) -> StackInfo:
         """Start every part; ``inference_upstream`` (host:port) is the inference gateway."""
         layout = self.layout
-        layout.run_dir.mkdir(parents=True, exist_ok=True)
-        layout.logs_dir.mkdir(parents=True, exist_ok=True)
+        for directory in (layout.state_dir, layout.run_dir, layout.logs_dir):
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            directory.chmod(0o700)  # a state dir made before modes were private
         self.down(quiet=True)
         if ui and (casdoor_ui_dir() / "index.html").exists():
             self.casdoor.ui_dir = casdoor_ui_dir()
@@ -251,6 +254,7 @@ class Stack:
             raise RuntimeError(f"hanzo {args[0]} {args[1]} failed:\n{proc.stdout}{proc.stderr}")
         return proc.stdout
 
+    @private_umask()
     def mint_demo_key(
         self, info: StackInfo, organization: str, owner: str, scopes: list[str]
     ) -> Path:

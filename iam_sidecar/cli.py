@@ -28,7 +28,14 @@ def serve(
 
     from iam_sidecar.http.app import build_app
 
-    uvicorn.run(build_app(SidecarSettings()), host=host, port=port, log_level=log_level)
+    # no access log: its request line carries the query string, where a client may put a key
+    uvicorn.run(
+        build_app(SidecarSettings()),
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+    )
 
 
 sidecar_cli.command("serve")(serve)

@@ -13,6 +13,7 @@ from iam_sidecar.casdoor.resolver import OwnerResolver
 from iam_sidecar.keys.issuer import KeyIssuer
 from iam_sidecar.keys.store import Clock, KeyStore
 from iam_sidecar.metrics import SidecarMetrics
+from iam_sidecar.records.denials import DenialAggregator, write_buckets
 from iam_sidecar.settings import SidecarSettings
 from iam_sidecar.tenants.policy import EMPTY_POLICY, TenantPolicy
 
@@ -27,6 +28,8 @@ class SidecarState:
     resolver: OwnerResolver
     issuer: KeyIssuer
     verifier: AssertionVerifier | None
+    #: anonymous denials, counted per (source, status, reason, minute) until written
+    denials: DenialAggregator
     metrics: SidecarMetrics = field(default_factory=SidecarMetrics)
     policy: TenantPolicy = EMPTY_POLICY
     last_reconcile_error: str | None = None
@@ -58,6 +61,7 @@ async def build_state(
         resolver=resolver,
         issuer=KeyIssuer(keys, resolver),
         verifier=_verifier(settings),
+        denials=DenialAggregator(clock),
     )
     if policy is None and settings.tenant_file is not None:
         # plan limits and service-app scopes also matter to the CLI (app-owned keys)
@@ -72,5 +76,6 @@ async def build_state(
 
 
 async def close_state(state: SidecarState) -> None:
+    await write_buckets(state.keys.db, state.denials.drain())
     await state.casdoor.aclose()
     await state.keys.close()

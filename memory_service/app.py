@@ -19,10 +19,12 @@ from memory_service.auth import (
 )
 from memory_service.backends.base import MemoryBackend
 from memory_service.backends.factory import make_backend
+from memory_service.backends.sealed import SealedBackend
 from memory_service.clock import Clock, now_us
 from memory_service.embeddings import Embedder, make_embedder
 from memory_service.errors import EXCEPTION_HANDLERS
 from memory_service.routes import ROUTES
+from memory_service.sealing import keyring_from_file
 from memory_service.service import MemoryService
 from memory_service.settings import MemorySettings
 
@@ -42,6 +44,9 @@ def create_app(
     the clock)."""
     settings = settings or MemorySettings()
     backend = backend or make_backend(settings)
+    if settings.sealing_key_file is not None and not isinstance(backend, SealedBackend):
+        keyring = keyring_from_file(settings.sealing_key_file, settings.data_dir / "data-keys.json")
+        backend = SealedBackend(backend, keyring)
     embedder = embedder or make_embedder(settings)
     authenticator = authenticator or AssertionAuthenticator.from_public_key_file(
         settings.assertion_public_key

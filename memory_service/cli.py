@@ -8,11 +8,15 @@ package knows nothing of.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import typer
 from starlette.types import ASGIApp
 
 from memory_service.settings import MemorySettings
+
+if TYPE_CHECKING:
+    from memory_service.sealing import TenantKeyring
 
 AppBuilder = Callable[[MemorySettings], ASGIApp]
 
@@ -30,6 +34,16 @@ def gateway_app(settings: MemorySettings) -> ASGIApp:
     return create_app(settings)
 
 
+def _keyring(settings: MemorySettings) -> TenantKeyring:
+    from memory_service.sealing import keyring_from_file  # cryptography only when used
+
+    if settings.sealing_key_file is None:
+        raise typer.BadParameter(
+            "no sealing key file configured", param_hint="HANZO_MEMORY_SEALING_KEY_FILE"
+        )
+    return keyring_from_file(settings.sealing_key_file, settings.data_dir / "data-keys.json")
+
+
 def make_cli(build: AppBuilder = gateway_app) -> typer.Typer:
     cli = typer.Typer(help="The Hanzo memory service.", no_args_is_help=True)
 
@@ -44,6 +58,19 @@ def make_cli(build: AppBuilder = gateway_app) -> typer.Typer:
 
         app = build(MemorySettings())
         uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+
+    @cli.command("rewrap-keys")
+    def rewrap_keys() -> None:
+        """After a new operator key was made active (the old one still in the key file):
+        re-wrap every tenant's data key under it; then the old key can be removed."""
+        ring = _keyring(MemorySettings())
+        typer.echo(f"re-wrapped {ring.rewrap()} data keys under the active operator key")
+
+    @cli.command("rotate-data-key")
+    def rotate_data_key(org: str = typer.Option(..., "--org", help="Organization.")) -> None:
+        """A new data key for one tenant: new sensitive content uses it, older stays readable."""
+        ring = _keyring(MemorySettings())
+        typer.echo(f"{org}: data key {ring.rotate_data_key(org)} is now active")
 
     @cli.command("openapi")
     def openapi_cmd() -> None:

@@ -39,6 +39,9 @@ class MemoryIn(_Strict):
     ttl_seconds: int | None = Field(default=None, ge=1, le=10 * 365 * 86400)
     expires_at: datetime | None = None
     embedding: list[float] | None = Field(default=None, min_length=1, max_length=8192)
+    #: store the content encrypted with the tenant's data key (needs a sealing key file);
+    #: it is then found by vector search and filters, never by keyword search
+    sensitive: bool = False
 
     _content = field_validator("content")(_check_content)
 
@@ -76,6 +79,7 @@ class MemoryOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     expires_at: datetime | None
+    sensitive: bool = False
 
 
 class ListResponse(BaseModel):

@@ -11,11 +11,12 @@ from hanzo_contract.errors import ErrorBody
 from hanzo_contract.headers import ASSERTION
 from memory_service import models as m
 from memory_service.auth import DELETE, READ, WRITE
+from memory_service.erasure import ERASE_PATH, ErasureReceipt, ErasureRequest
 
 _MODELS: list[type[BaseModel]] = [
     m.MemoryIn, m.StoreRequest, m.StoreResponse, m.MemoryOut, m.ListResponse, m.SearchRequest,
     m.SearchResponse, m.UpdateRequest, m.DeleteResponse, m.ImportLine, m.ImportResponse,
-    m.Capabilities, ErrorBody,
+    m.Capabilities, ErasureRequest, ErasureReceipt, ErrorBody,
 ]  # fmt: skip
 
 
@@ -104,6 +105,10 @@ def openapi_document() -> dict[str, Any]:
             "/v1/memory/export": {"get": _op(
                 "Export the caller's visible memories as JSON lines", READ, None,
                 ok_content=ndjson)},
+            ERASE_PATH: {"post": _op(
+                "Erase every memory of a user (yourself; another user needs an org admin), "
+                "or of the whole organization (no user; org admin): storage, indexes, caches",
+                DELETE, ErasureReceipt, 403, 422, body=ErasureRequest)},
             "/v1/memory/import": {"post": {**_op(
                 "Import JSON lines (as exported)", WRITE, m.ImportResponse, 400, 413,
                 422), "requestBody": {"required": True, "content": ndjson}}},

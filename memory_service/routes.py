@@ -13,6 +13,7 @@ from starlette.routing import Route
 from memory_service.auth import DELETE, READ, WRITE, principal_of, requires
 from memory_service.body import import_lines, parse_json, read_limited, read_model, validate
 from memory_service.cursor import decode_cursor, encode_cursor
+from memory_service.erasure import ERASE_PATH, ErasureRequest, erase
 from memory_service.models import (
     Capabilities,
     DeleteResponse,
@@ -87,6 +88,13 @@ async def delete(request: Request) -> Response:
     return _json(DeleteResponse(id=memory_id, deleted=True))
 
 
+@requires(DELETE)
+async def erase_memories(request: Request) -> Response:
+    svc = _svc(request)
+    body = await read_model(request, ErasureRequest, svc.settings.max_body_bytes)
+    return _json(await erase(svc.backend, principal_of(request), body))
+
+
 @requires()
 async def capabilities(request: Request) -> Response:
     svc = _svc(request)
@@ -148,6 +156,7 @@ ROUTES = [
     Route("/v1/memory/capabilities", capabilities, methods=["GET"]),
     Route("/v1/memory/export", export, methods=["GET"]),
     Route("/v1/memory/import", import_, methods=["POST"]),
+    Route(ERASE_PATH, erase_memories, methods=["POST"]),
     Route("/v1/memory/{id:str}", update, methods=["PATCH"]),
     Route("/v1/memory/{id:str}", delete, methods=["DELETE"]),
     Route("/openapi.json", openapi, methods=["GET"]),  # open: no requires()

@@ -14,6 +14,7 @@ import numpy as np
 
 from hanzo_contract.principal import Principal
 from memory_service.backends.base import NEVER, SHARED, MemoryBackend, Query, Record
+from memory_service.backends.sealed import SealedBackend
 from memory_service.clock import Clock, expiry_from_us, from_us, now_us, to_us
 from memory_service.embeddings.base import Embedder, EmbeddingError, normalize
 from memory_service.errors import ApiError, not_found
@@ -53,6 +54,7 @@ def to_out(r: Record) -> MemoryOut:
         created_at=from_us(r.created_at),
         updated_at=from_us(r.updated_at),
         expires_at=expiry_from_us(r.expires_at),
+        sensitive=r.sensitive,
     )
 
 
@@ -152,6 +154,12 @@ class MemoryService:
         seen: dict[tuple[str, str, str], str] = {}
         for i, m in enumerate(items):
             self._check_content(m.content)
+            if m.sensitive and not isinstance(self.backend, SealedBackend):
+                raise ApiError(
+                    422,
+                    "sealing_unavailable",
+                    "sensitive memories need a sealing key (HANZO_MEMORY_SEALING_KEY_FILE)",
+                )
             vec = self._check_vector(m.embedding) if m.embedding is not None else None
             key = scope_keys[i]
             user, _, chash = key
@@ -178,6 +186,7 @@ class MemoryService:
                 updated_at=now + i,
                 expires_at=self._expiry(m.ttl_seconds, m.expires_at, now),
                 vector=vec if vec is not None else np.zeros(0, dtype=np.float32),
+                sensitive=m.sensitive,
             )
             seen.setdefault(key, rec.id)
             results[i] = StoreItemResult(id=rec.id, status="updated" if old else "created")
@@ -319,7 +328,7 @@ class MemoryService:
                     scope="org" if r.user == SHARED else "user", metadata=r.metadata,
                     tags=r.tags, importance=r.importance,
                     expires_at=expiry_from_us(r.expires_at), created_at=from_us(r.created_at),
-                    updated_at=from_us(r.updated_at),
+                    updated_at=from_us(r.updated_at), sensitive=r.sensitive,
                 )  # fmt: skip
             if after is None:
                 return

@@ -45,6 +45,12 @@ class MemorySettings(HanzoSettings):
         default_factory=lambda: default_state_dir() / "assertion.pub"
     )
 
+    #: the operator's key-encryption keys, a JSON file (keep it 0600, outside backups of
+    #: the data): ``{"active": "k2", "keys": {"k1": "<base64 of 32 bytes>", "k2": ...}}``.
+    #: Set, memories stored with ``sensitive: true`` are sealed (``memory_service.sealing``);
+    #: the tenants' wrapped data keys live in ``<data_dir>/data-keys.json``.
+    sealing_key_file: Path | None = None
+
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_import_bytes: int = Field(default=64 * 1_048_576, ge=1024)
     max_batch: int = Field(default=512, ge=1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from hanzo_stack.casdoor.install import CASDOOR_VERSION, install_casdoor
+from hanzo_stack.casdoor.records import install_record_scrubber
 from hanzo_stack.casdoor.state import CasdoorSecrets, CasdoorState
 from hanzo_stack.process import (
     LOOPBACK,
@@ -22,6 +24,7 @@ from hanzo_stack.process import (
     free_port,
     http_ok,
     pid_alive,
+    private_umask,
     tcp_open,
 )
 
@@ -110,10 +113,14 @@ class CasdoorServer:
             "initDataNewOnly": "true",
             "ldapServerPort": "0",
             "ldapsServerPort": "0",
-            "radiusServerPort": "0",
+            # RADIUS cannot be turned off: an invalid port makes its listen fail (app.conf),
+            # and a fresh secret stands should it ever listen
+            "radiusServerPort": "-1",
+            "radiusSecret": secrets.token_urlsafe(24),
             **({"frontendBaseDir": str(self.ui_dir)} if self.ui_dir else {}),
         }
 
+    @private_umask()
     def start(self, timeout: float = 120.0) -> CasdoorServer:
         """Install if needed, render config, start, wait for ``/api/health``."""
         if self.running_pid() and self.healthy():
@@ -133,6 +140,7 @@ class CasdoorServer:
         ).start()
         self.state.pid_path.write_text(str(self.process.pid))
         self.process.wait_ready(self.healthy, timeout)
+        install_record_scrubber(self.state.db_path)  # before our own first POST
         self._retire_builtin_admin_password()
         log.info("casdoor %s up at %s", self.version, self.url)
         return self

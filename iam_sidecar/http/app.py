@@ -26,8 +26,9 @@ from iam_sidecar.http import keys, ops, verify
 from iam_sidecar.http.util import error_response
 from iam_sidecar.keys.store import Clock
 from iam_sidecar.reconcile import TenantStep, reconcile_forever
+from iam_sidecar.records.denials import WINDOW_SECONDS, write_buckets
 from iam_sidecar.settings import SidecarSettings
-from iam_sidecar.state import build_state, close_state
+from iam_sidecar.state import SidecarState, build_state, close_state
 from iam_sidecar.tenants.desired import policy_of
 from iam_sidecar.tenants.loader import load_tenant_file
 from iam_sidecar.tenants.policy import TenantPolicy
@@ -62,6 +63,17 @@ async def _internal(request: Request, exc: Exception) -> Response:
     return JSONResponse(error_body("internal_error", "internal error"), status_code=500)
 
 
+async def _write_closed_denials(state: SidecarState) -> None:
+    """Aggregated anonymous denials reach the audit log soon after their minute ends, even
+    when no further denial arrives to carry them."""
+    while True:
+        await asyncio.sleep(WINDOW_SECONDS / 4)
+        try:
+            await write_buckets(state.keys.db, state.denials.closed())
+        except Exception:  # a failed write loses those counts; the server keeps serving
+            log.exception("could not write aggregated denials")
+
+
 def create_app(
     settings: SidecarSettings | None = None,
     *,
@@ -83,13 +95,15 @@ def create_app(
         state = await build_state(settings, policy, clock)
         app.state.sidecar = state
         task = asyncio.create_task(reconcile_forever(state, tenant_step)) if run_reconcile else None
+        denials = asyncio.create_task(_write_closed_denials(state))
         try:
             yield
         finally:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            for running in (task, denials):
+                if running is not None:
+                    running.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await running
             await close_state(state)
 
     routes = [

@@ -18,6 +18,7 @@ from iam_sidecar.errors import InvalidRequest, KeyVerificationError, UnknownPrin
 from iam_sidecar.http.util import check_bearer, client_address, parse_body, sidecar_state
 from iam_sidecar.keys.principals import key_principal, owner_principal
 from iam_sidecar.records import audit
+from iam_sidecar.records.denials import write_buckets
 from iam_sidecar.state import SidecarState
 
 
@@ -84,19 +85,25 @@ async def report_denial(request: Request) -> Response:
     _check(request, state)
     body = await parse_body(request, DenialReport)
     state.metrics.denials.labels(str(body.status)).inc()
-    async with state.keys.db.transaction() as conn:
-        await audit.append(
-            conn,
-            actor=body.subject or body.key_id or "anonymous",
-            action="request.denied",
-            outcome=f"{body.status}:{body.reason}",
-            organization=body.organization,
-            target=f"{body.method or ''} {body.path or ''}".strip() or None,
-            source=body.client_ip or client_address(request),
-            details=body.model_dump(
-                exclude_none=True, exclude={"status", "reason", "organization", "client_ip"}
-            ),
-        )
+    source = body.client_ip or client_address(request)
+    if body.subject is None:
+        # anyone can be refused anonymously, as often as they like: counted, not one row each
+        state.denials.add(source, body.status, body.reason)
+        await write_buckets(state.keys.db, state.denials.closed())
+    else:
+        async with state.keys.db.transaction() as conn:
+            await audit.append(
+                conn,
+                actor=body.subject,
+                action="request.denied",
+                outcome=f"{body.status}:{body.reason}",
+                organization=body.organization,
+                target=f"{body.method or ''} {body.path or ''}".strip() or None,
+                source=source,
+                details=body.model_dump(
+                    exclude_none=True, exclude={"status", "reason", "organization", "client_ip"}
+                ),
+            )
     if body.organization:
         state.keys.usage.count_denial(body.organization, body.subject, body.key_id)
     return JSONResponse({"recorded": True}, status_code=202)

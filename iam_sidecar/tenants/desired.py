@@ -68,6 +68,10 @@ def desired_objects(spec: TenantFile) -> list[Desired]:
                 create_only={"accountItems": default_account_items()},
             )
         )
+        # Only the login application: a tenant's service applications are principals of
+        # ours, never Casdoor applications (any Casdoor application's client id/secret, and
+        # any client-credentials token, is a Casdoor-wide admin credential). They call with
+        # hk- keys owned by the application (``hanzo keys create --app``).
         apps = [
             (
                 login_application(org.name),
@@ -75,14 +79,6 @@ def desired_objects(spec: TenantFile) -> list[Desired]:
                 ["authorization_code", "password", "refresh_token"],
                 "login application",
             )
-        ] + [
-            (
-                a.name,
-                a.display_name or a.name,
-                ["client_credentials"],
-                "service application: " + ", ".join(sorted(set(a.scopes))),
-            )
-            for a in org.applications
         ]
         for name, display, grants, about in apps:
             out.append(

@@ -36,7 +36,12 @@ class RoleSpec(_Strict):
 
 
 class ApplicationSpec(_Strict):
-    """A service application: client-credentials client for service-to-service calls."""
+    """A service application: a principal of kind application for service-to-service calls.
+
+    It authenticates with ``hk-`` keys it owns, within ``scopes``; it is never a Casdoor
+    application, so no tenant ever holds a Casdoor client secret (Casdoor treats any
+    application's credentials as global admin).
+    """
 
     name: Name
     display_name: str | None = Field(default=None, max_length=100)

@@ -37,6 +37,8 @@ class Record:
     updated_at: int
     expires_at: int  # µs, NEVER when it does not expire
     vector: np.ndarray  # float32, unit length
+    #: stored sealed under the tenant's data key (``backends.sealed``); engines ignore it
+    sensitive: bool = False
 
     @property
     def size(self) -> int:
@@ -170,6 +172,12 @@ class MemoryBackend(ABC):
     @abstractmethod
     async def delete(self, tenant: str, ids: list[str]) -> int:
         """Remove from storage and every index at once; returns how many existed."""
+
+    @abstractmethod
+    async def erase(self, tenant: str, user: str | None) -> list[str]:
+        """Erasure on request: physically remove every memory ``user`` owns (every memory
+        of the tenant when ``None``), expired or not, from storage, every index and cache,
+        leaving no old version or index segment behind; returns the ids removed."""
 
     @abstractmethod
     async def list(self, q: Query, after: tuple[int, str] | None, limit: int) -> list[Record]:

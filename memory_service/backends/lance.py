@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import warnings
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +222,36 @@ class LanceBackend(MemoryBackend):
                 if n:
                     table.delete(where)
             return n
+
+        return await anyio.to_thread.run_sync(run)
+
+    async def erase(self, tenant: str, user: str | None) -> list[str]:
+        where = f"tenant = {_lit(tenant)}"
+        if user is not None:
+            where += f" AND user = {_lit(user)}"
+
+        def run() -> list[str]:
+            table = self._table(tenant, create=False)
+            if table is None:
+                return []
+            with self._lock:
+                total = table.count_rows()
+                rows = table.search().where(where).select(["id"]).limit(max(total, 1)).to_list()
+                ids = [row["id"] for row in rows]
+                if user is None:
+                    # the tenant's own table: dropping it takes every version and index
+                    self._db.drop_table(self.table_name(tenant))
+                    self._tables.pop(tenant, None)
+                elif ids:
+                    table.delete(where)
+                    # a delete only hides rows: compact them away, drop old versions (which
+                    # time travel could read) and rebuild the indexes without them
+                    # (Lance warns that a reader of an older version would fail: the table
+                    # lock is held, and only this process opens the tenant's table)
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", UserWarning)
+                        table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)
+            return ids
 
         return await anyio.to_thread.run_sync(run)
 

@@ -9,6 +9,7 @@ Expiring memories also get a Redis key expiry, so storage is reclaimed without a
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -36,6 +37,11 @@ _CHUNK = 100
 
 def _hex(value: str) -> str:
     return value.encode().hex() or "00"
+
+
+def _glob(literal: str) -> str:
+    """``literal`` as a SCAN MATCH pattern that matches only itself."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in literal)
 
 
 def _unhex(stored: bytes) -> str:
@@ -195,6 +201,27 @@ class RedisBackend(MemoryBackend):
         if not ids:
             return 0
         return int(await self.r.delete(*(self._prefix(tenant) + i for i in ids)))
+
+    async def erase(self, tenant: str, user: str | None) -> list[str]:
+        # SCAN, not FT.SEARCH: no result cap, and expired-but-unreaped keys are found too
+        prefix = self._prefix(tenant)
+        keys = [key async for key in self.r.scan_iter(match=_glob(prefix) + "*", count=1000)]
+        if user is not None:
+            pipe = self.r.pipeline(transaction=False)
+            for key in keys:
+                pipe.hget(key, "user")
+            owners = await pipe.execute()
+            mine = _hex(user).encode()
+            keys = [key for key, owner in zip(keys, owners, strict=True) if owner == mine]
+        ids = [key[len(prefix.encode()) :].decode() for key in keys]
+        for start in range(0, len(keys), _CHUNK):
+            await self.r.delete(*keys[start : start + _CHUNK])
+        if user is None:
+            # the tenant's search index goes too (its documents are gone already)
+            with contextlib.suppress(ResponseError):
+                await self.r.execute_command("FT.DROPINDEX", self._index(tenant))
+            self._indexed.discard(tenant)
+        return ids
 
     async def list(self, q: Query, after: tuple[int, str] | None, limit: int) -> list[Record]:
         base = self._filter(q)

@@ -240,6 +240,30 @@ class SqliteBackend(MemoryBackend):
             tv.remove(ids)
         return cur.rowcount
 
+    async def erase(self, tenant: str, user: str | None) -> list[str]:
+        sql, params = "SELECT id FROM memories WHERE tenant = ?", [tenant]
+        if user is not None:
+            sql, params = sql + " AND user = ?", [*params, user]
+        async with self._write:
+            async with self.db.execute(sql, params) as cur:
+                ids = [row[0] for row in await cur.fetchall()]
+            # freed pages are zeroed, the full-text index is merged (a deleted row's terms
+            # otherwise stay in older FTS5 segments), and the WAL is emptied into the file
+            await self.db.execute("PRAGMA secure_delete = ON")
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                await self.db.execute(
+                    f"DELETE FROM memories WHERE tenant = ? AND id IN ({marks})",
+                    (tenant, *chunk),
+                )
+            await self.db.execute("INSERT INTO memories_fts (memories_fts) VALUES ('optimize')")
+            await self.db.commit()
+            await self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if tv := self._cache.get(tenant):
+            tv.remove(ids)
+        return ids
+
     async def list(self, q: Query, after: tuple[int, str] | None, limit: int) -> list[Record]:
         where, params = _where(q)
         if after is not None:

@@ -1,6 +1,8 @@
-"""Service-to-service: a Casdoor client-credentials token of a tenant's service
-application, end to end through nginx. The real sidecar applies the tenant file into the
-real Casdoor (creating the application) and resolves the application's scopes and plan."""
+"""Service-to-service: a tenant's service application calls with an ``hk-`` key it owns,
+end to end through nginx. The real sidecar applies the tenant file into the real Casdoor
+(the organization and roles, never a Casdoor application for the service: any Casdoor
+application's secret is a Casdoor-wide admin credential) and resolves the application's
+scopes and plan from the tenant file."""
 
 from __future__ import annotations
 
@@ -11,13 +13,16 @@ from pathlib import Path
 
 import httpx
 
+from hanzo_contract.principal import PrincipalKind
 from hanzo_stack.casdoor.server import CasdoorServer
 from hanzo_stack.servers import ForwardAuthServer, NginxServer, SidecarServer
+from iam_sidecar.keys.models import NewKey
+from iam_sidecar.keys.store import KeyStore
 from tests.support.casdoor_admin import admin_client
 from tests.support.clock import wait_for_window_room
 
 
-async def test_client_credentials_token_through_nginx(
+async def test_service_application_key_through_nginx(
     casdoor: CasdoorServer, stack, make_gateway_env, tmp_path: Path
 ) -> None:
     org = f"gws-{uuid.uuid4().hex[:8]}"
@@ -51,31 +56,28 @@ organizations:
         ).start()
         started.append(sidecar)
         async with admin_client(casdoor) as client:
-            app = None
             deadline = time.monotonic() + 60
-            while app is None or not app.get("clientSecret"):
+            while await client.get_object("organization", "admin", org) is None:
                 assert time.monotonic() < deadline, "sidecar did not apply the tenant file"
                 await asyncio.sleep(0.5)
-                app = await client.get_object("application", "admin", app_name)
-        # the real clock: the plan's minute must hold every request (the wait comes before
-        # the token, which Casdoor issues here with exp == iat: it passes on the leeway)
+            assert await client.get_object("application", "admin", app_name) is None
+        store = await KeyStore.open(sidecar.db_path, sidecar.hash_secret.encode())
+        try:
+            token, _record = await store.create(
+                NewKey(
+                    organization=org,
+                    owner=f"{org}/{app_name}",
+                    owner_kind=PrincipalKind.APPLICATION,
+                    name="indexer",
+                    scopes=["memory:read"],
+                )
+            )
+        finally:
+            await store.close()
+        # the real clock: the plan's minute must hold every request
         await wait_for_window_room(30)
         async with httpx.AsyncClient(timeout=10) as http:
-            answer = await http.post(
-                f"{casdoor.url}/api/login/oauth/access_token",
-                data={
-                    "grant_type": "client_credentials",
-                    "client_id": app["clientId"],
-                    "client_secret": app["clientSecret"],
-                },
-            )
-            token = answer.json()["access_token"]
-            env = make_gateway_env(
-                sidecar,
-                tmp_path,
-                HANZO_GATEWAY_CASDOOR_URL=casdoor.url,
-                HANZO_GATEWAY_JWT_AUDIENCES=f'["{app["clientId"]}"]',
-            )
+            env = make_gateway_env(sidecar, tmp_path, HANZO_GATEWAY_CASDOOR_URL=casdoor.url)
             auth = ForwardAuthServer(tmp_path, env).start()
             started.append(auth)
             nginx = NginxServer(tmp_path / "nginx", auth.addr, stack.upstream.addr).start()

@@ -316,9 +316,9 @@ async def test_resolve_users_and_service_applications(
     acme = names["acme"]
     settings = _settings(casdoor, tmp_path, path)
     async with admin_client(casdoor) as cd:
-        indexer = await cd.get_object("application", "admin", f"{acme}-indexer")
-        assert indexer is not None
-    async with running_app(settings, app=build_app(settings)) as (_, _state, client):
+        # the tenant's service application holds no Casdoor application (nor its secret)
+        assert await cd.get_object("application", "admin", f"{acme}-indexer") is None
+    async with running_app(settings, app=build_app(settings)) as (_, state, client):
         auth = bearer(settings)
         user = await client.post(
             RESOLVE_PATH, json={"kind": "user", "organization": acme, "name": "alice"}, headers=auth
@@ -333,16 +333,27 @@ async def test_resolve_users_and_service_applications(
             "keys:manage",
         }
         assert principal.roles == ("admin",) and principal.limits.requests_per_minute == 600
-        app = await client.post(
-            RESOLVE_PATH,
-            json={"kind": "application", "client_id": indexer["clientId"]},
-            headers=auth,
+        # it calls with a key it owns, within the tenant file's scopes for it
+        key, _record = await state.issuer.issue(
+            NewKey(
+                organization=acme,
+                owner=f"{acme}/{acme}-indexer",
+                owner_kind=PrincipalKind.APPLICATION,
+                name="indexer",
+                scopes=["memory:write"],
+            )
         )
+        app = await client.post(VERIFY_PATH, json={"key": key}, headers=auth)
         assert app.status_code == 200, app.text
         app_principal = Principal.model_validate(app.json()["principal"])
         assert app_principal.kind is PrincipalKind.APPLICATION
         assert app_principal.subject == f"{acme}/{acme}-indexer"
         assert app_principal.scopes == {"memory:write"}
+        # a Casdoor application (the sidecar's own) is no tenant principal
+        casdoor_app = await client.post(
+            RESOLVE_PATH, json={"kind": "application", "client_id": casdoor.client_id}, headers=auth
+        )
+        assert casdoor_app.status_code == 401, casdoor_app.text
         for body in (
             {"kind": "user", "organization": acme, "name": "nobody"},
             {"kind": "application", "client_id": "no-such-client"},

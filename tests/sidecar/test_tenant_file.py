@@ -35,7 +35,8 @@ def test_example_file_is_valid_and_yields_policy() -> None:
     assert policy.scopes_for_application("acme", "acme-indexer") == {"memory:write"}
     kinds = [d.kind for d in desired_objects(spec)]
     assert kinds.count("permission") == 7  # 5 distinct scopes in acme, 2 in globex
-    assert kinds.count("application") == 3  # two login apps and the indexer
+    # two login apps; the indexer is our principal, never a Casdoor application (no secret)
+    assert kinds.count("application") == 2
 
 
 def test_schema_errors_name_line_and_field() -> None:

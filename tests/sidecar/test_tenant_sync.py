@@ -29,11 +29,11 @@ async def test_plan_apply_round_trip_is_idempotent(casdoor: CasdoorServer, tmp_p
         async with admin_client(casdoor) as client:
             first = await make_plan(client, spec)
             assert {c.action for c in first.changes} == {"create"}
-            assert len(first.writes) == 19
+            assert len(first.writes) == 18  # no Casdoor application for the indexer
             assert f"+ create role {acme}/writer" in first.render()
 
             result = await apply_plan(client, spec, db=db, env=SEED_PASSWORDS)
-            assert len(result.applied) == 19
+            assert len(result.applied) == 18
             assert (await make_plan(client, spec)).is_noop
             again = await apply_plan(client, spec, db=db, env=SEED_PASSWORDS)
             assert again.applied == []
@@ -57,7 +57,7 @@ async def test_plan_apply_round_trip_is_idempotent(casdoor: CasdoorServer, tmp_p
             assert token["access_token"]
         async with db.conn.execute("SELECT action, COUNT(*) FROM audit_log GROUP BY action") as cur:
             counts = dict(await cur.fetchall())
-        assert counts == {"sync.create": 19}
+        assert counts == {"sync.create": 18}
     finally:
         await db.close()
 
@@ -225,11 +225,11 @@ async def test_casdoor_failing_midway_says_how_far_it_got(
             await apply_plan(flaky, spec, env=SEED_PASSWORDS)
     details = info.value.details
     assert len(details["applied"]) == 5
-    assert details["failed"] == "create user " + f"{names['acme']}/alice"
-    assert len(details["not_applied"]) == 19 - 6
-    assert "after 5 of 19 changes" in info.value.message
+    assert details["failed"] == "create user " + f"{names['acme']}/bob"
+    assert len(details["not_applied"]) == 18 - 6
+    assert "after 5 of 18 changes" in info.value.message
     async with admin_client(casdoor) as client:
         rest = await make_plan(client, spec)
-        assert len(rest.writes) == 14  # exactly what was not applied
+        assert len(rest.writes) == 13  # exactly what was not applied
         await apply_plan(client, spec, env=SEED_PASSWORDS)
         assert (await make_plan(client, spec)).is_noop

@@ -1,0 +1,123 @@
+"""What the real Casdoor exposes: nothing listens beyond loopback, RADIUS is off, and its
+``record`` table never keeps a password, a client secret or a query string."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+import sqlite3
+import time
+from pathlib import Path
+
+import httpx
+
+from hanzo_stack.casdoor.server import CasdoorServer
+
+TCP_LISTEN = "0A"
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    return inodes
+
+
+def _address(hex_addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """/proc/net's local address: host byte order per 32-bit word (little endian here)."""
+    raw = bytes.fromhex(hex_addr)
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    found = ipaddress.ip_address(words)
+    if isinstance(found, ipaddress.IPv6Address) and found.ipv4_mapped:
+        return found.ipv4_mapped
+    return found
+
+
+def _bound_sockets(pid: int) -> list[tuple[str, str, int]]:
+    """(protocol, address, port) of every listening TCP and every bound UDP socket of ``pid``."""
+    inodes = _socket_inodes(pid)
+    found = []
+    for proto in ("tcp", "tcp6", "udp", "udp6"):
+        for line in Path(f"/proc/net/{proto}").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if inode not in inodes or (proto.startswith("tcp") and state != TCP_LISTEN):
+                continue
+            host, port = local.split(":")
+            found.append((proto, str(_address(host)), int(port, 16)))
+    return found
+
+
+def test_casdoor_listens_on_loopback_only_and_radius_is_off(casdoor: CasdoorServer) -> None:
+    pid = casdoor.running_pid()
+    assert pid is not None
+    bound = _bound_sockets(pid)
+    assert ("tcp", "127.0.0.1", casdoor.port) in bound  # the walk sees Casdoor's sockets
+    beyond = [entry for entry in bound if not ipaddress.ip_address(entry[1]).is_loopback]
+    assert beyond == []
+    # no UDP at all: RADIUS (the only UDP listener in Casdoor) never opened
+    assert [entry for entry in bound if entry[0].startswith("udp")] == []
+    assert "StartRadiusServer() failed" in casdoor.state.log_path.read_text(errors="replace")
+
+
+def _records(db_path: Path, since_id: int) -> list[dict[str, object]]:
+    with sqlite3.connect(db_path, timeout=10) as db:
+        db.row_factory = sqlite3.Row
+        rows = db.execute("SELECT * FROM record WHERE id > ? ORDER BY id", (since_id,))
+        return [dict(row) for row in rows]
+
+
+def _last_record_id(db_path: Path) -> int:
+    with sqlite3.connect(db_path, timeout=10) as db:
+        return int(db.execute("SELECT coalesce(max(id), 0) FROM record").fetchone()[0])
+
+
+def test_refused_password_grant_leaves_no_secret_in_casdoor_records(
+    casdoor: CasdoorServer,
+) -> None:
+    db_path = casdoor.state.db_path
+    since = _last_record_id(db_path)
+    password = f"pw-{secrets.token_hex(12)}"
+    query_password = f"qpw-{secrets.token_hex(12)}"
+    token_url = f"{casdoor.url}/api/login/oauth/access_token"
+    refused = httpx.post(
+        token_url,
+        data={
+            "grant_type": "password",
+            "client_id": casdoor.client_id,
+            "client_secret": casdoor.client_secret,
+            "username": "nobody-here",
+            "password": password,
+        },
+        timeout=10,
+    )
+    assert "access_token" not in refused.json()  # the grant was refused
+    httpx.post(
+        token_url,
+        params={"grant_type": "password", "username": "nobody", "password": query_password},
+        data={"client_id": casdoor.client_id},
+        timeout=10,
+    )
+    # Casdoor writes records from a goroutine after answering: wait, bounded
+    deadline = time.monotonic() + 10
+    rows = _records(db_path, since)
+    while len(rows) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        rows = _records(db_path, since)
+    grants = [row for row in rows if row["action"] == "login/oauth/access_token"]
+    assert len(grants) == 2  # the requests are still recorded: who, what, when
+    assert all(row["request_uri"] == "/api/login/oauth/access_token" for row in grants)
+    assert all(row["object"] == "" for row in grants)
+    stored = b"".join(
+        path.read_bytes() for path in db_path.parent.glob(db_path.name + "*") if path.is_file()
+    )
+    for secret in (password, query_password):
+        assert secret.encode() not in stored  # not in any page, journal or WAL either
+    # the client secret lives in Casdoor's application table, never in a record
+    assert all(casdoor.client_secret not in str(row) for row in rows)

@@ -1,0 +1,134 @@
+"""nginx in front of the real Casdoor (deploy/nginx/casdoor.conf.template): users' pages,
+OIDC and the token endpoint pass; an application's credentials and the admin surface do
+not. A direct call shows each refused credential is a Casdoor admin credential indeed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hanzo_stack.casdoor.server import CasdoorServer
+from hanzo_stack.casdoor.ui import casdoor_ui_dir
+from hanzo_stack.process import LOOPBACK, ManagedProcess, free_port, tcp_open
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "casdoor.conf.template"
+
+
+@dataclass
+class Fronted:
+    casdoor: CasdoorServer
+    gateway: str
+
+
+@pytest.fixture(scope="module")
+def fronted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fronted]:
+    state = tmp_path_factory.mktemp("casdoor-fronted")
+    casdoor = CasdoorServer(state / "casdoor")
+    casdoor.ui_dir = casdoor_ui_dir()  # the sign-in pages are part of what must pass
+    casdoor.start()
+    prefix = state / "nginx"
+    prefix.mkdir(mode=0o700)
+    port = free_port()
+    conf = prefix / "nginx.conf"
+    values = {"PREFIX": str(prefix), "LISTEN": f"{LOOPBACK}:{port}", "CASDOOR": casdoor.url[7:]}
+    text = TEMPLATE.read_text()
+    for key, value in values.items():
+        text = text.replace("{{" + key + "}}", value)
+    conf.write_text(text)
+    nginx = ManagedProcess(
+        "nginx", ["nginx", "-p", str(prefix), "-c", str(conf)], log_path=prefix / "stdout.log"
+    ).start()
+    try:
+        nginx.wait_ready(lambda: tcp_open(port), 15)
+        yield Fronted(casdoor, f"http://{LOOPBACK}:{port}")
+    finally:
+        nginx.stop()
+        casdoor.stop()
+
+
+def _app_token(base: str, casdoor: CasdoorServer) -> httpx.Response:
+    return httpx.post(
+        f"{base}/api/login/oauth/access_token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": casdoor.client_id,
+            "client_secret": casdoor.client_secret,
+        },
+        timeout=10,
+    )
+
+
+def _refused(response: httpx.Response) -> bool:
+    """The gateway's own refusal: 403 with the shared JSON error body."""
+    return response.status_code == 403 and response.json()["error"]["code"] == "forbidden"
+
+
+def test_sign_in_pages_oidc_and_token_endpoint_pass(fronted: Fronted) -> None:
+    gateway, casdoor = fronted.gateway, fronted.casdoor
+    discovery = httpx.get(f"{gateway}/.well-known/openid-configuration", timeout=10)
+    assert discovery.status_code == 200 and discovery.json()["issuer"] == casdoor.url
+    jwks = httpx.get(f"{gateway}/.well-known/jwks", timeout=10)
+    assert jwks.status_code == 200 and jwks.json()["keys"]
+    login = httpx.get(f"{gateway}/login", timeout=10)
+    assert login.status_code == 200 and '<div id="root">' in login.text
+    token = _app_token(gateway, casdoor)
+    assert token.status_code == 200 and token.json()["access_token"]
+    # a signed-out visitor's account call reaches Casdoor, which answers it
+    account = httpx.get(f"{gateway}/api/get-account", timeout=10)
+    assert account.status_code == 200 and account.json()["status"] == "error"
+
+
+def test_application_credentials_never_reach_casdoor(fronted: Fronted) -> None:
+    gateway, casdoor = fronted.gateway, fronted.casdoor
+    token = _app_token(gateway, casdoor).json()["access_token"]
+    secret = {"clientId": casdoor.client_id, "clientSecret": casdoor.client_secret}
+    as_app = [
+        {"headers": {"Authorization": f"Bearer {token}"}},
+        {"params": secret},
+        {"auth": (casdoor.client_id, casdoor.client_secret)},
+    ]
+    for credential in as_app[1:]:
+        # straight to Casdoor, the client secret is a global admin: every organization
+        direct = httpx.get(
+            f"{casdoor.url}/api/get-organizations",
+            params={"owner": "admin", **credential.get("params", {})},
+            headers=credential.get("headers"),
+            auth=credential.get("auth"),
+            timeout=10,
+        )
+        assert direct.json()["status"] == "ok", credential
+        assert {org["name"] for org in direct.json()["data"]} >= {"built-in", "hanzo"}
+    for credential in as_app:
+        # the gateway refuses each, on the allow-listed paths and elsewhere
+        for path in ("/api/get-organizations", "/api/get-users", "/api/get-account", "/"):
+            through = httpx.get(
+                f"{gateway}{path}",
+                params={"owner": "admin", **credential.get("params", {})},
+                headers=credential.get("headers"),
+                auth=credential.get("auth"),
+                timeout=10,
+            )
+            assert _refused(through), (path, credential, through.text)
+    # the admin surface is not routed at all, credential or not
+    for path in (
+        "/api/get-applications?owner=admin",
+        "/api/get-certs?owner=admin",
+        "/api/get-records",
+        "/api/add-organization",
+        "/api/get-tokens?owner=admin",
+        "/cas/built-in/app-built-in/serviceValidate",
+        "/scim/Users",
+        "/swagger/",
+    ):
+        assert _refused(httpx.get(f"{gateway}{path}", timeout=10)), path
+    # Casdoor's own "sign me in from the query string" is refused too
+    auto = httpx.get(
+        f"{gateway}/api/get-account",
+        params={"username": "built-in/admin", "password": "x"},
+        timeout=10,
+    )
+    assert _refused(auto)
