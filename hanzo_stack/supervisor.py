@@ -163,7 +163,7 @@ class Supervisor:
             if code is not None and code < 0:
                 return f"killed by {signal.Signals(-code).name}"
             return f"exited with {code}"
-        return "exited"
+        return "exited"  # adopted: not our child, its exit status is not ours to read
 
     def step(self) -> None:
         """One pass over every part: notice exits and readiness, start what is due."""
