@@ -222,6 +222,14 @@ class CasdoorServer:
             )
         marker.touch()
 
+    def kill(self) -> None:
+        """SIGKILL at once (a crash, for the restart tests); the pid file stays behind."""
+        if self.process is not None:
+            self.process.kill()
+        elif (pid := self.running_pid()) is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+
     def stop(self, timeout: float = 15.0) -> None:
         if self.process is not None:
             self.process.stop(timeout)
