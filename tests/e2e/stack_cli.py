@@ -18,10 +18,14 @@ def hanzo(
     *args: str,
     state: Path | None = None,
     env: Mapping[str, str] | None = None,
+    unset: tuple[str, ...] = (),
     timeout: float = 400,
 ) -> subprocess.CompletedProcess[str]:
-    """``hanzo <args>`` with ``HANZO_STATE_DIR=state`` (or the given env alone)."""
+    """``hanzo <args>`` with ``HANZO_STATE_DIR=state`` (or the given env alone, minus
+    ``unset``); the Casdoor build cache stays the real one whatever ``HOME`` is."""
     full = {**os.environ, "HANZO_CACHE_DIR": str(default_cache_dir()), **(env or {})}
+    for name in unset:
+        full.pop(name, None)
     if state is not None:
         full["HANZO_STATE_DIR"] = str(state)
     return subprocess.run(
