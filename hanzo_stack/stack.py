@@ -249,6 +249,7 @@ class Stack:
         def python_part(name: str, argv: list[str], env: dict[str, str]) -> Part:
             url = f"http://{LOOPBACK}:{ports[name]}"
             return Part(
+                held=lambda: self.held(name),
                 name=name,
                 port=ports[name],
                 url=url,
@@ -283,6 +284,7 @@ class Stack:
                 ready=casdoor.healthy,
                 after_ready=casdoor.after_ready,
                 marker="casdoor",
+                held=lambda: self.held("casdoor"),
             ),
             python_part(
                 "sidecar",
@@ -307,8 +309,38 @@ class Stack:
                 spawn=spawn_nginx,
                 ready=lambda: tcp_open(ports["nginx"]),
                 marker=str(conf),
+                held=lambda: self.held("nginx"),
             ),
         ]
+
+    def _hold_path(self, name: str) -> Path:
+        return self.layout.run_dir / "hold" / name
+
+    def held(self, name: str) -> bool:
+        """Whether the supervisor is told to leave ``name`` down (see :meth:`hold`)."""
+        return self._hold_path(name).exists()
+
+    def hold(self, name: str) -> None:
+        """Keep ``name`` down once it exits (for fault tests): the supervisor does not
+        restart it until :meth:`release`."""
+        path = self._hold_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+
+    def release(self, name: str) -> None:
+        """Let the supervisor start ``name`` again, at once."""
+        self._hold_path(name).unlink(missing_ok=True)
+        if (pid := self.supervisor_pid()) is not None:
+            os.kill(pid, signal.SIGHUP)
+
+    def kill_part(self, name: str, sig: signal.Signals = signal.SIGKILL) -> int:
+        """Signal one part's process group (a crash, for tests); its pid before."""
+        sup = self.supervisor_status()
+        pid = sup.parts[name].pid if sup else None
+        if pid is None:
+            raise RuntimeError(f"{name} has no running process")
+        os.killpg(pid, sig)
+        return pid
 
     def supervise(self) -> None:
         """The daemon's body (``hanzo supervise``): run the parts until SIGTERM."""
@@ -416,6 +448,7 @@ class Stack:
                 tenant_file=str(tenant_file), casdoor_ui_dir=str(ui_dir) if ui_dir else None
             ).model_dump_json()
         )
+        shutil.rmtree(layout.run_dir / "hold", ignore_errors=True)  # `up` wants every part
         self.say(f"supervisor: pid {self._ensure_supervisor()}; waiting for every part ...")
         self.wait_healthy(timeout)
         self.say(f"casdoor: healthy at {self.casdoor.url} (issuer {self.casdoor.origin})")

@@ -198,8 +198,19 @@ def test_casdoor_restart_touches_no_other_process(
             client.create_key(f"pre-{uuid.uuid4().hex[:6]}", ["memory:read"])
         holders = _lsof_pids(casdoor["port"]) - {casdoor["pid"]}
         assert bystander.pid in holders  # what an unguarded Casdoor would SIGKILL
+        assert before["parts"]["sidecar"]["pid"] in holders  # its pooled connection
 
-        os.kill(casdoor["pid"], how)
+        if how == signal.SIGTERM:  # stopped, and started only once the test says so
+            cli_stack.stack.hold("casdoor")
+            os.kill(casdoor["pid"], how)
+            wait_until(
+                "casdoor stopped and held",
+                lambda: status_json(state)["parts"]["casdoor"]["state"] == "held",
+            )
+            assert _retrieve(cli_stack.gateway, (state / "demo-key").read_text()).status_code == 200
+            cli_stack.stack.release("casdoor")
+        else:
+            os.kill(casdoor["pid"], how)
         wait_until(
             "casdoor restarted by the supervisor",
             lambda: (

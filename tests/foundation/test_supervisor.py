@@ -126,3 +126,25 @@ def test_a_part_waits_for_what_it_needs_and_for_its_port(tmp_path: Path) -> None
     finally:
         holder.close()
         sup.stop_all()
+
+
+def test_a_held_part_stays_down_until_released(tmp_path: Path) -> None:
+    clock = FakeClock()
+    hold = tmp_path / "hold"
+    steady = Spawner(tmp_path, "steady", "import time; time.sleep(60)")
+    part = _part(tmp_path, steady)
+    part.held = hold.exists
+    sup = Supervisor([part], tmp_path / "status.json", clock=clock)
+    try:
+        sup.step()
+        hold.touch()
+        steady.started[-1].kill()
+        sup.step()
+        clock.advance(MAX_BACKOFF * 2)
+        sup.step()
+        assert sup.status().parts["steady"].state == "held" and len(steady.started) == 1
+        hold.unlink()
+        sup.step()
+        assert len(steady.started) == 2
+    finally:
+        sup.stop_all()
