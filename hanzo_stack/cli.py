@@ -152,6 +152,7 @@ all healthy.
   admin credentials: {stack.casdoor.state.secrets_path} (0600)
   logs:              {info.logs_dir}
   demo API key for {owner}: {key_path} (0600)
+  status:            hanzo status [--json]   (a part that exits is restarted)
 
 try it:
   KEY=$(cat {key_path})
@@ -161,7 +162,6 @@ try it:
   curl -s -X POST {gw}/v1/memory/search -H "Authorization: Bearer $KEY" \\
        -H 'Content-Type: application/json' -d '{{"query":"when is the deploy window?"}}'
 
-status: hanzo status [--json]   (parts are restarted if they exit)
 stop with: hanzo down""")
 
 
