@@ -405,6 +405,13 @@ class Stack:
                     + log_tail(self.layout.logs_dir / "supervisor.log")
                 )
             sup = self.supervisor_status()
+            busy = [
+                f"{name}: {part.last_exit}"
+                for name, part in (sup.parts.items() if sup else [])
+                if part.state == "backoff" and "held by another process" in (part.last_exit or "")
+            ]
+            if busy:  # no waiting it out: ports are never moved, nothing is killed for them
+                raise RuntimeError("; ".join(busy) + "; free the port and run `hanzo up` again")
             health = self.status()
             if (
                 sup

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -238,3 +239,27 @@ def test_casdoor_restart_touches_no_other_process(
     finally:
         bystander.kill()
         bystander.wait(5)
+
+
+def test_up_refuses_a_kept_port_another_process_holds_and_kills_nothing(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    state.mkdir()
+    (state / "ports.json").write_text(
+        json.dumps({"ports": {"nginx": port}, "casdoor_origin": "http://127.0.0.1:1"})
+    )
+    try:
+        up = hanzo("up", state=state)
+        assert up.returncode == 1
+        assert f"nginx: port {port} is held by another process" in up.stderr
+        assert json.loads((state / "ports.json").read_text())["ports"]["nginx"] == port
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass  # the holder still listens: nothing was killed, the port was not moved
+    finally:
+        holder.close()
+        hanzo("down", state=state, timeout=120)
