@@ -129,7 +129,8 @@ def up(
     tenant_file: Path | None = typer.Option(None, help="Tenant file to apply"),
     ui: bool = typer.Option(True, help="Serve Casdoor's admin UI if it has been built"),
 ) -> None:
-    """Start Casdoor, sidecar, plugin, memory service and nginx; print how to use them."""
+    """Start Casdoor, sidecar, plugin, memory service and nginx under a supervisor daemon,
+    or repair a running stack in place (same ports, secrets, demo key); print how to use it."""
     from hanzo_stack.stack import DEFAULT_TENANT_FILE, Stack
 
     stack = Stack(state_dir or default_state_dir(), progress=typer.echo)
@@ -139,8 +140,9 @@ def up(
         organization, owner = _demo_owner(tenant_file)
         key_path = stack.mint_demo_key(info, organization, owner, DEMO_SCOPES)
     except (CasdoorInstallError, RuntimeError) as exc:
+        # the stack stays as it is (supervised, same ports): `hanzo status` shows what is
+        # down, `hanzo up` again repairs it, `hanzo down` stops it
         typer.echo(f"hanzo up failed: {exc}", err=True)
-        stack.down(quiet=True)
         raise typer.Exit(1) from None
     gw = info.gateway_url
     typer.echo(f"""
@@ -150,6 +152,7 @@ all healthy.
   admin credentials: {stack.casdoor.state.secrets_path} (0600)
   logs:              {info.logs_dir}
   demo API key for {owner}: {key_path} (0600)
+  status:            hanzo status [--json]   (a part that exits is restarted)
 
 try it:
   KEY=$(cat {key_path})
@@ -171,14 +174,25 @@ def down(state_dir: Path | None = StateDir) -> None:
 
 
 @app.command("status")
-def status(state_dir: Path | None = StateDir) -> None:
-    """Health of each part (exit 1 unless all are healthy)."""
+def status(
+    state_dir: Path | None = StateDir,
+    json_out: bool = typer.Option(False, "--json", help="Every part's URL, pid, restarts"),
+) -> None:
+    """Health and restarts of each part (exit 1 unless all are healthy)."""
+    import json
+
     from hanzo_stack.stack import Stack
 
-    health = Stack(state_dir or default_state_dir()).status()
-    for name, ok in health.items():
-        typer.echo(f"{name:8} {'healthy' if ok else 'DOWN'}")
-    if not all(health.values()) or len(health) < 2:
+    report = Stack(state_dir or default_state_dir()).report()
+    if json_out:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        for name, part in report["parts"].items():  # type: ignore[union-attr]
+            state = "healthy" if part["healthy"] else "DOWN"
+            typer.echo(f"{name:8} {state:8} {part['url']}  restarts={part['restarts']}")
+        sup = report["supervisor_pid"]
+        typer.echo(f"supervisor {'pid ' + str(sup) if sup else 'not running'}")
+    if not report["healthy"]:
         raise typer.Exit(1)
 
 
@@ -229,3 +243,13 @@ def erase_command(
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
     typer.echo(json.dumps(receipt, indent=2, sort_keys=True))
+
+
+@app.command("supervise", hidden=True)
+def supervise(state_dir: Path | None = StateDir) -> None:
+    """The daemon `hanzo up` starts: keeps every part running (restart with backoff)."""
+    from hanzo_stack.stack import Stack
+
+    logging.getLogger().setLevel(logging.INFO)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the health probes, every tick
+    Stack(state_dir or default_state_dir(), progress=lambda _: None).supervise()

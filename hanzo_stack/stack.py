@@ -2,8 +2,12 @@
 
 Casdoor (installed if missing), the IAM sidecar, the forward-auth plugin service, the
 memory service and an nginx gateway routing ``/v1/memory/*`` and ``/v1/keys*`` through the
-plugin. Every process is detached with a pid file and a log under the state dir, so ``down``
-and ``status`` work from any later shell.
+plugin. ``up`` writes the configuration and hands the parts to a detached ``hanzo
+supervise`` daemon (:mod:`hanzo_stack.supervisor`), which restarts any part that exits.
+Ports and Casdoor's issuer are chosen once (:mod:`hanzo_stack.ports`), so ``up`` on a
+running or half-running stack repairs it in place: same ports, URLs, secrets and demo key.
+Every process has a pid file and a log under the state dir, so ``down`` and ``status``
+work from any later shell.
 """
 
 from __future__ import annotations
@@ -23,23 +27,36 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from hanzo_contract.apikey import parse_key_id
 from hanzo_contract.assertion import ensure_keypair
 from hanzo_contract.settings import ensure_secret, write_private
 from hanzo_stack.casdoor.server import CasdoorServer
 from hanzo_stack.casdoor.ui import casdoor_ui_dir
+from hanzo_stack.ports import StackPorts
 from hanzo_stack.process import (
     LOOPBACK,
+    PRIVATE_UMASK,
     ManagedProcess,
-    free_port,
     http_ok,
+    log_tail,
     pid_alive,
     private_umask,
     tcp_open,
 )
+from hanzo_stack.supervisor import Part, Supervisor, SupervisorStatus
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_TENANT_FILE = REPO / "deploy" / "tenants" / "example.yaml"
 SERVICES = ("sidecar", "gateway", "memory", "nginx")
+#: the demo key ``hanzo up`` mints lives this long; a later ``up`` reuses it while active
+DEMO_KEY_LIFETIME = "30d"
+
+
+class SuperviseSpec(BaseModel):
+    """What ``up`` tells the supervisor daemon (``<state>/run/supervise.json``)."""
+
+    tenant_file: str
+    casdoor_ui_dir: str | None = None
 
 
 class StackInfo(BaseModel):
@@ -68,6 +85,10 @@ class StackLayout:
         self.logs_dir = self.state_dir / "logs"
         self.info_path = self.state_dir / "stack.json"
         self.config_path = self.state_dir / "hanzo.toml"
+        self.supervisor_pid_path = self.run_dir / "supervisor.pid"
+        self.supervisor_status_path = self.run_dir / "supervisor.json"
+        self.spec_path = self.run_dir / "supervise.json"
+        self.nginx_dir = self.run_dir / "nginx"
 
     def seed_passwords(self, tenant_file: Path) -> dict[str, str]:
         """Passwords for the tenant file's dev seed users (``password_env``), made once."""
@@ -105,10 +126,34 @@ def _python_cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "hanzo_stack", *args]
 
 
+def _nginx_user(state_dir: Path) -> str:
+    """nginx's ``user`` directive: the state dir's owner, when nginx starts as root.
+
+    As root, nginx's workers default to ``nobody``, who cannot enter a private (0700) state
+    dir: every body larger than nginx's memory buffer then fails writing its temp file, and
+    the inference stand-in socket is unreachable. The workers run as the user who owns the
+    stack's data (and runs every other part of it), so they gain nothing the stack did not
+    already have, and the request bodies (tenant data) stay inside the private state dir
+    rather than in a directory a shared ``nobody`` account could read. As a non-root user
+    nginx cannot switch users and the directive is left out."""
+    if os.geteuid() != 0:
+        return ""
+    import grp
+    import pwd
+
+    info = state_dir.stat()
+    user = pwd.getpwuid(info.st_uid).pw_name
+    group = grp.getgrgid(info.st_gid).gr_name
+    return f"user {user} {group};"
+
+
 class Stack:
     def __init__(self, state_dir: Path, progress: Callable[[str], None] = print) -> None:
         self.layout = StackLayout(state_dir)
-        self.casdoor = CasdoorServer(state_dir)
+        self.ports = StackPorts.load_or_choose(state_dir)
+        self.casdoor = CasdoorServer(
+            state_dir, port=self.ports.ports["casdoor"], origin=self.ports.casdoor_origin
+        )
         self.say = progress
 
     # ------------------------------------------------------------------ configuration
@@ -130,6 +175,7 @@ class Stack:
                 # the sidecar keeps its generated verify token in <state>/sidecar/
                 "verify_token": ensure_secret(state / "sidecar", "verify_token"),
                 "casdoor_url": casdoor.url,
+                "casdoor_issuer": casdoor.origin,
                 "jwt_audiences": [casdoor.client_id],
                 "jwt_shared_audiences": [casdoor.secrets.cli_client_id],
                 "routes_file": str(REPO / "deploy" / "stack" / "routes.yaml"),
@@ -152,13 +198,34 @@ class Stack:
             **seeds,
         }
 
+    def _nginx_conf_changed(self, ports: dict[str, int], inference: str | None) -> None:
+        """Render nginx's config; a running nginx whose config changed reloads it (SIGHUP:
+        graceful, same port), so ``up`` after an upgrade applies the shipped config."""
+        files = ("nginx.conf", "hanzo-auth-locations.conf", "hanzo-protect.conf")
+
+        def read_all() -> list[bytes | None]:
+            out: list[bytes | None] = []
+            for name in files:
+                path = self.layout.nginx_dir / name
+                out.append(path.read_bytes() if path.exists() else None)
+            return out
+
+        before = read_all()
+        self._nginx_conf(ports, inference)
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(self.layout.pid_path("nginx").read_text())
+            if read_all() != before and pid_alive(pid):
+                os.kill(pid, signal.SIGHUP)
+                self.say("nginx: configuration changed, reloaded")
+
     def _nginx_conf(self, ports: dict[str, int], inference: str | None) -> Path:
-        prefix = self.layout.run_dir / "nginx"
+        prefix = self.layout.nginx_dir
         prefix.mkdir(parents=True, exist_ok=True)
         for name in ("hanzo-auth-locations.conf", "hanzo-protect.conf"):
             (prefix / name).write_text((REPO / "deploy" / "nginx" / name).read_text())
         text = (REPO / "deploy" / "nginx" / "stack.conf.template").read_text()
         values = {
+            "USER": _nginx_user(self.layout.state_dir),
             "PREFIX": str(prefix),
             "LISTEN": f"{LOOPBACK}:{ports['nginx']}",
             "AUTH": f"{LOOPBACK}:{ports['gateway']}",
@@ -172,19 +239,199 @@ class Stack:
         conf.write_text(text)
         return conf
 
-    def _start(
-        self,
-        name: str,
-        argv: list[str],
-        env: dict[str, str],
-        ready: Callable[[], bool],
-        timeout: float = 120.0,
-    ) -> None:
+    # ------------------------------------------------------------------ the parts
+    def parts(self, spec: SuperviseSpec) -> list[Part]:
+        """Every part as the supervisor runs it, on the ports kept in ``ports.json``."""
+        layout, ports = self.layout, self.ports.ports
+        if spec.casdoor_ui_dir:
+            self.casdoor.ui_dir = Path(spec.casdoor_ui_dir)
+        casdoor = self.casdoor
+        tenant_file = Path(spec.tenant_file)
+
+        def python_part(name: str, argv: list[str], env: dict[str, str]) -> Part:
+            url = f"http://{LOOPBACK}:{ports[name]}"
+            return Part(
+                held=lambda: self.held(name),
+                name=name,
+                port=ports[name],
+                url=url,
+                pid_path=layout.pid_path(name),
+                spawn=lambda: ManagedProcess(
+                    name, argv, log_path=layout.logs_dir / f"{name}.log", env=env
+                ).start(),
+                ready=lambda: http_ok(f"{url}/healthz"),
+                marker=" ".join(argv[3:]),
+                needs=("casdoor",) if name == "sidecar" else (),
+            )
+
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        conf = layout.nginx_dir / "nginx.conf"
+        nginx_argv = [nginx, "-p", str(conf.parent), "-c", str(conf)]
+
+        def spawn_nginx() -> ManagedProcess:
+            # a killed nginx leaves its unix socket behind, and bind() then fails; only
+            # called when our nginx is gone (its pid dead, its port free)
+            (layout.nginx_dir / "no-inference.sock").unlink(missing_ok=True)
+            return ManagedProcess(
+                "nginx", nginx_argv, log_path=layout.logs_dir / "nginx.log"
+            ).start()
+
+        return [
+            Part(
+                name="casdoor",
+                port=casdoor.port,
+                url=casdoor.url,
+                pid_path=casdoor.state.pid_path,
+                spawn=casdoor.spawn,
+                ready=casdoor.healthy,
+                after_ready=casdoor.after_ready,
+                marker="casdoor",
+                held=lambda: self.held("casdoor"),
+            ),
+            python_part(
+                "sidecar",
+                _python_cli("sidecar", "serve", "--port", str(ports["sidecar"])),
+                self._env(tenant_file),
+            ),
+            python_part(
+                "gateway",
+                _python_cli("gateway", "serve", "--port", str(ports["gateway"])),
+                self._env(),
+            ),
+            python_part(
+                "memory",
+                _python_cli("memory-service", "serve", "--port", str(ports["memory"])),
+                self._env(),
+            ),
+            Part(
+                name="nginx",
+                port=ports["nginx"],
+                url=f"http://{LOOPBACK}:{ports['nginx']}",
+                pid_path=layout.pid_path("nginx"),
+                spawn=spawn_nginx,
+                ready=lambda: tcp_open(ports["nginx"]),
+                marker=str(conf),
+                held=lambda: self.held("nginx"),
+            ),
+        ]
+
+    def _hold_path(self, name: str) -> Path:
+        return self.layout.run_dir / "hold" / name
+
+    def held(self, name: str) -> bool:
+        """Whether the supervisor is told to leave ``name`` down (see :meth:`hold`)."""
+        return self._hold_path(name).exists()
+
+    def hold(self, name: str) -> None:
+        """Keep ``name`` down once it exits (for fault tests): the supervisor does not
+        restart it until :meth:`release`."""
+        path = self._hold_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+
+    def release(self, name: str) -> None:
+        """Let the supervisor start ``name`` again, at once."""
+        self._hold_path(name).unlink(missing_ok=True)
+        if (pid := self.supervisor_pid()) is not None:
+            os.kill(pid, signal.SIGHUP)
+
+    def kill_part(self, name: str, sig: signal.Signals = signal.SIGKILL) -> int:
+        """Signal one part's process group (a crash, for tests); its pid before."""
+        sup = self.supervisor_status()
+        pid = sup.parts[name].pid if sup else None
+        if pid is None:
+            raise RuntimeError(f"{name} has no running process")
+        os.killpg(pid, sig)
+        return pid
+
+    def supervise(self) -> None:
+        """The daemon's body (``hanzo supervise``): run the parts until SIGTERM. Every part
+        it starts makes private files (umask 077), whoever started the daemon."""
+        os.umask(PRIVATE_UMASK)
+        layout = self.layout
+        layout.supervisor_pid_path.write_text(str(os.getpid()))
+        try:
+            spec = SuperviseSpec.model_validate_json(layout.spec_path.read_text())
+            Supervisor(self.parts(spec), layout.supervisor_status_path).run_forever()
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                if int(layout.supervisor_pid_path.read_text()) == os.getpid():
+                    layout.supervisor_pid_path.unlink()
+
+    def supervisor_pid(self) -> int | None:
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(self.layout.supervisor_pid_path.read_text())
+            if pid_alive(pid):
+                return pid
+        return None
+
+    def supervisor_status(self) -> SupervisorStatus | None:
+        """What the daemon last wrote, or None when no daemon runs."""
+        if self.supervisor_pid() is None:
+            return None
+        with contextlib.suppress(OSError, ValueError):
+            return SupervisorStatus.model_validate_json(
+                self.layout.supervisor_status_path.read_text()
+            )
+        return None
+
+    def _ensure_supervisor(self) -> int:
+        """The running daemon (told to start what is down now), or a new detached one."""
+        if (pid := self.supervisor_pid()) is not None:
+            os.kill(pid, signal.SIGHUP)
+            return pid
+        self.layout.supervisor_status_path.unlink(missing_ok=True)
         proc = ManagedProcess(
-            name, argv, log_path=self.layout.logs_dir / f"{name}.log", env=env
+            "supervisor",
+            _python_cli("supervise", "--state-dir", str(self.layout.state_dir)),
+            log_path=self.layout.logs_dir / "supervisor.log",
         ).start()
-        self.layout.pid_path(name).write_text(str(proc.pid))
-        proc.wait_ready(ready, timeout)
+        assert proc.pid is not None
+        deadline = time.monotonic() + 30
+        while self.supervisor_pid() != proc.pid:
+            if not proc.running() or time.monotonic() > deadline:
+                raise RuntimeError(
+                    "the supervisor did not start; log "
+                    f"{self.layout.logs_dir / 'supervisor.log'}:\n"
+                    f"{log_tail(self.layout.logs_dir / 'supervisor.log')}"
+                )
+            time.sleep(0.1)
+        return proc.pid
+
+    def wait_healthy(self, timeout: float = 300.0) -> dict[str, bool]:
+        """Until every part runs and answers; raises with the failing parts' logs."""
+        deadline = time.monotonic() + timeout
+        health: dict[str, bool] = {}
+        while time.monotonic() < deadline:
+            if self.supervisor_pid() is None:
+                raise RuntimeError(
+                    "the supervisor exited; log:\n"
+                    + log_tail(self.layout.logs_dir / "supervisor.log")
+                )
+            sup = self.supervisor_status()
+            busy = [
+                f"{name}: {part.last_exit}"
+                for name, part in (sup.parts.items() if sup else [])
+                if part.state == "backoff" and "held by another process" in (part.last_exit or "")
+            ]
+            if busy:  # no waiting it out: ports are never moved, nothing is killed for them
+                raise RuntimeError("; ".join(busy) + "; free the port and run `hanzo up` again")
+            health = self.status()
+            if (
+                sup
+                and all(p.state == "running" for p in sup.parts.values())
+                and all(health.values())
+            ):
+                return health
+            time.sleep(0.3)
+        down = [name for name, ok in health.items() if not ok] or ["(unknown)"]
+        tails = "\n".join(f"--- {name}:\n{log_tail(self._log_path(name), 15)}" for name in down)
+        raise RuntimeError(f"not healthy after {timeout:.0f}s: {', '.join(down)}\n{tails}")
+
+    def _log_path(self, name: str) -> Path:
+        if name == "casdoor":
+            return self.casdoor.state.log_path
+        return self.layout.logs_dir / f"{name}.log"
 
     # ------------------------------------------------------------------ commands
     @private_umask()
@@ -193,42 +440,33 @@ class Stack:
         tenant_file: Path = DEFAULT_TENANT_FILE,
         ui: bool = True,
         inference_upstream: str | None = None,
+        timeout: float = 300.0,
     ) -> StackInfo:
-        """Start every part; ``inference_upstream`` (host:port) is the inference gateway."""
+        """Start every part, or repair a running stack in place (only what is down starts);
+        ``inference_upstream`` (host:port) is the inference gateway."""
         layout = self.layout
         for directory in (layout.state_dir, layout.run_dir, layout.logs_dir):
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             directory.chmod(0o700)  # a state dir made before modes were private
-        self.down(quiet=True)
-        if ui and (casdoor_ui_dir() / "index.html").exists():
-            self.casdoor.ui_dir = casdoor_ui_dir()
-        self.say("casdoor: installing if needed and starting ...")
-        self.casdoor.start()
-        self.say(f"casdoor: healthy at {self.casdoor.url}")
-        ports = {name: free_port() for name in SERVICES}
+        self.ports.save(layout.state_dir)
+        ui_dir = casdoor_ui_dir() if ui and (casdoor_ui_dir() / "index.html").exists() else None
+        self.casdoor.ui_dir = ui_dir
+        self.say("casdoor: installing if needed ...")
+        self.casdoor.prepare()
+        ports = self.ports.ports
         self._write_config(ports, tenant_file)
-        sidecar_env = self._env(tenant_file)
-        for name, argv in (
-            ("sidecar", _python_cli("sidecar", "serve", "--port", str(ports["sidecar"]))),
-            ("gateway", _python_cli("gateway", "serve", "--port", str(ports["gateway"]))),
-            ("memory", _python_cli("memory-service", "serve", "--port", str(ports["memory"]))),
-        ):
-            self.say(f"{name}: starting on {LOOPBACK}:{ports[name]} ...")
-            url = f"http://{LOOPBACK}:{ports[name]}/healthz"
-            env = sidecar_env if name == "sidecar" else self._env()
-            self._start(name, argv, env, lambda url=url: http_ok(url))
-        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        conf = self._nginx_conf(ports, inference_upstream)
-        self.say(f"nginx: starting on {LOOPBACK}:{ports['nginx']} ...")
-        self._start(
-            "nginx",
-            [nginx, "-p", str(conf.parent), "-c", str(conf)],
-            {},
-            lambda: tcp_open(ports["nginx"]),
-            timeout=20,
+        self._nginx_conf_changed(ports, inference_upstream)
+        layout.spec_path.write_text(
+            SuperviseSpec(
+                tenant_file=str(tenant_file), casdoor_ui_dir=str(ui_dir) if ui_dir else None
+            ).model_dump_json()
         )
+        shutil.rmtree(layout.run_dir / "hold", ignore_errors=True)  # `up` wants every part
+        self.say(f"supervisor: pid {self._ensure_supervisor()}; waiting for every part ...")
+        self.wait_healthy(timeout)
+        self.say(f"casdoor: healthy at {self.casdoor.url} (issuer {self.casdoor.origin})")
         self.say(f"tenants: applying {tenant_file} ...")
-        self._sidecar_cli(sidecar_env, "tenants", "apply", str(tenant_file))
+        self._sidecar_cli(self._env(tenant_file), "tenants", "apply", str(tenant_file))
         info = StackInfo(
             state_dir=str(layout.state_dir),
             casdoor_url=self.casdoor.url,
@@ -238,6 +476,9 @@ class Stack:
             logs_dir=str(layout.logs_dir),
             tenant_file=str(tenant_file),
         )
+        with contextlib.suppress(OSError, ValueError):
+            old = StackInfo.model_validate_json(layout.info_path.read_text())
+            info.demo_key_path, info.demo_organization = old.demo_key_path, old.demo_organization
         layout.info_path.write_text(info.model_dump_json(indent=2))
         return info
 
@@ -254,33 +495,63 @@ class Stack:
             raise RuntimeError(f"hanzo {args[0]} {args[1]} failed:\n{proc.stdout}{proc.stderr}")
         return proc.stdout
 
+    def _active_demo_key(self, env: dict[str, str], organization: str, path: Path) -> bool:
+        """Whether ``path`` holds a key of ``organization`` that is still active."""
+        with contextlib.suppress(OSError):
+            key_id = parse_key_id(path.read_text().strip())
+            if key_id is None:
+                return False
+            try:
+                shown = self._sidecar_cli(
+                    env, "keys", "show", "--org", organization, key_id, "--json"
+                )
+            except RuntimeError:
+                return False
+            return json.loads(shown).get("state") == "active"
+        return False
+
     @private_umask()
     def mint_demo_key(
         self, info: StackInfo, organization: str, owner: str, scopes: list[str]
     ) -> Path:
-        """Create a demo key with the sidecar CLI; keep it in a 0600 file, never print it."""
+        """The demo key in a 0600 file, never printed: the existing one while it is active
+        (another ``up`` mints nothing), else a new one that expires."""
         env = self._env(Path(info.tenant_file))
-        args = [
-            "keys",
-            "create",
-            "--org",
-            organization,
-            "--owner",
-            owner,
-            "--name",
-            f"demo-{secrets.token_hex(3)}",
-            "--json",
-        ]
-        for scope in scopes:
-            args += ["--scope", scope]
-        created = json.loads(self._sidecar_cli(env, *args))
         path = self.layout.state_dir / "demo-key"
-        write_private(path, created["key"])
+        if not self._active_demo_key(env, organization, path):
+            args = [
+                "keys",
+                "create",
+                "--org",
+                organization,
+                "--owner",
+                owner,
+                "--name",
+                f"demo-{secrets.token_hex(3)}",
+                "--expires-in",
+                DEMO_KEY_LIFETIME,
+                "--json",
+            ]
+            for scope in scopes:
+                args += ["--scope", scope]
+            created = json.loads(self._sidecar_cli(env, *args))
+            write_private(path, created["key"])
         info.demo_key_path, info.demo_organization = str(path), organization
         self.layout.info_path.write_text(info.model_dump_json(indent=2))
         return path
 
     def down(self, quiet: bool = False) -> None:
+        """Stop the supervisor (which stops its parts), then anything it left behind."""
+        if (pid := self.supervisor_pid()) is not None:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 60
+            while pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if pid_alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            if not quiet:
+                self.say("supervisor: stopped")
         for name in reversed(SERVICES):
             path = self.layout.pid_path(name)
             with contextlib.suppress(OSError, ValueError):
@@ -301,12 +572,37 @@ class Stack:
                 self.say("casdoor: stopped")
 
     def status(self) -> dict[str, bool]:
-        try:
-            info = StackInfo.model_validate_json(self.layout.info_path.read_text())
-        except (OSError, ValueError):
-            return {"casdoor": self.casdoor.healthy() if self.casdoor.running_pid() else False}
+        """Whether each part answers on its kept port."""
+        ports = self.ports.ports
         health = {"casdoor": self.casdoor.running_pid() is not None and self.casdoor.healthy()}
         for name in ("sidecar", "gateway", "memory"):
-            health[name] = http_ok(f"http://{LOOPBACK}:{info.ports[name]}/healthz")
-        health["nginx"] = tcp_open(info.ports["nginx"])
+            health[name] = http_ok(f"http://{LOOPBACK}:{ports[name]}/healthz")
+        health["nginx"] = tcp_open(ports["nginx"])
         return health
+
+    def report(self) -> dict[str, object]:
+        """``hanzo status --json``: health, pid, restarts and URL of every part, the
+        gateway and the issuer (no secrets)."""
+        health = self.status()
+        sup = self.supervisor_status()
+        parts: dict[str, dict[str, object]] = {}
+        for name, port in self.ports.ports.items():
+            seen = sup.parts.get(name) if sup else None
+            parts[name] = {
+                "healthy": health.get(name, False),
+                "url": f"http://{LOOPBACK}:{port}",
+                "port": port,
+                "pid": seen.pid if seen else None,
+                "state": seen.state if seen else "unsupervised",
+                "restarts": seen.restarts if seen else 0,
+                "last_exit": seen.last_exit if seen else None,
+            }
+        return {
+            "state_dir": str(self.layout.state_dir),
+            "healthy": all(health.values()),
+            "gateway_url": f"http://{LOOPBACK}:{self.ports.ports['nginx']}",
+            "casdoor_url": self.casdoor.url,
+            "issuer": self.casdoor.origin,
+            "supervisor_pid": sup.pid if sup else None,
+            "parts": parts,
+        }

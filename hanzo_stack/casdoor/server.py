@@ -1,6 +1,15 @@
 """Run the real Casdoor: SQLite in the state dir, loopback port, health-checked.
 
 One class serves ``hanzo casdoor start|stop|status``, ``hanzo up`` and the test fixture.
+
+Casdoor's start-up (``util.StopOldInstance``, called from its ``main.go``) runs
+``lsof -t -i :<port>`` and SIGKILLs the first pid printed. ``lsof -i :<port>`` lists every
+process with a socket on that port, clients included, so on a restart the first pid is often
+our gateway or sidecar holding a connection to the Casdoor that just died. We build the
+pinned module unchanged, so Casdoor runs with a private ``PATH`` directory whose ``lsof``
+prints nothing and exits 1 (what ``lsof`` does when nothing matches: Casdoor then kills
+nobody). The port check that step was meant to do is ours: :meth:`CasdoorServer.start`
+refuses to start on a port something else listens on, and never kills anything.
 """
 
 from __future__ import annotations
@@ -30,16 +39,31 @@ from hanzo_stack.process import (
 
 log = logging.getLogger(__name__)
 
+#: what Casdoor finds as ``lsof``: nothing listens, kill nobody (see the module docstring)
+LSOF_SHIM = (
+    "#!/bin/sh\n# hanzo: Casdoor must never kill a process by port; see casdoor_server.py\nexit 1\n"
+)
+
+
+class CasdoorPortBusy(RuntimeError):
+    """Casdoor's port is held by another process; we never move the port (it is the issuer)."""
+
 
 class CasdoorServer:
     """One Casdoor instance whose state lives in ``<state_dir>/casdoor``."""
 
     def __init__(
-        self, state_dir: Path, *, port: int | None = None, version: str = CASDOOR_VERSION
+        self,
+        state_dir: Path,
+        *,
+        port: int | None = None,
+        origin: str | None = None,
+        version: str = CASDOOR_VERSION,
     ) -> None:
         self.state = CasdoorState(state_dir)
         self.version = version
         self._port = port
+        self._origin = origin
         self.process: ManagedProcess | None = None
         self.secrets: CasdoorSecrets | None = None
         #: Casdoor's built admin UI (``hanzo_stack.casdoor.ui``); without it only the API runs
@@ -55,6 +79,15 @@ class CasdoorServer:
     @property
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def origin(self) -> str:
+        """Casdoor's ``origin``: the issuer of every JWT it signs. Configuration, kept in the
+        state dir once chosen, so a restart never changes it (tokens would die with it)."""
+        if self._origin is None:
+            with contextlib.suppress(OSError):
+                self._origin = self.state.origin_path.read_text().strip() or None
+        return self._origin or self.url
 
     @property
     def jwks_url(self) -> str:
@@ -83,11 +116,10 @@ class CasdoorServer:
         return self.secrets
 
     def _remembered_port(self) -> int | None:
-        """Reuse the last port, so the issuer (and issued tokens) survive a restart."""
+        """The port chosen the first time: kept even when busy (start then says so), since
+        moving it would change the issuer and kill every token issued before."""
         with contextlib.suppress(OSError, ValueError):
-            port = int(self.state.port_path.read_text())
-            if not tcp_open(port) or self.running_pid():
-                return port
+            return int(self.state.port_path.read_text())
         return None
 
     def running_pid(self) -> int | None:
@@ -105,8 +137,9 @@ class CasdoorServer:
         """Casdoor reads any app.conf key from an env var of the same name."""
         run_dir = self.state.run_dir.resolve()
         return {
+            "PATH": f"{self._shim_dir()}{os.pathsep}{os.environ.get('PATH', os.defpath)}",
             "httpport": str(self.port),
-            "origin": self.url,
+            "origin": self.origin,
             "driverName": "sqlite",
             "dataSourceName": f"file:{run_dir / 'casdoor.db'}?cache=shared",
             "initDataFile": str(run_dir / "init_data.json"),
@@ -120,17 +153,37 @@ class CasdoorServer:
             **({"frontendBaseDir": str(self.ui_dir)} if self.ui_dir else {}),
         }
 
+    def _shim_dir(self) -> Path:
+        """A private ``bin`` whose ``lsof`` finds nothing (see the module docstring)."""
+        shim_dir = self.state.run_dir / "bin"
+        shim_dir.mkdir(parents=True, exist_ok=True)
+        shim = shim_dir / "lsof"
+        if not shim.exists() or shim.read_text() != LSOF_SHIM:
+            shim.write_text(LSOF_SHIM)
+        shim.chmod(0o755)
+        return shim_dir
+
     @private_umask()
-    def start(self, timeout: float = 120.0) -> CasdoorServer:
-        """Install if needed, render config, start, wait for ``/api/health``."""
-        if self.running_pid() and self.healthy():
-            self.secrets = self.state.load_or_create()
-            return self
+    def prepare(self) -> Path:
+        """Install if needed, make or load the secrets, render config, fix port and origin;
+        the Casdoor binary to run."""
         binary = install_casdoor(self.version)
         self.secrets = self.state.load_or_create()
         self.state.render(self.secrets)
-        port = self.port
-        self.state.port_path.write_text(str(port))
+        self.state.port_path.write_text(str(self.port))
+        self.state.origin_path.write_text(self.origin)
+        self._shim_dir()
+        return binary
+
+    @private_umask()
+    def spawn(self) -> ManagedProcess:
+        """Start Casdoor without waiting; refuses a port another process listens on."""
+        binary = self.prepare()
+        if tcp_open(self.port):
+            raise CasdoorPortBusy(
+                f"port {self.port} (Casdoor's, fixed so the issuer {self.origin} stays valid) "
+                "is held by another process; stop it, nothing is killed for you"
+            )
         self.process = ManagedProcess(
             "casdoor",
             [str(binary)],
@@ -139,10 +192,22 @@ class CasdoorServer:
             env=self.env(),
         ).start()
         self.state.pid_path.write_text(str(self.process.pid))
-        self.process.wait_ready(self.healthy, timeout)
+        return self.process
+
+    def after_ready(self) -> None:
+        """What must follow the first healthy answer (idempotent)."""
         install_record_scrubber(self.state.db_path)  # before our own first POST
         self._retire_builtin_admin_password()
         log.info("casdoor %s up at %s", self.version, self.url)
+
+    def start(self, timeout: float = 120.0) -> CasdoorServer:
+        """Install if needed, render config, start, wait for ``/api/health``."""
+        if self.running_pid() and self.healthy():
+            self.secrets = self.state.load_or_create()
+            return self
+        process = self.spawn()
+        process.wait_ready(self.healthy, timeout)
+        self.after_ready()
         return self
 
     def _retire_builtin_admin_password(self) -> None:
@@ -165,6 +230,14 @@ class CasdoorServer:
                 f"could not retire built-in/admin's default password: {response.json().get('msg')}"
             )
         marker.touch()
+
+    def kill(self) -> None:
+        """SIGKILL at once (a crash, for the restart tests); the pid file stays behind."""
+        if self.process is not None:
+            self.process.kill()
+        elif (pid := self.running_pid()) is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
 
     def stop(self, timeout: float = 15.0) -> None:
         if self.process is not None:

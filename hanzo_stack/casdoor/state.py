@@ -95,6 +95,7 @@ class CasdoorState:
         self.db_path = self.run_dir / "casdoor.db"
         self.pid_path = self.run_dir / "casdoor.pid"
         self.port_path = self.run_dir / "port"
+        self.origin_path = self.run_dir / "origin"
         self.log_path = self.run_dir / "casdoor.log"
 
     def load_or_create(self) -> CasdoorSecrets:
