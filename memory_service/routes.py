@@ -25,6 +25,7 @@ from memory_service.models import (
     StoreResponse,
     UpdateRequest,
 )
+from memory_service.openai_embeddings import embeddings
 from memory_service.openapi import openapi_document
 from memory_service.query import list_params
 from memory_service.service import MemoryService, to_out
@@ -150,6 +151,7 @@ ROUTES = [
     Route("/v1/memory/import", import_, methods=["POST"]),
     Route("/v1/memory/{id:str}", update, methods=["PATCH"]),
     Route("/v1/memory/{id:str}", delete, methods=["DELETE"]),
+    Route("/v1/embeddings", embeddings, methods=["POST"]),  # inference:invoke
     Route("/openapi.json", openapi, methods=["GET"]),  # open: no requires()
     Route("/healthz", healthz, methods=["GET"]),  # open
 ]
