@@ -15,6 +15,7 @@ from hanzo_stack.casdoor_server import CasdoorServer
 from hanzo_stack.casdoor_ui import build_casdoor_ui
 from hanzo_stack.memory_direct import memory_service_cli
 from iam_sidecar.cli import audit_cli, keys_cli, sidecar_cli, tenants_cli
+from inference_gateway.cli import cli as inference_cli
 
 app = typer.Typer(
     help="Hanzo unified services: IAM on Casdoor, gateway plugins, memory.", no_args_is_help=True
@@ -27,6 +28,7 @@ app.add_typer(audit_cli, name="audit")
 app.add_typer(sidecar_cli, name="sidecar")
 app.add_typer(gateway_cli, name="gateway", help="Run the gateway forward-auth service.")
 app.add_typer(memory_service_cli, name="memory-service")
+app.add_typer(inference_cli, name="inference")
 app.add_typer(memory_cli, name="memory")
 app.registered_commands += login_cli.registered_commands
 
