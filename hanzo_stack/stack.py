@@ -38,7 +38,9 @@ from hanzo_stack.process import (
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_TENANT_FILE = REPO / "deploy" / "tenants" / "example.yaml"
-SERVICES = ("sidecar", "gateway", "memory", "nginx")
+SERVICES = ("sidecar", "gateway", "memory", "inference", "nginx")
+#: the memory service's embedding model, as the inference gateway names it
+EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 
 
 class StackInfo(BaseModel):
@@ -90,13 +92,22 @@ class StackLayout:
         return self.run_dir / f"{name}.pid"
 
 
+def _toml_value(value: object) -> str:
+    """JSON literals are valid TOML for strings, numbers, bools and lists of them; a dict
+    becomes an inline table."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(value)
+
+
 def _toml(sections: dict[str, dict[str, object]]) -> str:
-    """TOML for flat tables of strings, numbers and string lists (JSON literals are valid
-    TOML basic strings and arrays for these)."""
+    """TOML for tables of strings, numbers, lists and inline tables."""
     lines: list[str] = ["# written by `hanzo up`; read by every part and by the hanzo CLI"]
     for name, values in sections.items():
         lines.append(f"\n[{name}]")
-        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+        lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -109,6 +120,9 @@ class Stack:
         self.layout = StackLayout(state_dir)
         self.casdoor = CasdoorServer(state_dir)
         self.say = progress
+        #: chat model upstreams for the inference gateway (``inference_gateway.settings.
+        #: UpstreamSettings`` as dicts); the memory service's embeddings are always served
+        self.chat_upstreams: list[dict[str, object]] = []
 
     # ------------------------------------------------------------------ configuration
     def _write_config(self, ports: dict[str, int], tenant_file: Path) -> Path:
@@ -117,6 +131,8 @@ class Stack:
         casdoor = self.casdoor
         assert casdoor.secrets is not None
         ensure_keypair(state)  # assertion.key for the plugin, assertion.pub for upstreams
+        # shared by the plugin and the inference gateway only (token charges)
+        charge_token = ensure_secret(state / "gateway", "charge_token")
         sections: dict[str, dict[str, object]] = {
             "sidecar": {
                 "casdoor_url": casdoor.url,
@@ -133,8 +149,24 @@ class Stack:
                 "jwt_shared_audiences": [casdoor.secrets.cli_client_id],
                 "routes_file": str(REPO / "deploy" / "stack" / "routes.yaml"),
                 "quota_db_path": str(state / "quota.db"),
+                "charge_token": charge_token,
             },
             "memory": {"backend": "sqlite", "data_dir": str(state / "memory")},
+            # the inference gateway: the memory service's own model for embeddings (one
+            # model per deployment), chat upstreams as given; tokens charged to the plugin
+            "inference": {
+                "plugin_url": f"http://{LOOPBACK}:{ports['gateway']}",
+                "charge_token": charge_token,
+                "upstreams": [
+                    {
+                        "name": "memory-embeddings",
+                        "base_url": f"http://{LOOPBACK}:{ports['memory']}/v1",
+                        "models": [EMBEDDING_MODEL],
+                        "identity": True,
+                    },
+                    *self.chat_upstreams,
+                ],
+            },
             "stack": {"gateway_url": f"http://{LOOPBACK}:{ports['nginx']}"},
         }
         path = self.layout.config_path
@@ -163,7 +195,7 @@ class Stack:
             "AUTH": f"{LOOPBACK}:{ports['gateway']}",
             "MEMORY": f"{LOOPBACK}:{ports['memory']}",
             "SIDECAR": f"{LOOPBACK}:{ports['sidecar']}",
-            "INFERENCE": inference or f"unix:{prefix}/no-inference.sock:",
+            "INFERENCE": inference or f"{LOOPBACK}:{ports['inference']}",
         }
         for key, value in values.items():
             text = text.replace("{{" + key + "}}", value)
@@ -192,7 +224,8 @@ class Stack:
         ui: bool = True,
         inference_upstream: str | None = None,
     ) -> StackInfo:
-        """Start every part; ``inference_upstream`` (host:port) is the inference gateway."""
+        """Start every part; ``inference_upstream`` (host:port) replaces the stack's own
+        inference gateway behind nginx (``chat_upstreams`` configure the stack's own)."""
         layout = self.layout
         layout.run_dir.mkdir(parents=True, exist_ok=True)
         layout.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -209,6 +242,7 @@ class Stack:
             ("sidecar", _python_cli("sidecar", "serve", "--port", str(ports["sidecar"]))),
             ("gateway", _python_cli("gateway", "serve", "--port", str(ports["gateway"]))),
             ("memory", _python_cli("memory-service", "serve", "--port", str(ports["memory"]))),
+            ("inference", _python_cli("inference", "serve", "--port", str(ports["inference"]))),
         ):
             self.say(f"{name}: starting on {LOOPBACK}:{ports[name]} ...")
             url = f"http://{LOOPBACK}:{ports[name]}/healthz"
@@ -302,7 +336,9 @@ class Stack:
         except (OSError, ValueError):
             return {"casdoor": self.casdoor.healthy() if self.casdoor.running_pid() else False}
         health = {"casdoor": self.casdoor.running_pid() is not None and self.casdoor.healthy()}
-        for name in ("sidecar", "gateway", "memory"):
+        for name in ("sidecar", "gateway", "memory", "inference"):
+            if name not in info.ports:  # a stack started before this part existed
+                continue
             health[name] = http_ok(f"http://{LOOPBACK}:{info.ports[name]}/healthz")
         health["nginx"] = tcp_open(info.ports["nginx"])
         return health
