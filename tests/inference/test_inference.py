@@ -202,7 +202,7 @@ def test_a_client_that_asked_for_usage_gets_the_usage_chunk(
             "stream": True,
             "messages": [],
             "stream_options": {"include_usage": True},
-        },  # fmt: skip
+        },
         headers=bearer(ann),
         timeout=30,
     ) as reply:
