@@ -50,6 +50,7 @@ def _tokenizer() -> Tokenizer:
     )
     tokenizer = Tokenizer.from_str(path.read_text())
     tokenizer.enable_truncation(_MODEL_WINDOW)
+    tokenizer.no_padding()  # the shipped file pads to a fixed length: padding is not read
     return tokenizer
 
 
