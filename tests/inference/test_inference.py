@@ -23,6 +23,7 @@ from .conftest import (
 from .fake_upstream import COMPLETION_TOKENS, PIECES, PROMPT_TOKENS, REFUSING_MODEL
 
 INVOKER = ["memory:read", "memory:write", "inference:invoke"]
+DAY = 86400
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 30.0) -> Any:
@@ -314,6 +315,8 @@ def test_a_token_quota_stops_the_next_request_and_survives_a_plugin_restart(
     def call() -> httpx.Response:
         return httpx.post(f"{gw}/v1/chat/completions", json=request, headers=bearer(key))
 
+    if DAY - time.time() % DAY < 120:  # the day's window must not roll over mid-test
+        time.sleep(DAY - time.time() % DAY + 0.1)
     before = len(fake.calls)
     # 0 -> 15 -> 30 -> 45: each call is admitted while the counter is under 40 (tokens are
     # known only once the upstream answered); the one after the counter reached 40 is not
@@ -324,7 +327,7 @@ def test_a_token_quota_stops_the_next_request_and_survives_a_plugin_restart(
     assert refused.status_code == 429, refused.text
     assert refused.json()["error"]["code"] == "token_quota_exceeded"
     now = time.time()
-    to_midnight = 86400 - int(now % 86400)
+    to_midnight = DAY - int(now % DAY)
     assert abs(int(refused.headers["Retry-After"]) - to_midnight) <= 5
     assert refused.headers["RateLimit-Limit"] == "40"
     assert len(fake.calls) == before + 3  # the refused call never reached the upstream
@@ -339,3 +342,17 @@ def test_a_token_quota_stops_the_next_request_and_survives_a_plugin_restart(
         httpx.post(f"{gw}/v1/chat/completions", json=request, headers=bearer(other)).status_code
         == 200
     )
+
+
+def test_the_charge_endpoint_is_not_reachable_through_the_gateway(
+    inference_stack: InferenceStack, ann: str
+) -> None:
+    charge = {"principal": {"organization": "infa", "subject": "infa/ann"}, "model": "m"}
+    through_nginx = httpx.post(
+        f"{inference_stack.gateway}/v1/tokens/charge", json=charge, headers=bearer(ann)
+    )
+    assert through_nginx.status_code in (403, 404)
+    plugin = f"http://127.0.0.1:{inference_stack.info.ports['gateway']}/v1/tokens/charge"
+    direct = httpx.post(plugin, json=charge, headers=bearer(ann))
+    assert direct.status_code == 401
+    assert direct.json()["error"]["code"] == "invalid_charge_token"
