@@ -232,3 +232,47 @@ async def test_usage_chunk_is_charged_once_and_hidden_unless_asked() -> None:
     shown = UsageWatch(client_asked=True, on_usage=on_usage)
     assert await shown.event(usage_chunk) == usage_chunk
     assert charged == [{"prompt_tokens": 3}, {"prompt_tokens": 3}]
+
+
+@pytest.mark.parametrize(
+    ("upstream_says", "status", "code"),
+    [
+        (httpx.Response(500, text="<html>oops</html>"), 502, "upstream_error"),
+        (
+            httpx.Response(401, json={"error": {"message": "bad key"}}),
+            502,
+            "upstream_error",
+        ),
+        (httpx.Response(429, json={"error": {"message": "slow down"}}), 429, "upstream_error"),
+        (httpx.ConnectError("refused"), 502, "upstream_unavailable"),
+        (httpx.ReadTimeout("slow"), 504, "upstream_timeout"),
+    ],
+)
+async def test_upstream_failures_are_our_error_body(
+    tmp_path: Path, upstream_says: httpx.Response | Exception, status: int, code: str
+) -> None:
+    private, public = ensure_keypair(tmp_path / "keys")
+
+    def upstream(_request: httpx.Request) -> httpx.Response:
+        if isinstance(upstream_says, Exception):
+            raise upstream_says
+        return upstream_says
+
+    settings = InferenceSettings(
+        upstreams=[{"name": "u", "base_url": "http://u/v1", "models": ["m"]}],
+        assertion_public_key=public,
+    )
+    app = create_inference_app(settings, transport=httpx.MockTransport(upstream))
+    invoker = Principal(
+        organization="acme", subject="acme/x", scopes=frozenset({"inference:invoke"})
+    )
+    headers = {"X-Hanzo-Identity": AssertionSigner(private.read_bytes(), 60).sign(invoker)}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://inference") as client:
+        reply = await client.post(
+            "/v1/chat/completions", json={"model": "m", "messages": []}, headers=headers
+        )
+    assert reply.status_code == status
+    assert reply.headers["content-type"] == "application/json"
+    assert reply.json()["error"]["code"] == code
+    assert "<html>" not in reply.text
