@@ -130,11 +130,22 @@ def up(
     state_dir: Path | None = StateDir,
     tenant_file: Path | None = typer.Option(None, help="Tenant file to apply"),
     ui: bool = typer.Option(True, help="Serve Casdoor's admin UI if it has been built"),
+    chat_upstream: list[str] = typer.Option(
+        [],
+        "--chat-upstream",
+        help="OpenAI-compatible chat upstream for the inference gateway: "
+        "BASE_URL=MODEL[,MODEL...][@ENV_VAR holding its API key]; repeatable.",
+    ),
 ) -> None:
-    """Start Casdoor, sidecar, plugin, memory service and nginx; print how to use them."""
-    from hanzo_stack.stack import DEFAULT_TENANT_FILE, Stack
+    """Start Casdoor, sidecar, plugin, memory service, inference gateway and nginx; print
+    how to use them."""
+    from hanzo_stack.stack import DEFAULT_TENANT_FILE, Stack, parse_chat_upstream
 
     stack = Stack(state_dir or default_state_dir(), progress=typer.echo)
+    try:
+        stack.chat_upstreams = [parse_chat_upstream(spec) for spec in chat_upstream]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--chat-upstream") from None
     tenant_file = tenant_file or DEFAULT_TENANT_FILE
     try:
         info = stack.up(tenant_file, ui=ui)

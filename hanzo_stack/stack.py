@@ -111,6 +111,23 @@ def _toml(sections: dict[str, dict[str, object]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def parse_chat_upstream(spec: str) -> dict[str, object]:
+    """``BASE_URL=MODEL[,MODEL...][@ENV_VAR]`` as an inference upstream; the API key is read
+    from ``ENV_VAR`` (never from the command line) into the 0600 config file."""
+    url, sep, rest = spec.partition("=")
+    models, _, env_name = rest.partition("@")
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    if not sep or not url.startswith(("http://", "https://")) or not names:
+        raise ValueError(f"expected BASE_URL=MODEL[,MODEL...][@ENV_VAR], got {spec!r}")
+    upstream: dict[str, object] = {"name": url, "base_url": url, "models": names}
+    if env_name:
+        key = os.environ.get(env_name)
+        if not key:
+            raise ValueError(f"{env_name} (the upstream's API key) is not set")
+        upstream["api_key"] = key
+    return upstream
+
+
 def _python_cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "hanzo_stack", *args]
 

@@ -23,6 +23,7 @@ from hanzo_contract.apikey import generate_key
 from hanzo_contract.assertion import AssertionSigner, ensure_keypair
 from hanzo_contract.principal import Limits, Principal
 from hanzo_contract.tokens import TOKEN_CHARGE_PATH, TokenCharge
+from hanzo_stack.stack import _toml, parse_chat_upstream
 from hanzo_stack.valkey import ValkeyServer
 from inference_gateway.app import create_app as create_inference_app
 from inference_gateway.relay import UsageWatch
@@ -276,3 +277,24 @@ async def test_upstream_failures_are_our_error_body(
     assert reply.headers["content-type"] == "application/json"
     assert reply.json()["error"]["code"] == code
     assert "<html>" not in reply.text
+
+
+def test_hanzo_up_chat_upstreams_reach_the_inference_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UPSTREAM_KEY", "sk-test-not-real")
+    upstream = parse_chat_upstream("https://models.example/v1=gpt-a,gpt-b@UPSTREAM_KEY")
+    config = tmp_path / "hanzo.toml"
+    config.write_text(_toml({"inference": {"upstreams": [upstream], "plugin_url": "http://p"}}))
+    monkeypatch.setenv("HANZO_CONFIG", str(config))
+    settings = InferenceSettings()
+    [read] = settings.upstreams
+    assert (read.base_url, read.models) == ("https://models.example/v1", ["gpt-a", "gpt-b"])
+    assert read.api_key is not None and read.api_key.get_secret_value() == "sk-test-not-real"
+    assert "sk-test" not in repr(settings)  # a secret in settings never prints
+    monkeypatch.delenv("UPSTREAM_KEY")
+    with pytest.raises(ValueError, match="UPSTREAM_KEY"):
+        parse_chat_upstream("https://models.example/v1=gpt-a@UPSTREAM_KEY")
+    for bad in ("models.example=gpt", "https://models.example/v1", "https://m/v1="):
+        with pytest.raises(ValueError, match="BASE_URL=MODEL"):
+            parse_chat_upstream(bad)
