@@ -141,7 +141,12 @@ class InferenceGateway:
         async def on_usage(usage: dict[str, Any]) -> None:
             await self._charge(principal, model, usage)
 
-        watch = UsageWatch(client_asked=client_asked, on_usage=on_usage)
+        watch = UsageWatch(
+            client_asked=client_asked,
+            on_usage=on_usage,
+            # about four characters a token: what a cut-off stream is charged for its prompt
+            prompt_estimate=len(json.dumps(body.get("messages", ""))) // 4,
+        )
         return RelayResponse(
             relay_events(response, watch),
             media_type="text/event-stream",

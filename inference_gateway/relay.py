@@ -28,13 +28,35 @@ _BOUNDARY = re.compile(rb"\r?\n\r?\n")
 OnUsage = Callable[[dict[str, Any]], Awaitable[None]]
 
 
+def _has_content(chunk: object) -> bool:
+    choices = chunk.get("choices") if isinstance(chunk, dict) else None
+    if not isinstance(choices, list):
+        return False
+    deltas = [c.get("delta") for c in choices if isinstance(c, dict)]
+    return any(isinstance(d, dict) and d.get("content") for d in deltas)
+
+
 @dataclass
 class UsageWatch:
     """What the relay saw of ``usage`` (at most one charge per stream)."""
 
     client_asked: bool
     on_usage: OnUsage
+    #: charged when the stream ends without a usage chunk (see :meth:`settle`)
+    prompt_estimate: int = 0
     seen: bool = False
+    #: content chunks relayed so far (a streamed chunk carries about one token)
+    chunks: int = 0
+
+    async def settle(self) -> None:
+        """A stream cut off before its usage chunk (the client left, or the upstream broke
+        off) is still charged: the prompt estimate and one token per chunk relayed, so
+        leaving just before the end is no way around a token quota."""
+        if not self.seen:
+            self.seen = True
+            await self.on_usage(
+                {"prompt_tokens": self.prompt_estimate, "completion_tokens": self.chunks}
+            )
 
     async def event(self, raw: bytes) -> bytes | None:
         """The event to forward (``None``: drop it)."""
@@ -47,6 +69,14 @@ class UsageWatch:
             return raw
         usage = chunk.get("usage") if isinstance(chunk, dict) else None
         if not isinstance(usage, dict):
+            choices = chunk.get("choices") if isinstance(chunk, dict) else None
+            if isinstance(choices, list) and any(
+                isinstance(c, dict)
+                and isinstance(c.get("delta"), dict)
+                and c["delta"].get("content")
+                for c in choices
+            ):
+                self.chunks += 1
             return raw
         if not self.seen:
             self.seen = True
@@ -73,7 +103,10 @@ async def relay_events(upstream: httpx.Response, watch: UsageWatch) -> AsyncIter
         body = error_body("upstream_error", f"the model upstream broke off: {type(exc).__name__}")
         yield b"data: " + json.dumps(body).encode() + b"\n\n"
     finally:
-        await upstream.aclose()
+        # shielded: runs when the client's departure cancels the relay
+        with anyio.CancelScope(shield=True):
+            await upstream.aclose()
+            await watch.settle()
 
 
 class RelayResponse(StreamingResponse):

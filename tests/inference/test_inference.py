@@ -218,17 +218,19 @@ def test_a_client_that_asked_for_usage_gets_the_usage_chunk(
     ]
 
 
-def test_a_client_disconnect_is_seen_by_the_upstream(
-    inference_stack: InferenceStack, ann: str
+def test_a_client_disconnect_is_seen_by_the_upstream_and_still_charged(
+    inference_stack: InferenceStack,
 ) -> None:
     fake = inference_stack.fake
+    key, key_id = inference_stack.key("infa", "ann", INVOKER)
+    messages = [{"role": "user", "content": "x" * 40}]
     fake.release.clear()
     try:
         with httpx.stream(
             "POST",
             f"{inference_stack.gateway}/v1/chat/completions",
-            json={"model": CHAT_MODEL, "stream": True, "messages": []},
-            headers=bearer(ann),
+            json={"model": CHAT_MODEL, "stream": True, "messages": messages},
+            headers=bearer(key),
             timeout=30,
         ) as reply:
             first = next(events(reply.iter_lines()))
@@ -239,6 +241,13 @@ def test_a_client_disconnect_is_seen_by_the_upstream(
         assert not call.finished and call.produced < len(PIECES)
     finally:
         fake.release.set()
+    # no usage chunk ever came: charged the estimate (prompt ~4 chars a token, one token per
+    # content chunk the gateway relayed before the client left)
+    rows = wait_for(lambda: _model_rows(inference_stack.usage(key), "key", key_id))
+    assert [(r["requests"], r["prompt_tokens"]) for r in rows] == [
+        (1, len(json.dumps(messages)) // 4)
+    ]
+    assert 1 <= rows[0]["completion_tokens"] < len(PIECES)
 
 
 def test_upstream_errors_reach_the_client_as_our_error_body(

@@ -298,3 +298,26 @@ def test_hanzo_up_chat_upstreams_reach_the_inference_settings(
     for bad in ("models.example=gpt", "https://models.example/v1", "https://m/v1="):
         with pytest.raises(ValueError, match="BASE_URL=MODEL"):
             parse_chat_upstream(bad)
+
+
+async def test_a_stream_cut_off_before_its_usage_is_charged_an_estimate() -> None:
+    charged: list[dict[str, Any]] = []
+
+    async def on_usage(usage: dict[str, Any]) -> None:
+        charged.append(usage)
+
+    def content(text: str) -> bytes:
+        chunk = {"choices": [{"index": 0, "delta": {"content": text}}]}
+        return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+    cut = UsageWatch(client_asked=False, on_usage=on_usage, prompt_estimate=12)
+    for text in ("a", "b"):
+        await cut.event(content(text))
+    await cut.event(b'data: {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}\n\n')
+    await cut.settle()
+    await cut.settle()  # once only
+    whole = UsageWatch(client_asked=False, on_usage=on_usage, prompt_estimate=12)
+    await whole.event(content("a"))
+    await whole.event(b'data: {"choices": [], "usage": {"prompt_tokens": 3}}\n\n')
+    await whole.settle()  # the real usage was charged: nothing more
+    assert charged == [{"prompt_tokens": 12, "completion_tokens": 2}, {"prompt_tokens": 3}]
