@@ -3,6 +3,7 @@
 #   python -m iam_sidecar serve --host 0.0.0.0 --port 8090
 #   python -m gateway_plugins serve --host 0.0.0.0 --port 8200
 #   python -m memory_service.cli serve --host 0.0.0.0 --port 8600
+#   python -m inference_gateway serve --host 0.0.0.0 --port 8300
 # Dependencies come from uv.lock (frozen); the project's own packages run from /app.
 # Used by deploy/compose/compose.yaml and deploy/k8s/ (see deploy/README.md).
 
@@ -42,6 +43,7 @@ COPY hanzo_client ./hanzo_client
 COPY iam_sidecar ./iam_sidecar
 COPY gateway_plugins ./gateway_plugins
 COPY memory_service ./memory_service
+COPY inference_gateway ./inference_gateway
 COPY casdoor ./casdoor
 COPY deploy/stack/routes.yaml ./deploy/stack/routes.yaml
 RUN python -m compileall -q /app

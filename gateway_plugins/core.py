@@ -26,6 +26,7 @@ from gateway_plugins.usage import UsageReporter
 from hanzo_contract.assertion import AssertionSigner
 from hanzo_contract.headers import IDENTITY_HEADERS, identity_header_values
 from hanzo_contract.principal import Principal, PrincipalKind
+from hanzo_contract.tokens import TokenCharge
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,15 @@ class DecisionCore:
             decision = deny(429, limited.code, message, limited.headers())
             decision.principal = principal
             return decision
+        if route.tokens:
+            spent = await self._check_tokens(principal)
+            if not spent.allowed:
+                if spent.code == "limiter_unavailable":
+                    return deny(503, "limiter_unavailable", "rate limiter unavailable, retry later")
+                message = "token quota exhausted until the reset time"
+                decision = deny(429, "token_quota_exceeded", message, spent.headers())
+                decision.principal = principal
+                return decision
         return allow(identity_header_values(principal, self._assertion(entry)), principal, "allow")
 
     async def _from_jwt(self, token: str) -> CachedPrincipal:
@@ -177,6 +187,29 @@ class DecisionCore:
             if self._fail_open:
                 return LimitResult(True)
             return LimitResult(False, "limiter_unavailable")
+
+    async def _check_tokens(self, principal: Principal) -> LimitResult:
+        limits = principal.limits
+        if not (limits.tokens_per_day or limits.tokens_per_month):
+            return LimitResult(True)
+        try:
+            return await self._limiter.check_tokens(self.buckets(principal), limits)
+        except LimiterUnavailable as exc:
+            metrics.LIMITER_ERRORS.labels(fail_mode="open" if self._fail_open else "closed").inc()
+            log.warning("limiter unavailable (%s) for a token check", exc)
+            return (
+                LimitResult(True) if self._fail_open else LimitResult(False, "limiter_unavailable")
+            )
+
+    async def charge(self, charge: TokenCharge) -> None:
+        """Tokens a call spent (reported by the inference gateway after the upstream's
+        ``usage``): added to the principal's token quotas, and to the usage per model."""
+        principal = charge.principal
+        if self._usage is not None:
+            self._usage.count_tokens(principal, charge)
+        limits = principal.limits
+        if limits.tokens_per_day or limits.tokens_per_month:
+            await self._limiter.charge_tokens(self.buckets(principal), limits, charge.total)
 
     def _report(self, request: AuthRequest, decision: Decision) -> None:
         assert self._reporter is not None

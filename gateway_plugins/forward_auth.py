@@ -12,6 +12,8 @@ Endpoints (any method):
   ``X-Hanzo-Status``, which the shipped nginx config turns back into a 429/503.
 - ``/envoy/<original path>``: Envoy ``ext_authz`` HTTP service with ``path_prefix: /envoy``
   (Envoy keeps the original method and appends the original path).
+- ``POST /v1/tokens/charge`` (``hanzo_contract.tokens``): the inference gateway reports the
+  tokens a call spent, with the charge token as bearer; off when no charge token is set.
 - ``/metrics`` (Prometheus), ``/healthz``.
 
 Allow answers carry the identity headers (and the signed assertion) for the gateway to
@@ -22,11 +24,13 @@ copy upstream; deny answers carry the shared JSON error body, also compacted int
 from __future__ import annotations
 
 import contextlib
+import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -35,8 +39,10 @@ from starlette.routing import Route
 from gateway_plugins import metrics
 from gateway_plugins.core import DecisionCore
 from gateway_plugins.decision import ERROR_HEADER, Decision, deny
+from gateway_plugins.limiter import LimiterUnavailable
 from gateway_plugins.request import AuthRequest, lower_headers
 from hanzo_contract.errors import error_body
+from hanzo_contract.tokens import TOKEN_CHARGE_PATH, TokenCharge
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +129,35 @@ class ForwardAuthApp:
         await send({"type": "http.response.body", "body": body})
 
 
-def create_app(core: DecisionCore) -> ForwardAuthApp:
+def _charge_endpoint(core: DecisionCore, token: str) -> Callable[[Request], Awaitable[Response]]:
+    expected = f"Bearer {token}".encode()
+
+    async def charge(request: Request) -> Response:
+        sent = request.headers.get("authorization", "").encode()
+        if not token or not hmac.compare_digest(sent, expected):
+            body = error_body("invalid_charge_token", "a valid charge token is required")
+            return JSONResponse(body, status_code=401)
+        raw = await request.body()
+        if len(raw) > 64 * 1024:
+            return JSONResponse(error_body("body_too_large", "charge body too large"), 413)
+        try:
+            charged = TokenCharge.model_validate_json(raw)
+        except ValidationError as exc:
+            details = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+            return JSONResponse(
+                error_body("invalid_charge", "invalid token charge", details), status_code=400
+            )
+        try:
+            await core.charge(charged)
+        except LimiterUnavailable:
+            body = error_body("limiter_unavailable", "token counters unavailable, retry later")
+            return JSONResponse(body, status_code=503)
+        return JSONResponse({"charged": charged.total}, status_code=202)
+
+    return charge
+
+
+def create_app(core: DecisionCore, charge_token: str = "") -> ForwardAuthApp:
     async def metrics_endpoint(_: Request) -> Response:
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
@@ -146,6 +180,7 @@ def create_app(core: DecisionCore) -> ForwardAuthApp:
         routes=[
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route(TOKEN_CHARGE_PATH, _charge_endpoint(core, charge_token), methods=["POST"]),
         ],
         lifespan=lifespan,
         exception_handlers={404: not_found, 405: not_found},

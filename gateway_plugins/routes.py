@@ -1,7 +1,8 @@
 """Route table: method + path pattern -> required permission, default deny.
 
 Patterns are literal paths with ``{name}`` for one segment and a trailing ``{rest*}`` for
-any remainder. A route with ``permission: null`` is public (no credential needed); ``permission:
+any remainder. ``tokens: true`` marks a route that spends model tokens (token quotas
+apply). A route with ``permission: null`` is public (no credential needed); ``permission:
 authenticated`` needs a valid credential but no particular scope. A path
 that matches no route is denied: the table is the whole surface a gateway exposes.
 """
@@ -27,6 +28,8 @@ class RouteSpec(BaseModel):
     methods: list[str] = Field(min_length=1)
     path: str = Field(pattern=r"^/")
     permission: str | None
+    #: the route spends model tokens: refused with 429 once a token quota is used up
+    tokens: bool = False
 
     @field_validator("methods")
     @classmethod
@@ -48,6 +51,7 @@ AUTHENTICATED = "authenticated"
 class RouteMatch:
     permission: str | None
     pattern: str
+    tokens: bool = False
 
     @property
     def public(self) -> bool:
@@ -77,7 +81,7 @@ class RouteTable:
         self._literal: dict[tuple[str, str], RouteMatch] = {}
         self._patterns: list[tuple[frozenset[str], re.Pattern[str], RouteMatch]] = []
         for route in spec.routes:
-            match = RouteMatch(route.permission, route.path)
+            match = RouteMatch(route.permission, route.path, route.tokens)
             if _SEGMENT.search(route.path) is None and "*" not in route.methods:
                 for method in route.methods:
                     self._literal.setdefault((method, route.path), match)

@@ -36,6 +36,10 @@ class GatewaySettings(HanzoSettings, JwtSettings, CacheSettings, LimiterSettings
     assertion_key_file: Path | None = None
     assertion_ttl_seconds: int = Field(default=60, ge=5)
 
+    #: bearer secret of ``POST /v1/tokens/charge``, shared with the inference gateway
+    #: only; empty turns the endpoint off
+    charge_token: SecretStr = SecretStr("")
+
     audit_queue_size: int = Field(default=1000, ge=1)
     #: how often allowed-request counts go to the sidecar's usage counters
     usage_report_seconds: float = Field(default=10.0, gt=0)

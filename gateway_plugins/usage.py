@@ -19,10 +19,12 @@ from typing import Any
 from gateway_plugins import metrics
 from gateway_plugins.background import BackgroundTask
 from hanzo_contract.principal import Principal
+from hanzo_contract.tokens import TokenCharge
 
 log = logging.getLogger(__name__)
 
 Caller = tuple[str, str | None, str | None]
+ModelCaller = tuple[str, str | None, str | None, str]
 Sender = Callable[[list[dict[str, Any]]], Awaitable[None]]
 
 
@@ -32,10 +34,25 @@ class UsageReporter:
         self._interval = interval
         self._max = max_entries
         self._counts: Counter[Caller] = Counter()
+        #: per (caller, model): [calls, prompt tokens, completion tokens]
+        self._models: dict[ModelCaller, list[int]] = {}
         self._reports = BackgroundTask(self._loop)
 
     def count(self, principal: Principal) -> None:
         self._counts[(principal.organization, principal.subject, principal.key_id)] += 1
+        self._reports.start()
+
+    def count_tokens(self, principal: Principal, charge: TokenCharge) -> None:
+        slot = (principal.organization, principal.subject, principal.key_id, charge.model)
+        totals = self._models.get(slot)
+        if totals is None:
+            if len(self._models) >= self._max:
+                metrics.USAGE_DROPPED.inc()
+                return
+            totals = self._models[slot] = [0, 0, 0]
+        totals[0] += 1
+        totals[1] += charge.prompt_tokens
+        totals[2] += charge.completion_tokens
         self._reports.start()
 
     async def _loop(self) -> None:
@@ -45,12 +62,25 @@ class UsageReporter:
 
     async def flush(self) -> None:
         """Send what was counted; on failure keep it for the next report."""
-        if not self._counts:
+        if not self._counts and not self._models:
             return
         batch, self._counts = self._counts, Counter()
+        models, self._models = self._models, {}
         entries = [
             {"organization": org, "subject": subject, "key_id": key_id, "requests": n}
             for (org, subject, key_id), n in batch.items()
+        ]
+        entries += [
+            {
+                "organization": org,
+                "subject": subject,
+                "key_id": key_id,
+                "model": model,
+                "requests": calls,
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+            }
+            for (org, subject, key_id, model), (calls, prompt, completion) in models.items()
         ]
         try:
             await self._send(entries)
@@ -63,6 +93,10 @@ class UsageReporter:
                     self._counts[caller] += n
                 else:
                     metrics.USAGE_DROPPED.inc(n)
+            for slot, totals in models.items():
+                kept = self._models.setdefault(slot, [0, 0, 0])
+                for i, value in enumerate(totals):
+                    kept[i] += value
 
     async def aclose(self) -> None:
         await self._reports.stop()

@@ -20,12 +20,25 @@ class Limits(BaseModel):
     requests_per_minute: int | None = Field(default=None, ge=1)
     units_per_day: int | None = Field(default=None, ge=1)
     units_per_month: int | None = Field(default=None, ge=1)
+    #: model tokens (prompt + completion) per UTC day and month, metered from the
+    #: upstream's reported ``usage`` by the inference gateway
+    tokens_per_day: int | None = Field(default=None, ge=1)
+    tokens_per_month: int | None = Field(default=None, ge=1)
+    #: the inference models this caller may call; ``None``: every model the gateway serves
+    models: tuple[str, ...] | None = None
 
     def overridden_by(self, other: Limits | None) -> Limits:
-        """Fields set on ``other`` (a key's own override) win over the plan's."""
+        """Fields set on ``other`` (a key's own override) win over the plan's; a key's
+        model list can only narrow the plan's (their intersection)."""
         if other is None:
             return self
-        return self.model_copy(update=other.model_dump(exclude_none=True))
+        update = other.model_dump(exclude_none=True)
+        if other.models is not None and self.models is not None:
+            update["models"] = tuple(m for m in other.models if m in self.models)
+        return self.model_copy(update=update)
+
+    def allows_model(self, model: str) -> bool:
+        return self.models is None or model in self.models
 
 
 class Principal(BaseModel):

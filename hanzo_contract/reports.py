@@ -40,6 +40,11 @@ class UsageEntry(BaseModel):
     key_id: str | None = Field(default=None, max_length=64)
     requests: int = Field(default=0, ge=0, le=10**9)
     denials: int = Field(default=0, ge=0, le=10**9)
+    #: set for inference traffic: ``requests`` then counts calls of this model, with the
+    #: tokens the upstream reported for them
+    model: str | None = Field(default=None, min_length=1, max_length=200)
+    prompt_tokens: int = Field(default=0, ge=0, le=10**12)
+    completion_tokens: int = Field(default=0, ge=0, le=10**12)
 
 
 class UsageReport(BaseModel):

@@ -15,6 +15,7 @@ from hanzo_stack.casdoor.server import CasdoorServer
 from hanzo_stack.casdoor.ui import build_casdoor_ui
 from hanzo_stack.memory_direct import memory_service_cli
 from iam_sidecar.cli import audit_cli, keys_cli, sidecar_cli, tenants_cli
+from inference_gateway.cli import cli as inference_cli
 
 app = typer.Typer(
     help="Hanzo unified services: IAM on Casdoor, gateway plugins, memory.", no_args_is_help=True
@@ -27,6 +28,7 @@ app.add_typer(audit_cli, name="audit")
 app.add_typer(sidecar_cli, name="sidecar")
 app.add_typer(gateway_cli, name="gateway", help="Run the gateway forward-auth service.")
 app.add_typer(memory_service_cli, name="memory-service")
+app.add_typer(inference_cli, name="inference")
 app.add_typer(memory_cli, name="memory")
 app.registered_commands += login_cli.registered_commands
 
@@ -128,12 +130,23 @@ def up(
     state_dir: Path | None = StateDir,
     tenant_file: Path | None = typer.Option(None, help="Tenant file to apply"),
     ui: bool = typer.Option(True, help="Serve Casdoor's admin UI if it has been built"),
+    chat_upstream: list[str] = typer.Option(
+        [],
+        "--chat-upstream",
+        help="OpenAI-compatible chat upstream for the inference gateway: "
+        "BASE_URL=MODEL[,MODEL...][@ENV_VAR holding its API key]; repeatable.",
+    ),
 ) -> None:
-    """Start Casdoor, sidecar, plugin, memory service and nginx under a supervisor daemon,
-    or repair a running stack in place (same ports, secrets, demo key); print how to use it."""
-    from hanzo_stack.stack import DEFAULT_TENANT_FILE, Stack
+    """Start Casdoor, sidecar, plugin, memory service, inference gateway and nginx under a
+    supervisor daemon, or repair a running stack in place (same ports, secrets, demo key);
+    print how to use them."""
+    from hanzo_stack.stack import DEFAULT_TENANT_FILE, Stack, parse_chat_upstream
 
     stack = Stack(state_dir or default_state_dir(), progress=typer.echo)
+    try:
+        stack.chat_upstreams = [parse_chat_upstream(spec) for spec in chat_upstream]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--chat-upstream") from None
     tenant_file = tenant_file or DEFAULT_TENANT_FILE
     try:
         info = stack.up(tenant_file, ui=ui)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from hanzo_stack.process import LOOPBACK, free_port
 
-PARTS = ("casdoor", "sidecar", "gateway", "memory", "nginx")
+PARTS = ("casdoor", "sidecar", "gateway", "memory", "inference", "nginx")
 
 
 class StackPorts(BaseModel):

@@ -47,9 +47,11 @@ from hanzo_stack.supervisor import Part, Supervisor, SupervisorStatus
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_TENANT_FILE = REPO / "deploy" / "tenants" / "example.yaml"
-SERVICES = ("sidecar", "gateway", "memory", "nginx")
+SERVICES = ("sidecar", "gateway", "memory", "inference", "nginx")
 #: the demo key ``hanzo up`` mints lives this long; a later ``up`` reuses it while active
 DEMO_KEY_LIFETIME = "30d"
+#: the memory service's embedding model, as the inference gateway names it
+EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 
 
 class SuperviseSpec(BaseModel):
@@ -112,14 +114,40 @@ class StackLayout:
         return self.run_dir / f"{name}.pid"
 
 
+def _toml_value(value: object) -> str:
+    """JSON literals are valid TOML for strings, numbers, bools and lists of them; a dict
+    becomes an inline table."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(value)
+
+
 def _toml(sections: dict[str, dict[str, object]]) -> str:
-    """TOML for flat tables of strings, numbers and string lists (JSON literals are valid
-    TOML basic strings and arrays for these)."""
+    """TOML for tables of strings, numbers, lists and inline tables."""
     lines: list[str] = ["# written by `hanzo up`; read by every part and by the hanzo CLI"]
     for name, values in sections.items():
         lines.append(f"\n[{name}]")
-        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+        lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
     return "\n".join(lines) + "\n"
+
+
+def parse_chat_upstream(spec: str) -> dict[str, object]:
+    """``BASE_URL=MODEL[,MODEL...][@ENV_VAR]`` as an inference upstream; the API key is read
+    from ``ENV_VAR`` (never from the command line) into the 0600 config file."""
+    url, sep, rest = spec.partition("=")
+    models, _, env_name = rest.partition("@")
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    if not sep or not url.startswith(("http://", "https://")) or not names:
+        raise ValueError(f"expected BASE_URL=MODEL[,MODEL...][@ENV_VAR], got {spec!r}")
+    upstream: dict[str, object] = {"name": url, "base_url": url, "models": names}
+    if env_name:
+        key = os.environ.get(env_name)
+        if not key:
+            raise ValueError(f"{env_name} (the upstream's API key) is not set")
+        upstream["api_key"] = key
+    return upstream
 
 
 def _python_cli(*args: str) -> list[str]:
@@ -155,6 +183,9 @@ class Stack:
             state_dir, port=self.ports.ports["casdoor"], origin=self.ports.casdoor_origin
         )
         self.say = progress
+        #: chat model upstreams for the inference gateway (``inference_gateway.settings.
+        #: UpstreamSettings`` as dicts); the memory service's embeddings are always served
+        self.chat_upstreams: list[dict[str, object]] = []
 
     # ------------------------------------------------------------------ configuration
     def _write_config(self, ports: dict[str, int], tenant_file: Path) -> Path:
@@ -163,6 +194,8 @@ class Stack:
         casdoor = self.casdoor
         assert casdoor.secrets is not None
         ensure_keypair(state)  # assertion.key for the plugin, assertion.pub for upstreams
+        # shared by the plugin and the inference gateway only (token charges)
+        charge_token = ensure_secret(state / "gateway", "charge_token")
         sections: dict[str, dict[str, object]] = {
             "sidecar": {
                 "casdoor_url": casdoor.url,
@@ -180,8 +213,24 @@ class Stack:
                 "jwt_shared_audiences": [casdoor.secrets.cli_client_id],
                 "routes_file": str(REPO / "deploy" / "stack" / "routes.yaml"),
                 "quota_db_path": str(state / "quota.db"),
+                "charge_token": charge_token,
             },
             "memory": {"backend": "sqlite", "data_dir": str(state / "memory")},
+            # the inference gateway: the memory service's own model for embeddings (one
+            # model per deployment), chat upstreams as given; tokens charged to the plugin
+            "inference": {
+                "plugin_url": f"http://{LOOPBACK}:{ports['gateway']}",
+                "charge_token": charge_token,
+                "upstreams": [
+                    {
+                        "name": "memory-embeddings",
+                        "base_url": f"http://{LOOPBACK}:{ports['memory']}/v1",
+                        "models": [EMBEDDING_MODEL],
+                        "identity": True,
+                    },
+                    *self.chat_upstreams,
+                ],
+            },
             "stack": {"gateway_url": f"http://{LOOPBACK}:{ports['nginx']}"},
         }
         path = self.layout.config_path
@@ -231,7 +280,7 @@ class Stack:
             "AUTH": f"{LOOPBACK}:{ports['gateway']}",
             "MEMORY": f"{LOOPBACK}:{ports['memory']}",
             "SIDECAR": f"{LOOPBACK}:{ports['sidecar']}",
-            "INFERENCE": inference or f"unix:{prefix}/no-inference.sock:",
+            "INFERENCE": inference or f"{LOOPBACK}:{ports['inference']}",
         }
         for key, value in values.items():
             text = text.replace("{{" + key + "}}", value)
@@ -269,9 +318,6 @@ class Stack:
         nginx_argv = [nginx, "-p", str(conf.parent), "-c", str(conf)]
 
         def spawn_nginx() -> ManagedProcess:
-            # a killed nginx leaves its unix socket behind, and bind() then fails; only
-            # called when our nginx is gone (its pid dead, its port free)
-            (layout.nginx_dir / "no-inference.sock").unlink(missing_ok=True)
             return ManagedProcess(
                 "nginx", nginx_argv, log_path=layout.logs_dir / "nginx.log"
             ).start()
@@ -301,6 +347,11 @@ class Stack:
             python_part(
                 "memory",
                 _python_cli("memory-service", "serve", "--port", str(ports["memory"])),
+                self._env(),
+            ),
+            python_part(
+                "inference",
+                _python_cli("inference", "serve", "--port", str(ports["inference"])),
                 self._env(),
             ),
             Part(
@@ -443,7 +494,8 @@ class Stack:
         timeout: float = 300.0,
     ) -> StackInfo:
         """Start every part, or repair a running stack in place (only what is down starts);
-        ``inference_upstream`` (host:port) is the inference gateway."""
+        ``inference_upstream`` (host:port) replaces the stack's own inference gateway behind
+        nginx (``chat_upstreams`` configure the stack's own)."""
         layout = self.layout
         for directory in (layout.state_dir, layout.run_dir, layout.logs_dir):
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -575,8 +627,9 @@ class Stack:
         """Whether each part answers on its kept port."""
         ports = self.ports.ports
         health = {"casdoor": self.casdoor.running_pid() is not None and self.casdoor.healthy()}
-        for name in ("sidecar", "gateway", "memory"):
-            health[name] = http_ok(f"http://{LOOPBACK}:{ports[name]}/healthz")
+        for name in ("sidecar", "gateway", "memory", "inference"):
+            if name in ports:  # a stack started before this part existed
+                health[name] = http_ok(f"http://{LOOPBACK}:{ports[name]}/healthz")
         health["nginx"] = tcp_open(ports["nginx"])
         return health
 

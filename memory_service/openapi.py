@@ -12,11 +12,12 @@ from hanzo_contract.headers import ASSERTION
 from memory_service import models as m
 from memory_service.auth import DELETE, READ, WRITE
 from memory_service.erasure import ERASE_PATH, ErasureReceipt, ErasureRequest
+from memory_service.openai_embeddings import INVOKE, EmbeddingsRequest
 
 _MODELS: list[type[BaseModel]] = [
     m.MemoryIn, m.StoreRequest, m.StoreResponse, m.MemoryOut, m.ListResponse, m.SearchRequest,
     m.SearchResponse, m.UpdateRequest, m.DeleteResponse, m.ImportLine, m.ImportResponse,
-    m.Capabilities, ErasureRequest, ErasureReceipt, ErrorBody,
+    m.Capabilities, ErasureRequest, ErasureReceipt, EmbeddingsRequest, ErrorBody,
 ]  # fmt: skip
 
 
@@ -112,5 +113,9 @@ def openapi_document() -> dict[str, Any]:
             "/v1/memory/import": {"post": {**_op(
                 "Import JSON lines (as exported)", WRITE, m.ImportResponse, 400, 413,
                 422), "requestBody": {"required": True, "content": ndjson}}},
+            "/v1/embeddings": {"post": _op(
+                "OpenAI-compatible embeddings from this service's own model", INVOKE, None,
+                400, 404, 413, 422, body=EmbeddingsRequest,
+                ok_content={"application/json": {"schema": {"type": "object"}}})},
         },
     }  # fmt: skip

@@ -26,6 +26,7 @@ from memory_service.models import (
     StoreResponse,
     UpdateRequest,
 )
+from memory_service.openai_embeddings import embeddings
 from memory_service.openapi import openapi_document
 from memory_service.query import list_params
 from memory_service.service import MemoryService, to_out
@@ -159,6 +160,7 @@ ROUTES = [
     Route(ERASE_PATH, erase_memories, methods=["POST"]),
     Route("/v1/memory/{id:str}", update, methods=["PATCH"]),
     Route("/v1/memory/{id:str}", delete, methods=["DELETE"]),
+    Route("/v1/embeddings", embeddings, methods=["POST"]),  # inference:invoke
     Route("/openapi.json", openapi, methods=["GET"]),  # open: no requires()
     Route("/healthz", healthz, methods=["GET"]),  # open
 ]

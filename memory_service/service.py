@@ -102,6 +102,10 @@ class MemoryService:
             raise ApiError(422, "invalid_embedding", "embedding must be finite and non-zero")
         return normalize(row)[0]
 
+    async def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """The memory API's own vectors for ``texts`` (served by ``/v1/embeddings``)."""
+        return await self._embed(texts)
+
     async def _embed(self, texts: list[str]) -> np.ndarray:
         try:
             rows = await self.embedder.embed(texts)

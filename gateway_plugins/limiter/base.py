@@ -90,6 +90,40 @@ def windows_for(buckets: list[str], limits: Limits, now: float) -> list[Window]:
     return out
 
 
+def token_windows(buckets: list[str], limits: Limits, now: float) -> list[Window]:
+    """The token quota counters of every bucket (UTC day and month), when capped.
+
+    Tokens are known only after the upstream answered, so they are charged afterwards
+    (:meth:`Limiter.charge_tokens`) and checked before the next call
+    (:meth:`Limiter.check_tokens`): a call is refused once a counter has reached its cap.
+    """
+    out: list[Window] = []
+    if limits.tokens_per_day:
+        day = int(now // 86400)
+        reset = max(int((day + 1) * 86400 - now + 0.999), 1)
+        out += [
+            Window(f"tpd:{b}:{day}", limits.tokens_per_day, reset, 86400 + 3600, "token_quota")
+            for b in buckets
+        ]
+    if limits.tokens_per_month:
+        t = time.gmtime(now)
+        month = t.tm_year * 100 + t.tm_mon
+        reset = max(int(_month_end(now) - now + 0.999), 1)
+        out += [
+            Window(f"tpm:{b}:{month}", limits.tokens_per_month, reset, 32 * 86400, "token_quota")
+            for b in buckets
+        ]
+    return out
+
+
+def check_counts(windows: list[Window], counts: list[int]) -> LimitResult:
+    """Refuse when any token counter has reached its cap (nothing is counted here)."""
+    for i, w in enumerate(windows):
+        if counts[i] >= w.limit:
+            return summarize(windows, counts, i)
+    return summarize(windows, counts, None)
+
+
 def summarize(windows: list[Window], counts: list[int], denied_at: int | None) -> LimitResult:
     """Turn counter values into one result: the denying window, else the tightest one."""
     if denied_at is not None:
@@ -103,6 +137,15 @@ def summarize(windows: list[Window], counts: list[int], denied_at: int | None) -
 class Limiter(Protocol):
     async def hit(self, buckets: list[str], limits: Limits, cost: int = 1) -> LimitResult:
         """Count one request of ``cost`` units against every bucket, or deny it."""
+        ...
+
+    async def check_tokens(self, buckets: list[str], limits: Limits) -> LimitResult:
+        """Deny when a token quota of any bucket is used up; counts nothing."""
+        ...
+
+    async def charge_tokens(self, buckets: list[str], limits: Limits, tokens: int) -> None:
+        """Add tokens a call spent to every capped token counter, unconditionally: they
+        are spent already."""
         ...
 
     async def aclose(self) -> None: ...

@@ -19,7 +19,9 @@ from gateway_plugins.limiter.base import (
     UNLIMITED,
     Clock,
     LimitResult,
+    check_counts,
     summarize,
+    token_windows,
     wall_clock,
     windows_for,
 )
@@ -89,6 +91,23 @@ class MemoryLimiter:
         if self._dirty and self._db_path is not None:
             self._flusher.start()
         return summarize(windows, current, None)
+
+    async def check_tokens(self, buckets: list[str], limits: Limits) -> LimitResult:
+        windows = token_windows(buckets, limits, self._clock())
+        if not windows:
+            return UNLIMITED
+        return check_counts(windows, [self._counts.get(w.key, 0) for w in windows])
+
+    async def charge_tokens(self, buckets: list[str], limits: Limits, tokens: int) -> None:
+        if tokens <= 0:
+            return
+        now = self._clock()
+        for w in token_windows(buckets, limits, now):
+            self._counts[w.key] = self._counts.get(w.key, 0) + tokens
+            self._expires.setdefault(w.key, now + w.ttl)
+            self._dirty.add(w.key)
+        if self._dirty and self._db_path is not None:
+            self._flusher.start()
 
     def _sweep(self, now: float) -> None:
         self._last_sweep = now

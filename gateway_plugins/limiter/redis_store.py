@@ -15,7 +15,9 @@ from gateway_plugins.limiter.base import (
     Clock,
     LimiterUnavailable,
     LimitResult,
+    check_counts,
     summarize,
+    token_windows,
     wall_clock,
     windows_for,
 )
@@ -44,6 +46,19 @@ return out
 """
 
 
+# KEYS: token counters. ARGV: tokens, then ttl_i per counter. Adds unconditionally.
+_CHARGE = """
+local tokens = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  local v = redis.call('INCRBY', KEYS[i], tokens)
+  if v == tokens then
+    redis.call('EXPIRE', KEYS[i], tonumber(ARGV[i + 1]))
+  end
+end
+return 1
+"""
+
+
 class RedisLimiter:
     def __init__(
         self,
@@ -63,6 +78,7 @@ class RedisLimiter:
             health_check_interval=0,
         )
         self._script = self._redis.register_script(_HIT)
+        self._charge = self._redis.register_script(_CHARGE)
         self._prefix = prefix
 
     async def hit(self, buckets: list[str], limits: Limits, cost: int = 1) -> LimitResult:
@@ -81,6 +97,26 @@ class RedisLimiter:
             denied = int(reply[1]) - 1
             return summarize(windows, [0] * len(windows), denied)
         return summarize(windows, [int(v) for v in reply[1:]], None)
+
+    async def check_tokens(self, buckets: list[str], limits: Limits) -> LimitResult:
+        windows = token_windows(buckets, limits, self._clock())
+        if not windows:
+            return UNLIMITED
+        try:
+            values = await self._redis.mget([self._prefix + w.key for w in windows])
+        except (RedisError, OSError) as exc:
+            raise LimiterUnavailable(f"redis: {type(exc).__name__}") from None
+        return check_counts(windows, [int(v or 0) for v in values])
+
+    async def charge_tokens(self, buckets: list[str], limits: Limits, tokens: int) -> None:
+        windows = token_windows(buckets, limits, self._clock())
+        if not windows or tokens <= 0:
+            return
+        keys = [self._prefix + w.key for w in windows]
+        try:
+            await self._charge(keys=keys, args=[tokens, *(w.ttl for w in windows)])
+        except (RedisError, OSError) as exc:
+            raise LimiterUnavailable(f"redis: {type(exc).__name__}") from None
 
     async def aclose(self) -> None:
         await self._redis.aclose()

@@ -64,6 +64,21 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ),
     # 2: verifications counted apart from traffic the gateway plugins report
     ("ALTER TABLE usage_daily ADD COLUMN verifications INTEGER NOT NULL DEFAULT 0",),
+    # 3: inference calls and tokens per model (reported by the gateway plugin)
+    (
+        """CREATE TABLE usage_models (
+            day TEXT NOT NULL,
+            level TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            organization TEXT NOT NULL,
+            model TEXT NOT NULL,
+            requests INTEGER NOT NULL DEFAULT 0,
+            prompt_tokens INTEGER NOT NULL DEFAULT 0,
+            completion_tokens INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (day, level, subject, model)
+        )""",
+        "CREATE INDEX usage_models_org ON usage_models (organization, day)",
+    ),
 ]
 
 

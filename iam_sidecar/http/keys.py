@@ -157,13 +157,19 @@ async def usage(request: Request) -> Response:
     principal = caller(request)
     state = sidecar_state(request)
     await state.keys.flush()
-    rows = await state.keys.usage.query(principal.organization, day=request.query_params.get("day"))
+    day = request.query_params.get("day")
+    rows = await state.keys.usage.query(principal.organization, day=day)
+    models = await state.keys.usage.query_models(principal.organization, day=day)
     if not principal.has(MANAGE):
         mine = {k.key_id for k in await state.keys.list(principal.organization, principal.subject)}
-        rows = [
-            r
-            for r in rows
-            if (r.level == "user" and r.subject == principal.subject)
-            or (r.level == "key" and r.subject in mine)
-        ]
-    return JSONResponse({"usage": [r.model_dump() for r in rows]})
+
+        def own(level: str, subject: str) -> bool:
+            return (level == "user" and subject == principal.subject) or (
+                level == "key" and subject in mine
+            )
+
+        rows = [r for r in rows if own(r.level, r.subject)]
+        models = [m for m in models if own(m.level, m.subject)]
+    return JSONResponse(
+        {"usage": [r.model_dump() for r in rows], "models": [m.model_dump() for m in models]}
+    )

@@ -114,6 +114,17 @@ async def report_usage(request: Request) -> Response:
     _check(request, state)
     body = await parse_body(request, UsageReport)
     for entry in body.entries:
+        if entry.model is not None:
+            state.keys.usage.count_model(
+                entry.organization,
+                entry.subject,
+                entry.key_id,
+                entry.model,
+                entry.requests,
+                entry.prompt_tokens,
+                entry.completion_tokens,
+            )
+            continue
         state.keys.usage.count_requests(
             entry.organization, entry.subject, entry.key_id, entry.requests
         )

@@ -62,15 +62,21 @@ def keys_create(
     rpm: int | None = typer.Option(None, help="Per-key requests per minute (overrides plan)."),
     units_per_day: int | None = typer.Option(None, help="Per-key daily quota."),
     units_per_month: int | None = typer.Option(None, help="Per-key monthly quota."),
+    tokens_per_day: int | None = typer.Option(None, help="Per-key daily model-token quota."),
+    tokens_per_month: int | None = typer.Option(None, help="Per-key monthly token quota."),
     json_out: bool = JsonOpt,
 ) -> None:
     """Create a key; the secret is printed once and never stored."""
     from iam_sidecar.state import build_state, close_state
 
     limits = None
-    if rpm or units_per_day or units_per_month:
+    if rpm or units_per_day or units_per_month or tokens_per_day or tokens_per_month:
         limits = Limits(
-            requests_per_minute=rpm, units_per_day=units_per_day, units_per_month=units_per_month
+            requests_per_minute=rpm,
+            units_per_day=units_per_day,
+            units_per_month=units_per_month,
+            tokens_per_day=tokens_per_day,
+            tokens_per_month=tokens_per_month,
         )
     expires_at = time.time() + parse_duration(expires_in) if expires_in else None
 

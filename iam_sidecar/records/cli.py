@@ -75,3 +75,27 @@ def audit_usage(
         ["day", "level", "subject", "requests", "denials", "verifications"],
         [[r.day, r.level, r.subject, r.requests, r.denials, r.verifications] for r in rows],
     )
+
+
+@audit_cli.command("models")
+def audit_models(
+    org: str = OrgOpt,
+    day: str | None = typer.Option(None, help="UTC day YYYY-MM-DD (default: all)."),
+    level: str | None = typer.Option(None, help="org, user or key"),
+    json_out: bool = JsonOpt,
+) -> None:
+    """Inference usage per model, per key, user and organization per day: calls and the
+    prompt and completion tokens the upstream reported."""
+    rows = run_with_key_store(lambda s: s.usage.query_models(org, day=day, level=level))
+    if json_out:
+        emit_json([r.model_dump() for r in rows])
+        return
+    emit_table(
+        f"model usage of {org}",
+        ["day", "level", "subject", "model", "requests", "prompt", "completion", "tokens"],
+        [
+            [r.day, r.level, r.subject, r.model, r.requests, r.prompt_tokens,
+             r.completion_tokens, r.tokens]
+            for r in rows
+        ],
+    )  # fmt: skip

@@ -4,6 +4,9 @@ Three counts: ``verifications`` (keys the sidecar verified: gateways cache answe
 this is not traffic), ``requests`` (traffic the gateway plugins report through
 ``POST /v1/usage/report``) and ``denials`` (reported refusals). The hot paths only bump a
 dict; ``flush`` writes the batch in one transaction (timer, and on close).
+
+Inference traffic is also kept per model (``usage_models``): calls and the prompt and
+completion tokens the upstream reported, per key, user and organization per day.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from pydantic import BaseModel
 from iam_sidecar.db.database import Database
 
 _Slot = tuple[str, str, str, str]  # day, level, subject, organization
+_ModelSlot = tuple[str, str, str, str, str]  # ... and model
 COLUMNS = ("requests", "denials", "verifications")
+MODEL_COLUMNS = ("requests", "prompt_tokens", "completion_tokens")
 
 
 class UsageRow(BaseModel):
@@ -29,6 +34,21 @@ class UsageRow(BaseModel):
     requests: int
     denials: int
     verifications: int
+
+
+class ModelUsageRow(BaseModel):
+    day: str
+    level: str
+    subject: str
+    organization: str
+    model: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
 
 
 def utc_day(ts: float | None = None) -> str:
@@ -49,6 +69,7 @@ class UsageCounters:
         self._db = db
         self._clock = clock
         self._pending: dict[str, Counter[_Slot]] = {c: Counter() for c in COLUMNS}
+        self._models: dict[_ModelSlot, list[int]] = {}
 
     def _bump(
         self, column: str, organization: str, subject: str | None, key_id: str | None, n: int
@@ -74,15 +95,45 @@ class UsageCounters:
     ) -> None:
         self._bump("denials", organization, subject, key_id, n)
 
+    def count_model(
+        self,
+        organization: str,
+        subject: str | None,
+        key_id: str | None,
+        model: str,
+        calls: int,
+        prompt_tokens: int,
+        completion_tokens: int,
+    ) -> None:
+        """Inference calls of ``model`` and the tokens they spent, at every level."""
+        if calls <= 0 and prompt_tokens <= 0 and completion_tokens <= 0:
+            return
+        day = utc_day(self._clock())
+        for level, name in _levels(organization, subject, key_id):
+            totals = self._models.setdefault((day, level, name, organization, model), [0, 0, 0])
+            totals[0] += calls
+            totals[1] += prompt_tokens
+            totals[2] += completion_tokens
+
     def pending(self) -> bool:
-        return any(self._pending.values())
+        return any(self._pending.values()) or bool(self._models)
 
     async def flush(self) -> None:
         pending, self._pending = self._pending, {c: Counter() for c in COLUMNS}
+        models, self._models = self._models, {}
         slots = set().union(*(set(c) for c in pending.values()))
-        if not slots:
+        if not slots and not models:
             return
         async with self._db.transaction() as conn:
+            await conn.executemany(
+                "INSERT INTO usage_models (day, level, subject, organization, model, requests,"
+                " prompt_tokens, completion_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (day, level, subject, model) DO UPDATE SET"
+                " requests = requests + excluded.requests,"
+                " prompt_tokens = prompt_tokens + excluded.prompt_tokens,"
+                " completion_tokens = completion_tokens + excluded.completion_tokens",
+                [(*slot, *totals) for slot, totals in models.items()],
+            )
             await conn.executemany(
                 "INSERT INTO usage_daily (day, level, subject, organization, requests, denials,"
                 " verifications) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (day, level, subject)"
@@ -106,3 +157,20 @@ class UsageCounters:
         async with self._db.conn.execute(sql + " ORDER BY day, level, subject", params) as cur:
             rows = await cur.fetchall()
         return [UsageRow(**dict(row)) for row in rows]
+
+    async def query_models(
+        self, organization: str, day: str | None = None, level: str | None = None
+    ) -> list[ModelUsageRow]:
+        """Calls and tokens per model of ``organization``'s keys, users and itself."""
+        sql = "SELECT * FROM usage_models WHERE organization = ?"
+        params: list[str] = [organization]
+        if day:
+            sql += " AND day = ?"
+            params.append(day)
+        if level:
+            sql += " AND level = ?"
+            params.append(level)
+        sql += " ORDER BY day, level, subject, model"
+        async with self._db.conn.execute(sql, params) as cur:
+            rows = await cur.fetchall()
+        return [ModelUsageRow(**dict(row)) for row in rows]

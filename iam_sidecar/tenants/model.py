@@ -24,6 +24,12 @@ class PlanSpec(_Strict):
     requests_per_minute: int | None = Field(default=None, ge=1)
     units_per_day: int | None = Field(default=None, ge=1)
     units_per_month: int | None = Field(default=None, ge=1)
+    #: model tokens per UTC day / month, metered by the inference gateway
+    tokens_per_day: int | None = Field(default=None, ge=1)
+    tokens_per_month: int | None = Field(default=None, ge=1)
+    #: the inference models the plan may call (``/v1/models`` lists only these); omitted:
+    #: every model the inference gateway serves
+    models: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] | None = None
 
     def limits(self) -> Limits:
         return Limits(**self.model_dump())

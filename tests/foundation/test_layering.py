@@ -21,12 +21,14 @@ ALLOWED: dict[str, set[str]] = {
     "gateway_plugins": {"hanzo_contract"},
     "memory_service": {"hanzo_contract"},
     "hanzo_client": {"hanzo_contract"},
+    "inference_gateway": {"hanzo_contract"},
     "hanzo_stack": {
         "hanzo_contract",
         "iam_sidecar",
         "gateway_plugins",
         "memory_service",
         "hanzo_client",
+        "inference_gateway",
     },
 }
 

@@ -237,4 +237,5 @@ async def test_migration_from_version_1_keeps_data(tmp_path: Path) -> None:
     finally:
         await store.close()
     with sqlite3.connect(path) as conn:
-        assert [r[0] for r in conn.execute("SELECT version FROM schema_version")] == [1, 2]
+        versions = [r[0] for r in conn.execute("SELECT version FROM schema_version")]
+        assert versions == list(range(1, len(MIGRATIONS) + 1))

@@ -1,0 +1,1 @@
+"""The inference gateway: OpenAI-compatible chat, embeddings and models on Hanzo keys."""

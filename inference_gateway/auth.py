@@ -1,0 +1,38 @@
+"""The caller, from the gateway plugin's signed assertion only (bare headers never count)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.requests import Request
+
+from hanzo_contract.assertion import AssertionVerifier, InvalidAssertion
+from hanzo_contract.headers import ASSERTION
+from hanzo_contract.principal import Principal
+from inference_gateway.errors import InferenceError
+
+INVOKE = "inference:invoke"
+
+
+class Authenticator:
+    def __init__(self, public_key: Path) -> None:
+        try:
+            pem = public_key.read_bytes()
+        except OSError as exc:
+            raise RuntimeError(f"cannot read assertion public key {public_key}: {exc}") from None
+        self._verifier = AssertionVerifier(pem)
+
+    def caller(self, request: Request) -> tuple[Principal, str]:
+        """The principal and the assertion that names it, or a 401/403."""
+        token = request.headers.get(ASSERTION)
+        if not token:
+            raise InferenceError(401, "unauthenticated", f"missing {ASSERTION} identity assertion")
+        try:
+            principal = self._verifier.verify(token)
+        except InvalidAssertion:
+            raise InferenceError(
+                401, "invalid_assertion", "identity assertion is invalid or expired"
+            ) from None
+        if not principal.has(INVOKE):
+            raise InferenceError(403, "forbidden", f"permission {INVOKE!r} is required")
+        return principal, token

@@ -1,0 +1,367 @@
+"""The inference gateway through real nginx, the real plugin and the memory service's real
+model, on the same keys as memory: embeddings, streamed chat, models, token quotas."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from .conftest import (
+    CHAT_MODEL,
+    EMBEDDING_MODEL,
+    PREMIUM_MODEL,
+    InferenceStack,
+    bearer,
+)
+from .fake_upstream import COMPLETION_TOKENS, PIECES, PROMPT_TOKENS, REFUSING_MODEL
+
+INVOKER = ["memory:read", "memory:write", "inference:invoke"]
+DAY = 86400
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """Poll ``check`` until it returns something truthy (reports are batched: bounded wait)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.2)
+
+
+def events(lines: Iterator[str]) -> Iterator[dict[str, Any] | str]:
+    for line in lines:
+        if line.startswith("data: "):
+            data = line[len("data: ") :]
+            yield data if data == "[DONE]" else json.loads(data)
+
+
+@pytest.fixture(scope="module")
+def ann(inference_stack: InferenceStack) -> str:
+    return inference_stack.key("infa", "ann", INVOKER)[0]
+
+
+def test_embeddings_are_the_memory_services_own_vectors(
+    inference_stack: InferenceStack, ann: str
+) -> None:
+    gw = inference_stack.gateway
+    text = "Hanzo keeps one embedding model per deployment, shared by memory and inference."
+    stored = httpx.post(f"{gw}/v1/memory/store", json={"content": text}, headers=bearer(ann))
+    assert stored.status_code == 200, stored.text
+    memory_id = stored.json()["ids"][0]
+
+    reply = httpx.post(
+        f"{gw}/v1/embeddings",
+        json={"model": EMBEDDING_MODEL, "input": [text, "hello world"]},
+        headers=bearer(ann),
+        timeout=30,
+    )
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["object"] == "list" and body["model"] == EMBEDDING_MODEL
+    assert [d["index"] for d in body["data"]] == [0, 1]
+    vector = np.array(body["data"][0]["embedding"], dtype=np.float32)
+    assert vector.shape == (384,) and abs(float(np.linalg.norm(vector)) - 1) < 1e-4
+
+    # the memory service finds its stored vector for the text at cosine 1 from ours
+    found = httpx.post(
+        f"{gw}/v1/memory/search",
+        json={"query": text, "mode": "vector", "embedding": vector.tolist(), "top_k": 2},
+        headers=bearer(ann),
+    ).json()["results"]
+    assert found[0]["memory"]["id"] == memory_id
+    assert found[0]["vector_score"] == pytest.approx(1.0, abs=1e-4)
+
+    # usage counted with the model's tokenizer: "hello world" is [CLS] hello world [SEP]
+    single = httpx.post(
+        f"{gw}/v1/embeddings",
+        json={"model": EMBEDDING_MODEL, "input": "hello world", "encoding_format": "base64"},
+        headers=bearer(ann),
+    ).json()
+    assert single["usage"] == {"prompt_tokens": 4, "total_tokens": 4}
+    decoded = np.frombuffer(base64.b64decode(single["data"][0]["embedding"]), dtype="<f4")
+    np.testing.assert_allclose(decoded, body["data"][1]["embedding"], atol=1e-6)
+
+
+def test_a_reader_without_inference_invoke_gets_403(inference_stack: InferenceStack) -> None:
+    gw = inference_stack.gateway
+    reader = inference_stack.key("infa", "rob", ["memory:read"])[0]
+    calls = len(inference_stack.fake.calls)
+    for method, path, body in (
+        ("POST", "/v1/embeddings", {"model": EMBEDDING_MODEL, "input": "hi"}),
+        ("POST", "/v1/chat/completions", {"model": CHAT_MODEL, "messages": []}),
+        ("GET", "/v1/models", None),
+    ):
+        reply = httpx.request(method, f"{gw}{path}", json=body, headers=bearer(reader))
+        assert reply.status_code == 403, (path, reply.text)
+        assert reply.json()["error"]["code"] == "forbidden"
+    assert len(inference_stack.fake.calls) == calls
+    # the memory API still takes the same key
+    assert httpx.get(f"{gw}/v1/memory/retrieve", headers=bearer(reader)).status_code == 200
+
+
+def test_models_lists_only_the_plans_models_and_another_is_403(
+    inference_stack: InferenceStack, ann: str
+) -> None:
+    gw = inference_stack.gateway
+    listed = httpx.get(f"{gw}/v1/models", headers=bearer(ann)).json()
+    assert {m["id"] for m in listed["data"]} == {EMBEDDING_MODEL, CHAT_MODEL, REFUSING_MODEL}
+    calls = len(inference_stack.fake.calls)
+    refused = httpx.post(
+        f"{gw}/v1/chat/completions",
+        json={"model": PREMIUM_MODEL, "messages": [{"role": "user", "content": "hi"}]},
+        headers=bearer(ann),
+    )
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "model_not_allowed"
+    assert len(inference_stack.fake.calls) == calls  # the upstream was never called
+    unknown = httpx.post(
+        f"{gw}/v1/chat/completions", json={"model": "nope", "messages": []}, headers=bearer(ann)
+    )
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
+    # a plan without an allow-list sees every model served
+    ben = inference_stack.key("infb", "ben", INVOKER)[0]
+    everything = httpx.get(f"{gw}/v1/models", headers=bearer(ben)).json()
+    assert PREMIUM_MODEL in {m["id"] for m in everything["data"]}
+
+
+def _model_rows(report: dict[str, Any], level: str, subject: str) -> list[dict[str, Any]]:
+    return [r for r in report["models"] if r["level"] == level and r["subject"] == subject]
+
+
+def test_streamed_chat_arrives_chunk_by_chunk_and_is_charged_once(
+    inference_stack: InferenceStack,
+) -> None:
+    fake = inference_stack.fake
+    key, key_id = inference_stack.key("infa", "ann", INVOKER)
+    fake.release.clear()  # the fake holds its last chunk until we have seen the first
+    request = {
+        "model": CHAT_MODEL,
+        "stream": True,
+        "messages": [{"role": "user", "content": "say the fox line"}],
+    }
+    received: list[dict[str, Any] | str] = []
+    try:
+        with httpx.stream(
+            "POST",
+            f"{inference_stack.gateway}/v1/chat/completions",
+            json=request,
+            headers=bearer(key),
+            timeout=30,
+        ) as reply:
+            assert reply.status_code == 200
+            assert reply.headers["content-type"].startswith("text/event-stream")
+            stream = events(reply.iter_lines())
+            first = next(stream)
+            call = fake.calls[-1]
+            assert isinstance(first, dict) and first["choices"][0]["delta"]["content"] == PIECES[0]
+            # the first byte is here while the upstream has not produced its last chunk
+            assert call.produced < len(PIECES) and not call.finished
+            fake.release.set()
+            received = [first, *stream]
+    finally:
+        fake.release.set()
+    text = "".join(
+        e["choices"][0]["delta"].get("content", "")
+        for e in received
+        if isinstance(e, dict) and e["choices"]
+    )
+    assert text == "".join(PIECES) and received[-1] == "[DONE]"
+    # the gateway asked for usage on the client's behalf and kept the usage chunk to itself
+    assert call.body["stream_options"] == {"include_usage": True}
+    assert not any(isinstance(e, dict) and e.get("usage") for e in received)
+    # the upstream saw neither the caller's key nor the identity assertion
+    assert "hk-" not in call.headers.get("authorization", "")
+    assert "x-hanzo-identity" not in call.headers
+
+    def charged() -> list[dict[str, Any]]:
+        return _model_rows(inference_stack.usage(key), "key", key_id)
+
+    rows = wait_for(charged)
+    assert [(r["model"], r["requests"], r["prompt_tokens"], r["completion_tokens"])
+            for r in rows] == [(CHAT_MODEL, 1, PROMPT_TOKENS, COMPLETION_TOKENS)]  # fmt: skip
+    time.sleep(1.5)  # one more report interval of the plugin: still charged once
+    assert charged() == rows
+
+
+def test_a_client_that_asked_for_usage_gets_the_usage_chunk(
+    inference_stack: InferenceStack, ann: str
+) -> None:
+    inference_stack.fake.release.set()
+    with httpx.stream(
+        "POST",
+        f"{inference_stack.gateway}/v1/chat/completions",
+        json={
+            "model": CHAT_MODEL,
+            "stream": True,
+            "messages": [],
+            "stream_options": {"include_usage": True},
+        },
+        headers=bearer(ann),
+        timeout=30,
+    ) as reply:
+        received = list(events(reply.iter_lines()))
+    usage = [e["usage"] for e in received if isinstance(e, dict) and e.get("usage")]
+    assert usage == [
+        {
+            "prompt_tokens": PROMPT_TOKENS,
+            "completion_tokens": COMPLETION_TOKENS,
+            "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS,
+        }
+    ]
+
+
+def test_a_client_disconnect_is_seen_by_the_upstream_and_still_charged(
+    inference_stack: InferenceStack,
+) -> None:
+    fake = inference_stack.fake
+    key, key_id = inference_stack.key("infa", "ann", INVOKER)
+    messages = [{"role": "user", "content": "x" * 40}]
+    fake.release.clear()
+    try:
+        with httpx.stream(
+            "POST",
+            f"{inference_stack.gateway}/v1/chat/completions",
+            json={"model": CHAT_MODEL, "stream": True, "messages": messages},
+            headers=bearer(key),
+            timeout=30,
+        ) as reply:
+            first = next(events(reply.iter_lines()))
+            assert isinstance(first, dict)
+            call = fake.calls[-1]
+        # leaving the block closed our connection to nginx mid-stream
+        assert wait_for(lambda: call.disconnected, timeout=20), "upstream never saw it"
+        assert not call.finished and call.produced < len(PIECES)
+    finally:
+        fake.release.set()
+    # no usage chunk ever came: charged the estimate (prompt ~4 chars a token, one token per
+    # content chunk the gateway relayed before the client left)
+    rows = wait_for(lambda: _model_rows(inference_stack.usage(key), "key", key_id))
+    assert [(r["requests"], r["prompt_tokens"]) for r in rows] == [
+        (1, len(json.dumps(messages)) // 4)
+    ]
+    assert 1 <= rows[0]["completion_tokens"] < len(PIECES)
+
+
+def test_upstream_errors_reach_the_client_as_our_error_body(
+    inference_stack: InferenceStack, ann: str
+) -> None:
+    reply = httpx.post(
+        f"{inference_stack.gateway}/v1/chat/completions",
+        json={"model": REFUSING_MODEL, "messages": [], "temperature": 9},
+        headers=bearer(ann),
+    )
+    assert reply.status_code == 400
+    assert reply.json() == {
+        "error": {"code": "upstream_error", "message": "upstream: temperature must be <= 2"}
+    }
+    bad = httpx.post(
+        f"{inference_stack.gateway}/v1/chat/completions",
+        content=b"{not json",
+        headers={**bearer(ann), "Content-Type": "application/json"},
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_json"
+
+
+def test_another_tenants_key_is_metered_to_its_own_organization(
+    inference_stack: InferenceStack,
+) -> None:
+    gw = inference_stack.gateway
+    ben, ben_key_id = inference_stack.key("infb", "ben", INVOKER)
+    chat = httpx.post(
+        f"{gw}/v1/chat/completions",
+        json={"model": CHAT_MODEL, "messages": [{"role": "user", "content": "hi"}]},
+        headers=bearer(ben),
+    )
+    assert chat.status_code == 200, chat.text
+    assert chat.json()["usage"]["prompt_tokens"] == PROMPT_TOKENS
+    embedded = httpx.post(
+        f"{gw}/v1/embeddings",
+        json={"model": EMBEDDING_MODEL, "input": "hello world"},
+        headers=bearer(ben),
+    )
+    assert embedded.status_code == 200, embedded.text
+
+    stack = inference_stack.stack
+    env = stack._env(inference_stack.tenant_file)
+
+    def org_rows(org: str) -> list[dict[str, Any]]:
+        out = stack._sidecar_cli(env, "audit", "models", "--org", org, "--json")
+        return json.loads(out)
+
+    def infb_org() -> dict[str, Any]:
+        rows = [r for r in org_rows("infb") if r["level"] == "org"]
+        models = {r["model"]: r for r in rows}
+        return models if {CHAT_MODEL, EMBEDDING_MODEL} <= set(models) else {}
+
+    models = wait_for(infb_org)
+    assert models, "infb's usage never arrived"
+    assert models[CHAT_MODEL]["prompt_tokens"] == PROMPT_TOKENS
+    assert models[CHAT_MODEL]["completion_tokens"] == COMPLETION_TOKENS
+    assert models[EMBEDDING_MODEL]["prompt_tokens"] == 4
+    # ben's key and user rows are infb's; infa's report holds nothing of ben's
+    own = [r for r in org_rows("infb") if r["subject"] in (ben_key_id, "infb/ben")]
+    assert own and all(r["organization"] == "infb" for r in own)
+    assert all(r["subject"] not in (ben_key_id, "infb/ben", "infb") for r in org_rows("infa"))
+
+
+def test_a_token_quota_stops_the_next_request_and_survives_a_plugin_restart(
+    inference_stack: InferenceStack,
+) -> None:
+    gw = inference_stack.gateway
+    fake = inference_stack.fake
+    per_call = PROMPT_TOKENS + COMPLETION_TOKENS  # 15
+    key = inference_stack.key("infa", "ann", INVOKER, "--tokens-per-day", "40")[0]
+    request = {"model": CHAT_MODEL, "messages": [{"role": "user", "content": "hi"}]}
+
+    def call() -> httpx.Response:
+        return httpx.post(f"{gw}/v1/chat/completions", json=request, headers=bearer(key))
+
+    if DAY - time.time() % DAY < 120:  # the day's window must not roll over mid-test
+        time.sleep(DAY - time.time() % DAY + 0.1)
+    before = len(fake.calls)
+    # 0 -> 15 -> 30 -> 45: each call is admitted while the counter is under 40 (tokens are
+    # known only once the upstream answered); the one after the counter reached 40 is not
+    statuses = [call().status_code for _ in range(3)]
+    assert statuses == [200, 200, 200]
+    assert 3 * per_call > 40 > 2 * per_call
+    refused = call()
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"]["code"] == "token_quota_exceeded"
+    now = time.time()
+    to_midnight = DAY - int(now % DAY)
+    assert abs(int(refused.headers["Retry-After"]) - to_midnight) <= 5
+    assert refused.headers["RateLimit-Limit"] == "40"
+    assert len(fake.calls) == before + 3  # the refused call never reached the upstream
+
+    inference_stack.restart_plugin()
+    again = call()
+    assert again.status_code == 429 and again.json()["error"]["code"] == "token_quota_exceeded"
+    assert len(fake.calls) == before + 3
+    # other keys of the same user are not affected (the quota is this key's)
+    other = inference_stack.key("infa", "ann", INVOKER)[0]
+    assert (
+        httpx.post(f"{gw}/v1/chat/completions", json=request, headers=bearer(other)).status_code
+        == 200
+    )
+
+
+def test_the_charge_endpoint_is_not_reachable_through_the_gateway(
+    inference_stack: InferenceStack, ann: str
+) -> None:
+    charge = {"principal": {"organization": "infa", "subject": "infa/ann"}, "model": "m"}
+    through_nginx = httpx.post(
+        f"{inference_stack.gateway}/v1/tokens/charge", json=charge, headers=bearer(ann)
+    )
+    assert through_nginx.status_code in (403, 404)
+    plugin = f"http://127.0.0.1:{inference_stack.info.ports['gateway']}/v1/tokens/charge"
+    direct = httpx.post(plugin, json=charge, headers=bearer(ann))
+    assert direct.status_code == 401
+    assert direct.json()["error"]["code"] == "invalid_charge_token"
