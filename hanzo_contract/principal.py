@@ -21,11 +21,33 @@ class Limits(BaseModel):
     units_per_day: int | None = Field(default=None, ge=1)
     units_per_month: int | None = Field(default=None, ge=1)
 
-    def overridden_by(self, other: Limits | None) -> Limits:
-        """Fields set on ``other`` (a key's own override) win over the plan's."""
+    def tightened_by(self, other: Limits | None) -> Limits:
+        """Field by field the tighter of both: a key's own limits can only lower its plan's.
+
+        ``None`` is unlimited, so a field set on either side wins over an unset one.
+        """
         if other is None:
             return self
-        return self.model_copy(update=other.model_dump(exclude_none=True))
+        mine, theirs = self.model_dump(), other.model_dump()
+        return Limits(
+            **{
+                name: min(v for v in (mine[name], theirs[name]) if v is not None)
+                if mine[name] is not None or theirs[name] is not None
+                else None
+                for name in mine
+            }
+        )
+
+    def looser_than(self, bound: Limits) -> list[str]:
+        """The fields ``self`` sets higher than ``bound`` does, as a key's own limits: a
+        field left unset takes the bound's (see :meth:`tightened_by`), so it is never looser.
+        """
+        mine, theirs = self.model_dump(), bound.model_dump()
+        return [
+            name
+            for name, limit in theirs.items()
+            if limit is not None and mine[name] is not None and mine[name] > limit
+        ]
 
 
 class Principal(BaseModel):
@@ -46,7 +68,10 @@ class Principal(BaseModel):
     scopes: frozenset[str] = frozenset()
     key_id: str | None = None
     is_org_admin: bool = False
+    #: what this credential is charged at: the plan, tightened by a key's own limits
     limits: Limits = Limits()
+    #: the organization's plan: its shared bucket is charged at this, never a key's limits
+    org_limits: Limits = Limits()
 
     @property
     def user(self) -> str:

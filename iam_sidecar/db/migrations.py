@@ -64,6 +64,11 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ),
     # 2: verifications counted apart from traffic the gateway plugins report
     ("ALTER TABLE usage_daily ADD COLUMN verifications INTEGER NOT NULL DEFAULT 0",),
+    # 3: key lineage: the key that minted a key (it dies with its parent)
+    (
+        "ALTER TABLE api_keys ADD COLUMN parent_key_id TEXT REFERENCES api_keys (key_id)",
+        "CREATE INDEX api_keys_parent ON api_keys (parent_key_id)",
+    ),
 ]
 
 
