@@ -140,8 +140,10 @@ def test_limits_only_tighten(plan: Limits, asked: Limits, caller_limits: Limits)
             assert asked.looser_than(plan) or (
                 minter is not None and asked.looser_than(plan.tightened_by(caller_limits))
             )
-        else:
+        else:  # an ask that passes is within the plan, and within the caller's own limits
             assert asked.looser_than(plan) == []
+            if minter is not None:
+                assert asked.looser_than(plan.tightened_by(caller_limits)) == []
 
 
 def test_the_issue_reproduction_limits_are_refused() -> None:
@@ -303,6 +305,20 @@ async def test_a_child_cannot_be_stored_under_a_dead_or_shorter_lived_parent(
         await store.verify(key)  # expires with its parent
     with pytest.raises(ParentKeyInactive):
         await store.create(child("late", clock() + 1))
+    # a parent revoked a moment ago (its gateway-cached assertion still verifies)
+    _, lasting = await store.create(
+        NewKey(organization="acme", owner="acme/alice", name="q", scopes=["memory:read"])
+    )
+    await store.revoke("acme", lasting.key_id)
+    orphan = NewKey(
+        organization="acme",
+        owner="acme/alice",
+        name="orphan",
+        scopes=["memory:read"],
+        parent_key_id=lasting.key_id,
+    )
+    with pytest.raises(ParentKeyInactive):
+        await store.create(orphan)
 
 
 async def test_keys_per_owner_are_capped(tmp_path: Path, clock: ManualClock) -> None:
