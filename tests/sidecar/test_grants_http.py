@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 
 from hanzo_contract.assertion import AssertionSigner
 from hanzo_contract.headers import ASSERTION
@@ -18,7 +19,9 @@ from hanzo_contract.principal import Limits, Principal
 from hanzo_contract.verify import RESOLVE_PATH, VERIFY_PATH
 from hanzo_stack.casdoor_server import CasdoorServer
 from iam_sidecar.casdoor.scopes import managed_description
+from iam_sidecar.errors import LimitEscalation
 from iam_sidecar.http.app import build_app
+from iam_sidecar.keys.models import NewKey
 from iam_sidecar.settings import SidecarSettings
 from iam_sidecar.state import SidecarState
 from iam_sidecar.tenants.apply import apply_plan
@@ -102,8 +105,6 @@ async def test_a_reader_cannot_set_its_own_limits(casdoor: CasdoorServer, tmp_pa
         greedy = await _create(client, bob, limits={"requests_per_minute": 1_000_000_000})
         error = _refused(greedy, 403, "limit_escalation")
         assert error["details"]["looser_fields"] == ["requests_per_minute"]
-        assert await _denials(state, acme, "key.create") == ["denied:limit_escalation"]
-
         tight = await _create(client, bob, limits={"requests_per_minute": 10})
         assert tight.status_code == 201, tight.text
         answer = await client.post(
@@ -112,6 +113,21 @@ async def test_a_reader_cannot_set_its_own_limits(casdoor: CasdoorServer, tmp_pa
         principal = Principal.model_validate(answer.json()["principal"])
         assert principal.limits == PRO.model_copy(update={"requests_per_minute": 10})
         assert principal.org_limits == PRO  # the organization's bucket: always the plan
+
+        # the operator's path (the CLI: no caller) is held to the plan too
+        with pytest.raises(LimitEscalation):
+            await state.issuer.issue(
+                NewKey(
+                    organization=acme,
+                    owner=f"{acme}/bob",
+                    name="cli",
+                    scopes=["memory:read"],
+                    limits=Limits(units_per_day=100001),
+                ),
+                actor="cli",
+            )
+        denials = await _denials(state, acme, "key.create")
+        assert denials == ["denied:limit_escalation", "denied:limit_escalation"]
 
 
 async def test_keys_per_owner_are_capped_over_http(casdoor: CasdoorServer, tmp_path: Path) -> None:
