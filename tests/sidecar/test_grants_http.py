@@ -296,7 +296,14 @@ async def test_roles_and_permissions_of_another_organization_grant_nothing(
     async with admin_client(casdoor) as admin:
         await admin.add_object(
             "user",
-            {"owner": globex, "name": "dave", "displayName": "Dave", "type": "normal-user"},
+            {
+                "owner": globex,
+                "name": "dave",
+                "displayName": "Dave",
+                "type": "normal-user",
+                # marked ours, so a later prune of this organization removes him too
+                "properties": {"hanzo-managed": "true"},
+            },
         )
         role = await admin.get_role(acme, "admin")
         assert role is not None

@@ -237,4 +237,4 @@ async def test_migration_from_version_1_keeps_data(tmp_path: Path) -> None:
     finally:
         await store.close()
     with sqlite3.connect(path) as conn:
-        assert [r[0] for r in conn.execute("SELECT version FROM schema_version")] == [1, 2]
+        assert [r[0] for r in conn.execute("SELECT version FROM schema_version")] == [1, 2, 3]
