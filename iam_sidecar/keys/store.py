@@ -31,6 +31,7 @@ from iam_sidecar.db.database import Database
 from iam_sidecar.errors import (
     DuplicateKeyName,
     ExpiredKey,
+    ExpiryEscalation,
     InvalidKey,
     InvalidRequest,
     KeyNotActive,
@@ -203,7 +204,7 @@ class KeyStore:
         if parent.expires_at is not None and (
             new.expires_at is None or new.expires_at > parent.expires_at
         ):
-            raise ParentKeyInactive("a key cannot create a key that outlives it")
+            raise ExpiryEscalation("a key cannot create a key that outlives it")
 
     async def _check_cap(self, conn: aiosqlite.Connection, owner: str, now: float) -> None:
         async with conn.execute(
