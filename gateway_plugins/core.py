@@ -176,10 +176,16 @@ class DecisionCore:
 
     async def _limit(self, principal: Principal) -> LimitResult:
         limits = principal.limits
-        if not (limits.requests_per_minute or limits.units_per_day or limits.units_per_month):
+        buckets = self.buckets(principal)
+        # the organization's bucket is charged at its plan, never at one key's limits
+        shared = {b: principal.org_limits for b in buckets if b.startswith("org:")}
+        if not any(
+            lim.requests_per_minute or lim.units_per_day or lim.units_per_month
+            for lim in (limits, *shared.values())
+        ):
             return LimitResult(True)
         try:
-            return await self._limiter.hit(self.buckets(principal), limits)
+            return await self._limiter.hit(buckets, limits, bucket_limits=shared)
         except LimiterUnavailable as exc:
             mode = "open" if self._fail_open else "closed"
             metrics.LIMITER_ERRORS.labels(fail_mode=mode).inc()

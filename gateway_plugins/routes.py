@@ -18,8 +18,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hanzo_contract.principal import Principal
+from hanzo_contract.scopes import KNOWN_SCOPES
 
 _SEGMENT = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(\*?)\}")
+
+
+#: a route anyone with a valid credential may call; the upstream decides the rest
+AUTHENTICATED = "authenticated"
 
 
 class RouteSpec(BaseModel):
@@ -36,15 +41,21 @@ class RouteSpec(BaseModel):
     def _upper(cls, value: list[str]) -> list[str]:
         return [m.upper() for m in value]
 
+    @field_validator("permission")
+    @classmethod
+    def _registered(cls, value: str | None) -> str | None:
+        """A route may require only a scope the registry knows: a typo would deny everyone,
+        and a made-up scope is one the tenant file could never grant."""
+        if value is None or value == AUTHENTICATED or value in KNOWN_SCOPES:
+            return value
+        known = ", ".join(sorted(KNOWN_SCOPES))
+        raise ValueError(f"unknown scope {value!r} (known: {known}, authenticated, null)")
+
 
 class RouteTableSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     routes: list[RouteSpec]
-
-
-#: a route anyone with a valid credential may call; the upstream decides the rest
-AUTHENTICATED = "authenticated"
 
 
 @dataclass(frozen=True, slots=True)

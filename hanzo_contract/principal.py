@@ -27,15 +27,42 @@ class Limits(BaseModel):
     #: the inference models this caller may call; ``None``: every model the gateway serves
     models: tuple[str, ...] | None = None
 
-    def overridden_by(self, other: Limits | None) -> Limits:
-        """Fields set on ``other`` (a key's own override) win over the plan's; a key's
-        model list can only narrow the plan's (their intersection)."""
+    def tightened_by(self, other: Limits | None) -> Limits:
+        """Field by field the tighter of both: a key's own limits can only lower its plan's,
+        and its model list can only narrow the plan's (their intersection).
+
+        ``None`` is unlimited (every model, for ``models``), so a field set on either side
+        wins over an unset one.
+        """
         if other is None:
             return self
-        update = other.model_dump(exclude_none=True)
-        if other.models is not None and self.models is not None:
-            update["models"] = tuple(m for m in other.models if m in self.models)
-        return self.model_copy(update=update)
+        mine, theirs = self.model_dump(), other.model_dump()
+        merged: dict[str, object] = {}
+        for name, a in mine.items():
+            b = theirs[name]
+            if a is None or b is None:
+                merged[name] = a if b is None else b
+            elif name == "models":
+                merged[name] = tuple(model for model in b if model in a)
+            else:
+                merged[name] = min(a, b)
+        return Limits.model_validate(merged)
+
+    def looser_than(self, bound: Limits) -> list[str]:
+        """The fields ``self`` sets looser than ``bound`` does, as a key's own limits: a
+        field left unset takes the bound's (see :meth:`tightened_by`), so it is never looser.
+        """
+        mine, theirs = self.model_dump(), bound.model_dump()
+        looser = []
+        for name, limit in theirs.items():
+            if limit is None or mine[name] is None:
+                continue
+            if name == "models":
+                if set(mine[name]) - set(limit):
+                    looser.append(name)
+            elif mine[name] > limit:
+                looser.append(name)
+        return looser
 
     def allows_model(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -59,7 +86,10 @@ class Principal(BaseModel):
     scopes: frozenset[str] = frozenset()
     key_id: str | None = None
     is_org_admin: bool = False
+    #: what this credential is charged at: the plan, tightened by a key's own limits
     limits: Limits = Limits()
+    #: the organization's plan: its shared bucket is charged at this, never a key's limits
+    org_limits: Limits = Limits()
 
     @property
     def user(self) -> str:

@@ -61,12 +61,43 @@ class DuplicateKeyName(SidecarError, code="duplicate_key_name", status=409): ...
 class InvalidRequest(SidecarError, code="invalid_request", status=400): ...
 
 
+class UnknownScope(InvalidRequest, code="unknown_scope"):
+    """A scope the registry (``hanzo_contract.scopes``) does not know."""
+
+
 class KeyNotActive(InvalidRequest, code="key_not_active", status=409):
     """The key is revoked or expired, so it cannot be rotated."""
 
 
-class ScopeEscalation(SidecarError, code="scope_escalation", status=403):
-    """Requested scopes exceed what the owner's Casdoor roles grant."""
+class GrantRefused(SidecarError, code="grant_refused", status=403):
+    """A key was asked to carry more than whoever asked for it may hand out.
+
+    Every subclass is audited where it is raised (``KeyIssuer``), so a refusal is a record.
+    """
+
+
+class ScopeEscalation(GrantRefused, code="scope_escalation"):
+    """Requested scopes exceed what the owner's roles grant, or what the caller carries."""
+
+
+class LimitEscalation(GrantRefused, code="limit_escalation"):
+    """Requested limits are looser than the plan's (or the calling key's), field by field."""
+
+
+class ExpiryEscalation(GrantRefused, code="expiry_escalation"):
+    """A key minted by a key would outlive the key that minted it."""
+
+
+class ManageRequired(GrantRefused, code="keys_manage_required"):
+    """A key creates or rotates keys only when it carries ``keys:manage`` itself."""
+
+
+class ParentKeyInactive(GrantRefused, code="parent_key_inactive"):
+    """The key asking for a key was revoked or expired meanwhile (a cached answer)."""
+
+
+class TooManyKeys(GrantRefused, code="too_many_keys", status=409):
+    """The owner already holds the most live keys the sidecar allows one owner."""
 
 
 class UnknownPrincipal(SidecarError, code="unknown_principal", status=404):

@@ -41,6 +41,8 @@ class SidecarSettings(HanzoSettings):
     #: how long gateways may cache a positive verify answer (bound on revocation delay)
     verify_cache_ttl_seconds: float = Field(default=5.0, ge=0)
     default_rotate_grace_seconds: float = Field(default=3600.0, ge=0)
+    #: live keys one owner may hold; one more answers 409 ``too_many_keys``
+    max_keys_per_owner: int = Field(default=50, ge=1, le=100_000)
 
     assertion_public_key_path: Path | None = None
 

@@ -48,7 +48,12 @@ async def build_state(
 ) -> SidecarState:
     """Open the key store and the Casdoor client; the caller closes them (``close_state``)."""
     assert settings.db_path is not None
-    keys = await KeyStore.open(settings.db_path, settings.hash_secret_bytes, clock=clock)
+    keys = await KeyStore.open(
+        settings.db_path,
+        settings.hash_secret_bytes,
+        clock=clock,
+        max_keys_per_owner=settings.max_keys_per_owner,
+    )
     casdoor = casdoor_client(settings)
     state_box: list[SidecarState] = []
     resolver = OwnerResolver(
@@ -59,7 +64,7 @@ async def build_state(
         keys=keys,
         casdoor=casdoor,
         resolver=resolver,
-        issuer=KeyIssuer(keys, resolver),
+        issuer=KeyIssuer(keys, resolver, lambda org: state_box[0].policy.limits_for(org)),
         verifier=_verifier(settings),
         denials=DenialAggregator(clock),
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import calendar
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -68,8 +68,26 @@ def _month_end(now: float) -> float:
     return float(calendar.timegm((year, month, 1, 0, 0, 0)))
 
 
-def windows_for(buckets: list[str], limits: Limits, now: float) -> list[Window]:
-    """The counters one request draws on, for every bucket it belongs to."""
+def windows_for(
+    buckets: list[str],
+    limits: Limits,
+    now: float,
+    bucket_limits: Mapping[str, Limits] | None = None,
+) -> list[Window]:
+    """The counters one request draws on, for every bucket it belongs to.
+
+    Each bucket is counted at ``limits`` unless ``bucket_limits`` names its own (the
+    organization's bucket is charged at the plan, never at one key's limits).
+    """
+    if not bucket_limits:
+        return _windows(buckets, limits, now)
+    out: list[Window] = []
+    for bucket in buckets:
+        out += _windows([bucket], bucket_limits.get(bucket, limits), now)
+    return out
+
+
+def _windows(buckets: list[str], limits: Limits, now: float) -> list[Window]:
     out: list[Window] = []
     rpm, upd, upm = limits.requests_per_minute, limits.units_per_day, limits.units_per_month
     if rpm:
@@ -135,8 +153,16 @@ def summarize(windows: list[Window], counts: list[int], denied_at: int | None) -
 
 
 class Limiter(Protocol):
-    async def hit(self, buckets: list[str], limits: Limits, cost: int = 1) -> LimitResult:
-        """Count one request of ``cost`` units against every bucket, or deny it."""
+    async def hit(
+        self,
+        buckets: list[str],
+        limits: Limits,
+        cost: int = 1,
+        bucket_limits: Mapping[str, Limits] | None = None,
+    ) -> LimitResult:
+        """Count one request of ``cost`` units against every bucket, or deny it.
+
+        ``bucket_limits`` charges the buckets it names at their own limits."""
         ...
 
     async def check_tokens(self, buckets: list[str], limits: Limits) -> LimitResult:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+from collections.abc import Mapping
 from pathlib import Path
 
 from gateway_plugins.background import BackgroundTask
@@ -69,9 +70,15 @@ class MemoryLimiter:
             self._counts[key] = count
             self._expires[key] = expires_at
 
-    async def hit(self, buckets: list[str], limits: Limits, cost: int = 1) -> LimitResult:
+    async def hit(
+        self,
+        buckets: list[str],
+        limits: Limits,
+        cost: int = 1,
+        bucket_limits: Mapping[str, Limits] | None = None,
+    ) -> LimitResult:
         now = self._clock()
-        windows = windows_for(buckets, limits, now)
+        windows = windows_for(buckets, limits, now, bucket_limits)
         if not windows:
             return UNLIMITED
         if now - self._last_sweep > 60:

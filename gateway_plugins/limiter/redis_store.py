@@ -7,6 +7,8 @@ a Redis that is down or slow raises :class:`LimiterUnavailable` and the fail mod
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
@@ -81,8 +83,14 @@ class RedisLimiter:
         self._charge = self._redis.register_script(_CHARGE)
         self._prefix = prefix
 
-    async def hit(self, buckets: list[str], limits: Limits, cost: int = 1) -> LimitResult:
-        windows = windows_for(buckets, limits, self._clock())
+    async def hit(
+        self,
+        buckets: list[str],
+        limits: Limits,
+        cost: int = 1,
+        bucket_limits: Mapping[str, Limits] | None = None,
+    ) -> LimitResult:
+        windows = windows_for(buckets, limits, self._clock(), bucket_limits)
         if not windows:
             return UNLIMITED
         keys = [self._prefix + w.key for w in windows]

@@ -39,16 +39,22 @@ def scopes_of_user_object(user: dict[str, Any]) -> tuple[tuple[str, ...], frozen
     """``(role names, scopes)`` from Casdoor's ``get-user`` answer.
 
     Casdoor extends the user with its ``roles`` and ``permissions`` (those naming one of
-    its roles or the user). We keep managed, enabled, allowing permissions, and only those
-    reached through an enabled role (or granted to the user directly).
+    its roles or the user), whatever organization owns them: its lookup has no owner
+    filter, so another tenant's admin could name our user in a role of theirs. Only objects
+    owned by the user's own organization grant. Of those we keep managed, enabled, allowing
+    permissions, and only those reached through an enabled role (or granted directly).
     """
     organization = user.get("owner", "")
     enabled = sorted(
-        r["name"] for r in user.get("roles") or [] if r.get("isEnabled", True) is not False
+        r["name"]
+        for r in user.get("roles") or []
+        if r.get("owner") == organization and r.get("isEnabled", True) is not False
     )
     role_ids = {f"{organization}/{name}" for name in enabled}
     scopes: set[str] = set()
     for perm in user.get("permissions") or []:
+        if perm.get("owner") != organization:
+            continue
         scope = scope_of_permission(perm)
         if scope is None or perm.get("isEnabled", True) is False:
             continue

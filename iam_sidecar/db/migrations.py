@@ -79,6 +79,11 @@ MIGRATIONS: list[tuple[str, ...]] = [
         )""",
         "CREATE INDEX usage_models_org ON usage_models (organization, day)",
     ),
+    # 4: key lineage: the key that minted a key (it dies with its parent)
+    (
+        "ALTER TABLE api_keys ADD COLUMN parent_key_id TEXT REFERENCES api_keys (key_id)",
+        "CREATE INDEX api_keys_parent ON api_keys (parent_key_id)",
+    ),
 ]
 
 

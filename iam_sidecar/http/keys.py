@@ -15,16 +15,10 @@ from starlette.responses import JSONResponse, Response
 from hanzo_contract.assertion import InvalidAssertion
 from hanzo_contract.headers import ASSERTION
 from hanzo_contract.principal import Limits, Principal, PrincipalKind
-from iam_sidecar.errors import (
-    KeyNotFound,
-    ScopeEscalation,
-    Unauthenticated,
-    UpstreamUnavailable,
-)
+from hanzo_contract.scopes import KEYS_MANAGE as MANAGE
+from iam_sidecar.errors import KeyNotFound, Unauthenticated, UpstreamUnavailable
 from iam_sidecar.http.util import client_address, parse_body, sidecar_state
 from iam_sidecar.keys.models import KeyRecord, NewKey
-
-MANAGE = "keys:manage"
 
 
 class CreateKey(BaseModel):
@@ -88,14 +82,8 @@ async def create_key(request: Request) -> Response:
     kind = body.owner_kind if body.owner else principal.kind
     if owner != principal.subject and not principal.has(MANAGE):
         raise KeyNotFound("you may only create keys for yourself")
-    if owner == principal.subject and principal.key_id is not None:
-        # A key may mint keys for its owner, but never with more than it carries itself.
-        excess = sorted(set(body.scopes) - principal.scopes)
-        if excess:
-            raise ScopeEscalation(
-                "a key cannot create a key with scopes it does not carry",
-                {"excess_scopes": excess},
-            )
+    # what the caller may hand out (scopes, limits, expiry, keys:manage on a key) is
+    # checked, and every refusal audited, by the issuer: iam_sidecar/keys/grants.py
     expires_at = state.keys.clock() + body.expires_in_seconds if body.expires_in_seconds else None
     plaintext, record = await state.issuer.issue(
         NewKey(
@@ -109,6 +97,7 @@ async def create_key(request: Request) -> Response:
         ),
         actor=principal.subject,
         source=client_address(request),
+        minter=principal,
     )
     return JSONResponse(
         {"key": plaintext, "record": record.public(state.keys.clock())}, status_code=201
@@ -129,10 +118,11 @@ async def rotate_key(request: Request) -> Response:
     grace = body.grace_seconds
     if grace is None:
         grace = state.settings.default_rotate_grace_seconds
-    plaintext = await state.keys.rotate(
+    plaintext = await state.issuer.rotate(
         principal.organization,
         record.key_id,
         grace,
+        caller=principal,
         actor=principal.subject,
         source=client_address(request),
     )

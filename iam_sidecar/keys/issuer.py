@@ -1,55 +1,144 @@
 """Key issuance with Casdoor in the loop: owner must exist, scopes within its roles.
 
-The key store alone knows nothing of Casdoor; every surface (CLI, HTTP) issues keys
-through here so that scope escalation is refused the same way everywhere.
+The key store alone knows nothing of Casdoor or of callers; every surface (CLI, HTTP)
+issues and rotates keys through here, so the grant rules (``keys.grants``) hold the same
+way everywhere and every refusal lands in the audit log.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from typing import TypeVar
 
+from hanzo_contract.principal import Limits, Principal
 from iam_sidecar.casdoor.resolver import OwnerResolver
-from iam_sidecar.errors import ScopeEscalation, UnknownPrincipal
+from iam_sidecar.errors import (
+    GrantRefused,
+    KeyNotFound,
+    ScopeEscalation,
+    UnknownPrincipal,
+    UnknownScope,
+)
+from iam_sidecar.keys.grants import bound_new_key, check_rotation
 from iam_sidecar.keys.models import KeyRecord, NewKey
 from iam_sidecar.keys.store import KeyStore, validate_scopes
 
+T = TypeVar("T")
+
+#: the organization's plan limits (the tenant file's), read at each issue
+PlanOf = Callable[[str], Limits]
+
 
 class KeyIssuer:
-    def __init__(self, store: KeyStore, resolver: OwnerResolver) -> None:
+    def __init__(
+        self, store: KeyStore, resolver: OwnerResolver, plan_of: PlanOf = lambda _org: Limits()
+    ) -> None:
         self.store = store
         self.resolver = resolver
+        self.plan_of = plan_of
+
+    async def _audited(
+        self,
+        step: Callable[[], Awaitable[T]],
+        *,
+        action: str,
+        actor: str,
+        organization: str,
+        target: str,
+        source: str | None,
+    ) -> T:
+        """Run ``step``; a refusal of a grant is written to the audit log, then raised."""
+        try:
+            return await step()
+        except (GrantRefused, UnknownScope, UnknownPrincipal) as exc:
+            await self.store.audit.record(
+                actor=actor,
+                action=action,
+                outcome=f"denied:{exc.code}",
+                organization=organization,
+                target=target,
+                source=source,
+                details=exc.details if isinstance(exc.details, dict) else None,
+            )
+            raise
 
     async def issue(
-        self, new: NewKey, *, actor: str = "system", source: str | None = None
+        self,
+        new: NewKey,
+        *,
+        actor: str = "system",
+        source: str | None = None,
+        minter: Principal | None = None,
     ) -> tuple[str, KeyRecord]:
-        requested = validate_scopes(new.scopes)
+        """Issue ``new`` for its owner, bounded by the owner's roles, the plan and, when
+        a caller asks (``minter``; ``None`` is the operator), by the caller."""
         organization, owner, owner_kind = new.organization, new.owner, new.owner_kind
         if "/" not in owner or owner.split("/", 1)[0] != organization:
             raise UnknownPrincipal(f"owner {owner!r} is not in organization {organization!r}")
-        grant = await self.resolver.resolve(owner, owner_kind, fresh=True)
 
-        async def refused(outcome: str, details: dict[str, object] | None = None) -> None:
-            await self.store.audit.record(
-                actor=actor,
-                action="key.create",
-                outcome=f"denied:{outcome}",
-                organization=organization,
-                target=owner,
-                source=source,
-                details=details,
+        async def step() -> tuple[str, KeyRecord]:
+            requested = validate_scopes(new.scopes)
+            parent = None
+            if minter is not None and minter.key_id is not None:
+                try:
+                    parent = await self.store.show(organization, minter.key_id)
+                except KeyNotFound:
+                    parent = None
+            bounded = bound_new_key(
+                replace(new, scopes=requested),
+                plan=self.plan_of(organization),
+                minter=minter,
+                parent=parent,
+                now=self.store.clock(),
+            )
+            grant = await self.resolver.resolve(owner, owner_kind, fresh=True)
+            if not grant.active:
+                raise UnknownPrincipal(
+                    f"{owner_kind.value} {owner!r} does not exist or is disabled in Casdoor"
+                )
+            excess = sorted(requested - grant.scopes)
+            if excess:
+                raise ScopeEscalation(
+                    f"{owner!r} is not granted {', '.join(excess)} by its Casdoor roles",
+                    {"excess_scopes": excess, "granted_scopes": sorted(grant.scopes)},
+                )
+            await self.store.put_grant(grant)
+            return await self.store.create(bounded, actor=actor, source=source)
+
+        return await self._audited(
+            step,
+            action="key.create",
+            actor=actor,
+            organization=organization,
+            target=owner,
+            source=source,
+        )
+
+    async def rotate(
+        self,
+        organization: str,
+        key_id: str,
+        grace_seconds: float,
+        *,
+        caller: Principal | None = None,
+        actor: str = "system",
+        source: str | None = None,
+    ) -> str:
+        """A fresh secret for ``key_id``; a key asking needs ``keys:manage``."""
+
+        async def step() -> str:
+            if caller is not None:
+                check_rotation(caller)
+            return await self.store.rotate(
+                organization, key_id, grace_seconds, actor=actor, source=source
             )
 
-        if not grant.active:
-            await refused("unknown_owner")
-            raise UnknownPrincipal(
-                f"{owner_kind.value} {owner!r} does not exist or is disabled in Casdoor"
-            )
-        excess = sorted(requested - grant.scopes)
-        if excess:
-            await refused("scope_escalation", {"excess_scopes": excess})
-            raise ScopeEscalation(
-                f"{owner!r} is not granted {', '.join(excess)} by its Casdoor roles",
-                {"excess_scopes": excess, "granted_scopes": sorted(grant.scopes)},
-            )
-        await self.store.put_grant(grant)
-        return await self.store.create(replace(new, scopes=requested), actor=actor, source=source)
+        return await self._audited(
+            step,
+            action="key.rotate",
+            actor=actor,
+            organization=organization,
+            target=key_id,
+            source=source,
+        )

@@ -34,6 +34,8 @@ class NewKey:
     owner_kind: PrincipalKind = PrincipalKind.USER
     expires_at: float | None = None
     limits: Limits | None = None
+    #: the key that asked for this one (``None``: a user, a manager or the CLI did)
+    parent_key_id: str | None = None
 
 
 class KeyRecord(BaseModel):
@@ -55,6 +57,9 @@ class KeyRecord(BaseModel):
     rotated_at: float | None = None
     grace_until: float | None = Field(
         default=None, description="the previous secret stays valid until then"
+    )
+    parent_key_id: str | None = Field(
+        default=None, description="the key that minted this one; revoking it revokes this"
     )
 
     @property
@@ -85,6 +90,7 @@ class KeyRecord(BaseModel):
             "last_used_at": self.last_used_at,
             "rotated_at": self.rotated_at,
             "grace_until": self.grace_until,
+            "parent_key_id": self.parent_key_id,
             "state": self.state(now).value,
         }
 

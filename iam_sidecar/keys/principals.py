@@ -21,7 +21,9 @@ def key_principal(record: KeyRecord, grant: OwnerGrant | None, plan: Limits) -> 
         scopes=scopes,
         key_id=record.key_id,
         is_org_admin=grant.is_org_admin if grant is not None else False,
-        limits=plan.overridden_by(record.limits),
+        # a key's own limits only tighten its plan (whatever was stored, by whatever path)
+        limits=plan.tightened_by(record.limits),
+        org_limits=plan,
     )
 
 
@@ -34,4 +36,5 @@ def owner_principal(grant: OwnerGrant, kind: PrincipalKind, plan: Limits) -> Pri
         scopes=grant.scopes,
         is_org_admin=grant.is_org_admin,
         limits=plan,
+        org_limits=plan,
     )

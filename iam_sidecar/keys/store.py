@@ -26,15 +26,20 @@ import aiosqlite
 
 from hanzo_contract.apikey import generate_key, hash_key, parse_key_id
 from hanzo_contract.principal import Limits, PrincipalKind
+from hanzo_contract.scopes import unknown_scopes
 from iam_sidecar.db.database import Database
 from iam_sidecar.errors import (
     DuplicateKeyName,
     ExpiredKey,
+    ExpiryEscalation,
     InvalidKey,
     InvalidRequest,
     KeyNotActive,
     KeyNotFound,
+    ParentKeyInactive,
     RevokedKey,
+    TooManyKeys,
+    UnknownScope,
 )
 from iam_sidecar.keys.models import KeyRecord, KeyState, NewKey, OwnerGrant
 from iam_sidecar.records import audit
@@ -48,6 +53,8 @@ SCOPE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}:[a-z][a-z0-9_-]{0,39}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
 OWNER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}/[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}$")
 MAX_GRACE_SECONDS = 30 * 24 * 3600
+#: live keys one owner may hold unless the store is told otherwise
+DEFAULT_MAX_KEYS_PER_OWNER = 50
 
 
 def validate_scopes(scopes: Iterable[str]) -> frozenset[str]:
@@ -55,6 +62,12 @@ def validate_scopes(scopes: Iterable[str]) -> frozenset[str]:
     bad = sorted(s for s in scopes if not isinstance(s, str) or not SCOPE_RE.match(s))
     if bad:
         raise InvalidRequest("scopes must look like 'area:action'", {"invalid_scopes": bad})
+    unknown = unknown_scopes(scopes)
+    if unknown:
+        raise UnknownScope(
+            f"unknown scope {', '.join(unknown)} (hanzo_contract.scopes)",
+            {"unknown_scopes": unknown},
+        )
     return scopes
 
 
@@ -65,11 +78,13 @@ class KeyStore:
         hash_secret: bytes,
         flush_interval: float = 1.0,
         clock: Clock = time.time,
+        max_keys_per_owner: int = DEFAULT_MAX_KEYS_PER_OWNER,
     ) -> None:
         if len(hash_secret) < 16:
             raise ValueError("key hash secret must be at least 16 bytes")
         self.db = db
         self.clock = clock
+        self.max_keys_per_owner = max_keys_per_owner
         self.audit = AuditLog(db)
         self.usage = UsageCounters(db, clock)
         self._secret = hash_secret
@@ -85,8 +100,10 @@ class KeyStore:
         hash_secret: bytes,
         flush_interval: float = 1.0,
         clock: Clock = time.time,
+        max_keys_per_owner: int = DEFAULT_MAX_KEYS_PER_OWNER,
     ) -> KeyStore:
-        return cls(await Database.open(db_path), hash_secret, flush_interval, clock)
+        db = await Database.open(db_path)
+        return cls(db, hash_secret, flush_interval, clock, max_keys_per_owner)
 
     async def close(self) -> None:
         if self._flush_task is not None:
@@ -128,12 +145,18 @@ class KeyStore:
             limits=limits,
             created_at=now,
             expires_at=expires_at,
+            parent_key_id=new.parent_key_id,
         )
         try:
             async with self.db.transaction() as conn:
+                # both checks under the write lock: a parent revoked, or a key created, by a
+                # concurrent request cannot slip in between the check and the insert
+                await self._check_parent(conn, organization, new, now)
+                await self._check_cap(conn, owner, now)
                 await conn.execute(
                     "INSERT INTO api_keys (key_id, organization, owner, owner_kind, name, scopes,"
-                    " limits, digest, created_at, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    " limits, digest, created_at, expires_at, parent_key_id)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         key_id,
                         organization,
@@ -145,6 +168,7 @@ class KeyStore:
                         hash_key(self._secret, plaintext),
                         now,
                         expires_at,
+                        new.parent_key_id,
                     ),
                 )
                 await audit.append(
@@ -155,7 +179,12 @@ class KeyStore:
                     organization=organization,
                     target=key_id,
                     source=source,
-                    details={"owner": owner, "name": name, "scopes": sorted(scope_set)},
+                    details={
+                        "owner": owner,
+                        "name": name,
+                        "scopes": sorted(scope_set),
+                        "parent_key_id": new.parent_key_id,
+                    },
                 )
         except sqlite3.IntegrityError:
             raise DuplicateKeyName(
@@ -163,17 +192,56 @@ class KeyStore:
             ) from None
         return plaintext, record
 
+    async def _check_parent(
+        self, conn: aiosqlite.Connection, organization: str, new: NewKey, now: float
+    ) -> None:
+        """The minting key must still be live, and its child may not outlive it."""
+        if new.parent_key_id is None:
+            return
+        parent = await self._get(conn, organization, new.parent_key_id)
+        if parent.state(now) is not KeyState.ACTIVE:
+            raise ParentKeyInactive("the key asking for a key is no longer active")
+        if parent.expires_at is not None and (
+            new.expires_at is None or new.expires_at > parent.expires_at
+        ):
+            raise ExpiryEscalation("a key cannot create a key that outlives it")
+
+    async def _check_cap(self, conn: aiosqlite.Connection, owner: str, now: float) -> None:
+        async with conn.execute(
+            "SELECT COUNT(*) FROM api_keys WHERE owner = ? AND revoked_at IS NULL"
+            " AND (expires_at IS NULL OR expires_at > ?)",
+            (owner, now),
+        ) as cur:
+            row = await cur.fetchone()
+        live = int(row[0]) if row else 0
+        if live >= self.max_keys_per_owner:
+            raise TooManyKeys(
+                f"{owner!r} already holds {live} live keys (the most one owner may hold);"
+                " revoke one first",
+                {"live_keys": live, "max_keys_per_owner": self.max_keys_per_owner},
+            )
+
     async def revoke(
         self, organization: str, key_id: str, *, actor: str = "system", source: str | None = None
     ) -> KeyRecord:
-        """Revoke now (both current and any in-grace previous secret). Idempotent."""
+        """Revoke now (both current and any in-grace previous secret), and every key it
+        minted, and theirs, in one transaction: a child dies with its parent. Idempotent."""
         async with self.db.transaction() as conn:
             record = await self._get(conn, organization, key_id)
-            if record.revoked_at is None:
-                await conn.execute(
+            async with conn.execute(
+                "WITH RECURSIVE lineage(id) AS (SELECT ? UNION"
+                " SELECT k.key_id FROM api_keys k JOIN lineage ON k.parent_key_id = lineage.id)"
+                " SELECT k.key_id FROM api_keys k JOIN lineage ON k.key_id = lineage.id"
+                " WHERE k.revoked_at IS NULL",
+                (key_id,),
+            ) as cur:
+                doomed = [row[0] for row in await cur.fetchall()]
+            if doomed:
+                await conn.executemany(
                     "UPDATE api_keys SET revoked_at = ?, grace_until = NULL WHERE key_id = ?",
-                    (self.clock(), key_id),
+                    [(self.clock(), doomed_id) for doomed_id in doomed],
                 )
+            descendants = sorted(set(doomed) - {key_id})
             await audit.append(
                 conn,
                 actor=actor,
@@ -182,6 +250,7 @@ class KeyStore:
                 organization=organization,
                 target=key_id,
                 source=source,
+                details={"descendants": descendants} if descendants else None,
             )
             return await self._get(conn, organization, key_id)
 
@@ -381,6 +450,7 @@ class KeyStore:
             last_used_at=row["last_used_at"],
             rotated_at=row["rotated_at"],
             grace_until=grace if grace and grace > now else None,
+            parent_key_id=row["parent_key_id"],
         )
 
 

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from hanzo_contract.principal import Limits
+from hanzo_contract.scopes import KNOWN_SCOPES
 
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 Scope = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}:[a-z][a-z0-9_]{0,39}$")]
@@ -131,6 +132,17 @@ def semantic_problems(spec: TenantFile) -> list[tuple[Path, str]]:
                         f"duplicate {kind} {items[i].name!r} in organization {org.name!r}",
                     )
                 )
+        known = ", ".join(sorted(KNOWN_SCOPES))
+        for kind, granting in (("roles", org.roles), ("applications", org.applications)):
+            for gi, item in enumerate(granting):
+                for si, scope in enumerate(item.scopes):
+                    if scope not in KNOWN_SCOPES:
+                        problems.append(
+                            (
+                                ("organizations", oi, kind, gi, "scopes", si),
+                                f"unknown scope {scope!r} (known: {known})",
+                            )
+                        )
         role_names = {r.name for r in org.roles}
         for ui, user in enumerate(org.users):
             for ri, role in enumerate(user.roles):

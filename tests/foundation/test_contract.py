@@ -70,12 +70,20 @@ def test_assertion_round_trip_and_rejections(tmp_path: Path) -> None:
         verifier.verify(forged)
 
 
-def test_key_limits_override_plan_limits_field_by_field() -> None:
+def test_key_limits_only_tighten_plan_limits_field_by_field() -> None:
     plan = Limits(requests_per_minute=100, units_per_day=1000)
-    assert plan.overridden_by(Limits(units_per_day=10)) == Limits(
+    assert plan.tightened_by(Limits(units_per_day=10)) == Limits(
         requests_per_minute=100, units_per_day=10
     )
-    assert plan.overridden_by(None) == plan
+    # a key asking for more than its plan gets the plan; unset plan fields take the key's
+    assert plan.tightened_by(
+        Limits(requests_per_minute=1_000_000_000, units_per_month=5)
+    ) == Limits(requests_per_minute=100, units_per_day=1000, units_per_month=5)
+    assert plan.tightened_by(None) == plan
+    assert Limits(requests_per_minute=101).looser_than(plan) == ["requests_per_minute"]
+    assert Limits(units_per_day=1001, units_per_month=9).looser_than(plan) == ["units_per_day"]
+    assert Limits().looser_than(plan) == []  # unset fields take the plan's
+    assert Limits(requests_per_minute=1, units_per_day=1000).looser_than(plan) == []
 
 
 class _Demo(HanzoSettings):

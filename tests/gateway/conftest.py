@@ -37,7 +37,7 @@ routes:
   - {methods: [GET], path: /v1/memory/retrieve, permission: memory:read}
   - {methods: [POST], path: /v1/memory/store, permission: memory:write}
   - {methods: [DELETE], path: "/v1/memory/{id}", permission: memory:delete}
-  - {methods: [GET, POST], path: "/v1/files/{rest*}", permission: files:read}
+  - {methods: [GET, POST], path: "/v1/files/{rest*}", permission: inference:invoke}
   - {methods: [GET], path: /healthz, permission: null}
 """
 

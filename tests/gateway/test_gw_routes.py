@@ -12,7 +12,7 @@ TABLE = RouteTable.from_yaml(
 routes:
   - {methods: [GET], path: /v1/memory/retrieve, permission: memory:read}
   - {methods: [delete], path: "/v1/memory/{id}", permission: memory:delete}
-  - {methods: ["*"], path: "/v1/files/{rest*}", permission: files:read}
+  - {methods: ["*"], path: "/v1/files/{rest*}", permission: inference:invoke}
   - {methods: [GET], path: /healthz, permission: null}
 """
 )
@@ -23,8 +23,8 @@ routes:
     [
         ("GET", "/v1/memory/retrieve", "memory:read"),
         ("DELETE", "/v1/memory/abc-123", "memory:delete"),
-        ("PATCH", "/v1/files/a/b/c.txt", "files:read"),
-        ("GET", "/v1/files/", "files:read"),
+        ("PATCH", "/v1/files/a/b/c.txt", "inference:invoke"),
+        ("GET", "/v1/files/", "inference:invoke"),
     ],
 )
 def test_matching_routes_name_their_permission(method: str, path: str, expected: str) -> None:
@@ -62,9 +62,9 @@ def test_bundled_default_table_loads() -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        "routes: [{methods: [], path: /a, permission: x}]",
-        "routes: [{methods: [GET], path: a, permission: x}]",
-        "routes: [{methods: [GET], path: /a, permission: x, extra: 1}]",
+        "routes: [{methods: [], path: /a, permission: memory:read}]",
+        "routes: [{methods: [GET], path: a, permission: memory:read}]",
+        "routes: [{methods: [GET], path: /a, permission: memory:read, extra: 1}]",
         "routes: [{methods: [GET], path: /a}]",
     ],
 )
@@ -75,7 +75,9 @@ def test_bad_tables_are_refused(text: str) -> None:
 
 def test_rest_segment_must_end_the_pattern() -> None:
     with pytest.raises(ValueError, match="must end"):
-        RouteTable.from_yaml("routes: [{methods: [GET], path: '/a/{r*}/b', permission: x}]")
+        RouteTable.from_yaml(
+            "routes: [{methods: [GET], path: '/a/{r*}/b', permission: memory:read}]"
+        )
 
 
 def test_authenticated_routes_need_a_credential_but_no_scope() -> None:

@@ -33,10 +33,10 @@ def test_bad_setting_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_routes_command_shows_the_permission(tmp_path: Path, monkeypatch) -> None:
     routes = tmp_path / "routes.yaml"
-    routes.write_text("routes: [{methods: [POST], path: /v1/x, permission: x:write}]\n")
+    routes.write_text("routes: [{methods: [POST], path: /v1/x, permission: memory:write}]\n")
     monkeypatch.setenv("HANZO_GATEWAY_ROUTES_FILE", str(routes))
     runner = CliRunner()
     result = runner.invoke(cli, ["routes", "/v1/x", "--method", "post"])
-    assert result.exit_code == 0 and "requires x:write" in result.output
+    assert result.exit_code == 0 and "requires memory:write" in result.output
     result = runner.invoke(cli, ["routes", "/v1/y"])
     assert result.exit_code == 0 and "denied" in result.output

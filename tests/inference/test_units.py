@@ -38,9 +38,9 @@ CAPPED = Limits(tokens_per_day=100, tokens_per_month=1000)
 
 def test_a_keys_model_list_only_narrows_the_plans() -> None:
     plan = Limits(models=("a", "b"))
-    assert plan.overridden_by(Limits(models=("b", "z"))).models == ("b",)
-    assert plan.overridden_by(Limits(requests_per_minute=5)).models == ("a", "b")
-    assert Limits().overridden_by(Limits(models=("z",))).models == ("z",)
+    assert plan.tightened_by(Limits(models=("b", "z"))).models == ("b",)
+    assert plan.tightened_by(Limits(requests_per_minute=5)).models == ("a", "b")
+    assert Limits().tightened_by(Limits(models=("z",))).models == ("z",)
     assert not plan.allows_model("z") and Limits().allows_model("z")
 
 

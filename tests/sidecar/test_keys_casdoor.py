@@ -249,7 +249,7 @@ async def test_self_service_is_confined_to_own_org_and_own_keys(
     acme, globex = names["acme"], names["globex"]
     settings = _settings(casdoor, tmp_path, path)
     signer = signer_for(settings)
-    alice = _as(signer, acme, "alice", {"keys:manage", "memory:read"})
+    alice = _as(signer, acme, "alice", {"keys:manage", "memory:read", "memory:write"})
     bob = _as(signer, acme, "bob", {"memory:read"})
     carol = _as(signer, globex, "carol", {"memory:read", "keys:manage"})
     async with running_app(settings, app=build_app(settings)) as (_, _state, client):

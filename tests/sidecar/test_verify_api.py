@@ -50,6 +50,7 @@ async def test_verify_returns_principal_with_plan_and_key_limits(tmp_path: Path)
             key_id=record.key_id,
             is_org_admin=True,
             limits=Limits(requests_per_minute=5, units_per_day=1000),
+            org_limits=Limits(requests_per_minute=100, units_per_day=1000),  # the plan
         )
 
 
