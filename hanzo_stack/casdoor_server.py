@@ -111,8 +111,26 @@ class CasdoorServer:
             "ldapServerPort": "0",
             "ldapsServerPort": "0",
             "radiusServerPort": "0",
+            "PATH": f"{self._no_lsof_dir()}{os.pathsep}{os.environ.get('PATH', '')}",
             **({"frontendBaseDir": str(self.ui_dir)} if self.ui_dir else {}),
         }
+
+    def _no_lsof_dir(self) -> Path:
+        """A dir whose ``lsof`` finds nothing, first on Casdoor's PATH.
+
+        At start Casdoor kills the first pid ``lsof -t -i :<port>`` prints, and that
+        includes any process with a *client* connection to its port: our gateway and
+        sidecar. We start Casdoor only when nothing serves its port, so its "stop the old
+        instance" step has nothing to do but harm. The shim exits 1 with no output, which
+        Casdoor reads as "no process on the port".
+        """
+        shim_dir = self.state.run_dir / "no-lsof"
+        shim_dir.mkdir(parents=True, exist_ok=True)
+        shim = shim_dir / "lsof"
+        if not shim.exists():
+            shim.write_text("#!/bin/sh\n# Casdoor must never kill a port's clients\nexit 1\n")
+            shim.chmod(0o700)
+        return shim_dir
 
     def start(self, timeout: float = 120.0) -> CasdoorServer:
         """Install if needed, render config, start, wait for ``/api/health``."""
