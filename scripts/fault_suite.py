@@ -540,16 +540,16 @@ async def measure_bounds(
 
 # ---------------------------------------------------------------------------- main
 def start_stack(
-    state: Path, fail_mode: str, say: Callable[[str], None]
+    state: Path, fail_mode: str, bounds: bool, say: Callable[[str], None]
 ) -> tuple[Stack, StackInfo, ValkeyServer, Credentials]:
     valkey = ValkeyServer(state / "valkey", persist=True).start()
     os.environ |= {
         "HANZO_GATEWAY_LIMITER_BACKEND": "redis",
         "HANZO_GATEWAY_REDIS_URL": valkey.url,
         "HANZO_GATEWAY_LIMITER_FAIL_MODE": fail_mode,
-        # the bounds mode removes a role by hand; the tenant file must not put it back
-        "HANZO_SIDECAR_RECONCILE_APPLY": "false",
     }
+    if bounds:  # a role is removed by hand: the reconcile loop must not re-apply the file
+        os.environ["HANZO_SIDECAR_RECONCILE_APPLY"] = "false"
     stack = Stack(state / "stack", progress=say)
     try:
         info = stack.up(suite_tenant_file(state), ui=False)
@@ -600,7 +600,9 @@ def start_stack(
 
 async def suite(args: argparse.Namespace, state: Path) -> dict[str, Any]:
     say = print if not args.quiet else (lambda _: None)
-    stack, info, valkey, creds = await asyncio.to_thread(start_stack, state, args.fail_mode, say)
+    stack, info, valkey, creds = await asyncio.to_thread(
+        start_stack, state, args.fail_mode, args.bounds, say
+    )
     parts = Parts(stack, info, valkey)
     load = Load(info.gateway_url, creds, args.workers)
     runner = asyncio.create_task(load.run())
