@@ -492,12 +492,20 @@ async def measure_bounds(
                 await asyncio.sleep(0.05)
             raise RuntimeError(f"{path} did not answer {status} within {limit}s")
 
-        for _ in range(trials):
-            minted = (
-                await client.post(
-                    "/v1/keys", json={"name": "bound", "scopes": ["memory:read"]}, headers=alice
+        async def mint(name: str, headers: dict[str, str]) -> dict[str, Any]:
+            for _ in range(5):  # a busy machine may answer 503 (sidecar timeout): retry
+                reply = await client.post(
+                    "/v1/keys", json={"name": name, "scopes": ["memory:read"]}, headers=headers
                 )
-            ).json()
+                if reply.status_code != 503:
+                    break
+                await asyncio.sleep(1)
+            if reply.status_code != 201:
+                raise RuntimeError(f"minting a key: {reply.status_code} {reply.text}")
+            return dict(reply.json())
+
+        for _ in range(trials):
+            minted = await mint("bound", alice)
             headers = {"Authorization": f"Bearer {minted['key']}"}
             await until(headers, 200, "/v1/memory/search", 10)  # cached at the gateway
             await asyncio.sleep(random.uniform(0, CACHE_TTL))
@@ -515,13 +523,7 @@ async def measure_bounds(
                 role["users"] = users
                 await cd.update_object("role", "acme", "reader", role)
 
-            minted = (
-                await client.post(
-                    "/v1/keys",
-                    json={"name": "bound-bob", "scopes": ["memory:read"]},
-                    headers={"Authorization": f"Bearer {creds.jwts['bob']}"},
-                )
-            ).json()
+            minted = await mint("bound-bob", {"Authorization": f"Bearer {creds.jwts['bob']}"})
             headers = {"Authorization": f"Bearer {minted['key']}"}
             for _ in range(trials):
                 await set_readers(["acme/bob"])
