@@ -505,7 +505,7 @@ async def measure_bounds(
             return dict(reply.json())
 
         for _ in range(trials):
-            minted = await mint("bound", alice)
+            minted = await mint(f"bound-{uuid.uuid4().hex[:8]}", alice)
             headers = {"Authorization": f"Bearer {minted['key']}"}
             await until(headers, 200, "/v1/memory/search", 10)  # cached at the gateway
             await asyncio.sleep(random.uniform(0, CACHE_TTL))
