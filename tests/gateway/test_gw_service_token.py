@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from hanzo_stack.casdoor_server import CasdoorServer
+from hanzo_stack.casdoor.server import CasdoorServer
 from hanzo_stack.servers import ForwardAuthServer, NginxServer, SidecarServer
 from tests.support.casdoor_admin import admin_client
 from tests.support.clock import wait_for_window_room
