@@ -266,3 +266,36 @@ def supervise(state_dir: Path | None = StateDir) -> None:
     logging.getLogger().setLevel(logging.INFO)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the health probes, every tick
     Stack(state_dir or default_state_dir(), progress=lambda _: None).supervise()
+
+
+@app.command("backup")
+def backup_cmd(
+    dest: Path = typer.Argument(..., help="New (or empty) directory for the backup"),
+    state_dir: Path | None = StateDir,
+) -> None:
+    """Consistent online copy of everything that holds state (files 0600, dirs 0700)."""
+    from hanzo_stack.backup import BackupError, backup, describe
+
+    try:
+        manifest = backup(state_dir or default_state_dir(), dest)
+    except (BackupError, OSError) as exc:
+        typer.echo(f"hanzo backup failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"backed up {describe(manifest)} into {dest}")
+
+
+@app.command("restore")
+def restore_cmd(
+    source: Path = typer.Argument(..., help="A directory written by `hanzo backup`"),
+    state_dir: Path = typer.Option(..., "--state-dir", help="New (or empty) state dir"),
+) -> None:
+    """Write a backup into a fresh state dir; then `hanzo up --state-dir` serves it."""
+    from hanzo_stack.backup import BackupError, describe, restore
+
+    try:
+        manifest = restore(source, state_dir)
+    except (BackupError, OSError) as exc:
+        typer.echo(f"hanzo restore failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"restored {describe(manifest)} into {state_dir}")
+    typer.echo(f"start it with: hanzo up --state-dir {state_dir}")
