@@ -10,12 +10,13 @@ Padding never changes a row (the test suite checks bucketed rows against one-at-
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib.util
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import anyio
 import numpy as np
 
 from memory_service.embeddings.base import Embedder, EmbeddingError, normalize
@@ -125,6 +126,7 @@ class LocalMiniLM(Embedder):
         self._tokenizer.enable_truncation(MAX_TOKENS)
         self._tokenizer.no_padding()
         self._coalescer = Coalescer(self.embed_sync, max_texts)
+        self._query_thread = ThreadPoolExecutor(1, thread_name_prefix="embed-query")
 
     @property
     def runs(self) -> list[int]:
@@ -164,4 +166,5 @@ class LocalMiniLM(Embedder):
     async def embed_query(self, text: str) -> np.ndarray:
         """Straight to a worker thread, beside any coalesced run: the session runs both at
         once, so a search during a bulk import waits for CPU, not for the import's run."""
-        return (await anyio.to_thread.run_sync(self.embed_sync, [text]))[0]
+        loop = asyncio.get_running_loop()
+        return (await loop.run_in_executor(self._query_thread, self.embed_sync, [text]))[0]
