@@ -115,6 +115,15 @@ class MemoryService:
             raise ApiError(502, "embedding_unavailable", "embedder returned the wrong shape")
         return rows
 
+    async def _embed_query(self, text: str) -> np.ndarray:
+        try:
+            row = await self.embedder.embed_query(text)
+        except EmbeddingError as exc:
+            raise ApiError(502, "embedding_unavailable", str(exc)) from None
+        if row.shape != (self.embedder.dim,):
+            raise ApiError(502, "embedding_unavailable", "embedder returned the wrong shape")
+        return row
+
     def _expiry(self, ttl: int | None, at: object, now: int) -> int:
         if ttl is not None:
             return now + ttl * 1_000_000
@@ -259,7 +268,7 @@ class MemoryService:
             if req.embedding is not None:
                 vector = self._check_vector(req.embedding)
             else:
-                vector = (await self._embed([req.query]))[0]
+                vector = await self._embed_query(req.query)
             vec_hits = await self.backend.vector_search(q, vector, depth)
         if req.mode in ("keyword", "hybrid"):
             kw_hits = await self.backend.keyword_search(q, req.query, depth)

@@ -33,6 +33,8 @@ class MemorySettings(HanzoSettings):
     embedding_model: str = "text-embedding-3-small"
     embedding_api_key: SecretStr | None = None
     embedding_timeout_seconds: float = Field(default=10.0, gt=0)
+    #: onnxruntime threads for the local model; unset: the CPUs this process may use
+    embedding_threads: int | None = Field(default=None, ge=1, le=256)
 
     #: ``gateway``: trust only the gateway's signed assertion (the default). ``direct``: no
     #: gateway in front; the stack (``hanzo memory-service serve``, in

@@ -308,10 +308,13 @@ class SqliteBackend(MemoryBackend):
         if not terms:
             return []
         words = " OR ".join(f'"{t}"' for t in terms)
-        match = f'tenant_tok : "{tenant_token(q.tenant)}" AND content : ({words})'
+        match = f"content : ({words})"
         where, params = _where(q)
-        # Rank inside FTS5 first (the tenant token keeps this to the tenant's postings),
-        # then join and filter only the best candidates; widen if filters reject too many.
+        # Rank the words' postings inside FTS5, then join and keep the tenant's best rows,
+        # widening while filters reject too many. The tenant token stays out of the MATCH on
+        # purpose: bm25() reads every row of every phrase in it to weigh it, and the tenant
+        # token's phrase is the whole tenant (100k rows: 25-37 ms a query); the words'
+        # postings are short. Tenancy is the join's ``m.tenant = ?``, as for every query.
         sql = (
             "WITH hits AS (SELECT rowid, bm25(memories_fts, 1.0, 0.0) AS r FROM memories_fts "
             "WHERE memories_fts MATCH ? ORDER BY r LIMIT ?) "

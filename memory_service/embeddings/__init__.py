@@ -26,7 +26,7 @@ def make_embedder(settings: MemorySettings) -> Embedder:
         )
     from memory_service.embeddings.local import LocalMiniLM
 
-    return LocalMiniLM()
+    return LocalMiniLM(threads=settings.embedding_threads)
 
 
 __all__ = ["Embedder", "EmbeddingError", "make_embedder"]

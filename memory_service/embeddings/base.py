@@ -19,6 +19,11 @@ class Embedder(ABC):
     async def embed(self, texts: list[str]) -> np.ndarray:
         """``(len(texts), dim)`` float32, each row unit length."""
 
+    async def embed_query(self, text: str) -> np.ndarray:
+        """One search query's row. A query is interactive: an embedder that queues bulk work
+        (the local model) serves it at once rather than behind a running import."""
+        return (await self.embed([text]))[0]
+
 
 def normalize(rows: np.ndarray) -> np.ndarray:
     rows = np.asarray(rows, dtype=np.float32)
