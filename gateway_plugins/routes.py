@@ -3,7 +3,9 @@
 Patterns are literal paths with ``{name}`` for one segment and a trailing ``{rest*}`` for
 any remainder. A route with ``permission: null`` is public (no credential needed); ``permission:
 authenticated`` needs a valid credential but no particular scope. A path
-that matches no route is denied: the table is the whole surface a gateway exposes.
+that matches no route is denied: the table is the whole surface a gateway exposes. Each route
+names the ``audience`` of its upstream: the identity assertion is signed for that receiver
+only (``hanzo_contract.assertion``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from hanzo_contract.assertion import AUDIENCE
 from hanzo_contract.principal import Principal
 
 _SEGMENT = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(\*?)\}")
@@ -27,6 +30,8 @@ class RouteSpec(BaseModel):
     methods: list[str] = Field(min_length=1)
     path: str = Field(pattern=r"^/")
     permission: str | None
+    #: the upstream's name in the assertion's ``aud``; the default is accepted by none
+    audience: str = Field(default=AUDIENCE, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
 
     @field_validator("methods")
     @classmethod
@@ -48,6 +53,7 @@ AUTHENTICATED = "authenticated"
 class RouteMatch:
     permission: str | None
     pattern: str
+    audience: str = AUDIENCE
 
     @property
     def public(self) -> bool:
@@ -77,7 +83,7 @@ class RouteTable:
         self._literal: dict[tuple[str, str], RouteMatch] = {}
         self._patterns: list[tuple[frozenset[str], re.Pattern[str], RouteMatch]] = []
         for route in spec.routes:
-            match = RouteMatch(route.permission, route.path)
+            match = RouteMatch(route.permission, route.path, route.audience)
             if _SEGMENT.search(route.path) is None and "*" not in route.methods:
                 for method in route.methods:
                     self._literal.setdefault((method, route.path), match)

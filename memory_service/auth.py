@@ -25,7 +25,7 @@ from starlette.authentication import (
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
-from hanzo_contract.assertion import AssertionVerifier, InvalidAssertion
+from hanzo_contract.assertion import MEMORY_AUDIENCE, AssertionVerifier, InvalidAssertion
 from hanzo_contract.headers import ASSERTION
 from hanzo_contract.principal import Principal
 from memory_service.errors import ApiError, error_response
@@ -43,8 +43,18 @@ class Authenticator(Protocol):
         ...
 
 
+def raw_path(request: HTTPConnection) -> str:
+    """The path as the client sent it (what the gateway matched and signed), not decoded."""
+    raw = request.scope.get("raw_path")
+    if raw is None:
+        return request.url.path
+    return raw.decode("latin-1").partition("?")[0]
+
+
 class AssertionAuthenticator:
-    """Trusts only ``X-Hanzo-Identity`` signed by the gateway; bare identity headers are ignored."""
+    """Trusts only ``X-Hanzo-Identity`` signed by the gateway for this service (audience
+    ``hanzo-memory``) and for this very request (method and raw path); bare identity headers
+    are ignored."""
 
     def __init__(self, verifier: AssertionVerifier) -> None:
         self._verifier = verifier
@@ -55,14 +65,14 @@ class AssertionAuthenticator:
             pem = path.read_bytes()
         except OSError as exc:
             raise RuntimeError(f"cannot read assertion public key {path}: {exc.strerror}") from None
-        return cls(AssertionVerifier(pem))
+        return cls(AssertionVerifier(pem, audience=MEMORY_AUDIENCE))
 
     def authenticate(self, request: HTTPConnection) -> Principal:
         token = request.headers.get(ASSERTION)
         if not token:
             raise ApiError(401, "unauthenticated", f"missing {ASSERTION} identity assertion")
         try:
-            return self._verifier.verify(token)
+            return self._verifier.verify(token, request.scope.get("method", ""), raw_path(request))
         except InvalidAssertion:
             # The library's reason may quote the token; keep the message generic.
             raise ApiError(
