@@ -37,6 +37,7 @@ from gateway_plugins.core import DecisionCore
 from gateway_plugins.decision import ERROR_HEADER, Decision, deny
 from gateway_plugins.request import AuthRequest, lower_headers
 from hanzo_contract.errors import error_body
+from hanzo_contract.headers import safe_request_id
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +49,17 @@ ENVOY_PREFIX = "/envoy"
 _MISSING = "the gateway sent no original method/URI (X-Forwarded-Method/-Uri or X-Original-*)"
 
 
-def _render(decision: Decision, nginx: bool) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    """Status, raw headers and body of the answer to the gateway."""
+def _render(
+    decision: Decision, nginx: bool, request_id: str | None = None
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Status, raw headers and body of the answer to the gateway; the body names the
+    gateway's request id (``X-Request-Id``, when it is a plain token)."""
     status = decision.status
     headers = [(k.encode(), v.encode()) for k, v in decision.headers.items()]
     headers.append((b"x-hanzo-status", str(status).encode()))
     if decision.allowed:
         return 200, [*headers, (b"content-length", b"0")], b""
-    body = decision.body_bytes()
+    body = decision.body_bytes(request_id)
     headers += [
         (ERROR_HEADER.lower().encode(), body),
         (b"cache-control", b"no-store"),
@@ -118,7 +122,8 @@ class ForwardAuthApp:
             except Exception:
                 log.exception("decision failed")
                 decision = deny(500, "internal_error", "the auth service failed")
-        status, headers, body = _render(decision, nginx)
+        request_id = safe_request_id(request.headers.get("x-request-id")) if request else None
+        status, headers, body = _render(decision, nginx, request_id)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 from hanzo_contract.principal import Principal
@@ -14,6 +15,16 @@ SCOPES = "X-Scopes"
 IS_ORG_ADMIN = "X-User-IsOrgAdmin"
 REQUEST_ID = "X-Request-Id"
 ASSERTION = "X-Hanzo-Identity"
+
+#: a request id a client may choose: a plain token, safe in logs, headers and JSON
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def safe_request_id(value: str | None) -> str | None:
+    """``value`` when it is an acceptable request id (the gateways admit the same), else
+    ``None``: a client's id is never echoed into a body or a log unless it is a plain token."""
+    return value if value is not None and _REQUEST_ID.fullmatch(value) else None
+
 
 #: Every header a client might forge to pass as someone else. All are removed before ours
 #: are set; upstreams only ever see the values the plugin wrote.

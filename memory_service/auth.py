@@ -117,9 +117,9 @@ class PrincipalBackend(AuthenticationBackend):
         return AuthCredentials(sorted(principal.scopes)), Caller(principal)
 
 
-def on_auth_error(_conn: HTTPConnection, exc: AuthenticationError) -> Response:
+def on_auth_error(conn: HTTPConnection, exc: AuthenticationError) -> Response:
     """The middleware's refusal in the shared JSON error body (Starlette's default is text)."""
-    return error_response(401, "unauthenticated", str(exc) or "authentication failed")
+    return error_response(401, "unauthenticated", str(exc) or "authentication failed", request=conn)
 
 
 def requires(permission: str | None = None) -> Callable[[Endpoint], Endpoint]:

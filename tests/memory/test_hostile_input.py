@@ -171,3 +171,18 @@ async def test_rows_stored_before_the_bounds_stay_readable(
     # and the row can be repaired by its owner
     fix = await client.patch(f"{S}/poison", headers=me.headers, json={"metadata": {"ok": 1}})
     assert fix.status_code == 200 and fix.json()["metadata"] == {"ok": 1}
+
+
+async def test_error_bodies_name_the_request_id(client, me):
+    """The gateway's ``X-Request-Id`` is in every error body the service makes; an id
+    that is not a plain token is left out rather than echoed."""
+    r = await post(client, "store", me, "[" * 100 + "]" * 100)
+    e = err(r, 400, "json_too_deep")
+    assert "request_id" not in e
+    r = await client.post(f"{S}/store", headers={**me.headers, "X-Request-Id": "req-9"},
+                          content=b"{")  # fmt: skip
+    assert err(r, 400, "malformed_json")["request_id"] == "req-9"
+    r = await client.get(f"{S}/retrieve", headers={"X-Request-Id": "req-10"})
+    assert err(r, 401, "unauthenticated")["request_id"] == "req-10"
+    r = await client.get("/v1/nowhere", headers={"X-Request-Id": 'a"b'})
+    assert "request_id" not in err(r, 404, "not_found")
