@@ -25,7 +25,8 @@ def serve(
     from gateway_plugins.settings import GatewaySettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    app = create_app(build_core(GatewaySettings()))
+    settings = GatewaySettings()
+    app = create_app(build_core(settings), tuple(settings.trusted_proxies))
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
 
 

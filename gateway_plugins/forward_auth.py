@@ -37,6 +37,7 @@ from gateway_plugins.core import DecisionCore
 from gateway_plugins.decision import ERROR_HEADER, Decision, deny
 from gateway_plugins.request import AuthRequest, lower_headers
 from hanzo_contract.errors import error_body
+from hanzo_contract.forwarded import DEFAULT_TRUSTED_PROXIES, ClientAddress
 from hanzo_contract.headers import safe_request_id
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,11 @@ def _render(
     return status, headers, body
 
 
-def _auth_request(scope: Scope, envoy: bool, nginx: bool) -> AuthRequest | None:
+def _auth_request(
+    scope: Scope, envoy: bool, nginx: bool, addresses: ClientAddress
+) -> AuthRequest | None:
+    """The original request; its client address from forwarded headers only when the
+    gateway that asks is a trusted proxy (``addresses``)."""
     headers = lower_headers(scope["headers"])
     if envoy:
         method = scope["method"]
@@ -87,21 +92,22 @@ def _auth_request(scope: Scope, envoy: bool, nginx: bool) -> AuthRequest | None:
         uri = headers.get("x-forwarded-uri", "")
     if not method or not uri:
         return None
-    forwarded = headers.get("x-forwarded-for") or headers.get("x-real-ip")
-    if forwarded:
-        client_ip: str | None = forwarded.split(",")[0].strip()[:64]
-    else:
-        client = scope.get("client")
-        client_ip = client[0] if client else None
+    peer = scope.get("client")
+    client_ip = addresses.resolve(
+        peer[0] if peer else None, headers.get("x-forwarded-for"), headers.get("x-real-ip")
+    )
     return AuthRequest(method.upper(), uri, headers, client_ip)
 
 
 class ForwardAuthApp:
     """Raw ASGI on the hot path (the auth endpoints); Starlette for everything else."""
 
-    def __init__(self, core: DecisionCore, rest: Starlette) -> None:
+    def __init__(
+        self, core: DecisionCore, rest: Starlette, addresses: ClientAddress | None = None
+    ) -> None:
         self.core = core
         self._rest = rest
+        self._addresses = addresses or ClientAddress()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -113,7 +119,7 @@ class ForwardAuthApp:
         await self._rest(scope, receive, send)
 
     async def _decide(self, scope: Scope, send: Send, envoy: bool, nginx: bool) -> None:
-        request = _auth_request(scope, envoy, nginx)
+        request = _auth_request(scope, envoy, nginx, self._addresses)
         if request is None:
             decision = deny(400, "missing_original_request", _MISSING)
         else:
@@ -128,7 +134,11 @@ class ForwardAuthApp:
         await send({"type": "http.response.body", "body": body})
 
 
-def create_app(core: DecisionCore) -> ForwardAuthApp:
+def create_app(
+    core: DecisionCore, trusted_proxies: tuple[str, ...] = DEFAULT_TRUSTED_PROXIES
+) -> ForwardAuthApp:
+    """The forward-auth app; ``trusted_proxies``: the gateways whose X-Forwarded-For counts."""
+
     async def metrics_endpoint(_: Request) -> Response:
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
@@ -155,4 +165,4 @@ def create_app(core: DecisionCore) -> ForwardAuthApp:
         lifespan=lifespan,
         exception_handlers={404: not_found, 405: not_found},
     )
-    return ForwardAuthApp(core, rest)
+    return ForwardAuthApp(core, rest, ClientAddress(trusted_proxies))

@@ -10,12 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from gateway_plugins.cache.settings import CacheSettings
 from gateway_plugins.jwt.settings import JwtSettings
 from gateway_plugins.limiter.settings import LimiterSettings
+from hanzo_contract.forwarded import DEFAULT_TRUSTED_PROXIES, parse_networks
 from hanzo_contract.settings import HanzoSettings, default_state_dir
 
 
@@ -35,6 +36,16 @@ class GatewaySettings(HanzoSettings, JwtSettings, CacheSettings, LimiterSettings
     #: dir (``ensure_keypair(state_dir)``), where the sidecar and upstreams find the ``.pub``
     assertion_key_file: Path | None = None
     assertion_ttl_seconds: int = Field(default=60, ge=5)
+
+    #: proxies (CIDRs) whose X-Forwarded-For names the client in audit rows; from anyone
+    #: else the TCP peer is the client. Loopback: the gateway runs on this host.
+    trusted_proxies: list[str] = Field(default_factory=lambda: list(DEFAULT_TRUSTED_PROXIES))
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        parse_networks(value)
+        return value
 
     audit_queue_size: int = Field(default=1000, ge=1)
     #: how often allowed-request counts go to the sidecar's usage counters

@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from hanzo_contract.assertion import ensure_keypair
+from hanzo_contract.forwarded import DEFAULT_TRUSTED_PROXIES
 from hanzo_contract.settings import HanzoSettings, default_state_dir, ensure_secret
 
 
@@ -41,6 +42,8 @@ class SidecarSettings(HanzoSettings):
     #: how long gateways may cache a positive verify answer (bound on revocation delay)
     verify_cache_ttl_seconds: float = Field(default=5.0, ge=0)
     default_rotate_grace_seconds: float = Field(default=3600.0, ge=0)
+    #: proxies (CIDRs) whose X-Forwarded-For names the client in audit rows
+    trusted_proxies: list[str] = Field(default_factory=lambda: list(DEFAULT_TRUSTED_PROXIES))
 
     assertion_public_key_path: Path | None = None
 

@@ -3,7 +3,11 @@ request ids, and the errors the gateways make themselves, all as the JSON error 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
+import sqlite3
+import time
 from pathlib import Path
 
 import httpx
@@ -120,3 +124,28 @@ async def test_caddy_own_errors_are_json_with_request_id(stack, http, tmp_path: 
         assert json_error(r, 502, "bad_gateway")["request_id"] == "t-1"
     finally:
         caddy.stop()
+
+
+@pytest.mark.parametrize("gateway", GATEWAYS)
+async def test_client_x_forwarded_for_never_becomes_the_audit_source(stack, http, gateway):
+    """A client's X-Forwarded-For reaches neither the audit log (the denial's source) nor
+    the upstream as its client address: each hop writes the peer it saw."""
+    key, key_id = await stack.mint(scopes=("memory:read",))
+    lie = {"X-Forwarded-For": "203.0.113.66", "X-Real-IP": "203.0.113.67"}
+    base = stack.front(gateway)
+    r = await http.delete(base + "/v1/memory/xff-probe", headers={**lie, "X-API-Key": key})
+    assert r.status_code == 403
+    ok = await http.get(base + "/v1/memory/retrieve", headers={**lie, "X-API-Key": key})
+    seen = upstream_headers(ok)
+    assert "203.0.113" not in str(seen.get("x-forwarded-for")), seen
+    assert "203.0.113" not in str(seen.get("x-real-ip")), seen
+    deadline = time.monotonic() + 5
+    rows: list[tuple[str]] = []
+    while time.monotonic() < deadline and not rows:
+        await asyncio.sleep(0.05)
+        with contextlib.closing(sqlite3.connect(stack.sidecar.db_path)) as db:
+            rows = db.execute(
+                "SELECT source FROM audit_log WHERE action = 'request.denied' AND details LIKE ?",
+                (f"%{key_id}%",),
+            ).fetchall()
+    assert rows == [(LOOPBACK,)]
