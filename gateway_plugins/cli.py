@@ -26,7 +26,11 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = GatewaySettings()
-    app = create_app(build_core(settings), settings.charge_token.get_secret_value())
+    app = create_app(
+        build_core(settings),
+        settings.charge_token.get_secret_value(),
+        tuple(settings.trusted_proxies),
+    )
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
 
 

@@ -63,7 +63,6 @@ class DecisionCore:
         self._jwt = jwt_verifier
         self._limiter = limiter
         self._signer = signer
-        self._assertion_refresh = assertion_ttl / 2
         self._reporter = reporter
         self._usage = usage
         self._fail_open = fail_open
@@ -142,7 +141,10 @@ class DecisionCore:
                 decision = deny(429, "token_quota_exceeded", message, spent.headers())
                 decision.principal = principal
                 return decision
-        return allow(identity_header_values(principal, self._assertion(entry)), principal, "allow")
+        assertion = self._signer.sign(
+            principal, audience=route.audience, method=request.method, path=request.path
+        )
+        return allow(identity_header_values(principal, assertion), principal, "allow")
 
     async def _from_jwt(self, token: str) -> CachedPrincipal:
         if self._jwt is None or self._resolver is None:
@@ -152,14 +154,6 @@ class DecisionCore:
         key = f"{req.kind.value}:{req.organization}/{req.name}:{req.client_id}"
         resolver = self._resolver
         return await self.jwt_cache.get(key, lambda: resolver.resolve(req))
-
-    def _assertion(self, entry: CachedPrincipal) -> str:
-        """Signed once per principal per half assertion TTL, not per request."""
-        now = self._clock()
-        if now >= entry.assertion_refresh_at:
-            entry.assertion = self._signer.sign(entry.principal)
-            entry.assertion_refresh_at = now + self._assertion_refresh
-        return entry.assertion
 
     def buckets(self, principal: Principal) -> list[str]:
         out = []

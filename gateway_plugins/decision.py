@@ -26,11 +26,11 @@ class Decision:
     def allowed(self) -> bool:
         return self.status < 300
 
-    def body(self) -> dict[str, object]:
-        return error_body(self.code, self.message)
+    def body(self, request_id: str | None = None) -> dict[str, object]:
+        return error_body(self.code, self.message, request_id=request_id)
 
-    def body_bytes(self) -> bytes:
-        return json.dumps(self.body(), separators=(",", ":")).encode()
+    def body_bytes(self, request_id: str | None = None) -> bytes:
+        return json.dumps(self.body(request_id), separators=(",", ":")).encode()
 
 
 def allow(identity_headers: dict[str, str], principal: Principal | None, code: str) -> Decision:

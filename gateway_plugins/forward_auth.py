@@ -42,6 +42,8 @@ from gateway_plugins.decision import ERROR_HEADER, Decision, deny
 from gateway_plugins.limiter import LimiterUnavailable
 from gateway_plugins.request import AuthRequest, lower_headers
 from hanzo_contract.errors import error_body
+from hanzo_contract.forwarded import DEFAULT_TRUSTED_PROXIES, ClientAddress
+from hanzo_contract.headers import safe_request_id
 from hanzo_contract.tokens import TOKEN_CHARGE_PATH, TokenCharge
 
 log = logging.getLogger(__name__)
@@ -54,14 +56,17 @@ ENVOY_PREFIX = "/envoy"
 _MISSING = "the gateway sent no original method/URI (X-Forwarded-Method/-Uri or X-Original-*)"
 
 
-def _render(decision: Decision, nginx: bool) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    """Status, raw headers and body of the answer to the gateway."""
+def _render(
+    decision: Decision, nginx: bool, request_id: str | None = None
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Status, raw headers and body of the answer to the gateway; the body names the
+    gateway's request id (``X-Request-Id``, when it is a plain token)."""
     status = decision.status
     headers = [(k.encode(), v.encode()) for k, v in decision.headers.items()]
     headers.append((b"x-hanzo-status", str(status).encode()))
     if decision.allowed:
         return 200, [*headers, (b"content-length", b"0")], b""
-    body = decision.body_bytes()
+    body = decision.body_bytes(request_id)
     headers += [
         (ERROR_HEADER.lower().encode(), body),
         (b"cache-control", b"no-store"),
@@ -73,7 +78,11 @@ def _render(decision: Decision, nginx: bool) -> tuple[int, list[tuple[bytes, byt
     return status, headers, body
 
 
-def _auth_request(scope: Scope, envoy: bool, nginx: bool) -> AuthRequest | None:
+def _auth_request(
+    scope: Scope, envoy: bool, nginx: bool, addresses: ClientAddress
+) -> AuthRequest | None:
+    """The original request; its client address from forwarded headers only when the
+    gateway that asks is a trusted proxy (``addresses``)."""
     headers = lower_headers(scope["headers"])
     if envoy:
         method = scope["method"]
@@ -89,21 +98,22 @@ def _auth_request(scope: Scope, envoy: bool, nginx: bool) -> AuthRequest | None:
         uri = headers.get("x-forwarded-uri", "")
     if not method or not uri:
         return None
-    forwarded = headers.get("x-forwarded-for") or headers.get("x-real-ip")
-    if forwarded:
-        client_ip: str | None = forwarded.split(",")[0].strip()[:64]
-    else:
-        client = scope.get("client")
-        client_ip = client[0] if client else None
+    peer = scope.get("client")
+    client_ip = addresses.resolve(
+        peer[0] if peer else None, headers.get("x-forwarded-for"), headers.get("x-real-ip")
+    )
     return AuthRequest(method.upper(), uri, headers, client_ip)
 
 
 class ForwardAuthApp:
     """Raw ASGI on the hot path (the auth endpoints); Starlette for everything else."""
 
-    def __init__(self, core: DecisionCore, rest: Starlette) -> None:
+    def __init__(
+        self, core: DecisionCore, rest: Starlette, addresses: ClientAddress | None = None
+    ) -> None:
         self.core = core
         self._rest = rest
+        self._addresses = addresses or ClientAddress()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -115,7 +125,7 @@ class ForwardAuthApp:
         await self._rest(scope, receive, send)
 
     async def _decide(self, scope: Scope, send: Send, envoy: bool, nginx: bool) -> None:
-        request = _auth_request(scope, envoy, nginx)
+        request = _auth_request(scope, envoy, nginx, self._addresses)
         if request is None:
             decision = deny(400, "missing_original_request", _MISSING)
         else:
@@ -124,7 +134,8 @@ class ForwardAuthApp:
             except Exception:
                 log.exception("decision failed")
                 decision = deny(500, "internal_error", "the auth service failed")
-        status, headers, body = _render(decision, nginx)
+        request_id = safe_request_id(request.headers.get("x-request-id")) if request else None
+        status, headers, body = _render(decision, nginx, request_id)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -157,7 +168,14 @@ def _charge_endpoint(core: DecisionCore, token: str) -> Callable[[Request], Awai
     return charge
 
 
-def create_app(core: DecisionCore, charge_token: str = "") -> ForwardAuthApp:
+def create_app(
+    core: DecisionCore,
+    charge_token: str = "",
+    trusted_proxies: tuple[str, ...] = DEFAULT_TRUSTED_PROXIES,
+) -> ForwardAuthApp:
+    """The forward-auth app; ``charge_token`` opens the token charge endpoint (the inference
+    gateway's), ``trusted_proxies``: the gateways whose X-Forwarded-For counts."""
+
     async def metrics_endpoint(_: Request) -> Response:
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
@@ -185,4 +203,4 @@ def create_app(core: DecisionCore, charge_token: str = "") -> ForwardAuthApp:
         lifespan=lifespan,
         exception_handlers={404: not_found, 405: not_found},
     )
-    return ForwardAuthApp(core, rest)
+    return ForwardAuthApp(core, rest, ClientAddress(trusted_proxies))

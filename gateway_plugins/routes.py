@@ -4,7 +4,9 @@ Patterns are literal paths with ``{name}`` for one segment and a trailing ``{res
 any remainder. ``tokens: true`` marks a route that spends model tokens (token quotas
 apply). A route with ``permission: null`` is public (no credential needed); ``permission:
 authenticated`` needs a valid credential but no particular scope. A path
-that matches no route is denied: the table is the whole surface a gateway exposes.
+that matches no route is denied: the table is the whole surface a gateway exposes. Each route
+names the ``audience`` of its upstream: the identity assertion is signed for that receiver
+only (``hanzo_contract.assertion``).
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from hanzo_contract.assertion import AUDIENCE
 from hanzo_contract.principal import Principal
 from hanzo_contract.scopes import KNOWN_SCOPES
 
+_AUDIENCE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _SEGMENT = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(\*?)\}")
 
 
@@ -35,6 +39,18 @@ class RouteSpec(BaseModel):
     permission: str | None
     #: the route spends model tokens: refused with 429 once a token quota is used up
     tokens: bool = False
+    #: the upstream's name in the assertion's ``aud`` (a list where one upstream passes the
+    #: request on to another, as the inference gateway does to the memory service's model);
+    #: the default is accepted by none
+    audience: str | list[str] = AUDIENCE
+
+    @field_validator("audience")
+    @classmethod
+    def _audience_names(cls, value: str | list[str]) -> str | list[str]:
+        names = [value] if isinstance(value, str) else value
+        if not names or not all(_AUDIENCE_NAME.fullmatch(name) for name in names):
+            raise ValueError("audience: one or more names of [A-Za-z0-9_.:-]{1,64}")
+        return value
 
     @field_validator("methods")
     @classmethod
@@ -63,6 +79,7 @@ class RouteMatch:
     permission: str | None
     pattern: str
     tokens: bool = False
+    audience: str | tuple[str, ...] = AUDIENCE
 
     @property
     def public(self) -> bool:
@@ -92,7 +109,10 @@ class RouteTable:
         self._literal: dict[tuple[str, str], RouteMatch] = {}
         self._patterns: list[tuple[frozenset[str], re.Pattern[str], RouteMatch]] = []
         for route in spec.routes:
-            match = RouteMatch(route.permission, route.path, route.tokens)
+            audience = route.audience
+            if not isinstance(audience, str):
+                audience = tuple(audience)
+            match = RouteMatch(route.permission, route.path, route.tokens, audience)
             if _SEGMENT.search(route.path) is None and "*" not in route.methods:
                 for method in route.methods:
                     self._literal.setdefault((method, route.path), match)

@@ -10,12 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from gateway_plugins.cache.settings import CacheSettings
 from gateway_plugins.jwt.settings import JwtSettings
 from gateway_plugins.limiter.settings import LimiterSettings
+from hanzo_contract.forwarded import DEFAULT_TRUSTED_PROXIES, parse_networks
 from hanzo_contract.settings import HanzoSettings, default_state_dir
 
 
@@ -39,6 +40,15 @@ class GatewaySettings(HanzoSettings, JwtSettings, CacheSettings, LimiterSettings
     #: bearer secret of ``POST /v1/tokens/charge``, shared with the inference gateway
     #: only; empty turns the endpoint off
     charge_token: SecretStr = SecretStr("")
+    #: proxies (CIDRs) whose X-Forwarded-For names the client in audit rows; from anyone
+    #: else the TCP peer is the client. Loopback: the gateway runs on this host.
+    trusted_proxies: list[str] = Field(default_factory=lambda: list(DEFAULT_TRUSTED_PROXIES))
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        parse_networks(value)
+        return value
 
     audit_queue_size: int = Field(default=1000, ge=1)
     #: how often allowed-request counts go to the sidecar's usage counters

@@ -1,4 +1,8 @@
-"""One JSON error body for every service: ``{"error": {"code", "message", ...}}``."""
+"""One JSON error body for every service: ``{"error": {"code", "message", ...}}``.
+
+``request_id`` is the ``X-Request-Id`` of the request (made by the gateway when the client
+sent none), so a client can quote it and an operator find the request in every log.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +15,16 @@ class ErrorDetail(BaseModel):
     code: str
     message: str
     details: Any | None = None
+    request_id: str | None = None
 
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-def error_body(code: str, message: str, details: Any | None = None) -> dict[str, Any]:
-    body = ErrorBody(error=ErrorDetail(code=code, message=message, details=details))
+def error_body(
+    code: str, message: str, details: Any | None = None, request_id: str | None = None
+) -> dict[str, Any]:
+    detail = ErrorDetail(code=code, message=message, details=details, request_id=request_id)
+    body = ErrorBody(error=detail)
     return body.model_dump(exclude_none=True)

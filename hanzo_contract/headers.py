@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 from hanzo_contract.principal import Principal
@@ -15,6 +16,16 @@ IS_ORG_ADMIN = "X-User-IsOrgAdmin"
 REQUEST_ID = "X-Request-Id"
 ASSERTION = "X-Hanzo-Identity"
 
+#: a request id a client may choose: a plain token, safe in logs, headers and JSON
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def safe_request_id(value: str | None) -> str | None:
+    """``value`` when it is an acceptable request id (the gateways admit the same), else
+    ``None``: a client's id is never echoed into a body or a log unless it is a plain token."""
+    return value if value is not None and _REQUEST_ID.fullmatch(value) else None
+
+
 #: Every header a client might forge to pass as someone else. All are removed before ours
 #: are set; upstreams only ever see the values the plugin wrote.
 IDENTITY_HEADERS: tuple[str, ...] = (
@@ -26,7 +37,21 @@ IDENTITY_HEADERS: tuple[str, ...] = (
     IS_ORG_ADMIN,
     ASSERTION,
 )
-_IDENTITY_LOWER = frozenset(h.lower() for h in IDENTITY_HEADERS)
+
+
+def canonical_name(name: str) -> str:
+    """The spelling-free form of a header name: ``X_Org_Id``, ``x-org-id`` and ``X-ORG-ID``
+    are one header to whatever reads it (CGI/WSGI and several proxies fold ``_`` into
+    ``-``), so each is stripped as the identity header it spells."""
+    return name.strip().lower().replace("_", "-")
+
+
+_IDENTITY_CANONICAL = frozenset(canonical_name(h) for h in IDENTITY_HEADERS)
+
+
+def is_identity_header(name: str) -> bool:
+    """Whether ``name``, in any case and with ``_`` for ``-``, is an identity header."""
+    return canonical_name(name) in _IDENTITY_CANONICAL
 
 
 def identity_header_values(principal: Principal, assertion: str) -> dict[str, str]:
@@ -47,12 +72,12 @@ def replace_identity_headers(
     principal: Principal,
     assertion: str,
 ) -> list[tuple[str, str]]:
-    """Drop every client-sent identity header and add ours, in one step.
+    """Drop every client-sent identity header, in any spelling, and add ours, in one step.
 
     Strip and set live in one function so that no code path can do one without the other.
     """
     items = headers.items() if isinstance(headers, Mapping) else headers
-    kept = [(k, v) for k, v in items if k.lower() not in _IDENTITY_LOWER]
+    kept = [(k, v) for k, v in items if not is_identity_header(k)]
     return kept + list(identity_header_values(principal, assertion).items())
 
 
@@ -60,6 +85,7 @@ def replace_identity_headers_raw(
     raw: Iterable[tuple[bytes, bytes]], values: Mapping[str, str]
 ) -> list[tuple[bytes, bytes]]:
     """The ASGI-scope form of :func:`replace_identity_headers`, from already computed
-    ``values`` (``identity_header_values``): strip every identity header, then set ours."""
-    kept = [(k, v) for k, v in raw if k.decode("latin-1").lower() not in _IDENTITY_LOWER]
+    ``values`` (``identity_header_values``): strip every identity header in any spelling,
+    then set ours. Direct mode (``gateway_plugins.inline``) calls this one."""
+    kept = [(k, v) for k, v in raw if not is_identity_header(k.decode("latin-1"))]
     return kept + [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in values.items()]

@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from hanzo_contract.assertion import ensure_keypair
+from hanzo_contract.forwarded import DEFAULT_TRUSTED_PROXIES
 from hanzo_contract.settings import HanzoSettings, default_state_dir, ensure_secret
 
 
@@ -43,6 +44,8 @@ class SidecarSettings(HanzoSettings):
     default_rotate_grace_seconds: float = Field(default=3600.0, ge=0)
     #: live keys one owner may hold; one more answers 409 ``too_many_keys``
     max_keys_per_owner: int = Field(default=50, ge=1, le=100_000)
+    #: proxies (CIDRs) whose X-Forwarded-For names the client in audit rows
+    trusted_proxies: list[str] = Field(default_factory=lambda: list(DEFAULT_TRUSTED_PROXIES))
 
     assertion_public_key_path: Path | None = None
 

@@ -6,7 +6,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from hanzo_contract.assertion import AssertionVerifier
+from hanzo_contract.assertion import SIDECAR_AUDIENCE, AssertionVerifier
 from iam_sidecar.casdoor.client import CasdoorClient
 from iam_sidecar.casdoor.factory import casdoor_client
 from iam_sidecar.casdoor.resolver import OwnerResolver
@@ -40,7 +40,7 @@ def _verifier(settings: SidecarSettings) -> AssertionVerifier | None:
     if path is None or not path.exists():
         log.warning("no assertion public key at %s: self-service /v1/keys disabled", path)
         return None
-    return AssertionVerifier(path.read_bytes())
+    return AssertionVerifier(path.read_bytes(), audience=SIDECAR_AUDIENCE)
 
 
 async def build_state(

@@ -1,4 +1,5 @@
-"""The caller, from the gateway plugin's signed assertion only (bare headers never count)."""
+"""The caller, from the gateway plugin's signed assertion only (bare headers never count):
+addressed to this service (``hanzo-inference``) and to this very request."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ from pathlib import Path
 
 from starlette.requests import Request
 
-from hanzo_contract.assertion import AssertionVerifier, InvalidAssertion
+from hanzo_contract.assertion import (
+    INFERENCE_AUDIENCE,
+    AssertionVerifier,
+    InvalidAssertion,
+    raw_path,
+)
 from hanzo_contract.headers import ASSERTION
 from hanzo_contract.principal import Principal
 from inference_gateway.errors import InferenceError
@@ -20,7 +26,7 @@ class Authenticator:
             pem = public_key.read_bytes()
         except OSError as exc:
             raise RuntimeError(f"cannot read assertion public key {public_key}: {exc}") from None
-        self._verifier = AssertionVerifier(pem)
+        self._verifier = AssertionVerifier(pem, audience=INFERENCE_AUDIENCE)
 
     def caller(self, request: Request) -> tuple[Principal, str]:
         """The principal and the assertion that names it, or a 401/403."""
@@ -28,7 +34,7 @@ class Authenticator:
         if not token:
             raise InferenceError(401, "unauthenticated", f"missing {ASSERTION} identity assertion")
         try:
-            principal = self._verifier.verify(token)
+            principal = self._verifier.verify(token, request.method, raw_path(request.scope))
         except InvalidAssertion:
             raise InferenceError(
                 401, "invalid_assertion", "identity assertion is invalid or expired"

@@ -25,7 +25,12 @@ from starlette.authentication import (
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
-from hanzo_contract.assertion import AssertionVerifier, InvalidAssertion
+from hanzo_contract.assertion import (
+    MEMORY_AUDIENCE,
+    AssertionVerifier,
+    InvalidAssertion,
+    raw_path,
+)
 from hanzo_contract.headers import ASSERTION
 from hanzo_contract.principal import Principal
 from memory_service.errors import ApiError, error_response
@@ -44,7 +49,9 @@ class Authenticator(Protocol):
 
 
 class AssertionAuthenticator:
-    """Trusts only ``X-Hanzo-Identity`` signed by the gateway; bare identity headers are ignored."""
+    """Trusts only ``X-Hanzo-Identity`` signed by the gateway for this service (audience
+    ``hanzo-memory``) and for this very request (method and raw path); bare identity headers
+    are ignored."""
 
     def __init__(self, verifier: AssertionVerifier) -> None:
         self._verifier = verifier
@@ -55,14 +62,16 @@ class AssertionAuthenticator:
             pem = path.read_bytes()
         except OSError as exc:
             raise RuntimeError(f"cannot read assertion public key {path}: {exc.strerror}") from None
-        return cls(AssertionVerifier(pem))
+        return cls(AssertionVerifier(pem, audience=MEMORY_AUDIENCE))
 
     def authenticate(self, request: HTTPConnection) -> Principal:
         token = request.headers.get(ASSERTION)
         if not token:
             raise ApiError(401, "unauthenticated", f"missing {ASSERTION} identity assertion")
         try:
-            return self._verifier.verify(token)
+            return self._verifier.verify(
+                token, request.scope.get("method", ""), raw_path(request.scope)
+            )
         except InvalidAssertion:
             # The library's reason may quote the token; keep the message generic.
             raise ApiError(
@@ -107,9 +116,9 @@ class PrincipalBackend(AuthenticationBackend):
         return AuthCredentials(sorted(principal.scopes)), Caller(principal)
 
 
-def on_auth_error(_conn: HTTPConnection, exc: AuthenticationError) -> Response:
+def on_auth_error(conn: HTTPConnection, exc: AuthenticationError) -> Response:
     """The middleware's refusal in the shared JSON error body (Starlette's default is text)."""
-    return error_response(401, "unauthenticated", str(exc) or "authentication failed")
+    return error_response(401, "unauthenticated", str(exc) or "authentication failed", request=conn)
 
 
 def requires(permission: str | None = None) -> Callable[[Endpoint], Endpoint]:

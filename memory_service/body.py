@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any, TypeVar
+import math
+from typing import Any, NoReturn, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
+from memory_service.bounds import MAX_BODY_DEPTH, MAX_INT_DIGITS, depth_problem
 from memory_service.clock import to_us
 from memory_service.errors import ApiError
 from memory_service.models import ImportLine
@@ -33,13 +35,49 @@ async def read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _bounded_int(text: str) -> int:
+    """Refuse integers longer than any field accepts before Python converts them (past
+    4,300 digits ``int()`` raises, and a 4,000-digit conversion is slow)."""
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ApiError(400, "number_too_large", f"an integer has more than {MAX_INT_DIGITS} digits")
+    return int(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ApiError(400, "number_too_large", "a number is too large to be represented")
+    return value
+
+
+def _no_constant(name: str) -> NoReturn:
+    raise ApiError(400, "malformed_json", f"{name} is not valid JSON")
+
+
+def loads_bounded(raw: bytes | str, what: str = "request body") -> Any:
+    """JSON text as data within the body bounds, or a precise 400: never a RecursionError,
+    an integer conversion error, ``NaN``/``Infinity`` or a string that cannot be stored."""
+    try:
+        data = json.loads(
+            raw, parse_int=_bounded_int, parse_float=_finite_float, parse_constant=_no_constant
+        )
+    except RecursionError:
+        data = None
+        problem: str | None = f"nesting deeper than {MAX_BODY_DEPTH} levels"
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise ApiError(400, "malformed_json", f"{what} is not valid JSON: {exc}") from None
+    else:
+        problem = depth_problem(data, MAX_BODY_DEPTH)
+    if problem is not None:
+        code = "json_too_deep" if problem.startswith("nesting") else "malformed_json"
+        raise ApiError(400, code, f"{what}: {problem}")
+    return data
+
+
 def parse_json(raw: bytes) -> Any:
     if not raw.strip():
         raise ApiError(400, "empty_body", "request body is empty; a JSON object is expected")
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "malformed_json", f"request body is not valid JSON: {exc}") from None
+    return loads_bounded(raw)
 
 
 def validation_details(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
@@ -69,10 +107,7 @@ def import_lines(raw: bytes, now: int) -> tuple[list[ImportLine], int]:
     for n, line in enumerate(raw.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            data = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ApiError(400, "malformed_json", f"line {n} is not valid JSON") from None
+        data = loads_bounded(line, f"line {n}")
         item = validate(ImportLine, data, prefix=("line", n))
         if item.expires_at is not None and to_us(item.expires_at) <= now:
             expired += 1

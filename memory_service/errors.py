@@ -7,10 +7,11 @@ import logging
 from typing import Any
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 
 from hanzo_contract.errors import error_body
+from hanzo_contract.headers import REQUEST_ID, safe_request_id
 
 log = logging.getLogger("memory_service")
 
@@ -27,30 +28,36 @@ class ApiError(Exception):
 
 
 def error_response(
-    status: int, code: str, message: str, details: Any | None = None
+    status: int,
+    code: str,
+    message: str,
+    details: Any | None = None,
+    request: HTTPConnection | None = None,
 ) -> JSONResponse:
-    return JSONResponse(error_body(code, message, details), status_code=status)
+    """The shared error body; with ``request``, naming its ``X-Request-Id`` (the gateway's)."""
+    request_id = safe_request_id(request.headers.get(REQUEST_ID)) if request else None
+    return JSONResponse(error_body(code, message, details, request_id), status_code=status)
 
 
 def not_found(what: str = "memory") -> ApiError:
     return ApiError(404, "not_found", f"{what} not found")
 
 
-async def api_error_handler(_request: Request, exc: Exception) -> Response:
+async def api_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.message, exc.details)
+    return error_response(exc.status, exc.code, exc.message, exc.details, request)
 
 
-async def http_error_handler(_request: Request, exc: Exception) -> Response:
+async def http_error_handler(request: Request, exc: Exception) -> Response:
     """Starlette's own 404 / 405 (no such route or method)."""
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail))
+    return error_response(exc.status_code, code, str(exc.detail), request=request)
 
 
-async def server_error_handler(_request: Request, exc: Exception) -> Response:
+async def server_error_handler(request: Request, exc: Exception) -> Response:
     log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
-    return error_response(500, "internal_error", "internal error")
+    return error_response(500, "internal_error", "internal error", request=request)
 
 
 EXCEPTION_HANDLERS = {

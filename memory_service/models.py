@@ -5,7 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+
+from memory_service.bounds import (
+    MAX_METADATA_BYTES,
+    MAX_METADATA_DEPTH,
+    MAX_METADATA_KEYS,
+    metadata_problem,
+)
 
 Ident = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
 Namespace = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:/-]{1,64}$")]
@@ -14,6 +28,33 @@ MetaKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 Scalar = str | int | float | bool | None
 Scope = Literal["user", "org"]
 Mode = Literal["vector", "keyword", "hybrid"]
+
+
+def _check_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    if (problem := metadata_problem(value)) is not None:
+        raise ValueError(problem)
+    return value
+
+
+#: Free-form metadata, bounded so that no stored value can break a reader: the bounds are
+#: in the schema (``maxProperties`` and the ``x-max-*`` keys) and in ``/capabilities``.
+Metadata = Annotated[
+    dict[MetaKey, Any],
+    Field(
+        max_length=64,
+        description=(
+            f"At most 64 top-level keys, {MAX_METADATA_KEYS} keys in all nested objects, "
+            f"nesting {MAX_METADATA_DEPTH} levels below this object, and "
+            f"{MAX_METADATA_BYTES} bytes as JSON."
+        ),
+        json_schema_extra={
+            "x-max-depth": MAX_METADATA_DEPTH,
+            "x-max-total-keys": MAX_METADATA_KEYS,
+            "x-max-bytes": MAX_METADATA_BYTES,
+        },
+    ),
+    AfterValidator(_check_metadata),
+]
 
 
 class _Strict(BaseModel):
@@ -33,7 +74,7 @@ class MemoryIn(_Strict):
     id: Ident | None = None
     namespace: Namespace = "default"
     scope: Scope = "user"
-    metadata: dict[MetaKey, Any] = Field(default_factory=dict, max_length=64)
+    metadata: Metadata = Field(default_factory=dict)
     tags: list[Tag] = Field(default_factory=list, max_length=32)
     importance: float = Field(default=0.5, ge=0.0, le=1.0)
     ttl_seconds: int | None = Field(default=None, ge=1, le=10 * 365 * 86400)
@@ -123,7 +164,7 @@ class UpdateRequest(_Strict):
     """Fields to change; content changes re-embed the memory."""
 
     content: str | None = Field(default=None, min_length=1)
-    metadata: dict[MetaKey, Any] | None = Field(default=None, max_length=64)
+    metadata: Metadata | None = None
     tags: list[Tag] | None = Field(default=None, max_length=32)
     importance: float | None = Field(default=None, ge=0.0, le=1.0)
     ttl_seconds: int | None = Field(default=None, ge=1, le=10 * 365 * 86400)

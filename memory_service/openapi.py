@@ -41,7 +41,9 @@ def _op(summary: str, permission: str | None, ok: type[BaseModel] | None, *codes
         "security": [{"assertion": []}],
         "responses": {
             "200": {"description": "ok", "content": ok_content or (_json(ok) if ok else {})},
-            **_errors(401, 403, *codes),
+            # 400/413/429/503 may come from the gateway in front (bad path, body too large,
+            # rate limit or quota, a dependency down) on any route
+            **_errors(*sorted({400, 401, 403, 413, 429, 503, *codes})),
         },
     }
     if permission:

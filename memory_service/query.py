@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import QueryParams
 
-from memory_service.body import validation_details
+from memory_service.body import loads_bounded, validation_details
 from memory_service.errors import ApiError
 from memory_service.models import Filters
 
@@ -26,16 +25,14 @@ class ListParams(BaseModel):
 
 
 def list_params(query: QueryParams) -> ListParams:
-    """Refuses malformed ``metadata`` JSON (400) and any invalid or unknown parameter (422)."""
+    """Refuses malformed or too deep ``metadata`` JSON (400) and any invalid or unknown
+    parameter (422)."""
     raw: dict[str, Any] = {k: v for k, v in query.items() if k not in ("tag", "metadata")}
     filters: dict[str, Any] = {k: raw.pop(k) for k in _FILTERS if k in raw}
     if tags := query.getlist("tag"):
         filters["tags"] = tags
     if "metadata" in query:
-        try:
-            filters["metadata"] = json.loads(query["metadata"])
-        except json.JSONDecodeError:
-            raise ApiError(400, "malformed_json", "metadata must be a JSON object") from None
+        filters["metadata"] = loads_bounded(query["metadata"], "metadata")
     try:
         return ListParams.model_validate({**raw, "filters": filters})
     except ValidationError as exc:

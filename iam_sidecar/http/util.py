@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from hanzo_contract.errors import error_body
+from hanzo_contract.forwarded import ClientAddress
 from iam_sidecar.errors import InvalidRequest, SidecarError, Unauthenticated
 from iam_sidecar.state import SidecarState
 
@@ -57,7 +58,10 @@ def check_bearer(request: Request, expected: str) -> None:
 
 
 def client_address(request: Request) -> str | None:
-    forwarded = request.headers.get("x-forwarded-for")
-    if forwarded:
-        return forwarded.split(",")[0].strip()[:64]
-    return request.client.host if request.client else None
+    """The client of ``request`` for audit rows: ``X-Forwarded-For`` counts only from a
+    trusted proxy (``trusted_proxies``), never from the client itself."""
+    peer = request.client.host if request.client else None
+    addresses = ClientAddress(sidecar_state(request).settings.trusted_proxies)
+    return addresses.resolve(
+        peer, request.headers.get("x-forwarded-for"), request.headers.get("x-real-ip")
+    )

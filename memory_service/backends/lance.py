@@ -33,6 +33,7 @@ from memory_service.backends.base import (
     by_tenant,
     keyword_terms,
 )
+from memory_service.bounds import readable_metadata
 
 #: Build the vector index once a tenant has this many rows; below it an exact scan is fast.
 INDEX_MIN_ROWS = 20_000
@@ -147,7 +148,7 @@ class LanceBackend(MemoryBackend):
         return Record(
             tenant=row["tenant"], id=row["id"], user=row["user"], namespace=row["namespace"],
             content=row["content"], content_hash=row["content_hash"],
-            metadata=json.loads(row["metadata"]), tags=list(row["tags"] or []),
+            metadata=readable_metadata(row["metadata"]), tags=list(row["tags"] or []),
             importance=row["importance"], created_at=row["created_at"],
             updated_at=row["updated_at"], expires_at=row["expires_at"],
             vector=np.asarray(row["vector"], dtype=np.float32)

@@ -27,6 +27,7 @@ from memory_service.backends.base import (
     keyword_terms,
     opened,
 )
+from memory_service.bounds import readable_metadata
 
 _FIELDS = ("id", "user", "namespace", "content", "chash", "created_at", "updated_at",
            "expires_at", "doc")  # fmt: skip
@@ -120,12 +121,17 @@ class RedisBackend(MemoryBackend):
 
     @staticmethod
     def _record(tenant: str, h: dict[bytes, bytes]) -> Record:
-        doc = json.loads(h[b"doc"])
+        try:
+            doc = json.loads(h[b"doc"])
+        except (ValueError, RecursionError):  # written before metadata was bounded
+            tags = [_unhex(t.encode()) for t in h.get(b"tags", b"").decode().split(",") if t]
+            doc = {"metadata": b"", "tags": tags, "importance": 0.0}
         return Record(
             tenant=tenant, id=h[b"id"].decode(), user=_unhex(h[b"user"]),
             namespace=_unhex(h[b"namespace"]),
             content=h[b"content"].decode(), content_hash=h[b"chash"].decode(),
-            metadata=doc["metadata"], tags=doc["tags"], importance=doc["importance"],
+            metadata=readable_metadata(doc["metadata"]), tags=doc["tags"],
+            importance=doc["importance"],
             created_at=int(h[b"created_at"]), updated_at=int(h[b"updated_at"]),
             expires_at=int(h[b"expires_at"]),
             vector=np.frombuffer(h[b"vec"], dtype=np.float32).copy() if b"vec" in h

@@ -30,6 +30,7 @@ from memory_service.backends.base import (
     opened,
 )
 from memory_service.backends.vector_cache import TenantVectors
+from memory_service.bounds import readable_metadata
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS memories (
@@ -98,7 +99,7 @@ def _row(r: Record) -> tuple[Any, ...]:
 def _record(row: Any) -> Record:
     return Record(
         tenant=row[0], id=row[1], user=row[2], namespace=row[3], content=row[4],
-        content_hash=row[5], metadata=json.loads(row[6]), tags=json.loads(row[8]),
+        content_hash=row[5], metadata=readable_metadata(row[6]), tags=json.loads(row[8]),
         importance=row[9], created_at=row[10], updated_at=row[11], expires_at=row[12],
         vector=np.frombuffer(row[14], dtype=np.float32).copy(),
     )  # fmt: skip

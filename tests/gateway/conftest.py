@@ -18,7 +18,12 @@ from gateway_plugins.core import DecisionCore
 from gateway_plugins.limiter.memory import MemoryLimiter
 from gateway_plugins.routes import RouteTable
 from gateway_plugins.sidecar_client import Rejected, Unavailable
-from hanzo_contract.assertion import AssertionSigner, AssertionVerifier, ensure_keypair
+from hanzo_contract.assertion import (
+    MEMORY_AUDIENCE,
+    AssertionSigner,
+    AssertionVerifier,
+    ensure_keypair,
+)
 from hanzo_contract.principal import Limits, Principal
 from hanzo_contract.verify import ResolveRequest, VerifyResponse
 from hanzo_stack.servers import (
@@ -34,9 +39,9 @@ from tests.support.clock import FakeClock
 
 ROUTES = """
 routes:
-  - {methods: [GET], path: /v1/memory/retrieve, permission: memory:read}
-  - {methods: [POST], path: /v1/memory/store, permission: memory:write}
-  - {methods: [DELETE], path: "/v1/memory/{id}", permission: memory:delete}
+  - {methods: [GET], path: /v1/memory/retrieve, permission: memory:read, audience: hanzo-memory}
+  - {methods: [POST], path: /v1/memory/store, permission: memory:write, audience: hanzo-memory}
+  - {methods: [DELETE], path: "/v1/memory/{id}", permission: memory:delete, audience: hanzo-memory}
   - {methods: [GET, POST], path: "/v1/files/{rest*}", permission: inference:invoke}
   - {methods: [GET], path: /healthz, permission: null}
 """
@@ -75,7 +80,7 @@ def assertion_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
 
 @pytest.fixture
 def verifier(assertion_keys: tuple[Path, Path]) -> AssertionVerifier:
-    return AssertionVerifier(assertion_keys[1].read_bytes())
+    return AssertionVerifier(assertion_keys[1].read_bytes(), audience=MEMORY_AUDIENCE)
 
 
 @pytest.fixture

@@ -46,7 +46,8 @@ async def test_valid_key_allows_with_identity_and_assertion(
     assert d.headers["X-Org-Id"] == "acme"
     assert d.headers["X-Key-Id"] == "abcdefghijkl"
     assert d.headers["X-Scopes"] == "memory:read"
-    seen = verifier.verify(d.headers["X-Hanzo-Identity"])
+    # signed for the memory service and for this request only (method, path without query)
+    seen = verifier.verify(d.headers["X-Hanzo-Identity"], "GET", "/v1/memory/retrieve")
     assert seen.subject == "acme/alice" and seen.organization == "acme"
 
 

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from hanzo_contract.assertion import AssertionVerifier
+from hanzo_contract.assertion import MEMORY_AUDIENCE, AssertionVerifier
 from hanzo_contract.headers import IDENTITY_HEADERS
 from hanzo_contract.principal import Limits
 from hanzo_stack.process import LOOPBACK, free_port
@@ -56,7 +56,9 @@ async def test_valid_key_reaches_upstream_with_identity_and_assertion(
     assert seen["x-org-id"] == ["acme"]
     assert seen["x-key-id"] == [key_id]
     assert seen["x-scopes"] == ["memory:read"]
-    principal = AssertionVerifier(stack.public_key).verify(seen["x-hanzo-identity"][0])
+    # bound to the memory service and to this request, as the gateway forwarded it
+    verifier = AssertionVerifier(stack.public_key, audience=MEMORY_AUDIENCE)
+    principal = verifier.verify(seen["x-hanzo-identity"][0], "GET", "/v1/memory/retrieve")
     assert principal.subject == "acme/alice" and principal.key_id == key_id
     assert r.json()["path"] == "/v1/memory/retrieve"
 

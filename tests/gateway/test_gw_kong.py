@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hanzo_contract.assertion import AssertionVerifier
+from hanzo_contract.assertion import MEMORY_AUDIENCE, AssertionVerifier
 from hanzo_contract.headers import IDENTITY_HEADERS
 from hanzo_contract.principal import Limits
 from hanzo_stack.process import ManagedProcess
@@ -90,8 +90,9 @@ async def test_valid_key_sets_identity_headers_and_assertion(stack, kong, plugin
     assert set(outcome.upstream_headers) == set(IDENTITY_HEADERS)
     assert outcome.upstream_headers["X-User-Id"] == "acme/alice"  # the forged one is replaced
     assert outcome.upstream_headers["X-Key-Id"] == key_id
-    verifier = AssertionVerifier(plugin_server[1].read_bytes())
-    assert verifier.verify(outcome.upstream_headers["X-Hanzo-Identity"]).key_id == key_id
+    verifier = AssertionVerifier(plugin_server[1].read_bytes(), audience=MEMORY_AUDIENCE)
+    token = outcome.upstream_headers["X-Hanzo-Identity"]
+    assert verifier.verify(token, "GET", "/v1/memory/retrieve").key_id == key_id
 
 
 def test_missing_key_exits_401_with_json(kong) -> None:

@@ -14,7 +14,12 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from hanzo_contract.assertion import AssertionSigner, AssertionVerifier, generate_keypair
+from hanzo_contract.assertion import (
+    MEMORY_AUDIENCE,
+    AssertionSigner,
+    AssertionVerifier,
+    generate_keypair,
+)
 from hanzo_contract.headers import ASSERTION
 from hanzo_contract.principal import Principal
 from hanzo_stack.postgres import PostgresServer
@@ -29,6 +34,7 @@ from memory_service.backends.sqlite import SqliteBackend
 from memory_service.clock import Clock, now_us
 from memory_service.embeddings.deterministic import DeterministicEmbedder
 from memory_service.settings import MemorySettings
+from tests.memory.assertions import memory_client, placeholder_for
 
 BACKENDS = ["sqlite", "lancedb", "redis", "postgres"]
 ALL_PERMS = ("memory:read", "memory:write", "memory:delete")
@@ -47,7 +53,7 @@ def signer(keypair: tuple[bytes, bytes]) -> AssertionSigner:
 
 @pytest.fixture(scope="session")
 def authenticator(keypair: tuple[bytes, bytes]) -> AssertionAuthenticator:
-    return AssertionAuthenticator(AssertionVerifier(keypair[1]))
+    return AssertionAuthenticator(AssertionVerifier(keypair[1], audience=MEMORY_AUDIENCE))
 
 
 @pytest.fixture(scope="session")
@@ -138,13 +144,12 @@ async def client(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client on the app over the session's backend (no lifespan: backend is open)."""
     app = build_app(backend, authenticator, tmp_path_factory.mktemp("app"))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://memory.test") as c:
+    async with memory_client(app) as c:
         yield c
 
 
 class Caller:
-    """Signs assertions for one user of one organization."""
+    """Signs assertions for one user of one organization, to the memory service."""
 
     def __init__(
         self, signer: AssertionSigner, org: str, user: str, perms: tuple[str, ...] = ALL_PERMS
@@ -155,9 +160,15 @@ class Caller:
         )
         self._signer = signer
 
+    def sign_for(self, method: str, path: str) -> str:
+        """An assertion for ``method path`` on the memory service, as the gateway signs it."""
+        return self._signer.sign(self.principal, audience=MEMORY_AUDIENCE, method=method, path=path)
+
     @property
     def headers(self) -> dict[str, str]:
-        return {ASSERTION: self._signer.sign(self.principal)}
+        """The identity header for a client made by :func:`memory_client`, which binds it to
+        the request it is sent with."""
+        return {ASSERTION: placeholder_for(self)}
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from tests.memory.assertions import memory_client
 from tests.memory.conftest import Caller, MovableClock, build_app
 
 pytestmark = pytest.mark.asyncio
@@ -193,7 +194,7 @@ async def test_ttl_expiry(backend, authenticator, make_caller, tmp_path):
     clock = MovableClock()
     app = build_app(backend, authenticator, tmp_path, clock=clock)
     me = make_caller()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+    async with memory_client(app, "http://t") as c:
         short, long = await store(c, me, {"content": "ephemeral otter memo", "ttl_seconds": 1},
                                   {"content": "durable otter memo"})  # fmt: skip
         assert (await retrieve(c, me, id=short)).status_code == 200
@@ -292,7 +293,7 @@ async def test_capabilities(client, make_caller, backend):
 async def test_tenant_limits(backend, authenticator, make_caller, tmp_path):
     app = build_app(backend, authenticator, tmp_path, tenant_max_memories=3, tenant_max_bytes=60)
     me = make_caller()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+    async with memory_client(app, "http://t") as c:
         ok = await c.post(f"{S}/store", json={"memories": [{"content": f"m{i}"} for i in range(3)]},
                           headers=me.headers)  # fmt: skip
         assert ok.status_code == 200

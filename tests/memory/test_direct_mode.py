@@ -10,6 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hanzo_contract.assertion import MEMORY_AUDIENCE, AssertionSigner
+from hanzo_contract.headers import ASSERTION
+from hanzo_contract.principal import Principal
 from hanzo_stack.process import LOOPBACK, ManagedProcess, free_port, http_ok
 from hanzo_stack.servers import SidecarServer
 from iam_sidecar.keys.models import NewKey
@@ -18,6 +21,7 @@ from iam_sidecar.keys.store import KeyStore
 
 class DirectMemory:
     def __init__(self, workdir: Path) -> None:
+        self.state = workdir / "state"
         self.sidecar = SidecarServer(workdir / "sidecar").start()
         self.port = free_port()
         env = {
@@ -110,3 +114,31 @@ async def test_keys_work_without_a_gateway_and_scopes_still_apply(direct: Direct
         wrong = await http.get("/v1/memory/capabilities", headers={"X-API-Key": "hk-nope"})
         assert wrong.status_code == 401 and wrong.json()["error"]["code"]
         assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_client_sent_assertion_of_another_tenant_is_stripped(direct: DirectMemory) -> None:
+    """A genuine assertion of globex, signed by the gateway key for this very request (say
+    captured from a log), sent by an acme key holder: direct mode strips it, in every
+    spelling, and the app sees only the identity of the key. Guards the strip in
+    ``replace_identity_headers_raw``: without it the client's assertion comes first."""
+    carol = await direct.mint("memory:read", "memory:write", org="globex", user="carol")
+    alice = await direct.mint("memory:read", org="acme", user="alice")
+    signer = AssertionSigner((direct.state / "assertion.key").read_bytes())
+    globex = Principal(
+        organization="globex", subject="globex/carol", scopes=frozenset({"memory:read"})
+    )
+    captured = signer.sign(
+        globex, audience=MEMORY_AUDIENCE, method="GET", path="/v1/memory/retrieve"
+    )
+    async with httpx.AsyncClient(base_url=direct.url, timeout=10) as http:
+        stored = await http.post("/v1/memory/store", headers={"X-API-Key": carol},
+                                 json={"content": "globex board minutes"})  # fmt: skip
+        assert stored.status_code == 200, stored.text
+        for name in (ASSERTION, ASSERTION.lower(), ASSERTION.upper(), "X_Hanzo_Identity"):
+            r = await http.get("/v1/memory/retrieve", headers={name: captured, "X-API-Key": alice})
+            assert r.status_code == 200, (name, r.text)
+            contents = [m["content"] for m in r.json()["memories"]]
+            assert "globex board minutes" not in contents, name
+        # the captured assertion alone is refused as a credential
+        r = await http.get("/v1/memory/retrieve", headers={ASSERTION: captured})
+        assert r.status_code == 401

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from hanzo_contract.assertion import AssertionSigner, generate_keypair
+from hanzo_contract.assertion import MEMORY_AUDIENCE, AssertionSigner, generate_keypair
 from hanzo_contract.headers import ASSERTION
 from hanzo_contract.principal import Principal
 from hanzo_stack.process import LOOPBACK, ManagedProcess, free_port, http_ok
@@ -36,7 +36,14 @@ def test_acknowledged_writes_survive_kill_9(tmp_path: Path):
     signer = AssertionSigner(private_pem, ttl_seconds=300)
     who = Principal(organization="acme", subject="acme/alice",
                     scopes=frozenset({"memory:read", "memory:write"}))  # fmt: skip
-    headers = {ASSERTION: signer.sign(who)}
+
+    def headers(method: str, route: str) -> dict[str, str]:
+        """What the gateway would add: an assertion for this request to the memory service."""
+        token = signer.sign(
+            who, audience=MEMORY_AUDIENCE, method=method, path=f"/v1/memory/{route}"
+        )
+        return {ASSERTION: token}
+
     port = free_port()
     base = f"http://{LOOPBACK}:{port}/v1/memory"
 
@@ -46,7 +53,9 @@ def test_acknowledged_writes_survive_kill_9(tmp_path: Path):
         with httpx.Client(timeout=10) as c:
             for i in range(N):
                 content = f"durable memory number {i}"
-                r = c.post(f"{base}/store", json={"content": content}, headers=headers)
+                r = c.post(
+                    f"{base}/store", json={"content": content}, headers=headers("POST", "store")
+                )
                 assert r.status_code == 200, r.text
                 acked[r.json()["ids"][0]] = content
     finally:
@@ -61,7 +70,9 @@ def test_acknowledged_writes_survive_kill_9(tmp_path: Path):
             cursor = None
             while True:
                 params = {"limit": 100, **({"cursor": cursor} if cursor else {})}
-                body = c.get(f"{base}/retrieve", params=params, headers=headers).json()
+                body = c.get(
+                    f"{base}/retrieve", params=params, headers=headers("GET", "retrieve")
+                ).json()
                 found.update({m["id"]: m["content"] for m in body["memories"]})
                 cursor = body["next_cursor"]
                 if not cursor:
@@ -71,7 +82,7 @@ def test_acknowledged_writes_survive_kill_9(tmp_path: Path):
             last = f"durable memory number {N - 1}"
             for mode in ("keyword", "vector"):
                 hits = c.post(f"{base}/search", json={"query": last, "mode": mode, "top_k": 1},
-                              headers=headers).json()["results"]  # fmt: skip
+                              headers=headers("POST", "search")).json()["results"]  # fmt: skip
                 assert hits[0]["memory"]["content"] == last
     finally:
         proc.stop()

@@ -26,6 +26,7 @@ from memory_service.embeddings.local import (
     verified,
 )
 from memory_service.settings import MemorySettings
+from tests.memory.assertions import memory_client
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +71,7 @@ async def test_semantic_search_with_the_local_model(minilm, authenticator, make_
     app = create_app(settings, backend=backend, embedder=minilm, authenticator=authenticator)
     me = make_caller()
     try:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://t"
-        ) as c:
+        async with memory_client(app, "http://t") as c:
             docs = ["My dog loves to fetch tennis balls in the park",
                     "The quarterly revenue grew by twelve percent",
                     "I prefer green tea over coffee in the morning"]  # fmt: skip
@@ -139,9 +138,7 @@ async def test_embedder_failure_is_a_502_for_the_client(authenticator, make_call
     app = create_app(settings, backend=backend, embedder=emb, authenticator=authenticator)
     me = make_caller()
     try:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://t"
-        ) as c:
+        async with memory_client(app, "http://t") as c:
             r = await c.post("/v1/memory/store", json={"content": "x"}, headers=me.headers)
             assert r.status_code == 502
             assert r.json()["error"]["code"] == "embedding_unavailable"

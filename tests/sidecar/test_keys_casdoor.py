@@ -9,7 +9,12 @@ from typing import Any
 
 import httpx
 
-from hanzo_contract.assertion import AssertionSigner, generate_keypair
+from hanzo_contract.assertion import (
+    MEMORY_AUDIENCE,
+    SIDECAR_AUDIENCE,
+    AssertionSigner,
+    generate_keypair,
+)
 from hanzo_contract.headers import ASSERTION
 from hanzo_contract.principal import Limits, Principal, PrincipalKind
 from hanzo_contract.verify import RESOLVE_PATH, VERIFY_PATH
@@ -55,7 +60,7 @@ def _settings(casdoor: CasdoorServer, tmp_path: Path, tenant_file: Path) -> Side
 
 def _as(signer: AssertionSigner, org: str, user: str, scopes: set[str]) -> dict[str, str]:
     principal = Principal(organization=org, subject=f"{org}/{user}", scopes=frozenset(scopes))
-    return {ASSERTION: signer.sign(principal)}
+    return {ASSERTION: signer.sign(principal, audience=SIDECAR_AUDIENCE)}
 
 
 async def _verify(client: httpx.AsyncClient, settings: SidecarSettings, key: str) -> httpx.Response:
@@ -305,6 +310,14 @@ async def test_self_service_is_confined_to_own_org_and_own_keys(
             Principal(organization=acme, subject=f"{acme}/alice", scopes=frozenset({"keys:manage"}))
         )
         assert (await client.get("/v1/keys", headers={ASSERTION: forged})).status_code == 401
+        # a genuine assertion addressed to another upstream (the memory service) is 401 too
+        for_memory = signer.sign(
+            Principal(
+                organization=acme, subject=f"{acme}/alice", scopes=frozenset({"keys:manage"})
+            ),
+            audience=MEMORY_AUDIENCE,
+        )
+        assert (await client.get("/v1/keys", headers={ASSERTION: for_memory})).status_code == 401
         usage = await client.get("/v1/usage", headers=bob)
         assert usage.status_code == 200
 

@@ -1,0 +1,97 @@
+"""The memory API's OpenAPI document, fuzzed through the real gateway (nginx + plugin).
+
+Schemathesis generates requests from the document the service publishes and sends them
+through nginx with a real key: no answer may be a 5xx, and every answer must match the
+document (status, content type, headers, body schema). Bounded: a fixed seed
+(``derandomize``), a cap on examples per operation and a time budget for the whole run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import hypothesis
+import schemathesis
+from schemathesis import checks
+
+from hanzo_client import HanzoClient
+from memory_service.openapi import openapi_document
+
+from .support import RunningStack, pkce_login
+
+MAX_EXAMPLES = 40  # per operation (8 operations: ~320 requests, within the plan's 600 a minute)
+BUDGET_SECONDS = 90.0  # for the whole run; later operations get fewer examples if needed
+CHECKS = [
+    checks.not_a_server_error,
+    checks.status_code_conformance,
+    checks.content_type_conformance,
+    checks.response_schema_conformance,
+    checks.response_headers_conformance,
+]
+
+
+@schemathesis.serializer("application/x-ndjson")
+def _ndjson(_ctx: Any, value: Any) -> bytes:
+    """Import bodies are JSON lines; one generated line is a valid file."""
+    return (json.dumps(value) + "\n").encode()
+
+
+def _key(stack: RunningStack) -> str:
+    tokens = pkce_login(stack, "acme", "alice", stack.password("ACME_ALICE_PASSWORD"))
+    scopes = ["memory:read", "memory:write", "memory:delete"]
+    with HanzoClient(stack.gateway, tokens["access_token"]) as client:
+        return client.create_key(f"fuzz-{uuid.uuid4().hex[:6]}", scopes)["key"]
+
+
+def fuzz(operation: Any, base_url: str, key: str, deadline: float) -> tuple[dict, list[str]]:
+    """Send ``operation``'s generated cases until its examples or the budget run out:
+    the status codes seen, and every check that failed."""
+    counts: dict[int, int] = {}
+    failures: list[str] = []
+
+    @hypothesis.settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        derandomize=True,  # the fixed seed: the same cases on every run
+        database=None,
+        phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
+        suppress_health_check=list(hypothesis.HealthCheck),
+    )
+    @hypothesis.given(case=operation.as_strategy())
+    def run(case: Any) -> None:
+        if time.monotonic() > deadline:
+            return
+        response = case.call(base_url=base_url, headers={"X-API-Key": key}, timeout=30)
+        counts[response.status_code] = counts.get(response.status_code, 0) + 1
+        try:
+            case.validate_response(response, checks=CHECKS)
+        except Exception as exc:  # a FailureGroup: keep going, report them all
+            failures.append(f"{operation.label} -> {response.status_code}: {exc}"[:2000])
+
+    run()
+    return counts, failures
+
+
+def test_memory_openapi_fuzz_through_the_gateway(running_stack: RunningStack) -> None:
+    key = _key(running_stack)
+    schema = schemathesis.openapi.from_dict(openapi_document())
+    deadline = time.monotonic() + BUDGET_SECONDS
+    failures: list[str] = []
+    sent: dict[str, dict[int, int]] = {}
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) == 8
+    for operation in operations:
+        sent[operation.label], failed = fuzz(operation, running_stack.gateway, key, deadline)
+        failures += failed
+
+    print("status codes by operation:", sent)  # shown with -s, and in CI logs on failure
+    total = sum(sum(c.values()) for c in sent.values())
+    assert total >= 8 * 5, sent  # the budget left room for a real run
+    assert not any(code >= 500 for c in sent.values() for code in c), sent
+    assert not failures, "\n\n".join(failures[:5])
+    # the run reached the service, not only the gateway's refusals
+    assert sent["POST /v1/memory/store"].get(200), sent
+    assert sent["POST /v1/memory/search"].get(200), sent
