@@ -12,12 +12,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hanzo_stack.casdoor_server import CasdoorServer
 
 from hanzo_contract.assertion import AssertionSigner
 from hanzo_contract.headers import ASSERTION
 from hanzo_contract.principal import Limits, Principal
 from hanzo_contract.verify import RESOLVE_PATH, VERIFY_PATH
+from hanzo_stack.casdoor.server import CasdoorServer
 from iam_sidecar.casdoor.scopes import managed_description
 from iam_sidecar.errors import LimitEscalation
 from iam_sidecar.http.app import build_app
