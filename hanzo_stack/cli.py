@@ -10,9 +10,9 @@ import typer
 from gateway_plugins.cli import cli as gateway_cli
 from hanzo_client.cli import login_cli, memory_cli
 from hanzo_contract.settings import default_state_dir
-from hanzo_stack.casdoor_install import CASDOOR_VERSION, CasdoorInstallError, install_casdoor
-from hanzo_stack.casdoor_server import CasdoorServer
-from hanzo_stack.casdoor_ui import build_casdoor_ui
+from hanzo_stack.casdoor.install import CASDOOR_VERSION, CasdoorInstallError, install_casdoor
+from hanzo_stack.casdoor.server import CasdoorServer
+from hanzo_stack.casdoor.ui import build_casdoor_ui
 from hanzo_stack.memory_direct import memory_service_cli
 from iam_sidecar.cli import audit_cli, keys_cli, sidecar_cli, tenants_cli
 

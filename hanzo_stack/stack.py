@@ -25,8 +25,8 @@ from pydantic import BaseModel
 
 from hanzo_contract.assertion import ensure_keypair
 from hanzo_contract.settings import ensure_secret, write_private
-from hanzo_stack.casdoor_server import CasdoorServer
-from hanzo_stack.casdoor_ui import casdoor_ui_dir
+from hanzo_stack.casdoor.server import CasdoorServer
+from hanzo_stack.casdoor.ui import casdoor_ui_dir
 from hanzo_stack.process import (
     LOOPBACK,
     ManagedProcess,

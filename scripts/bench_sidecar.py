@@ -109,7 +109,7 @@ async def role_removal_bench(work: Path, interval: float, trials: int) -> dict[s
     sys.path.insert(0, str(REPO))
     from pydantic import SecretStr
 
-    from hanzo_stack.casdoor_server import CasdoorServer
+    from hanzo_stack.casdoor.server import CasdoorServer
     from iam_sidecar.http.app import build_app
     from iam_sidecar.settings import SidecarSettings
     from iam_sidecar.tenants.apply import apply_plan

@@ -12,8 +12,18 @@ import tempfile
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
-from hanzo_stack.casdoor_server import CasdoorServer
+from hanzo_stack.casdoor.server import CasdoorServer
+
+#: Hypothesis's 200 ms deadline fails healthy runs on a loaded two-core machine: no test
+#: here is about speed (benchmarks are), so every property test runs without one.
+settings.register_profile(
+    "hanzo",
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+settings.load_profile("hanzo")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from hanzo_contract.headers import IDENTITY_HEADERS
-from hanzo_stack.casdoor_install import CASDOOR_VERSION
+from hanzo_stack.casdoor.install import CASDOOR_VERSION
 
 from . import service_env
 from .conftest import COMPOSE_DIR, COMPOSE_FILE, DEPLOY, compose, empty_keys, read_env_file

@@ -24,7 +24,7 @@ import httpx
 import pytest
 import redis
 
-from hanzo_stack.casdoor_server import CasdoorServer
+from hanzo_stack.casdoor.server import CasdoorServer
 from hanzo_stack.process import LOOPBACK, ManagedProcess, free_port, http_ok, tcp_open
 from hanzo_stack.valkey import valkey_server_binary
 

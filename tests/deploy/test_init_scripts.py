@@ -16,8 +16,8 @@ import yaml
 
 from hanzo_contract.assertion import AssertionSigner, AssertionVerifier
 from hanzo_contract.principal import Principal, PrincipalKind
-from hanzo_stack import casdoor_state
-from hanzo_stack.casdoor_server import CasdoorServer
+from hanzo_stack.casdoor import state as casdoor_state
+from hanzo_stack.casdoor.server import CasdoorServer
 
 from .conftest import (
     COMPOSE_DIR,

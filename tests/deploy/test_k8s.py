@@ -15,7 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from hanzo_stack.casdoor_install import CASDOOR_VERSION
+from hanzo_stack.casdoor.install import CASDOOR_VERSION
 
 from . import service_env
 from .conftest import COMPOSE_DIR, K8S_DIR, empty_keys, kustomize_build

@@ -9,7 +9,7 @@ import httpx
 import jwt
 import pytest
 
-from hanzo_stack.casdoor_server import CasdoorServer
+from hanzo_stack.casdoor.server import CasdoorServer
 from hanzo_stack.process import free_port
 from iam_sidecar.casdoor.client import CasdoorClient
 from iam_sidecar.casdoor.errors import CasdoorAuthError, CasdoorError, CasdoorUnavailable

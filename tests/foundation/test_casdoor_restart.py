@@ -7,7 +7,7 @@ from pathlib import Path
 import jwt
 import pytest
 
-from hanzo_stack.casdoor_server import CasdoorServer
+from hanzo_stack.casdoor.server import CasdoorServer
 from iam_sidecar.casdoor.errors import CasdoorUnavailable
 from tests.support.casdoor_admin import admin_client
 

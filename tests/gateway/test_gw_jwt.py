@@ -22,7 +22,7 @@ from gateway_plugins.request import AuthRequest
 from gateway_plugins.routes import RouteTable
 from hanzo_contract.assertion import AssertionSigner
 from hanzo_contract.principal import Principal, PrincipalKind
-from hanzo_stack.casdoor_server import CasdoorServer
+from hanzo_stack.casdoor.server import CasdoorServer
 from hanzo_stack.servers import CaddyServer, ForwardAuthServer, NginxServer, SidecarServer
 from tests.support.casdoor_admin import admin_client
 from tests.support.clock import FakeClock

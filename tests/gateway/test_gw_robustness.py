@@ -16,7 +16,7 @@ from gateway_plugins.core import DecisionCore
 from gateway_plugins.jwt.verifier import InvalidToken, JwksCache
 from gateway_plugins.request import AuthRequest
 from hanzo_contract.principal import Limits, Principal
-from hanzo_stack.casdoor_server import CasdoorServer
+from hanzo_stack.casdoor.server import CasdoorServer
 
 KEY = "hk-abcdefghijkl_" + "A" * 43
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from hanzo_contract.principal import PrincipalKind
-from hanzo_stack.casdoor_server import CasdoorServer
+from hanzo_stack.casdoor.server import CasdoorServer
 from hanzo_stack.servers import ForwardAuthServer, NginxServer, SidecarServer
 from iam_sidecar.keys.models import NewKey
 from iam_sidecar.keys.store import KeyStore

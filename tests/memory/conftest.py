@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, settings
 from starlette.applications import Starlette
 
 from hanzo_contract.assertion import AssertionSigner, AssertionVerifier, generate_keypair
@@ -28,13 +27,6 @@ from memory_service.backends.sqlite import SqliteBackend
 from memory_service.clock import Clock, now_us
 from memory_service.embeddings.deterministic import DeterministicEmbedder
 from memory_service.settings import MemorySettings
-
-#: Hypothesis's 200 ms deadline fails healthy runs on a loaded two-core machine
-settings.register_profile(
-    "memory",
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
 
 BACKENDS = ["sqlite", "lancedb", "redis"]
 ALL_PERMS = ("memory:read", "memory:write", "memory:delete")

@@ -19,7 +19,7 @@ from memory_service.clock import now_us
 from tests.memory.conftest import Caller
 
 S = "/v1/memory"
-PROPERTY = settings(settings.get_profile("memory"), max_examples=15)
+PROPERTY = settings(max_examples=15)
 
 ids = st.from_regex(r"[A-Za-z0-9_.:-]{1,40}", fullmatch=True)
 tags = st.lists(st.sampled_from(["x", "y", "z", "ünï", "a b"]), max_size=3, unique=True)

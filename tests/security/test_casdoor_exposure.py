@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from hanzo_stack.casdoor_server import CasdoorServer
+from hanzo_stack.casdoor.server import CasdoorServer
 
 TCP_LISTEN = "0A"
 

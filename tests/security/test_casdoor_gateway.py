@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hanzo_stack.casdoor_server import CasdoorServer
-from hanzo_stack.casdoor_ui import casdoor_ui_dir
+from hanzo_stack.casdoor.server import CasdoorServer
+from hanzo_stack.casdoor.ui import casdoor_ui_dir
 from hanzo_stack.process import LOOPBACK, ManagedProcess, free_port, tcp_open
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "casdoor.conf.template"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from hanzo_stack.casdoor_server import CasdoorServer
+from hanzo_stack.casdoor.server import CasdoorServer
 from hanzo_stack.process import LOOPBACK, ManagedProcess, free_port, http_ok
 
 from .helpers import SEED_PASSWORDS, unique_example

@@ -13,7 +13,7 @@ from hanzo_contract.assertion import AssertionSigner, generate_keypair
 from hanzo_contract.headers import ASSERTION
 from hanzo_contract.principal import Limits, Principal, PrincipalKind
 from hanzo_contract.verify import RESOLVE_PATH, VERIFY_PATH
-from hanzo_stack.casdoor_server import CasdoorServer
+from hanzo_stack.casdoor.server import CasdoorServer
 from iam_sidecar.http.app import build_app
 from iam_sidecar.keys.models import NewKey
 from iam_sidecar.settings import SidecarSettings

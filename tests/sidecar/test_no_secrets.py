@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hanzo_contract.verify import RESOLVE_PATH, VERIFY_PATH
-from hanzo_stack.casdoor_server import CasdoorServer
+from hanzo_stack.casdoor.server import CasdoorServer
 from iam_sidecar.http.app import build_app
 from iam_sidecar.keys.models import NewKey
 from iam_sidecar.tenants.apply import apply_plan

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hanzo_stack.casdoor_server import CasdoorServer
+from hanzo_stack.casdoor.server import CasdoorServer
 from iam_sidecar.casdoor.client import CasdoorClient
 from iam_sidecar.db.database import Database
 from iam_sidecar.errors import ApplyConflict, ApplyFailed, UpstreamUnavailable

@@ -6,7 +6,7 @@ by hand (organizations, roles, users) use the sidecar's own client through this.
 
 from __future__ import annotations
 
-from hanzo_stack.casdoor_server import CasdoorServer
+from hanzo_stack.casdoor.server import CasdoorServer
 from iam_sidecar.casdoor.client import CasdoorClient
 
 

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from hanzo_stack.casdoor_server import CasdoorServer
+from hanzo_stack.casdoor.server import CasdoorServer
 from iam_sidecar.tenants.apply import apply_plan
 from iam_sidecar.tenants.loader import parse_tenant_text
 from tests.support.casdoor_admin import admin_client

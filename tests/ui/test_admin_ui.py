@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, expect, sync_playwright
 
-from hanzo_stack.casdoor_server import CasdoorServer
-from hanzo_stack.casdoor_ui import build_casdoor_ui
+from hanzo_stack.casdoor.server import CasdoorServer
+from hanzo_stack.casdoor.ui import build_casdoor_ui
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

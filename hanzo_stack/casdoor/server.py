@@ -15,9 +15,9 @@ from pathlib import Path
 
 import httpx
 
-from hanzo_stack.casdoor_install import CASDOOR_VERSION, install_casdoor
-from hanzo_stack.casdoor_records import install_record_scrubber
-from hanzo_stack.casdoor_state import CasdoorSecrets, CasdoorState
+from hanzo_stack.casdoor.install import CASDOOR_VERSION, install_casdoor
+from hanzo_stack.casdoor.records import install_record_scrubber
+from hanzo_stack.casdoor.state import CasdoorSecrets, CasdoorState
 from hanzo_stack.process import (
     LOOPBACK,
     ManagedProcess,
@@ -42,7 +42,7 @@ class CasdoorServer:
         self._port = port
         self.process: ManagedProcess | None = None
         self.secrets: CasdoorSecrets | None = None
-        #: Casdoor's built admin UI (``hanzo_stack.casdoor_ui``); without it only the API runs
+        #: Casdoor's built admin UI (``hanzo_stack.casdoor.ui``); without it only the API runs
         self.ui_dir: Path | None = None
 
     # ------------------------------------------------------------------ facts

@@ -21,7 +21,7 @@ from pydantic import BaseModel, SecretStr
 
 from hanzo_contract.settings import write_private
 
-REPO_CASDOOR_DIR = Path(__file__).resolve().parent.parent / "casdoor"
+REPO_CASDOOR_DIR = Path(__file__).resolve().parents[2] / "casdoor"
 ORGANIZATION = "hanzo"
 SIDECAR_APP = "hanzo-sidecar"
 CLI_APP = "hanzo-cli"

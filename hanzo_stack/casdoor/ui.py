@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 
 from hanzo_contract.settings import default_cache_dir
-from hanzo_stack.casdoor_install import CASDOOR_VERSION, CasdoorInstallError, module_source_dir
+from hanzo_stack.casdoor.install import CASDOOR_VERSION, CasdoorInstallError, module_source_dir
 
 log = logging.getLogger(__name__)
 YARN_VERSION = "1.22.22"
