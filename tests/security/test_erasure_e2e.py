@@ -122,3 +122,20 @@ def test_erase_a_user_then_an_organization(running_stack: RunningStack) -> None:
     after = _key(running_stack, "globex", "carol", writer)
     assert _search(gateway, after, word) == []
     print(f"erased keys refused after {took:.2f}s (bound {REVOCATION_BOUND_SECONDS}s)")
+
+
+def test_a_user_erases_their_own_memories_through_the_gateway(
+    running_stack: RunningStack,
+) -> None:
+    gateway = running_stack.gateway
+    word = f"wombat{secrets.token_hex(4)}"
+    key = _key(running_stack, "acme", "alice", ["memory:read", "memory:write", "memory:delete"])
+    reader = _key(running_stack, "acme", "bob", ["memory:read"])
+    ids = _store(gateway, key, f"{word} mine", f"{word} also mine")
+    url = f"{gateway}/v1/memory/erase"
+    refused = httpx.post(url, json={"user": "bob"}, headers={"Authorization": f"Bearer {reader}"})
+    assert refused.status_code == 403  # the gateway: a reader has no memory:delete
+    erased = httpx.post(url, json={"user": "alice"}, headers={"Authorization": f"Bearer {key}"})
+    assert erased.status_code == 200, erased.text
+    assert erased.json()["memory_ids_sha256"] == _digests(ids)
+    assert _search(gateway, key, word) == []
