@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from hanzo_contract.assertion import AssertionSigner
+from hanzo_contract.assertion import MEMORY_AUDIENCE, AssertionSigner
 from hanzo_contract.headers import ASSERTION
 from hanzo_contract.principal import Principal, PrincipalKind
 from memory_service.erasure import ERASE_PATH
@@ -41,7 +41,11 @@ def erase_memories(memory_url: str, assertion_key: Path, organization: str, user
         response = httpx.post(
             memory_url.rstrip("/") + ERASE_PATH,
             json={"user": user} if user is not None else {},
-            headers={ASSERTION: signer.sign(principal)},
+            headers={
+                ASSERTION: signer.sign(
+                    principal, audience=MEMORY_AUDIENCE, method="POST", path=ERASE_PATH
+                )
+            },
             timeout=300,
         )
     except httpx.HTTPError as exc:

@@ -366,6 +366,17 @@ class PostgresBackend(MemoryBackend):
             )
             return len(await cur.fetchall())  # (rowcount is not known in pipeline mode)
 
+    async def erase(self, tenant: str, user: str | None) -> list[str]:
+        """Every row of ``user`` (of the tenant when ``None``) deleted in one transaction.
+        The HNSW and GIN entries go with the rows; the dead tuples themselves stay in the
+        table's pages until autovacuum reclaims them (the app role may not VACUUM)."""
+        sql, params = "DELETE FROM memories WHERE tenant = %s", [tenant]
+        if user is not None:
+            sql, params = sql + " AND user_name = %s", [*params, user]
+        async with self.tenant_transaction(tenant) as conn:
+            cur = await conn.execute(sql + " RETURNING id", params)
+            return [row[0] for row in await cur.fetchall()]
+
     async def purge_expired(self, tenant: str, now: int) -> int:
         async with self.tenant_transaction(tenant) as conn:
             cur = await conn.execute(

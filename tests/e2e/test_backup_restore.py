@@ -99,7 +99,9 @@ def test_backup_under_load_then_restore_serves_the_same_keys_jwts_and_memories(
         new = Stack(tmp_path / "new", progress=lambda _: None)
         restored = new.up(DEFAULT_TENANT_FILE, ui=False)
         gateway = restored.gateway_url
-        assert gateway != info.gateway_url  # really another stack
+        # really another stack, in another state dir; its ports are state and came along
+        assert restored.state_dir != info.state_dir
+        assert gateway == info.gateway_url
         with httpx.Client(base_url=gateway, timeout=10) as client:
             by_key = {"Authorization": f"Bearer {key}"}
             # the same key verifies (same HMAC secret, same key store)
