@@ -10,7 +10,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hanzo_contract.assertion import AssertionSigner, AssertionVerifier, ensure_keypair
+from hanzo_contract.assertion import (
+    INFERENCE_AUDIENCE,
+    MEMORY_AUDIENCE,
+    AssertionSigner,
+    AssertionVerifier,
+    ensure_keypair,
+)
 from hanzo_contract.headers import ASSERTION
 from hanzo_contract.principal import Principal
 from memory_service.app import create_app
@@ -42,7 +48,15 @@ async def memory(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Asser
 
 def _as(signer: AssertionSigner, *scopes: str) -> dict[str, str]:
     principal = Principal(organization="o", subject="o/u", scopes=frozenset(scopes))
-    return {ASSERTION: signer.sign(principal)}
+    # the gateway addresses /v1/embeddings to the inference gateway and the memory service
+    return {
+        ASSERTION: signer.sign(
+            principal,
+            audience=(INFERENCE_AUDIENCE, MEMORY_AUDIENCE),
+            method="POST",
+            path="/v1/embeddings",
+        )
+    }
 
 
 async def test_embeddings_route_shapes_and_refusals(

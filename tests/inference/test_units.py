@@ -20,7 +20,7 @@ from gateway_plugins.limiter.redis_store import RedisLimiter
 from gateway_plugins.request import AuthRequest
 from gateway_plugins.routes import RouteTable
 from hanzo_contract.apikey import generate_key
-from hanzo_contract.assertion import AssertionSigner, ensure_keypair
+from hanzo_contract.assertion import INFERENCE_AUDIENCE, AssertionSigner, ensure_keypair
 from hanzo_contract.principal import Limits, Principal
 from hanzo_contract.tokens import TOKEN_CHARGE_PATH, TokenCharge
 from hanzo_stack.stack import _toml, parse_chat_upstream
@@ -195,12 +195,15 @@ async def test_the_inference_gateway_trusts_only_the_signed_assertion(tmp_path: 
     signer = AssertionSigner(private.read_bytes(), 60)
     body = {"model": "m", "messages": []}
     forged = {"X-User-Id": "acme/ann", "X-Org-Id": "acme", "X-Scopes": "inference:invoke"}
-    reader = signer.sign(Principal(organization="acme", subject="acme/r", scopes=frozenset()))
+    chat = {"audience": INFERENCE_AUDIENCE, "method": "POST", "path": "/v1/chat/completions"}
+    reader = signer.sign(
+        Principal(organization="acme", subject="acme/r", scopes=frozenset()), **chat
+    )
     other_key, _ = ensure_keypair(tmp_path / "other")
     invoker = Principal(
         organization="acme", subject="acme/x", scopes=frozenset({"inference:invoke"})
     )
-    foreign = AssertionSigner(other_key.read_bytes(), 60).sign(invoker)
+    foreign = AssertionSigner(other_key.read_bytes(), 60).sign(invoker, **chat)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://inference") as client:
         for headers, status in (
@@ -267,7 +270,10 @@ async def test_upstream_failures_are_our_error_body(
     invoker = Principal(
         organization="acme", subject="acme/x", scopes=frozenset({"inference:invoke"})
     )
-    headers = {"X-Hanzo-Identity": AssertionSigner(private.read_bytes(), 60).sign(invoker)}
+    assertion = AssertionSigner(private.read_bytes(), 60).sign(
+        invoker, audience=INFERENCE_AUDIENCE, method="POST", path="/v1/chat/completions"
+    )
+    headers = {"X-Hanzo-Identity": assertion}
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://inference") as client:
         reply = await client.post(

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from memory_service.backends.base import MemoryBackend
+from tests.memory.assertions import memory_client
 from tests.memory.conftest import build_app
 from tests.security.test_erasure_memory import _traces
 
@@ -46,9 +47,7 @@ async def test_sensitive_memories_are_sealed_at_rest(
     alice = make_caller(org, "alice")
     secret_word, open_word = f"ocelot{secrets.token_hex(4)}", f"lynx{secrets.token_hex(4)}"
     secret_text = f"{secret_word} the diagnosis is private"
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://memory.test"
-    ) as client:
+    async with memory_client(app) as client:
         stored = await client.post(
             "/v1/memory/store",
             json={"memories": [
@@ -89,9 +88,7 @@ async def test_sensitive_without_a_sealing_key_is_refused(
 ) -> None:
     app = build_app(backend, authenticator, tmp_path)
     alice = make_caller()
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://memory.test"
-    ) as client:
+    async with memory_client(app) as client:
         refused = await client.post(
             "/v1/memory/store",
             json={"content": "should never be stored in clear", "sensitive": True},

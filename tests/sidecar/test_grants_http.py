@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hanzo_contract.assertion import AssertionSigner
+from hanzo_contract.assertion import SIDECAR_AUDIENCE, AssertionSigner
 from hanzo_contract.headers import ASSERTION
 from hanzo_contract.principal import Limits, Principal
 from hanzo_contract.verify import RESOLVE_PATH, VERIFY_PATH
@@ -62,7 +62,7 @@ def _user(signer: AssertionSigner, org: str, user: str, scopes: set[str]) -> dic
         limits=PRO,
         org_limits=PRO,
     )
-    return {ASSERTION: signer.sign(principal)}
+    return {ASSERTION: signer.sign(principal, audience=SIDECAR_AUDIENCE)}
 
 
 async def _as_key(
@@ -71,7 +71,8 @@ async def _as_key(
     """A key as the gateway asserts it: the principal ``/v1/keys/verify`` answers."""
     answer = await client.post(VERIFY_PATH, json={"key": key}, headers=bearer(settings))
     assert answer.status_code == 200, answer.text
-    return {ASSERTION: signer.sign(Principal.model_validate(answer.json()["principal"]))}
+    principal = Principal.model_validate(answer.json()["principal"])
+    return {ASSERTION: signer.sign(principal, audience=SIDECAR_AUDIENCE)}
 
 
 async def _create(
