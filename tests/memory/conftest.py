@@ -33,7 +33,8 @@ from memory_service.backends.sqlite import SqliteBackend
 from memory_service.clock import Clock, now_us
 from memory_service.embeddings.deterministic import DeterministicEmbedder
 from memory_service.settings import MemorySettings
-from tests.memory.assertions import memory_client, placeholder_for
+from tests.memory.assertions import memory_client
+from tests.support.assertions import placeholder
 
 #: Hypothesis's 200 ms deadline fails healthy runs on a loaded two-core machine
 settings.register_profile(
@@ -161,7 +162,7 @@ class Caller:
     def headers(self) -> dict[str, str]:
         """The identity header for a client made by :func:`memory_client`, which binds it to
         the request it is sent with."""
-        return {ASSERTION: placeholder_for(self)}
+        return {ASSERTION: placeholder(self.sign_for)}
 
 
 @pytest.fixture
