@@ -12,6 +12,12 @@ from starlette.routing import Route
 
 from memory_service.auth import DELETE, READ, WRITE, principal_of, requires
 from memory_service.body import import_lines, parse_json, read_limited, read_model, validate
+from memory_service.bounds import (
+    MAX_BODY_DEPTH,
+    MAX_METADATA_BYTES,
+    MAX_METADATA_DEPTH,
+    MAX_METADATA_KEYS,
+)
 from memory_service.cursor import decode_cursor, encode_cursor
 from memory_service.erasure import ERASE_PATH, ErasureRequest, erase
 from memory_service.models import (
@@ -108,7 +114,9 @@ async def capabilities(request: Request) -> Response:
             "max_body_bytes": s.max_body_bytes, "max_import_bytes": s.max_import_bytes,
             "max_batch": s.max_batch, "max_content_chars": s.max_content_chars,
             "max_top_k": s.max_top_k, "tenant_max_memories": s.tenant_max_memories,
-            "tenant_max_bytes": s.tenant_max_bytes,
+            "tenant_max_bytes": s.tenant_max_bytes, "max_body_depth": MAX_BODY_DEPTH,
+            "max_metadata_depth": MAX_METADATA_DEPTH, "max_metadata_keys": MAX_METADATA_KEYS,
+            "max_metadata_bytes": MAX_METADATA_BYTES,
         },
         features=["batch_store", "dedup", "upsert", "ttl", "update", "filters", "cursor_pagination",
                   "client_embeddings", "export_jsonl", "import_jsonl", "org_shared_memories"],

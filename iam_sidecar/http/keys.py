@@ -46,7 +46,10 @@ def caller(request: Request) -> Principal:
     if not token:
         raise Unauthenticated(f"missing {ASSERTION} header (call through the gateway)")
     try:
-        return state.verifier.verify(token)
+        # for this upstream (the verifier's audience) and for this very request
+        raw = request.scope.get("raw_path")
+        path = raw.decode("latin-1").partition("?")[0] if raw else request.url.path
+        return state.verifier.verify(token, request.method, path)
     except InvalidAssertion:
         raise Unauthenticated("invalid identity assertion") from None
 

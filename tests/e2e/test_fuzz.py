@@ -13,6 +13,7 @@ import time
 import uuid
 from typing import Any
 
+import httpx
 import hypothesis
 import schemathesis
 from schemathesis import checks
@@ -95,3 +96,49 @@ def test_memory_openapi_fuzz_through_the_gateway(running_stack: RunningStack) ->
     # the run reached the service, not only the gateway's refusals
     assert sent["POST /v1/memory/store"].get(200), sent
     assert sent["POST /v1/memory/search"].get(200), sent
+
+
+def test_hostile_bodies_through_the_gateway_are_json_4xx(running_stack: RunningStack) -> None:
+    """The hostile bodies of the issue, through real nginx: each a precise 4xx in the JSON
+    error body with the request id (before the bounds: a 500, or nginx's 502 HTML page
+    when the service dropped the connection)."""
+    key = _key(running_stack)
+    deep = '{"a":' * 1000 + "1" + "}" * 1000
+    digits = "9" * 4301
+    cases = [
+        ("store", '{"content": "x", "metadata": ' + deep + "}", 400, "json_too_deep"),
+        ("search", '{"query": "x", "filters": {"metadata": ' + deep + "}}", 400,
+         "json_too_deep"),
+        ("search", '{"query": "x", "top_k": ' + digits + "}", 400, "number_too_large"),
+        ("store", '{"content": "x", "importance": ' + digits + "}", 400, "number_too_large"),
+        ("store", '{"content": "x", "metadata": {"k": ' + '{"a":' * 500 + "1" + "}" * 500
+         + "}}", 400, "json_too_deep"),
+        ("store", '{"content": "x", "metadata": {"k": ' + '{"a":' * 20 + "1" + "}" * 20
+         + "}}", 422, "validation_error"),
+    ]  # fmt: skip
+    with httpx.Client(base_url=running_stack.gateway, timeout=30) as http:
+        for n, (route, body, status, code) in enumerate(cases):
+            r = http.post(
+                f"/v1/memory/{route}",
+                content=body.encode(),
+                headers={"X-API-Key": key, "Content-Type": "application/json",
+                         "X-Request-Id": f"hostile-{n}"},
+            )  # fmt: skip
+            assert r.status_code == status, (n, r.status_code, r.text[:300])
+            assert r.headers["content-type"].startswith("application/json"), (n, r.headers)
+            assert r.headers["x-request-id"] == f"hostile-{n}"
+            error = r.json()["error"]
+            assert error["code"] == code and error["request_id"] == f"hostile-{n}", (n, error)
+        hundred = '{"a":' * 100 + "1" + "}" * 100
+        listing = http.get(
+            "/v1/memory/retrieve", params={"metadata": hundred}, headers={"X-API-Key": key}
+        )
+        assert listing.status_code == 400 and listing.json()["error"]["code"] == "json_too_deep"
+        # a query too long for nginx's request line: its 414, as JSON too
+        too_long = http.get(
+            "/v1/memory/retrieve", params={"metadata": deep}, headers={"X-API-Key": key}
+        )
+        assert too_long.status_code == 414, too_long.text[:200]
+        assert too_long.json()["error"]["code"] == "uri_too_long"
+        # and the organization's reads still work
+        assert http.get("/v1/memory/export", headers={"X-API-Key": key}).status_code == 200

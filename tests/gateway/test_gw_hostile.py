@@ -149,3 +149,26 @@ async def test_client_x_forwarded_for_never_becomes_the_audit_source(stack, http
                 (f"%{key_id}%",),
             ).fetchall()
     assert rows == [(LOOPBACK,)]
+
+
+async def test_nginx_request_line_errors_are_json(stack, http):
+    """A URI too long for nginx's request line (414, before there is a URI to redirect
+    with) and a request line it cannot parse (400) are JSON too, not nginx's 500 page."""
+    key, _ = await stack.mint()
+    deep = '{"a":' * 1000 + "1" + "}" * 1000
+    r = await http.get(stack.nginx.url + "/v1/memory/retrieve", params={"metadata": deep},
+                       headers={"X-API-Key": key})  # fmt: skip
+    json_error(r, 414, "uri_too_long")
+    host, port = stack.nginx.addr.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(b"GET /v1/memory/retrieve HTTP/1.1 junk\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(65536), 10)
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), head
+    assert b"application/json" in head and b'"code":"bad_request"' in body, raw
+    # the internal error locations are not routes a client can call
+    assert (await http.get(stack.nginx.url + "/_hanzo_error/400")).status_code != 400

@@ -34,7 +34,8 @@ from memory_service.backends.sqlite import SqliteBackend
 from memory_service.clock import Clock, now_us
 from memory_service.embeddings.deterministic import DeterministicEmbedder
 from memory_service.settings import MemorySettings
-from tests.memory.assertions import memory_client, placeholder_for
+from tests.memory.assertions import memory_client
+from tests.support.assertions import placeholder
 
 BACKENDS = ["sqlite", "lancedb", "redis", "postgres"]
 ALL_PERMS = ("memory:read", "memory:write", "memory:delete")
@@ -168,7 +169,7 @@ class Caller:
     def headers(self) -> dict[str, str]:
         """The identity header for a client made by :func:`memory_client`, which binds it to
         the request it is sent with."""
-        return {ASSERTION: placeholder_for(self)}
+        return {ASSERTION: placeholder(self.sign_for)}
 
 
 @pytest.fixture

@@ -115,6 +115,14 @@ async def test_metadata_bounds_refused_with_422(client, me):
     err(patch, 422, "validation_error")
 
 
+async def test_capabilities_state_the_bounds(client, me):
+    limits = (await client.get(f"{S}/capabilities", headers=me.headers)).json()["limits"]
+    assert limits["max_metadata_depth"] == MAX_METADATA_DEPTH
+    assert limits["max_metadata_keys"] == MAX_METADATA_KEYS
+    assert limits["max_metadata_bytes"] == MAX_METADATA_BYTES
+    assert limits["max_body_depth"] == 32
+
+
 def test_openapi_states_the_metadata_bounds():
     schema = openapi_document()["components"]["schemas"]["MemoryIn"]["properties"]["metadata"]
     assert schema["maxProperties"] == 64

@@ -16,6 +16,7 @@ from hanzo_stack.process import LOOPBACK, free_port
 from iam_sidecar.http.app import create_app
 from iam_sidecar.settings import SidecarSettings
 from iam_sidecar.state import SidecarState
+from tests.support.assertions import bind_assertion
 
 
 class ManualClock:
@@ -53,7 +54,11 @@ async def running_app(
     app = kwargs.pop("app", None) or create_app(settings, **kwargs)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://sidecar") as client:
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://sidecar",
+            event_hooks={"request": [bind_assertion]},  # request-bound assertions
+        ) as client:
             yield app, app.state.sidecar, client
 
 

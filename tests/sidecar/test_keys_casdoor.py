@@ -24,6 +24,7 @@ from iam_sidecar.keys.models import NewKey
 from iam_sidecar.settings import SidecarSettings
 from iam_sidecar.tenants.apply import apply_plan
 from iam_sidecar.tenants.loader import load_tenant_file
+from tests.support.assertions import placeholder
 from tests.support.casdoor_admin import admin_client
 
 from .helpers import (
@@ -60,7 +61,11 @@ def _settings(casdoor: CasdoorServer, tmp_path: Path, tenant_file: Path) -> Side
 
 def _as(signer: AssertionSigner, org: str, user: str, scopes: set[str]) -> dict[str, str]:
     principal = Principal(organization=org, subject=f"{org}/{user}", scopes=frozenset(scopes))
-    return {ASSERTION: signer.sign(principal, audience=SIDECAR_AUDIENCE)}
+    return {ASSERTION: placeholder(
+        lambda method, path: signer.sign(
+            principal, audience=SIDECAR_AUDIENCE, method=method, path=path
+        )
+    )}  # fmt: skip
 
 
 async def _verify(client: httpx.AsyncClient, settings: SidecarSettings, key: str) -> httpx.Response:
@@ -318,6 +323,17 @@ async def test_self_service_is_confined_to_own_org_and_own_keys(
             audience=MEMORY_AUDIENCE,
         )
         assert (await client.get("/v1/keys", headers={ASSERTION: for_memory})).status_code == 401
+        # one bound to GET /v1/keys is good there only: not on another route or method
+        alice_principal = Principal(
+            organization=acme, subject=f"{acme}/alice", scopes=frozenset({"keys:manage"})
+        )
+        listing = signer.sign(
+            alice_principal, audience=SIDECAR_AUDIENCE, method="GET", path="/v1/keys"
+        )
+        assert (await client.get("/v1/keys", headers={ASSERTION: listing})).status_code == 200
+        assert (await client.get("/v1/usage", headers={ASSERTION: listing})).status_code == 401
+        replay = await client.delete(f"/v1/keys/{alice_key_id}", headers={ASSERTION: listing})
+        assert replay.status_code == 401
         usage = await client.get("/v1/usage", headers=bob)
         assert usage.status_code == 200
 
