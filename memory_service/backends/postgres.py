@@ -35,6 +35,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from memory_service.backends.base import MemoryBackend, Query, Record, Usage, keyword_terms
+from memory_service.bounds import readable_metadata
 from memory_service.settings import MemorySettings
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,8 @@ def _row(r: Record) -> tuple[Any, ...]:
 def _record(row: Any) -> Record:
     return Record(
         tenant=row[0], id=row[1], user=row[2], namespace=row[3], content=row[4],
-        content_hash=row[5], metadata=row[6], tags=list(row[8]), importance=row[9],
+        content_hash=row[5], metadata=readable_metadata(row[6]), tags=list(row[8]),
+        importance=row[9],
         created_at=row[10], updated_at=row[11], expires_at=row[12],
         vector=_array(row[14]),
     )  # fmt: skip
