@@ -236,7 +236,7 @@ async def main() -> None:
     ap.add_argument("--sqlite-1m", action="store_true", help="also 1M over 10 tenants (SQLite)")
     ap.add_argument("--json", type=Path, help="write the results here as JSON")
     ap.add_argument("--query-embedding", action="store_true",
-                    help="also time the local model embedding a query (excluded above)")  # fmt: skip
+                    help="also time the local model embedding a query")  # fmt: skip
     args = ap.parse_args()
     if args.query_embedding:
         await query_embedding(args.queries)
