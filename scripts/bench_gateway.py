@@ -6,6 +6,11 @@
 2. nginx -> upstream against nginx -> our plugin (auth_request) -> upstream, same nginx,
    same upstream, same hot key, ``wrk`` at a fixed concurrency: added latency p50/p99 and
    the throughput ratio.
+3. The floor, in the same window: nginx -> the least possible Python forward-auth
+   (``scripts/floor_auth.py``: an HMAC and a dict lookup on the same uvicorn stack) ->
+   upstream. ``plugin_to_floor`` is our plugin's throughput over the floor's (target >=
+   0.95), at each concurrency of ``--connections`` (default 16 and 64). Rounds interleave
+   the three setups so load from other processes hits them alike.
 
 Everything runs on loopback ports chosen at run time and is stopped at the end. Bounded:
 well under five minutes. Needs ``wrk`` (Debian package).
@@ -134,9 +139,55 @@ def _median(runs: list[dict]) -> dict:
     return out
 
 
+def measure(
+    plugin_base: str,
+    floor_base: str,
+    direct_port: int,
+    key: str,
+    auth: ForwardAuthServer,
+    connections: int,
+    args: argparse.Namespace,
+) -> dict:
+    """nginx alone, nginx + our plugin, nginx + the floor: interleaved rounds, medians."""
+    urls = {
+        "direct": (f"http://{LOOPBACK}:{direct_port}{PATH}", None),
+        "plugin": (f"{plugin_base}{PATH}", key),
+        "floor": (f"{floor_base}{PATH}", key),
+    }
+    for url, credential in urls.values():  # warm connection pools and caches
+        wrk(url, credential, connections, 2, args.threads)
+    rounds: dict[str, list[dict]] = {name: [] for name in urls}
+    auth_pid = auth.process.pid if auth.process else None
+    auth_cpu, plugin_requests = 0.0, 0.0
+    for _ in range(args.rounds):
+        for name, (url, credential) in urls.items():
+            cpu_before = _cpu_seconds(auth_pid) if auth_pid else 0.0
+            run = wrk(url, credential, connections, args.seconds, args.threads)
+            if name == "plugin":
+                auth_cpu += (_cpu_seconds(auth_pid) if auth_pid else 0.0) - cpu_before
+                plugin_requests += run["rps"] * args.seconds
+            rounds[name].append(run)
+    direct, plugin, floor = (_median(rounds[n]) for n in ("direct", "plugin", "floor"))
+    return {
+        "connections": connections,
+        "rounds": args.rounds,
+        "seconds_per_round": args.seconds,
+        "nginx_upstream": direct,
+        "nginx_plugin_upstream": plugin,
+        "nginx_floor_upstream": floor,
+        "added_latency_p50_ms": plugin["p50_ms"] - direct["p50_ms"],
+        "added_latency_p99_ms": plugin["p99_ms"] - direct["p99_ms"],
+        "throughput_ratio": plugin["rps"] / direct["rps"],
+        "floor_ratio": floor["rps"] / direct["rps"],
+        "plugin_to_floor": plugin["rps"] / floor["rps"],
+        "auth_service_cpu_us_per_request": auth_cpu / plugin_requests * 1e6,
+        "errors": direct["errors"] + plugin["errors"] + floor["errors"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--connections", default="16,64", help="comma-separated")
     parser.add_argument("--seconds", type=int, default=3, help="per round")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
@@ -175,42 +226,37 @@ def main() -> None:
         started.append(nginx)
         assert tcp_open(direct_port)
 
-        direct_url = f"http://{LOOPBACK}:{direct_port}{PATH}"
-        plugin_url = f"{nginx.url}{PATH}"
-        # warm both paths (connection pools, caches) before measuring
-        wrk(direct_url, None, args.connections, 2, args.threads)
-        wrk(plugin_url, key, args.connections, 2, args.threads)
-        # interleave short rounds so load from other processes hits both sides alike
-        rounds: dict[str, list[dict]] = {"direct": [], "plugin": []}
-        auth_pid = auth.process.pid if auth.process else None
-        auth_cpu, plugin_requests = 0.0, 0.0
-        for _ in range(args.rounds):
-            rounds["direct"].append(
-                wrk(direct_url, None, args.connections, args.seconds, args.threads)
-            )
-            cpu_before = _cpu_seconds(auth_pid) if auth_pid else 0.0
-            run = wrk(plugin_url, key, args.connections, args.seconds, args.threads)
-            auth_cpu += (_cpu_seconds(auth_pid) if auth_pid else 0.0) - cpu_before
-            plugin_requests += run["rps"] * args.seconds
-            rounds["plugin"].append(run)
-        direct, plugin = _median(rounds["direct"]), _median(rounds["plugin"])
+        floor_port = free_port()
+        floor = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("floor_auth.py")),
+             "--port", str(floor_port)],
+            env={**os.environ, "HANZO_FLOOR_KEY": key},
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while not tcp_open(floor_port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        floor_nginx = NginxServer(work / "nginx-floor", f"{LOOPBACK}:{floor_port}", upstream.addr)
+        try:
+            floor_nginx.start()
+            started.append(floor_nginx)
+            results = [
+                measure(nginx.url, floor_nginx.url, direct_port, key, auth, c, args)
+                for c in (int(x) for x in args.connections.split(","))
+            ]
+        finally:
+            floor.terminate()
+            floor.wait(10)
         result = {
             "decision_cached_key": decision,
-            "wrk": {
-                "connections": args.connections,
-                "rounds": args.rounds,
-                "seconds_per_round": args.seconds,
-            },
             "load_average_1min": os.getloadavg()[0],
-            "nginx_upstream": direct,
-            "nginx_plugin_upstream": plugin,
-            "added_latency_p50_ms": plugin["p50_ms"] - direct["p50_ms"],
-            "added_latency_p99_ms": plugin["p99_ms"] - direct["p99_ms"],
-            "throughput_ratio": plugin["rps"] / direct["rps"],
-            "auth_service_cpu_us_per_request": auth_cpu / plugin_requests * 1e6,
+            "wrk": results,
         }
         print(json.dumps(result, indent=2))
-        if plugin["errors"] or direct["errors"]:
+        for r in results:
+            print(f"connections {r['connections']}: plugin/nginx {r['throughput_ratio']:.3f}, "
+                  f"floor/nginx {r['floor_ratio']:.3f}, plugin/floor "
+                  f"{r['plugin_to_floor']:.3f} (target >= 0.95)")  # fmt: skip
+        if any(r["errors"] for r in results):
             sys.exit("non-2xx responses during the benchmark")
     finally:
         for server in reversed(started):

@@ -219,6 +219,23 @@ def table(rows: list[dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
+async def query_embedding(queries: int) -> None:
+    """p50/p99 of the local MiniLM embedding one search query: the part of a vector or
+    hybrid search the rows below exclude (they pass the query vector)."""
+    from memory_service.embeddings.local import LocalMiniLM
+
+    model = LocalMiniLM()
+    texts = [" ".join(c.split()[2:6]) for c in make_corpus(queries, seed=3).contents]
+    await model.embed_query(texts[0])  # warm
+    lat = []
+    for text in texts:
+        t = time.perf_counter()
+        await model.embed_query(text)
+        lat.append((time.perf_counter() - t) * 1000)
+    print(f"query embedding (local model, one query): p50 {statistics.median(lat):.2f} ms, "
+          f"p99 {pct(lat, 99):.2f} ms")  # fmt: skip
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument(
@@ -229,7 +246,11 @@ async def main() -> None:
     ap.add_argument("--sqlite-1m", action="store_true", help="also 1M over 10 tenants (SQLite)")
     ap.add_argument("--postgres-1m", action="store_true", help="also 1M over 10 tenants (postgres)")
     ap.add_argument("--json", type=Path, help="write the results here as JSON")
+    ap.add_argument("--query-embedding", action="store_true",
+                    help="also time the local model embedding a query")  # fmt: skip
     args = ap.parse_args()
+    if args.query_embedding:
+        await query_embedding(args.queries)
     kinds = ["sqlite", "lancedb", "redis", "postgres"] if args.backend == "all" else [args.backend]
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = []

@@ -83,6 +83,11 @@ ON CONFLICT (tenant, id) DO UPDATE SET
 """
 
 
+#: keyword search ranks the words' postings across tenants up to this many matching rows;
+#: past it, only the tenant's (see ``keyword_search``)
+WORDS_ONLY_MAX = 20_000
+
+
 def tenant_token(tenant: str) -> str:
     return "t" + tenant.encode().hex()
 
@@ -308,14 +313,27 @@ class SqliteBackend(MemoryBackend):
         terms = keyword_terms(text)
         if not terms:
             return []
-        words = " OR ".join(f'"{t}"' for t in terms)
-        match = f"content : ({words})"
+        quoted = " OR ".join(f'"{t}"' for t in terms)
+        words = f"content : ({quoted})"
+        # bm25() reads every row of every phrase in the MATCH to weigh it. With the tenant
+        # token in the MATCH that is the whole tenant (100k rows: 25-37 ms a query), so
+        # rank the words' postings alone, and leave tenancy to the join's ``m.tenant = ?``
+        # as for every query, unless the words are so common across all tenants that
+        # scoring them all would cost more than the tenant's own postings (counting them,
+        # without bm25, is cheap).
+        async with self.db.execute(
+            "SELECT COUNT(*) FROM memories_fts WHERE memories_fts MATCH ?", (words,)
+        ) as cur:
+            total = (await cur.fetchone() or (0,))[0]
+        if not total:
+            return []
+        if total > WORDS_ONLY_MAX:
+            match = f'tenant_tok : "{tenant_token(q.tenant)}" AND {words}'
+        else:
+            match = words
         where, params = _where(q)
-        # Rank the words' postings inside FTS5, then join and keep the tenant's best rows,
-        # widening while filters reject too many. The tenant token stays out of the MATCH on
-        # purpose: bm25() reads every row of every phrase in it to weigh it, and the tenant
-        # token's phrase is the whole tenant (100k rows: 25-37 ms a query); the words'
-        # postings are short. Tenancy is the join's ``m.tenant = ?``, as for every query.
+        # Rank inside FTS5 first, then join and filter only the best candidates; widen
+        # while the tenant and filters reject too many.
         sql = (
             "WITH hits AS (SELECT rowid, bm25(memories_fts, 1.0, 0.0) AS r FROM memories_fts "
             "WHERE memories_fts MATCH ? ORDER BY r LIMIT ?) "
@@ -323,16 +341,11 @@ class SqliteBackend(MemoryBackend):
             f"FROM hits JOIN memories m ON m.rid = hits.rowid WHERE {where} "
             "ORDER BY hits.r LIMIT ?"
         )
-        depth, total = 4 * k + 32, None
+        depth = 4 * k + 32
         while True:
             async with self.db.execute(sql, (match, depth, *params, k)) as cur:
                 rows = await cur.fetchall()
-            if len(rows) < k and total is None:
-                async with self.db.execute(
-                    "SELECT COUNT(*) FROM memories_fts WHERE memories_fts MATCH ?", (match,)
-                ) as cur:
-                    total = (await cur.fetchone() or (0,))[0]
-            if len(rows) >= k or depth >= (total or 0):
+            if len(rows) >= k or depth >= total:
                 return [(_record(r), float(r[16])) for r in rows]
             depth *= 8
 
