@@ -66,7 +66,7 @@ import yaml
 
 from hanzo_client.login import PkceLogin
 from hanzo_stack.process import LOOPBACK, http_ok, pid_alive
-from hanzo_stack.stack import DEFAULT_TENANT_FILE, Stack, StackInfo, _python_cli
+from hanzo_stack.stack import DEFAULT_TENANT_FILE, Stack, StackInfo
 from hanzo_stack.valkey import ValkeyServer
 
 PARTS = ("casdoor", "sidecar", "gateway", "memory", "valkey")
@@ -75,11 +75,6 @@ CACHE_TTL = 5.0
 #: requests per second per worker: a steady load, not a flood, on a shared machine
 WORKER_RATE = 8.0
 SUITE_PLAN = {"requests_per_minute": 1_000_000, "units_per_day": 100_000_000}
-CLI_ARGV = {
-    "sidecar": ("sidecar", "serve"),
-    "gateway": ("gateway", "serve"),
-    "memory": ("memory-service", "serve"),
-}
 
 
 # ---------------------------------------------------------------------------- results
@@ -292,29 +287,32 @@ class Parts:
         return http_ok(f"http://{LOOPBACK}:{self.info.ports[part]}/healthz")
 
     def kill(self, part: str) -> None:
+        """SIGKILL ``part``; the stack's supervisor is told to leave it down until
+        :meth:`restore`, so the fault lasts as long as the suite says."""
         pid = self.pid(part)
         if pid is None:
             raise RuntimeError(f"{part} is not running")
+        if part != "valkey":
+            self.stack.hold(part)
         os.killpg(pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
         while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
 
-    def restore(self, part: str) -> str:
-        """Start ``part`` again with the Stack's own start functions, on its old port.
-        A supervisor may have restarted it already: then leave it be."""
-        if self.healthy(part):
-            return "already restarted"
-        if part == "casdoor":
-            self.stack.casdoor.start()
-        elif part == "valkey":
+    def restore(self, part: str, timeout: float = 120.0) -> str:
+        """Start ``part`` again on its old port: Valkey by the suite, every stack part by
+        the stack's supervisor, released from its hold."""
+        if part == "valkey":
+            if self.healthy(part):
+                return "already restarted"
             self.valkey.start()
-        else:
-            port = self.info.ports[part]
-            argv = _python_cli(*CLI_ARGV[part], "--port", str(port))
-            tenant = Path(self.info.tenant_file) if part == "sidecar" else None
-            url = f"http://{LOOPBACK}:{port}/healthz"
-            self.stack._start(part, argv, self.stack._env(tenant), lambda: http_ok(url))
+            return "restored"
+        self.stack.release(part)
+        deadline = time.monotonic() + timeout
+        while not self.healthy(part):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{part} did not come back within {timeout:.0f} s")
+            time.sleep(0.1)
         return "restored"
 
 

@@ -160,7 +160,7 @@ class CasdoorServer:
         shim = shim_dir / "lsof"
         if not shim.exists() or shim.read_text() != LSOF_SHIM:
             shim.write_text(LSOF_SHIM)
-        shim.chmod(0o755)
+        shim.chmod(0o700)
         return shim_dir
 
     @private_umask()

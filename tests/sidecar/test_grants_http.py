@@ -26,6 +26,7 @@ from iam_sidecar.settings import SidecarSettings
 from iam_sidecar.state import SidecarState
 from iam_sidecar.tenants.apply import apply_plan
 from iam_sidecar.tenants.loader import load_tenant_file
+from tests.support.assertions import placeholder
 from tests.support.casdoor_admin import admin_client
 
 from .helpers import (
@@ -53,6 +54,15 @@ def _settings(casdoor: CasdoorServer, tmp_path: Path, path: Path, **kw: object) 
     return casdoor_settings(tmp_path / "state", casdoor, tenant_file=path, **kw)
 
 
+def _bound(signer: AssertionSigner, principal: Principal) -> str:
+    """A placeholder the client's hook signs for the sidecar and the very request."""
+    return placeholder(
+        lambda method, path: signer.sign(
+            principal, audience=SIDECAR_AUDIENCE, method=method, path=path
+        )
+    )
+
+
 def _user(signer: AssertionSigner, org: str, user: str, scopes: set[str]) -> dict[str, str]:
     """A signed-in user (Casdoor JWT) as the gateway asserts it: the plan's limits."""
     principal = Principal(
@@ -62,7 +72,7 @@ def _user(signer: AssertionSigner, org: str, user: str, scopes: set[str]) -> dic
         limits=PRO,
         org_limits=PRO,
     )
-    return {ASSERTION: signer.sign(principal, audience=SIDECAR_AUDIENCE)}
+    return {ASSERTION: _bound(signer, principal)}
 
 
 async def _as_key(
@@ -72,7 +82,7 @@ async def _as_key(
     answer = await client.post(VERIFY_PATH, json={"key": key}, headers=bearer(settings))
     assert answer.status_code == 200, answer.text
     principal = Principal.model_validate(answer.json()["principal"])
-    return {ASSERTION: signer.sign(principal, audience=SIDECAR_AUDIENCE)}
+    return {ASSERTION: _bound(signer, principal)}
 
 
 async def _create(
