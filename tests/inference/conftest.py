@@ -5,7 +5,6 @@ file of its own: two organizations, a plan with a model allow-list, a reader rol
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ import httpx
 import pytest
 
 from hanzo_stack.process import LOOPBACK, http_ok, pid_alive
-from hanzo_stack.stack import Stack, StackInfo, _python_cli
+from hanzo_stack.stack import Stack, StackInfo
 
 from .fake_upstream import FakeChatUpstream
 
@@ -73,17 +72,18 @@ class InferenceStack:
 
     def restart_plugin(self) -> None:
         """Stop the forward-auth process (SIGTERM: it flushes its counters as it would in
-        any orderly restart) and start it again on the same port."""
+        any orderly restart); the stack's supervisor starts it again on the same port."""
         pid = int(self.stack.layout.pid_path("gateway").read_text())
-        os.killpg(pid, signal.SIGTERM)
+        self.stack.kill_part("gateway", signal.SIGTERM)
         deadline = time.monotonic() + 20
         while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not pid_alive(pid), "the plugin did not stop"
-        port = self.info.ports["gateway"]
-        url = f"http://{LOOPBACK}:{port}/healthz"
-        argv = _python_cli("gateway", "serve", "--port", str(port))
-        self.stack._start("gateway", argv, self.stack._env(), lambda: http_ok(url))
+        url = f"http://{LOOPBACK}:{self.info.ports['gateway']}/healthz"
+        deadline = time.monotonic() + 60
+        while not http_ok(url):
+            assert time.monotonic() < deadline, "the supervisor did not restart the plugin"
+            time.sleep(0.1)
 
     def usage(self, key: str) -> dict[str, list[dict[str, object]]]:
         reply = httpx.get(f"{self.gateway}/v1/usage", headers=bearer(key), timeout=10)

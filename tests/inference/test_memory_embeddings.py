@@ -36,7 +36,9 @@ async def memory(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Asser
     app = create_app(
         settings,
         embedder=DeterministicEmbedder(384),
-        authenticator=AssertionAuthenticator(AssertionVerifier(public.read_bytes())),
+        authenticator=AssertionAuthenticator(
+            AssertionVerifier(public.read_bytes(), audience=MEMORY_AUDIENCE)
+        ),
     )
     transport = httpx.ASGITransport(app=app)
     async with (

@@ -43,6 +43,7 @@ describe("the TypeScript client against the running stack", { skip: SKIP }, () =
   let aliceClient: HanzoClient;
   let secretId: string;
   let carol: MintedKey;
+  let carolToken: string;
 
   it("signs in with PKCE through a loopback redirect at the real Casdoor", async () => {
     aliceTokens = await signIn(stack, stack.org, "alice", "ACME_ALICE_PASSWORD");
@@ -150,6 +151,7 @@ describe("the TypeScript client against the running stack", { skip: SKIP }, () =
 
   it("another tenant's memory id answers 404", async () => {
     const tokens = await signIn(stack, stack.otherOrg, "carol", "GLOBEX_CAROL_PASSWORD");
+    carolToken = tokens.access_token;
     carol = await mintDeviceKey(stack.gateway, tokens.access_token, {
       name: unique("carol-device"),
       scopes: ["memory:read", "memory:write"],
@@ -166,7 +168,14 @@ describe("the TypeScript client against the running stack", { skip: SKIP }, () =
   });
 
   it("refuses a key wider than its creator (403 scope_escalation)", async () => {
-    const client = new HanzoClient({ gatewayUrl: stack.gateway, apiKey: carol.key });
+    // a key without keys:manage mints nothing at all
+    const byKey = new HanzoClient({ gatewayUrl: stack.gateway, apiKey: carol.key });
+    await assert.rejects(byKey.createKey({ name: "narrow", scopes: ["memory:read"] }), {
+      status: 403,
+      code: "keys_manage_required",
+    });
+    // signed in, carol still gets no scope her roles do not grant
+    const client = new HanzoClient({ gatewayUrl: stack.gateway, accessToken: carolToken });
     const refused = await client.createKey({ name: "wider", scopes: ["memory:delete"] }).then(
       () => assert.fail("a wider key was minted"),
       (error: unknown) => error,
@@ -200,9 +209,11 @@ describe("the TypeScript client against the running stack", { skip: SKIP }, () =
   });
 
   it("rotates a key: the new secret works under the same key id", async () => {
-    const spare = await aliceClient.createKey({ name: unique("spare"), scopes: ["memory:read"] });
+    // creating and rotating keys takes the signed-in user (a device key lacks keys:manage)
+    const signedIn = new HanzoClient({ gatewayUrl: stack.gateway, accessToken: aliceTokens.access_token });
+    const spare = await signedIn.createKey({ name: unique("spare"), scopes: ["memory:read"] });
     assert.deepEqual(spare.record.scopes, ["memory:read"]);
-    const rotated = await aliceClient.rotateKey(spare.record.key_id, { grace_seconds: 0 });
+    const rotated = await signedIn.rotateKey(spare.record.key_id, { grace_seconds: 0 });
     assert.equal(rotated.record.key_id, spare.record.key_id);
     assert.notEqual(rotated.key, spare.key);
     const client = new HanzoClient({ gatewayUrl: stack.gateway, apiKey: rotated.key });
