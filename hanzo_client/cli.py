@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import webbrowser
 from collections.abc import Callable, Iterator
@@ -60,7 +61,8 @@ def _describe(exc: HanzoError) -> str:
 
 
 def _mint_device_key(gateway_url: str, access_token: str, scopes: list[str]) -> dict[str, Any]:
-    name = f"device-{socket.gethostname()}"[:100]
+    # key names are unique per owner, revoked ones included: each sign-in gets its own
+    name = f"device-{socket.gethostname()[:80]}-{secrets.token_hex(3)}"
     with HanzoClient(gateway_url, access_token) as client:
         return client.create_key(name, scopes)
 
