@@ -100,7 +100,8 @@ def _where(
         )
         raise _fail(f"login needs {', '.join(missing)}: {where}")
     assert casdoor and client and org and gateway
-    state = str(state_dir or Path(local.state_dir)) if local else None
+    # the credentials follow the local stack only if that is where they point
+    state = local.state_dir if local and local.gateway_url == gateway else None
     return casdoor, client, org, gateway, state
 
 
