@@ -263,7 +263,11 @@ def test_client_calls_sync_and_async(running_stack) -> None:
         assert bad.value.details and bad.value.request_id  # what was wrong; whom to ask
         assert any("importance" in json.dumps(d) for d in bad.value.details)
         assert client.usage()["usage"] is not None
-        rotated = client.rotate_key(key_id, grace_seconds=0)
+    # a key rotates keys only with keys:manage; the signed-in admin's token may
+    with HanzoClient(running_stack.gateway, tokens["access_token"]) as admin:
+        rotated = admin.rotate_key(key_id, grace_seconds=0)
+        assert [k["key_id"] for k in admin.list_keys() if k["key_id"] == key_id] == [key_id]
+        assert admin.show_key(key_id)["key_id"] == key_id
         new_key = rotated["key"]
         assert new_key != key and rotated["record"]["key_id"] == key_id
 
