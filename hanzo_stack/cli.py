@@ -166,6 +166,7 @@ def up(
         raise typer.BadParameter(str(exc), param_hint="--chat-upstream") from None
     tenant_file = tenant_file or DEFAULT_TENANT_FILE
     try:
+        install_casdoor(progress=typer.echo)  # the first build takes minutes: say so
         info = stack.up(tenant_file, ui=ui)
         organization, owner = _demo_owner(tenant_file)
         key_path = stack.mint_demo_key(info, organization, owner, DEMO_SCOPES)
