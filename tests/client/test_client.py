@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import typer
 
 from hanzo_client import AsyncHanzoClient, HanzoAPIError, HanzoClient, HanzoConnectionError, calls
 from hanzo_client.credentials import Credentials
@@ -195,3 +196,23 @@ def test_a_long_build_says_elapsed_time_and_its_log(tmp_path: Path) -> None:
     assert lines[-1].startswith("go build: done in")
     failed = run_logged([sys.executable, "-c", "raise SystemExit(3)"], tmp_path, {}, "x", log)
     assert failed == 3
+
+
+def test_login_defaults_come_from_the_local_stack_and_only_follow_it(tmp_path: Path) -> None:
+    from hanzo_client.cli import _where
+
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "stack.json").write_text(
+        json.dumps(
+            {"state_dir": str(state), "casdoor_url": "http://127.0.0.1:4", "cli_client_id": "c",
+             "gateway_url": "http://127.0.0.1:3", "ports": {}, "demo_organization": "acme"}
+        )
+    )  # fmt: skip
+    local = _where(None, state, None, None, None, None)
+    assert local == ("http://127.0.0.1:4", "c", "acme", "http://127.0.0.1:3", str(state))
+    # a gateway named by flag is not the local stack: its credentials must not follow it
+    elsewhere = _where(None, state, None, None, "globex", "http://10.0.0.1:80")
+    assert elsewhere == ("http://127.0.0.1:4", "c", "globex", "http://10.0.0.1:80", None)
+    with pytest.raises(typer.Exit):  # a remote server: its Casdoor must be named
+        _where("https://gw.example", state, None, None, None, None)
