@@ -20,9 +20,9 @@ from urllib.parse import parse_qs, urlencode, urlparse
 
 import httpx
 
+from hanzo_client.errors import LoginError
 
-class LoginError(Exception):
-    """The sign-in did not complete; the message says which step failed."""
+__all__ = ["LoginError", "PkceLogin", "device_login", "pkce_pair", "shared_client_id"]
 
 
 def shared_client_id(client_id: str, organization: str) -> str:

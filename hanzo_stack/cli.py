@@ -44,8 +44,25 @@ def _server(state_dir: Path | None, port: int | None = None) -> CasdoorServer:
     return CasdoorServer(state_dir or default_state_dir(), port=port)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            mine = version("hanzo-unified")
+        except PackageNotFoundError:
+            mine = "unknown"
+        typer.echo(f"hanzo {mine} (casdoor {CASDOOR_VERSION})")
+        raise typer.Exit()
+
+
 @app.callback()
-def _main(verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+def _main(
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    _show_version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit"
+    ),
+) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -59,11 +76,11 @@ def casdoor_install(
     """Build Casdoor from its pinned Go module into the cache (once)."""
     typer.echo(f"installing Casdoor {CASDOOR_VERSION} (a few minutes the first time)...")
     try:
-        path = install_casdoor()
+        path = install_casdoor(progress=typer.echo)
         typer.echo(f"casdoor binary: {path}")
         if ui:
             typer.echo("building Casdoor's admin UI (several minutes the first time)...")
-            typer.echo(f"casdoor admin UI: {build_casdoor_ui()}")
+            typer.echo(f"casdoor admin UI: {build_casdoor_ui(progress=typer.echo)}")
     except CasdoorInstallError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
@@ -149,6 +166,7 @@ def up(
         raise typer.BadParameter(str(exc), param_hint="--chat-upstream") from None
     tenant_file = tenant_file or DEFAULT_TENANT_FILE
     try:
+        install_casdoor(progress=typer.echo)  # the first build takes minutes: say so
         info = stack.up(tenant_file, ui=ui)
         organization, owner = _demo_owner(tenant_file)
         key_path = stack.mint_demo_key(info, organization, owner, DEMO_SCOPES)

@@ -58,6 +58,20 @@ def to_out(r: Record) -> MemoryOut:
     )
 
 
+def _unchanged(old: Record, new: Record) -> bool:
+    """Whether an upsert by id would change nothing a reader can see (times aside)."""
+    return (
+        old.user == new.user
+        and old.namespace == new.namespace
+        and old.content_hash == new.content_hash
+        and old.metadata == new.metadata
+        and old.tags == new.tags
+        and old.importance == new.importance
+        and old.expires_at == new.expires_at
+        and old.sensitive == new.sensitive
+    )
+
+
 class MemoryService:
     def __init__(
         self,
@@ -202,6 +216,10 @@ class MemoryService:
                 sensitive=m.sensitive,
             )
             seen.setdefault(key, rec.id)
+            if old is not None and vec is None and _unchanged(old, rec):
+                # re-importing an unchanged export (or repeating an upsert) writes nothing
+                results[i] = StoreItemResult(id=rec.id, status="duplicate")
+                continue
             results[i] = StoreItemResult(id=rec.id, status="updated" if old else "created")
             pending.append((rec, vec is None))
 

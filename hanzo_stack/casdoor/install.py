@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 from hanzo_contract.settings import default_cache_dir
+from hanzo_stack.casdoor.build_progress import Progress, log_tail, run_logged
 
 CASDOOR_MODULE = "github.com/casdoor/casdoor"
 CASDOOR_VERSION = "v1.1000.0"
@@ -56,8 +57,14 @@ def module_source_dir(version: str = CASDOOR_VERSION) -> Path:
     return Path(json.loads(proc.stdout)["Dir"])
 
 
-def install_casdoor(version: str = CASDOOR_VERSION, cache_dir: Path | None = None) -> Path:
-    """Return the cached binary, building it first if it is not there (minutes, once)."""
+def install_casdoor(
+    version: str = CASDOOR_VERSION,
+    cache_dir: Path | None = None,
+    progress: Progress | None = None,
+) -> Path:
+    """Return the cached binary, building it first if it is not there (minutes, once);
+    ``progress`` gets a line with the elapsed time and the build log's path every few
+    seconds."""
     target = casdoor_binary_path(version, cache_dir)
     if target.exists():
         return target
@@ -69,15 +76,18 @@ def install_casdoor(version: str = CASDOOR_VERSION, cache_dir: Path | None = Non
         source = module_source_dir(version)
         log.info("building Casdoor %s from %s (takes a few minutes, once)", version, source)
         partial = target.with_suffix(".partial")
-        proc = subprocess.run(
+        log_path = target.parent / "build.log"
+        code = run_logged(
             [go_binary() or "go", "build", "-trimpath", "-o", str(partial), "."],
-            cwd=source,
-            capture_output=True,
-            text=True,
-            check=False,
-            env={**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"},
+            source,
+            {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"},
+            f"go build of Casdoor {version}",
+            log_path,
+            progress,
         )
-        if proc.returncode != 0:
-            raise CasdoorInstallError(f"go build of Casdoor {version} failed:\n{proc.stderr}")
+        if code != 0:
+            raise CasdoorInstallError(
+                f"go build of Casdoor {version} failed; log {log_path}:\n{log_tail(log_path)}"
+            )
         partial.replace(target)
     return target

@@ -13,10 +13,10 @@ import fcntl
 import logging
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 from hanzo_contract.settings import default_cache_dir
+from hanzo_stack.casdoor.build_progress import Progress, log_tail, run_logged
 from hanzo_stack.casdoor.install import CASDOOR_VERSION, CasdoorInstallError, module_source_dir
 
 log = logging.getLogger(__name__)
@@ -28,20 +28,28 @@ def casdoor_ui_dir(version: str = CASDOOR_VERSION, cache_dir: Path | None = None
     return (cache_dir or default_cache_dir()) / "casdoor" / version / "web" / "build"
 
 
-def _run(argv: list[str], cwd: Path, env: dict[str, str], what: str, log_path: Path) -> None:
-    with open(log_path, "ab") as out:
-        proc = subprocess.run(
-            argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, check=False
-        )
-    if proc.returncode != 0:
-        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
+def _run(
+    argv: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    what: str,
+    log_path: Path,
+    progress: Progress | None = None,
+) -> None:
+    code = run_logged(argv, cwd, env, what, log_path, progress)
+    if code != 0:
         raise CasdoorInstallError(
-            f"{what} failed (exit {proc.returncode}); log {log_path}:\n{tail}"
+            f"{what} failed (exit {code}); log {log_path}:\n{log_tail(log_path)}"
         )
 
 
-def build_casdoor_ui(version: str = CASDOOR_VERSION, cache_dir: Path | None = None) -> Path:
-    """Return the built UI dir, building it first if needed (several minutes, once)."""
+def build_casdoor_ui(
+    version: str = CASDOOR_VERSION,
+    cache_dir: Path | None = None,
+    progress: Progress | None = None,
+) -> Path:
+    """Return the built UI dir, building it first if needed (several minutes, once);
+    ``progress`` gets a line with the elapsed time and the log's path every few seconds."""
     target = casdoor_ui_dir(version, cache_dir)
     if (target / "index.html").exists():
         return target
@@ -77,6 +85,7 @@ def build_casdoor_ui(version: str = CASDOOR_VERSION, cache_dir: Path | None = No
                 env,
                 "installing yarn",
                 log_path,
+                progress,
             )
         log.info("building Casdoor's admin UI (several minutes, once): log %s", log_path)
         _run(
@@ -85,8 +94,9 @@ def build_casdoor_ui(version: str = CASDOOR_VERSION, cache_dir: Path | None = No
             env,
             "yarn install",
             log_path,
+            progress,
         )
-        _run([str(yarn), "build"], web, env, "yarn build", log_path)
+        _run([str(yarn), "build"], web, env, "yarn build", log_path, progress)
         if not (target / "index.html").exists():
             raise CasdoorInstallError(f"UI build finished but {target}/index.html is missing")
     return target

@@ -145,7 +145,7 @@ def test_hanzo_login_keeps_a_0600_key_and_logout_revokes_it(
     assert creds["key"] not in result.output  # shown nowhere, kept in the 0600 file
 
     env_memory = {k: v for k, v in os.environ.items() if not k.startswith("HANZO_")}
-    stored = runner.invoke(app, ["memory", "store", "cli-stored memory"], env=env_memory)
+    stored = runner.invoke(app, ["memory", "store", "cli-stored memory", "--json"], env=env_memory)
     assert stored.exit_code == 0, stored.output
     assert json.loads(stored.output)["id"].startswith("m_")
 

@@ -253,9 +253,17 @@ async def test_export_import_roundtrip(client, make_caller):
         for m in (await retrieve(client, src)).json()["memories"]
     ]
     assert ids_of(await search(client, dst, query="three", mode="keyword")) == ["fixed-id"]
-    # Importing the same file again updates in place: nothing is duplicated.
+    # Importing the same file again changes nothing and says so: every row is a duplicate,
+    # nothing is written (updated_at stays), nothing is stored twice.
     imp2 = await client.post(f"{S}/import", content=r.content, headers=dst.headers)
-    assert imp2.json()["updated"] == 3
+    assert imp2.json() == {"created": 0, "updated": 0, "duplicate": 3, "expired": 0}
+    again = (await retrieve(client, dst)).json()["memories"]
+    assert [m["updated_at"] for m in again] == [m["updated_at"] for m in back]
+    # one edited line is the one row updated
+    edited = [dict(x, tags=["y"]) if x["id"] == made[0] else x for x in lines]
+    body = "\n".join(json.dumps(x) for x in edited).encode()
+    imp3 = await client.post(f"{S}/import", content=body, headers=dst.headers)
+    assert imp3.json() == {"created": 0, "updated": 1, "duplicate": 2, "expired": 0}
     assert len((await retrieve(client, dst)).json()["memories"]) == 3
 
 
