@@ -172,6 +172,11 @@ class Load:
                     json={"name": f"fs-{uuid.uuid4().hex[:8]}", "scopes": ["memory:read"]},
                     headers=self._auth(org, cred),
                 )
+                if reply.status_code == 201:  # and signs out again, as `hanzo logout` does:
+                    # an owner's live keys are capped (max_keys_per_owner)
+                    with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
+                        key_id = reply.json()["record"]["key_id"]
+                        await client.delete(f"/v1/keys/{key_id}", headers=self._auth(org, cred))
         except httpx.HTTPError:
             self.outcomes.append(
                 Outcome(kind, org, started, time.monotonic(), 0, "transport", failed=True)

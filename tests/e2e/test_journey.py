@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hanzo_client import HanzoAPIError, HanzoClient
-from hanzo_contract.assertion import AssertionVerifier
+from hanzo_contract.assertion import INFERENCE_AUDIENCE, AssertionVerifier
 from hanzo_stack.cli import app
 
 from .support import RunningStack, headless_browser, pkce_login
@@ -109,7 +109,9 @@ def test_inference_route_takes_the_same_keys_and_hides_forged_identity(
     seen = {k.lower(): v for k, v in response.json()["headers"]}
     assert seen["x-user-id"] == "acme/alice" and seen["x-org-id"] == "acme"
     public = Path(stack.info.state_dir, "assertion.pub").read_bytes()
-    principal = AssertionVerifier(public).verify(seen["x-hanzo-identity"])
+    principal = AssertionVerifier(public, audience=INFERENCE_AUDIENCE).verify(
+        seen["x-hanzo-identity"], "POST", "/v1/chat/completions"
+    )
     assert principal.subject == "acme/alice" and principal.scopes == {"inference:invoke"}
     # a reader (bob) has no inference scope, so cannot even mint such a key
     tokens = pkce_login(stack, "acme", "bob", stack.password("ACME_BOB_PASSWORD"))

@@ -32,7 +32,12 @@ def _hanzo(state: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _key(stack: RunningStack, org: str, owner: str, scopes: list[str]) -> str:
-    return stack.stack.mint_demo_key(stack.info, org, owner, scopes).read_text()
+    """A fresh key, minted by the operator's CLI (each call a new key)."""
+    name = f"erase-{secrets.token_hex(4)}"
+    args = ["keys", "create", "--org", org, "--owner", owner, "--name", name, "--json"]
+    made = _hanzo(stack.info.state_dir, *args, *[a for s in scopes for a in ("--scope", s)])
+    assert made.returncode == 0, made.stdout + made.stderr
+    return str(json.loads(made.stdout)["key"])
 
 
 def _store(gateway: str, key: str, *contents: str) -> list[str]:

@@ -183,7 +183,7 @@ describe("the TypeScript client against the running stack", { skip: SKIP }, () =
     assert.ok(refused instanceof HanzoError);
     assert.equal(refused.status, 403);
     assert.equal(refused.code, "scope_escalation");
-    assert.deepEqual(refused.details, { excess_scopes: ["memory:delete"] });
+    assert.deepEqual((refused.details as { excess_scopes: string[] }).excess_scopes, ["memory:delete"]);
   });
 
   it("errors are typed, with the code, details and a request id", async () => {
