@@ -21,11 +21,14 @@ route's fail mode decides.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
 from gateway_plugins.limiter.base import (
@@ -120,7 +123,7 @@ class RedisLimiter:
                 url,
                 socket_timeout=timeout,
                 socket_connect_timeout=timeout,
-                cluster_error_retry_attempts=1,
+                retry=Retry(NoBackoff(), 0),
                 health_check_interval=0,
             )
         else:
@@ -132,9 +135,23 @@ class RedisLimiter:
                 health_check_interval=0,
             )
         self._cluster = cluster
+        # concurrent first calls would each map the cluster and close the connections the
+        # others are writing on: the first call maps it, the rest wait (see _connected)
+        self._mapped = not cluster
+        self._mapping = asyncio.Lock()
         self._script = self._redis.register_script(_HIT)
         self._add = self._redis.register_script(_ADD)
         self._prefix = prefix
+
+    async def _connected(self) -> None:
+        """Map the cluster's slots once before the first command (and again after a
+        failure reset it); a single server needs nothing."""
+        if self._mapped:
+            return
+        async with self._mapping:
+            if not self._mapped:
+                await self._redis.initialize()
+                self._mapped = True
 
     def _key(self, window_key: str, bucket: str) -> str:
         return f"{self._prefix}{{{hash_tag(bucket)}}}:{window_key}"
@@ -160,6 +177,7 @@ class RedisLimiter:
         levels = [0] * len(windows)
         done: list[list[int]] = []
         try:
+            await self._connected()
             for group in self._by_slot(windows):
                 reply = await self._hit_slot([windows[i] for i in group], cost)
                 if int(reply[0]) == 0:
@@ -176,7 +194,7 @@ class RedisLimiter:
                     levels[i] = int(level)
                 done.append(group)
         except _STORE_ERRORS as exc:
-            raise LimiterUnavailable(f"redis: {type(exc).__name__}") from None
+            raise LimiterUnavailable(f"redis: {type(exc).__name__}: {exc}") from None
         return summarize(windows, levels, None)
 
     async def _hit_slot(self, windows: list[Window], cost: int) -> list[Any]:
@@ -199,12 +217,13 @@ class RedisLimiter:
             return UNLIMITED
         keys = [self._key(w.key, w.bucket) for w in windows]
         try:
+            await self._connected()
             if self._cluster:
                 values = await self._redis.mget_nonatomic(keys)
             else:
                 values = await self._redis.mget(keys)
         except _STORE_ERRORS as exc:
-            raise LimiterUnavailable(f"redis: {type(exc).__name__}") from None
+            raise LimiterUnavailable(f"redis: {type(exc).__name__}: {exc}") from None
         return check_counts(windows, [int(v or 0) for v in values])
 
     async def charge_tokens(self, buckets: list[str], limits: Limits, tokens: int) -> None:
@@ -212,11 +231,12 @@ class RedisLimiter:
         if not windows or tokens <= 0:
             return
         try:
+            await self._connected()
             for group in self._by_slot(windows):
                 keys = [self._key(windows[i].key, windows[i].bucket) for i in group]
                 await self._add(keys=keys, args=[tokens, *(windows[i].ttl for i in group)])
         except _STORE_ERRORS as exc:
-            raise LimiterUnavailable(f"redis: {type(exc).__name__}") from None
+            raise LimiterUnavailable(f"redis: {type(exc).__name__}: {exc}") from None
 
     async def aclose(self) -> None:
         await self._redis.aclose()
