@@ -44,8 +44,9 @@ DEADLINE_SECONDS = 120.0
 async def _worker(url: str, case: str, org: str, count: int, start_at: float, slot: int) -> dict:
     limits, _, plan = CASES[case]
     limiter = RedisLimiter(url, timeout=5.0, cluster=True)
-    # the organization-plan case spreads over two keys of one organization
-    buckets = [f"key:{org}/k{slot}"] + ([f"org:{org}"] if plan else [])
+    # both processes share one key, except in the organization-plan case: one key each,
+    # one organization budget over both
+    buckets = [f"key:{org}/k{slot}", f"org:{org}"] if plan else [f"key:{org}/k0"]
     shared = {f"org:{org}": plan} if plan else None
     latencies: list[float] = []
 

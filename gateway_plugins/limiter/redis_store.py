@@ -124,6 +124,9 @@ class RedisLimiter:
                 socket_timeout=timeout,
                 socket_connect_timeout=timeout,
                 retry=Retry(NoBackoff(), 0),
+                # the cluster client refuses (MaxConnectionsError) past its pool size, where
+                # a single-server pool grows: size it for a burst, like the single one
+                max_connections=10_000,
                 health_check_interval=0,
             )
         else:
