@@ -83,6 +83,8 @@ class ValkeyServer:
         if self.cluster:
             argv += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
             argv += ["--cluster-port", str(self.bus_port), "--cluster-node-timeout", "2000"]
+            # a primary lost costs only its own slots: the others keep serving theirs
+            argv += ["--cluster-require-full-coverage", "no"]
         else:
             argv += ["--loadmodule", str(redisearch_module())]
         argv += ["--appendonly", "yes"] if self.persist else ["--save", ""]

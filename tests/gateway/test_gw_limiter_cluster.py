@@ -16,13 +16,14 @@ import pytest
 import redis
 from pydantic import ValidationError
 
+from gateway_plugins.limiter import LimiterUnavailable
 from gateway_plugins.limiter.memory import MemoryLimiter
 from gateway_plugins.limiter.redis_store import RedisLimiter, hash_tag
 from gateway_plugins.routes import RouteTable
 from hanzo_contract.principal import Limits
 from hanzo_stack.process import LOOPBACK
 from hanzo_stack.servers import ForwardAuthServer
-from hanzo_stack.valkey import ValkeyCluster
+from hanzo_stack.valkey import CLUSTER_SLOTS, ValkeyCluster
 from tests.support.clock import FakeClock, wait_for_window_room
 
 #: 2027-01-15 08:00:59 UTC: the last second of a minute
@@ -238,3 +239,46 @@ async def test_each_route_holds_its_fail_mode_with_the_cluster_down(
             assert f'hanzo_gateway_limiter_errors_total{{fail_mode="{mode}"}} {count}.0' in metrics
     finally:
         gateway.stop()
+
+
+async def _until_marked_failed(node: redis.Redis, port: int, limit: float = 20.0) -> None:
+    """Wait (bounded) until the surviving primaries have agreed that ``port`` failed: only
+    then would a cluster that requires full coverage stop serving every slot."""
+    deadline = asyncio.get_running_loop().time() + limit
+    while True:
+        nodes = node.execute_command("CLUSTER", "NODES")
+        text = nodes.decode() if isinstance(nodes, bytes) else str(nodes)
+        line = next(x for x in text.splitlines() if f":{port}@" in x)
+        if " fail " in f" {line.split()[2].replace(',', ' ')} ":
+            return
+        assert asyncio.get_running_loop().time() < deadline, line
+        await asyncio.sleep(0.2)
+
+
+async def test_a_lost_primary_fails_only_its_own_slots(own_cluster: ValkeyCluster) -> None:
+    limiter = RedisLimiter(own_cluster.url, timeout=1.0, clock=FakeClock(), cluster=True)
+    limits = Limits(units_per_day=3)
+    seed = _nodes(own_cluster)[0]
+    try:
+        lost = own_cluster.nodes[2]
+        by_node: dict[bool, list[str]] = {True: [], False: []}
+        for i in range(40):
+            org = f"lose{i}"
+            slot = int(seed.execute_command("CLUSTER", "KEYSLOT", f"{{{org}}}"))
+            # ValkeyCluster gives the last third of the slots to its third node
+            by_node[slot >= 2 * (CLUSTER_SLOTS // 3)].append(org)
+        assert by_node[True] and by_node[False]
+        for org in by_node[True][:3] + by_node[False][:3]:
+            assert (await limiter.hit([f"org:{org}"], limits)).allowed
+        lost.stop()
+        await _until_marked_failed(seed, lost.port)
+        for org in by_node[False][:3]:  # live primaries keep exact counts
+            assert (await limiter.hit([f"org:{org}"], limits, cost=2)).allowed
+            refused = await limiter.hit([f"org:{org}"], limits)
+            assert not refused.allowed and refused.code == "quota_exceeded"
+        for org in by_node[True][:3]:
+            with pytest.raises(LimiterUnavailable):
+                await limiter.hit([f"org:{org}"], limits)
+    finally:
+        await limiter.aclose()
+        seed.close()
