@@ -8,6 +8,7 @@ processes, and each route's fail mode with the cluster down, counted in metrics.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from gateway_plugins.limiter.memory import MemoryLimiter
 from gateway_plugins.limiter.redis_store import RedisLimiter, hash_tag
 from gateway_plugins.routes import RouteTable
 from hanzo_contract.principal import Limits
-from hanzo_stack.process import LOOPBACK
+from hanzo_stack.process import LOOPBACK, free_port
 from hanzo_stack.servers import ForwardAuthServer
 from hanzo_stack.valkey import CLUSTER_SLOTS, ValkeyCluster
 from tests.support.clock import FakeClock, wait_for_window_room
@@ -282,3 +283,38 @@ async def test_a_lost_primary_fails_only_its_own_slots(own_cluster: ValkeyCluste
     finally:
         await limiter.aclose()
         seed.close()
+
+
+async def test_a_cluster_unreachable_from_the_start_raises_quickly() -> None:
+    limiter = RedisLimiter(f"redis://{LOOPBACK}:{free_port()}/0", timeout=0.2, cluster=True)
+    try:
+        for _ in range(2):  # the failed mapping is retried, and fails as fast again
+            started = time.monotonic()
+            with pytest.raises(LimiterUnavailable):
+                await limiter.hit(["key:down/k"], Limits(requests_per_minute=1))
+            assert time.monotonic() - started < 2.0
+        with pytest.raises(LimiterUnavailable):
+            await limiter.charge_tokens(["key:down/k"], Limits(tokens_per_day=5), 3)
+        with pytest.raises(LimiterUnavailable):
+            await limiter.check_tokens(["key:down/k"], Limits(tokens_per_day=5))
+    finally:
+        await limiter.aclose()
+
+
+async def test_token_quotas_are_charged_and_checked_on_the_cluster(
+    valkey_cluster: ValkeyCluster,
+) -> None:
+    limiter = RedisLimiter(valkey_cluster.url, timeout=5.0, clock=FakeClock(), cluster=True)
+    limits = Limits(tokens_per_day=100, tokens_per_month=1000)
+    buckets = ["key:tok/k", "org:tok"]
+    try:
+        assert (await limiter.check_tokens(buckets, limits)).allowed
+        await limiter.charge_tokens(buckets, limits, 60)
+        still = await limiter.check_tokens(buckets, limits)
+        assert still.allowed and still.remaining == 40
+        await limiter.charge_tokens(buckets, limits, 40)  # spent already: counted in full
+        spent = await limiter.check_tokens(buckets, limits)
+        assert not spent.allowed and spent.code == "token_quota"
+        assert (await limiter.check_tokens(["key:tok/other"], limits)).allowed
+    finally:
+        await limiter.aclose()
