@@ -6,13 +6,15 @@ with vector search, installed by ``uv sync`` like any Python dependency.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import socket
 import time
 from pathlib import Path
 
 import redis
 
-from hanzo_stack.process import LOOPBACK, ManagedProcess, free_port, tcp_open
+from hanzo_stack.process import LOOPBACK, ManagedProcess, StartupError, free_port, tcp_open
 
 
 def _package_dir(name: str) -> Path:
@@ -54,13 +56,14 @@ class ValkeyServer:
         persist: bool = False,
         *,
         cluster: bool = False,
+        bus_port: int | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.persist = persist
         self.cluster = cluster
         #: the cluster bus port (the default, port + 10000, is out of range for a high port)
-        self.bus_port = free_port() if cluster else 0
+        self.bus_port = (bus_port or free_port()) if cluster else 0
         self.process: ManagedProcess | None = None
 
     @property
@@ -110,7 +113,19 @@ class ValkeyCluster:
         if primaries < 1:
             raise ValueError("a cluster needs at least one primary")
         self.data_dir = data_dir
-        self.nodes = [ValkeyServer(data_dir / f"node{i}", cluster=True) for i in range(primaries)]
+        self.primaries = primaries
+        self.nodes = self._new_nodes()
+
+    def _new_nodes(self) -> list[ValkeyServer]:
+        # a client port and a bus port per node, all distinct (free_port alone could hand
+        # the same free port out twice, as nothing holds it in between)
+        ports = _distinct_ports(2 * self.primaries)
+        return [
+            ValkeyServer(
+                self.data_dir / f"node{i}", ports[2 * i], cluster=True, bus_port=ports[2 * i + 1]
+            )
+            for i in range(self.primaries)
+        ]
 
     @property
     def url(self) -> str:
@@ -118,13 +133,23 @@ class ValkeyCluster:
         return self.nodes[0].url
 
     def start(self, timeout: float = 30.0) -> ValkeyCluster:
-        try:
-            for node in self.nodes:
-                node.start(timeout)
-            self._form(timeout)
-        except BaseException:
-            self.stop()
-            raise
+        """Start and form the cluster; once more on fresh ports and data if a node could
+        not start (another process on this machine took one of its ports meanwhile)."""
+        for attempt in range(2):
+            try:
+                for node in self.nodes:
+                    node.start(timeout)
+                self._form(timeout)
+                return self
+            except StartupError:
+                self.stop()
+                if attempt:
+                    raise
+                self.data_dir = self.data_dir.with_name(self.data_dir.name + "-retry")
+                self.nodes = self._new_nodes()
+            except BaseException:
+                self.stop()
+                raise
         return self
 
     def _form(self, timeout: float) -> None:
@@ -157,3 +182,12 @@ class ValkeyCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+def _distinct_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports, held together while chosen."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind((LOOPBACK, 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
