@@ -177,7 +177,8 @@ def check_counts(windows: list[Window], counts: list[int]) -> LimitResult:
 def sliding_retry_after(window: Window, now: float, current: int, previous: int, cost: int) -> int:
     """Seconds until a denied sliding window has room for ``cost`` again, if nothing else
     is counted meanwhile: its previous minute must decay, and past the minute's end this
-    minute's count becomes the one that decays."""
+    minute's count becomes the one that decays. An upper bound: the estimate rounds the
+    previous minute's share down, which may free the unit a little sooner."""
     room = window.limit - cost
     into = now % 60
     if current <= room:  # the previous minute's share must fall to room - current

@@ -65,7 +65,9 @@ async def test_sliding_window_admits_no_second_budget_at_the_minute_edge(
         assert await _admitted(fixed, "key:edge/a", limits, 15) == 10
         denied = await sliding.hit(["key:edge/a"], limits)
         assert not denied.allowed and denied.code == "rate_limited"
-        assert denied.reset == 6  # floor(10 * w) <= 9 once w <= 0.9, i.e. 6 s on
+        # Retry-After: 10 * w <= 9 once w <= 0.9, 6 s on (an upper bound: the estimate's
+        # rounding down may free the unit sooner)
+        assert denied.reset == 6
         assert await _admitted(sliding, "key:edge/a", limits, 15) == 0
         clock.advance(15)  # :15: a quarter of the last minute has slid out
         assert await _admitted(sliding, "key:edge/a", limits, 15) == 3  # 10 - floor(7.5)
@@ -74,6 +76,24 @@ async def test_sliding_window_admits_no_second_budget_at_the_minute_edge(
     finally:
         await sliding.aclose()
         await fixed.aclose()
+
+
+async def test_a_window_full_of_this_minute_retries_after_it_has_slid_out(
+    valkey_cluster: ValkeyCluster,
+) -> None:
+    clock = FakeClock()  # :30 of a minute
+    limiter = RedisLimiter(valkey_cluster.url, timeout=5.0, clock=clock, cluster=True)
+    limits = Limits(requests_per_minute=10)
+    try:
+        assert await _admitted(limiter, "key:retry/a", limits, 10) == 10
+        denied = await limiter.hit(["key:retry/a"], limits)
+        # 30 s to the minute's end, then 10 * w <= 9 once w <= 0.9: 6 s more
+        assert not denied.allowed and denied.reset == 36
+        assert denied.headers()["Retry-After"] == "36"
+        clock.advance(36)
+        assert (await limiter.hit(["key:retry/a"], limits)).allowed
+    finally:
+        await limiter.aclose()
 
 
 async def test_every_counter_of_a_decision_is_in_one_slot_and_one_call(
