@@ -19,13 +19,14 @@ from gateway_plugins.decision import Decision, allow, deny
 from gateway_plugins.errors import CredentialRefused, InvalidToken, JwksUnavailable, Unavailable
 from gateway_plugins.jwt.verifier import JwtVerifier
 from gateway_plugins.limiter import Limiter, LimiterUnavailable, LimitResult
+from gateway_plugins.limiter.memory import MemoryLimiter
 from gateway_plugins.request import AuthRequest, extract_credential
-from gateway_plugins.routes import RouteTable
+from gateway_plugins.routes import RouteMatch, RouteTable
 from gateway_plugins.sidecar_client import KeySource, PrincipalResolver
 from gateway_plugins.usage import UsageReporter
 from hanzo_contract.assertion import AssertionSigner
 from hanzo_contract.headers import IDENTITY_HEADERS, identity_header_values
-from hanzo_contract.principal import Principal, PrincipalKind
+from hanzo_contract.principal import Limits, Principal, PrincipalKind
 from hanzo_contract.tokens import TokenCharge
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,9 @@ class DecisionCore:
         reporter: DenialReporter | None = None,
         usage: UsageReporter | None = None,
         fail_open: bool = True,
+        fail_mode: str | None = None,
+        local_limiter: Limiter | None = None,
+        local_share: float = 1.0,
         limit_levels: tuple[str, ...] = ("credential",),
         positive_cache_max: float = 5.0,
         negative_cache: float = 1.0,
@@ -56,7 +60,12 @@ class DecisionCore:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``clock`` times the credential caches and assertion re-signing (the limiter and
-        the JWT verifier are handed their own wall clocks)."""
+        the JWT verifier are handed their own wall clocks).
+
+        ``fail_mode`` (``open``, ``closed``, ``local``; default from ``fail_open``) is what
+        a limit does when the limiter store is down, for routes that name none;
+        ``local_limiter`` counts ``local`` routes meanwhile, at ``local_share`` of each
+        limit."""
         self.routes = routes
         self._keys = keys
         self._resolver = resolver
@@ -65,7 +74,9 @@ class DecisionCore:
         self._signer = signer
         self._reporter = reporter
         self._usage = usage
-        self._fail_open = fail_open
+        self._fail_mode = fail_mode or ("open" if fail_open else "closed")
+        self._local = local_limiter or MemoryLimiter(None)
+        self._local_share = local_share
         self._levels = limit_levels
         self._clock = clock
         self.key_cache = PrincipalCache(
@@ -124,7 +135,7 @@ class DecisionCore:
             decision = deny(403, "forbidden", f"permission {route.permission!r} required")
             decision.principal = principal
             return decision
-        limited = await self._limit(principal)
+        limited = await self._limit(principal, route)
         if not limited.allowed:
             if limited.code == "limiter_unavailable":
                 return deny(503, "limiter_unavailable", "rate limiter unavailable, retry later")
@@ -133,7 +144,7 @@ class DecisionCore:
             decision.principal = principal
             return decision
         if route.tokens:
-            spent = await self._check_tokens(principal)
+            spent = await self._check_tokens(principal, route)
             if not spent.allowed:
                 if spent.code == "limiter_unavailable":
                     return deny(503, "limiter_unavailable", "rate limiter unavailable, retry later")
@@ -168,7 +179,10 @@ class DecisionCore:
             out.append(f"org:{principal.organization}")
         return out
 
-    async def _limit(self, principal: Principal) -> LimitResult:
+    def _mode(self, route: RouteMatch) -> str:
+        return route.on_limiter_down or self._fail_mode
+
+    async def _limit(self, principal: Principal, route: RouteMatch) -> LimitResult:
         limits = principal.limits
         buckets = self.buckets(principal)
         # the organization's bucket is charged at its plan, never at one key's limits
@@ -181,25 +195,33 @@ class DecisionCore:
         try:
             return await self._limiter.hit(buckets, limits, bucket_limits=shared)
         except LimiterUnavailable as exc:
-            mode = "open" if self._fail_open else "closed"
+            mode = self._mode(route)
             metrics.LIMITER_ERRORS.labels(fail_mode=mode).inc()
             log.warning("limiter unavailable (%s), failing %s", exc, mode)
-            if self._fail_open:
+            if mode == "open":
                 return LimitResult(True)
+            if mode == "local":
+                share = {b: _share(lim, self._local_share) for b, lim in shared.items()}
+                return await self._local.hit(
+                    buckets, _share(limits, self._local_share), bucket_limits=share
+                )
             return LimitResult(False, "limiter_unavailable")
 
-    async def _check_tokens(self, principal: Principal) -> LimitResult:
+    async def _check_tokens(self, principal: Principal, route: RouteMatch) -> LimitResult:
         limits = principal.limits
         if not (limits.tokens_per_day or limits.tokens_per_month):
             return LimitResult(True)
         try:
             return await self._limiter.check_tokens(self.buckets(principal), limits)
         except LimiterUnavailable as exc:
-            metrics.LIMITER_ERRORS.labels(fail_mode="open" if self._fail_open else "closed").inc()
-            log.warning("limiter unavailable (%s) for a token check", exc)
-            return (
-                LimitResult(True) if self._fail_open else LimitResult(False, "limiter_unavailable")
-            )
+            mode = self._mode(route)
+            metrics.LIMITER_ERRORS.labels(fail_mode=mode).inc()
+            log.warning("limiter unavailable (%s) for a token check, failing %s", exc, mode)
+            # token counts live in the store only: a local fallback cannot know them, so
+            # ``local`` lets the call through (its request limits were counted locally)
+            if mode == "closed":
+                return LimitResult(False, "limiter_unavailable")
+            return LimitResult(True)
 
     async def charge(self, charge: TokenCharge) -> None:
         """Tokens a call spent (reported by the inference gateway after the upstream's
@@ -229,10 +251,28 @@ class DecisionCore:
         )
 
     async def aclose(self) -> None:
-        for part in (self._reporter, self._usage, self._limiter):
+        for part in (self._reporter, self._usage, self._limiter, self._local):
             if part is not None:
                 await part.aclose()
         for client in {id(c): c for c in (self._keys, self._resolver, self._jwt)}.values():
             close = getattr(client, "aclose", None)
             if close is not None:
                 await close()
+
+
+def _share(limits: Limits, share: float) -> Limits:
+    """``limits`` scaled to ``share`` (at least 1 where a limit is set): what one process
+    may admit on its own while the shared store is down."""
+    if share >= 1.0:
+        return limits
+
+    def scaled(value: int | None) -> int | None:
+        return max(int(value * share), 1) if value else value
+
+    return limits.model_copy(
+        update={
+            "requests_per_minute": scaled(limits.requests_per_minute),
+            "units_per_day": scaled(limits.units_per_day),
+            "units_per_month": scaled(limits.units_per_month),
+        }
+    )

@@ -6,7 +6,9 @@ apply). A route with ``permission: null`` is public (no credential needed); ``pe
 authenticated`` needs a valid credential but no particular scope. A path
 that matches no route is denied: the table is the whole surface a gateway exposes. Each route
 names the ``audience`` of its upstream: the identity assertion is signed for that receiver
-only (``hanzo_contract.assertion``).
+only (``hanzo_contract.assertion``). ``on_limiter_down`` (``open``, ``closed``, ``local``)
+says what the route's limits do when the limiter store is unreachable; unset, the
+gateway's ``limiter_fail_mode`` applies.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -43,6 +46,9 @@ class RouteSpec(BaseModel):
     #: request on to another, as the inference gateway does to the memory service's model);
     #: the default is accepted by none
     audience: str | list[str] = AUDIENCE
+    #: when the limiter store is down: allow, refuse with 503, or count in this process;
+    #: ``None``: the gateway's ``limiter_fail_mode``
+    on_limiter_down: Literal["open", "closed", "local"] | None = None
 
     @field_validator("audience")
     @classmethod
@@ -80,6 +86,7 @@ class RouteMatch:
     pattern: str
     tokens: bool = False
     audience: str | tuple[str, ...] = AUDIENCE
+    on_limiter_down: str | None = None
 
     @property
     def public(self) -> bool:
@@ -112,7 +119,9 @@ class RouteTable:
             audience = route.audience
             if not isinstance(audience, str):
                 audience = tuple(audience)
-            match = RouteMatch(route.permission, route.path, route.tokens, audience)
+            match = RouteMatch(
+                route.permission, route.path, route.tokens, audience, route.on_limiter_down
+            )
             if _SEGMENT.search(route.path) is None and "*" not in route.methods:
                 for method in route.methods:
                     self._literal.setdefault((method, route.path), match)

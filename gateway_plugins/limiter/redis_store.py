@@ -1,23 +1,44 @@
-"""Redis-backed limiter: one budget shared by every gateway process.
+"""Redis-backed limiter: one budget shared by every gateway process, on one Valkey or a
+Valkey/Redis cluster.
 
 One Lua script checks every counter a request draws on and counts it only if all have
-room, atomically, so two gateways can never both spend the last unit. Timeouts are short:
-a Redis that is down or slow raises :class:`LimiterUnavailable` and the fail mode decides.
+room, atomically, so two gateways can never both spend the last unit. Per-minute limits are
+sliding windows (``base.py``); daily and monthly quotas stay fixed calendar windows.
+
+Cluster safety: a Lua script may touch keys of one hash slot only. Every key carries a hash
+tag, the bucket's organization (``hanzo:gw:{acme}:rpm:key:acme/abc123:29012345``), and
+every bucket of one principal (its key, user or application, and its organization)
+belongs to one organization, so all counters of one decision are in one slot: one script
+call, one round trip, atomic. The cost is that one organization's counters live on one
+primary; the organization bucket forces that anyway, and organizations spread over the
+slots. A caller that mixes organizations in one call still gets a correct count: one call
+per slot, in order, and the counts of earlier slots handed back if a later slot denies
+(not atomic across slots, so a concurrent request may see the refunded units briefly).
+
+Timeouts are short: a Redis that is down or slow raises :class:`LimiterUnavailable` and the
+route's fail mode decides.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
+from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException, RedisError
 
 from gateway_plugins.limiter.base import (
     UNLIMITED,
     Clock,
     LimiterUnavailable,
     LimitResult,
+    Window,
     check_counts,
+    sliding_retry_after,
     summarize,
     token_windows,
     wall_clock,
@@ -26,39 +47,61 @@ from gateway_plugins.limiter.base import (
 from hanzo_contract.principal import Limits
 from hanzo_contract.redis_keys import LIMITER_PREFIX
 
-# KEYS: counters. ARGV: cost, then limit_i, ttl_i per counter.
-# Returns {0, i} when counter i (1-based) is full, else {1, count_1, ..., count_n}.
+# KEYS: per counter i, its key (2i-1) and its previous minute's key (2i; the key itself for
+# a fixed window). ARGV: cost, then limit_i, ttl_i, weight_i per counter (weight 0: fixed).
+# A counter's level is floor(previous * weight) + current.
+# Returns {0, i, current, previous} when counter i (1-based) has no room, else
+# {1, level_1, ..., level_n} after counting.
 _HIT = """
 local cost = tonumber(ARGV[1])
-for i = 1, #KEYS do
-  local current = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if current + cost > tonumber(ARGV[2 * i]) then
-    return {0, i}
+local n = #KEYS / 2
+local carried = {}
+for i = 1, n do
+  local current = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
+  local weight = tonumber(ARGV[3 * i + 1])
+  local previous = 0
+  if weight > 0 then
+    previous = tonumber(redis.call('GET', KEYS[2 * i]) or '0')
+  end
+  carried[i] = math.floor(previous * weight)
+  if current + carried[i] + cost > tonumber(ARGV[3 * i - 1]) then
+    return {0, i, current, previous}
   end
 end
 local out = {1}
-for i = 1, #KEYS do
-  local v = redis.call('INCRBY', KEYS[i], cost)
+for i = 1, n do
+  local v = redis.call('INCRBY', KEYS[2 * i - 1], cost)
   if v == cost then
-    redis.call('EXPIRE', KEYS[i], tonumber(ARGV[2 * i + 1]))
+    redis.call('EXPIRE', KEYS[2 * i - 1], tonumber(ARGV[3 * i]))
   end
-  out[#out + 1] = v
+  out[#out + 1] = v + carried[i]
 end
 return out
 """
 
-
-# KEYS: token counters. ARGV: tokens, then ttl_i per counter. Adds unconditionally.
-_CHARGE = """
-local tokens = tonumber(ARGV[1])
+# KEYS: counters of one slot. ARGV: amount, then ttl_i per counter. Adds unconditionally
+# (token charges; a negative amount hands back what a denied multi-slot hit counted).
+_ADD = """
+local amount = tonumber(ARGV[1])
 for i = 1, #KEYS do
-  local v = redis.call('INCRBY', KEYS[i], tokens)
-  if v == tokens then
+  local v = redis.call('INCRBY', KEYS[i], amount)
+  if v == amount then
     redis.call('EXPIRE', KEYS[i], tonumber(ARGV[i + 1]))
   end
 end
 return 1
 """
+
+#: everything the client raises when the store is down, slow or mid-failover
+_STORE_ERRORS = (RedisError, RedisClusterException, OSError)
+
+
+def hash_tag(bucket: str) -> str:
+    """The hash tag of a bucket: its organization (``key:acme/abc`` -> ``acme``,
+    ``org:acme`` -> ``acme``). Braces are replaced so a name cannot end the tag early;
+    the full bucket stays in the key, so two buckets never share a counter."""
+    name = bucket.split(":", 1)[-1].split("/", 1)[0]
+    return name.replace("{", "(").replace("}", ")") or "-"
 
 
 class RedisLimiter:
@@ -69,19 +112,59 @@ class RedisLimiter:
         prefix: str = LIMITER_PREFIX,
         *,
         clock: Clock = wall_clock,
+        cluster: bool = False,
     ) -> None:
         # the window (part of each counter's key) comes from this clock, never Redis's TIME
         self._clock = clock
-        self._redis = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry_on_timeout=False,
-            health_check_interval=0,
-        )
+        self._redis: Any
+        if cluster:
+            # a node that is down must fail this decision fast, not be retried for seconds
+            self._redis = RedisCluster.from_url(
+                url,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                retry=Retry(NoBackoff(), 0),
+                # the cluster client refuses (MaxConnectionsError) past its pool size, where
+                # a single-server pool grows: size it for a burst, like the single one
+                max_connections=10_000,
+                health_check_interval=0,
+            )
+        else:
+            self._redis = aioredis.Redis.from_url(
+                url,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                retry_on_timeout=False,
+                health_check_interval=0,
+            )
+        self._cluster = cluster
+        # concurrent first calls would each map the cluster and close the connections the
+        # others are writing on: the first call maps it, the rest wait (see _connected)
+        self._mapped = not cluster
+        self._mapping = asyncio.Lock()
         self._script = self._redis.register_script(_HIT)
-        self._charge = self._redis.register_script(_CHARGE)
+        self._add = self._redis.register_script(_ADD)
         self._prefix = prefix
+
+    async def _connected(self) -> None:
+        """Map the cluster's slots once before the first command (and again after a
+        failure reset it); a single server needs nothing."""
+        if self._mapped:
+            return
+        async with self._mapping:
+            if not self._mapped:
+                await self._redis.initialize()
+                self._mapped = True
+
+    def _key(self, window_key: str, bucket: str) -> str:
+        return f"{self._prefix}{{{hash_tag(bucket)}}}:{window_key}"
+
+    def _by_slot(self, windows: list[Window]) -> list[list[int]]:
+        """Window indexes grouped by hash tag, in first-seen order."""
+        groups: dict[str, list[int]] = {}
+        for i, w in enumerate(windows):
+            groups.setdefault(hash_tag(w.bucket), []).append(i)
+        return list(groups.values())
 
     async def hit(
         self,
@@ -90,41 +173,73 @@ class RedisLimiter:
         cost: int = 1,
         bucket_limits: Mapping[str, Limits] | None = None,
     ) -> LimitResult:
-        windows = windows_for(buckets, limits, self._clock(), bucket_limits)
+        now = self._clock()
+        windows = windows_for(buckets, limits, now, bucket_limits, sliding=True)
         if not windows:
             return UNLIMITED
-        keys = [self._prefix + w.key for w in windows]
-        args: list[int] = [cost]
-        for w in windows:
-            args += [w.limit, w.ttl]
+        levels = [0] * len(windows)
+        done: list[list[int]] = []
         try:
-            reply = await self._script(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
-            raise LimiterUnavailable(f"redis: {type(exc).__name__}") from None
-        if int(reply[0]) == 0:
-            denied = int(reply[1]) - 1
-            return summarize(windows, [0] * len(windows), denied)
-        return summarize(windows, [int(v) for v in reply[1:]], None)
+            await self._connected()
+            for group in self._by_slot(windows):
+                reply = await self._hit_slot([windows[i] for i in group], cost)
+                if int(reply[0]) == 0:
+                    if done:
+                        await self._refund([windows[i] for g in done for i in g], cost)
+                    denied = group[int(reply[1]) - 1]
+                    w = windows[denied]
+                    current, previous = int(reply[2]), int(reply[3])
+                    reset = (
+                        sliding_retry_after(w, now, current, previous, cost) if w.prev_key else None
+                    )
+                    return summarize(windows, levels, denied, reset)
+                for i, level in zip(group, reply[1:], strict=True):
+                    levels[i] = int(level)
+                done.append(group)
+        except _STORE_ERRORS as exc:
+            raise LimiterUnavailable(f"redis: {type(exc).__name__}: {exc}") from None
+        return summarize(windows, levels, None)
+
+    async def _hit_slot(self, windows: list[Window], cost: int) -> list[Any]:
+        keys: list[str] = []
+        args: list[int | float] = [cost]
+        for w in windows:
+            key = self._key(w.key, w.bucket)
+            keys += [key, self._key(w.prev_key, w.bucket) if w.prev_key else key]
+            args += [w.limit, w.ttl, round(w.prev_weight, 6)]
+        return await self._script(keys=keys, args=args)
+
+    async def _refund(self, windows: list[Window], cost: int) -> None:
+        for group in self._by_slot(windows):
+            keys = [self._key(windows[i].key, windows[i].bucket) for i in group]
+            await self._add(keys=keys, args=[-cost, *(windows[i].ttl for i in group)])
 
     async def check_tokens(self, buckets: list[str], limits: Limits) -> LimitResult:
         windows = token_windows(buckets, limits, self._clock())
         if not windows:
             return UNLIMITED
+        keys = [self._key(w.key, w.bucket) for w in windows]
         try:
-            values = await self._redis.mget([self._prefix + w.key for w in windows])
-        except (RedisError, OSError) as exc:
-            raise LimiterUnavailable(f"redis: {type(exc).__name__}") from None
+            await self._connected()
+            if self._cluster:
+                values = await self._redis.mget_nonatomic(keys)
+            else:
+                values = await self._redis.mget(keys)
+        except _STORE_ERRORS as exc:
+            raise LimiterUnavailable(f"redis: {type(exc).__name__}: {exc}") from None
         return check_counts(windows, [int(v or 0) for v in values])
 
     async def charge_tokens(self, buckets: list[str], limits: Limits, tokens: int) -> None:
         windows = token_windows(buckets, limits, self._clock())
         if not windows or tokens <= 0:
             return
-        keys = [self._prefix + w.key for w in windows]
         try:
-            await self._charge(keys=keys, args=[tokens, *(w.ttl for w in windows)])
-        except (RedisError, OSError) as exc:
-            raise LimiterUnavailable(f"redis: {type(exc).__name__}") from None
+            await self._connected()
+            for group in self._by_slot(windows):
+                keys = [self._key(windows[i].key, windows[i].bucket) for i in group]
+                await self._add(keys=keys, args=[tokens, *(windows[i].ttl for i in group)])
+        except _STORE_ERRORS as exc:
+            raise LimiterUnavailable(f"redis: {type(exc).__name__}: {exc}") from None
 
     async def aclose(self) -> None:
         await self._redis.aclose()

@@ -15,10 +15,16 @@ from pydantic import BaseModel, Field
 class LimiterSettings(BaseModel):
     limiter_backend: Literal["memory", "redis"] = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    #: ``redis_url`` is a seed node of a Redis/Valkey cluster (keys carry hash tags)
+    redis_cluster: bool = False
     redis_timeout_seconds: float = Field(default=0.25, gt=0)
-    #: ``open``: allow and log when the limiter store fails (Kong's "fault tolerant");
-    #: ``closed``: answer 503 instead
-    limiter_fail_mode: Literal["open", "closed"] = "open"
+    #: what a limit does when the store is unreachable, for routes that do not say
+    #: (``on_limiter_down`` in the route table): ``open`` allows and logs (Kong's "fault
+    #: tolerant"); ``closed`` answers 503; ``local`` counts in this process instead
+    limiter_fail_mode: Literal["open", "closed", "local"] = "open"
+    #: the ``local`` fallback admits this share of each limit per process (0.5 with two
+    #: gateways keeps the sum at the limit while the store is down)
+    limiter_local_share: float = Field(default=1.0, gt=0, le=1)
     #: which budgets a request draws on: the credential (key, user or application) and/or
     #: its whole organization
     limit_levels: list[Literal["credential", "organization"]] = Field(

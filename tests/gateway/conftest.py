@@ -33,6 +33,7 @@ from hanzo_stack.servers import (
     NginxServer,
     SidecarServer,
 )
+from hanzo_stack.valkey import ValkeyCluster
 from iam_sidecar.keys.models import NewKey
 from iam_sidecar.keys.store import KeyStore
 from tests.support.clock import FakeClock
@@ -217,3 +218,14 @@ def make_gateway_env() -> Any:
 @pytest.fixture(scope="session")
 def mint(stack: Stack) -> Any:
     return stack.mint
+
+
+@pytest.fixture(scope="session")
+def valkey_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyCluster]:
+    """Three Valkey primaries, one cluster, shared by the limiter's cluster tests (a test
+    that stops a cluster starts its own)."""
+    cluster = ValkeyCluster(tmp_path_factory.mktemp("valkey-cluster")).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -183,7 +183,10 @@ async def test_redis_windows_come_from_the_handed_clock(valkey: ValkeyServer) ->
     try:
         assert (await limiter.hit(["key:acme/c"], limits)).allowed
         assert not (await limiter.hit(["key:acme/c"], limits)).allowed
-        clock.advance(30)
+        clock.advance(30)  # next minute: the sliding window still holds the last 60 seconds
+        denied = await limiter.hit(["key:acme/c"], limits)
+        assert not denied.allowed and denied.reset == 60
+        clock.advance(60)  # only the handed clock moved: a fresh budget
         assert (await limiter.hit(["key:acme/c"], limits)).allowed
     finally:
         await limiter.aclose()
