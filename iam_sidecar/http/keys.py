@@ -19,6 +19,7 @@ from hanzo_contract.scopes import KEYS_MANAGE as MANAGE
 from iam_sidecar.errors import KeyNotFound, Unauthenticated, UpstreamUnavailable
 from iam_sidecar.http.util import client_address, parse_body, sidecar_state
 from iam_sidecar.keys.models import KeyRecord, NewKey
+from iam_sidecar.records.usage import ModelUsageRow, UsageRow, utc_day
 
 
 class CreateKey(BaseModel):
@@ -36,6 +37,26 @@ class RotateKey(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     grace_seconds: float | None = Field(default=None, ge=0)
+
+
+class UsageReport(BaseModel):
+    """``GET /v1/usage``: what the caller's credential may spend, and what was spent.
+
+    The rate limiter's live counters belong to the gateway plugin (in-process or Valkey),
+    not to the sidecar: the exact remaining budget of the credential's tightest window is
+    in the ``RateLimit``/``RateLimit-Policy`` headers of every allowed answer, this one
+    included. The body adds the limits the gateway enforces (from the signed assertion)
+    and the day's quota left by the sidecar's usage counters, which trail the limiter by
+    at most one usage report interval.
+    """
+
+    #: whose limits these are: ``key:<id>`` for a key, ``user:<org/name>`` for a token
+    credential: str
+    limits: Limits
+    #: ``units_per_day`` minus the credential's requests counted today; ``None``: no cap
+    remaining_today: int | None
+    usage: list[UsageRow]
+    models: list[ModelUsageRow]
 
 
 def caller(request: Request) -> Principal:
@@ -160,6 +181,20 @@ async def usage(request: Request) -> Response:
 
         rows = [r for r in rows if own(r.level, r.subject)]
         models = [m for m in models if own(m.level, m.subject)]
-    return JSONResponse(
-        {"usage": [r.model_dump() for r in rows], "models": [m.model_dump() for m in models]}
+    # the usage counters' level for the credential (the limiter's bucket names the same)
+    level, subject = ("key", principal.key_id) if principal.key_id else ("user", principal.subject)
+    remaining = None
+    cap = principal.limits.units_per_day
+    if cap is not None:
+        today = utc_day(state.keys.clock())
+        counted = await state.keys.usage.query(principal.organization, day=today, level=level)
+        spent = sum(r.requests for r in counted if r.subject == subject)
+        remaining = max(cap - spent, 0)
+    report = UsageReport(
+        credential=f"{level}:{subject}",
+        limits=principal.limits,
+        remaining_today=remaining,
+        usage=rows,
+        models=models,
     )
+    return JSONResponse(report.model_dump(mode="json"))
