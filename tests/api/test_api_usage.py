@@ -22,7 +22,11 @@ async def test_owner_reads_own_limits_and_remaining(tmp_path: Path) -> None:
         signer = signer_for(settings)
         limits = Limits(requests_per_minute=60, units_per_day=10)
         alice = Principal(
-            organization="acme", subject="acme/alice", scopes=frozenset(), key_id="ka", limits=limits
+            organization="acme",
+            subject="acme/alice",
+            scopes=frozenset(),
+            key_id="ka",
+            limits=limits,
         )
         bob = Principal(organization="acme", subject="acme/bob", scopes=frozenset(), key_id="kb")
         # what the gateway plugin reported: three requests by alice's key, five by bob's
