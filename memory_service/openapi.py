@@ -28,9 +28,13 @@ RETRIEVE_PARAMS: tuple[dict[str, Any], ...] = tuple(
 )
 
 
-def openapi_document(routes: Iterable[RouteLike]) -> dict[str, Any]:
-    """The document of ``routes`` (the service's ``ROUTES``), served at
+def openapi_document(routes: Iterable[RouteLike] | None = None) -> dict[str, Any]:
+    """The document of ``routes`` (by default the service's ``ROUTES``), served at
     ``MEMORY_OPENAPI_PATH`` through the gateway."""
+    if routes is None:
+        from memory_service.routes import ROUTES  # routes.py imports this module
+
+        routes = ROUTES
     return build_document(
         "Hanzo memory API",
         "1.0.0",

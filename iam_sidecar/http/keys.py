@@ -14,11 +14,12 @@ from starlette.responses import JSONResponse, Response
 
 from hanzo_contract.assertion import InvalidAssertion
 from hanzo_contract.headers import ASSERTION
+from hanzo_contract.openapi import Operation, operation
 from hanzo_contract.principal import Limits, Principal, PrincipalKind
 from hanzo_contract.scopes import KEYS_MANAGE as MANAGE
 from iam_sidecar.errors import KeyNotFound, Unauthenticated, UpstreamUnavailable
 from iam_sidecar.http.util import client_address, parse_body, sidecar_state
-from iam_sidecar.keys.models import KeyRecord, NewKey
+from iam_sidecar.keys.models import KeyRecord, KeyState, NewKey
 from iam_sidecar.records.usage import ModelUsageRow, UsageRow, utc_day
 
 
@@ -37,6 +38,37 @@ class RotateKey(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     grace_seconds: float | None = Field(default=None, ge=0)
+
+
+class KeyView(BaseModel):
+    """A key as the API shows it (:meth:`KeyRecord.public`): never the secret or digest."""
+
+    key_id: str
+    prefix: str
+    organization: str
+    owner: str
+    owner_kind: PrincipalKind
+    name: str
+    scopes: list[str]
+    limits: Limits | None
+    created_at: float
+    expires_at: float | None
+    last_used_at: float | None
+    rotated_at: float | None
+    grace_until: float | None
+    parent_key_id: str | None
+    state: KeyState
+
+
+class KeyList(BaseModel):
+    keys: list[KeyView]
+
+
+class MintedKey(BaseModel):
+    """A new or rotated key: ``key`` is shown this once and never stored in clear."""
+
+    key: str = Field(description="hk-... (shown once)")
+    record: KeyView
 
 
 class UsageReport(BaseModel):
@@ -86,6 +118,14 @@ async def _own_key(request: Request, principal: Principal) -> KeyRecord:
     return record
 
 
+@operation(
+    Operation(
+        "listKeys",
+        "Your keys (every key of your organization with keys:manage)",
+        "authenticated",
+        response=KeyList,
+    )
+)
 async def list_keys(request: Request) -> Response:
     principal = caller(request)
     store = sidecar_state(request).keys
@@ -95,6 +135,17 @@ async def list_keys(request: Request) -> Response:
     return JSONResponse({"keys": [r.public(now) for r in records]})
 
 
+@operation(
+    Operation(
+        "createKey",
+        "Mint a key: scopes, limits and expiry within your own",
+        "authenticated",
+        response=MintedKey,
+        body=CreateKey,
+        status=201,
+        errors=(404, 422),
+    )
+)
 async def create_key(request: Request) -> Response:
     principal = caller(request)
     state = sidecar_state(request)
@@ -125,12 +176,31 @@ async def create_key(request: Request) -> Response:
     )
 
 
+@operation(
+    Operation(
+        "getKey",
+        "One of your keys",
+        "authenticated",
+        response=KeyView,
+        errors=(404,),
+    )
+)
 async def show_key(request: Request) -> Response:
     principal = caller(request)
     record = await _own_key(request, principal)
     return JSONResponse(record.public(sidecar_state(request).keys.clock()))
 
 
+@operation(
+    Operation(
+        "rotateKey",
+        "A new secret for the key; the old one stays valid for the grace period",
+        "authenticated",
+        response=MintedKey,
+        body=RotateKey,
+        errors=(404, 422),
+    )
+)
 async def rotate_key(request: Request) -> Response:
     principal = caller(request)
     state = sidecar_state(request)
@@ -151,6 +221,15 @@ async def rotate_key(request: Request) -> Response:
     return JSONResponse({"key": plaintext, "record": fresh.public(state.keys.clock())})
 
 
+@operation(
+    Operation(
+        "revokeKey",
+        "Revoke the key (every gateway refuses it within the cache bound)",
+        "authenticated",
+        response=KeyView,
+        errors=(404,),
+    )
+)
 async def revoke_key(request: Request) -> Response:
     principal = caller(request)
     state = sidecar_state(request)
@@ -164,6 +243,14 @@ async def revoke_key(request: Request) -> Response:
     return JSONResponse(revoked.public(state.keys.clock()))
 
 
+@operation(
+    Operation(
+        "getUsage",
+        "Your credential's limits, the day's quota left, and usage per day",
+        "authenticated",
+        response=UsageReport,
+    )
+)
 async def usage(request: Request) -> Response:
     principal = caller(request)
     state = sidecar_state(request)
