@@ -24,6 +24,8 @@ from hanzo_contract.errors import ErrorBody
 #: where the gateway serves each document (public routes of the route table)
 MEMORY_OPENAPI_PATH = "/v1/openapi/memory.json"
 KEYS_OPENAPI_PATH = "/v1/openapi/keys.json"
+#: the page that renders both (served by the sidecar)
+DOCS_PATH = "/v1/docs"
 
 #: the attribute :func:`operation` sets on an endpoint
 _ATTR = "__hanzo_operation__"
@@ -113,7 +115,10 @@ def _ref(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def _content(model: type[BaseModel] | None, media: str) -> dict[str, Any]:
-    schema = _ref(model) if model is not None else {"type": "object"}
+    if model is not None:
+        schema = _ref(model)
+    else:
+        schema = {"type": "object"} if media == "application/json" else {"type": "string"}
     return {media: {"schema": schema}}
 
 

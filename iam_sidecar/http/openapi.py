@@ -8,10 +8,11 @@ health) are unmarked and stay out of the public document.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from hanzo_contract.openapi import (
     KEYS_OPENAPI_PATH,
@@ -36,3 +37,17 @@ def openapi_document(routes: Iterable[RouteLike]) -> dict[str, Any]:
 async def serve_openapi(request: Request) -> Response:
     """Public (the route table lets it through without a credential)."""
     return JSONResponse(openapi_document(request.app.routes))
+
+
+#: the docs page: a self-written renderer of both documents, no external asset at all
+DOCS_PAGE = (Path(__file__).with_name("docs.html")).read_text()
+#: the browser refuses anything from another origin (no CDN, works offline)
+DOCS_CSP = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+@operation(Operation("apiDocs", "The API reference page (HTML)", None, response_media="text/html"))
+async def serve_docs(_request: Request) -> Response:
+    return HTMLResponse(DOCS_PAGE, headers={"Content-Security-Policy": DOCS_CSP})
