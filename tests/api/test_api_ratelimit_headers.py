@@ -7,10 +7,12 @@ import re
 
 import httpx
 import pytest
+import yaml
 
 from gateway_plugins.request import AuthRequest
 from hanzo_contract.headers import IDENTITY_HEADERS
 from hanzo_contract.principal import Limits, Principal
+from hanzo_stack.servers import DEPLOY_DIR
 from tests.support.clock import wait_for_window_room
 
 GATEWAYS = ["nginx", "caddy"]
@@ -120,3 +122,15 @@ async def test_unlimited_key_gets_no_ratelimit_header(stack, http, gateway: str)
     )
     assert r.status_code == 200, r.text
     assert "ratelimit" not in r.headers and "ratelimit-policy" not in r.headers, r.headers.raw
+
+
+def test_envoy_config_passes_ratelimit_to_the_client_on_allow() -> None:
+    """Envoy does not run here: its shipped config is checked for the fields instead."""
+    conf = yaml.safe_load((DEPLOY_DIR / "envoy" / "envoy.yaml").read_text())
+    hcm = conf["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    authz = hcm["typed_config"]["http_filters"][0]["typed_config"]
+    answer = authz["http_service"]["authorization_response"]
+    on_allow = {p["exact"] for p in answer["allowed_client_headers_on_success"]["patterns"]}
+    assert on_allow == {"ratelimit", "ratelimit-policy"}
+    upstream = {p["exact"] for p in answer["allowed_upstream_headers"]["patterns"]}
+    assert not upstream & on_allow
