@@ -134,3 +134,24 @@ def test_envoy_config_passes_ratelimit_to_the_client_on_allow() -> None:
     assert on_allow == {"ratelimit", "ratelimit-policy"}
     upstream = {p["exact"] for p in answer["allowed_upstream_headers"]["patterns"]}
     assert not upstream & on_allow
+
+
+async def test_inline_middleware_puts_ratelimit_on_the_apps_answer(core, sidecar) -> None:
+    """A service run without a gateway (``InlineAuth``): the app's own RateLimit loses."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from gateway_plugins.inline import InlineAuth
+
+    async def retrieve(_request) -> JSONResponse:
+        return JSONResponse({"ok": True}, headers={"RateLimit": '"app";r=999;t=1'})
+
+    app = Starlette(routes=[Route("/v1/memory/retrieve", retrieve)])
+    sidecar.keys[KEY] = _principal(Limits(requests_per_minute=5))
+    transport = httpx.ASGITransport(app=InlineAuth(app, core))
+    async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
+        answer = await client.get("/v1/memory/retrieve", headers={"X-API-Key": KEY})
+    assert answer.status_code == 200
+    assert answer.headers.get_list("ratelimit") == ['"key-minute";r=4;t=30']
+    assert answer.headers["ratelimit-policy"] == '"key-minute";q=5;w=60'
