@@ -76,6 +76,8 @@ class Operation:
     #: query parameters: one per field of this model
     query: type[BaseModel] | None = None
     status: int = 200
+    #: ``False``: the body may be left out (every field has a default)
+    body_required: bool = True
     #: media type of the body and the answer when not JSON (e.g. ``application/x-ndjson``)
     body_media: str = "application/json"
     response_media: str = "application/json"
@@ -168,7 +170,10 @@ def _render(path: str, spec: Operation, defs: dict[str, Any]) -> dict[str, Any]:
     if params:
         op["parameters"] = params
     if spec.body is not None:
-        op["requestBody"] = {"required": True, "content": _content(spec.body, spec.body_media)}
+        op["requestBody"] = {
+            "required": spec.body_required,
+            "content": _content(spec.body, spec.body_media),
+        }
     return op
 
 

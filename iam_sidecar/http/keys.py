@@ -198,6 +198,7 @@ async def show_key(request: Request) -> Response:
         "authenticated",
         response=MintedKey,
         body=RotateKey,
+        body_required=False,
         errors=(404, 422),
     )
 )
