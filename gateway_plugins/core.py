@@ -155,7 +155,10 @@ class DecisionCore:
         assertion = self._signer.sign(
             principal, audience=route.audience, method=request.method, path=request.path
         )
-        return allow(identity_header_values(principal, assertion), principal, "allow")
+        # the client paces itself by these on every allowed answer, not only on a 429
+        return allow(
+            identity_header_values(principal, assertion), principal, "allow", limited.headers()
+        )
 
     async def _from_jwt(self, token: str) -> CachedPrincipal:
         if self._jwt is None or self._resolver is None:

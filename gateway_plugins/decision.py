@@ -21,6 +21,9 @@ class Decision:
     headers: dict[str, str] = field(default_factory=dict)
     message: str = ""
     principal: Principal | None = None
+    #: headers for the client on allow (RateLimit, RateLimit-Policy): the gateway copies
+    #: them onto the upstream's answer, never onto the request to the upstream
+    client_headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def allowed(self) -> bool:
@@ -33,8 +36,15 @@ class Decision:
         return json.dumps(self.body(request_id), separators=(",", ":")).encode()
 
 
-def allow(identity_headers: dict[str, str], principal: Principal | None, code: str) -> Decision:
-    return Decision(200, code, identity_headers, principal=principal)
+def allow(
+    identity_headers: dict[str, str],
+    principal: Principal | None,
+    code: str,
+    client_headers: dict[str, str] | None = None,
+) -> Decision:
+    return Decision(
+        200, code, identity_headers, principal=principal, client_headers=client_headers or {}
+    )
 
 
 def deny(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Decision:

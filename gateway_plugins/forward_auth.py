@@ -65,6 +65,7 @@ def _render(
     headers = [(k.encode(), v.encode()) for k, v in decision.headers.items()]
     headers.append((b"x-hanzo-status", str(status).encode()))
     if decision.allowed:
+        headers += [(k.encode(), v.encode()) for k, v in decision.client_headers.items()]
         return 200, [*headers, (b"content-length", b"0")], b""
     body = decision.body_bytes(request_id)
     headers += [

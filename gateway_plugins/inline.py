@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway_plugins.core import DecisionCore
 from gateway_plugins.decision import Decision, deny
@@ -51,7 +51,7 @@ class InlineAuth:
             return
         scope = dict(scope)
         scope["headers"] = replace_identity_headers_raw(scope["headers"], decision.headers)
-        await self.app(scope, receive, send)
+        await self.app(scope, receive, _with_headers(send, decision.client_headers))
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the app's lifespan through, then close the core's clients on shutdown."""
@@ -59,6 +59,22 @@ class InlineAuth:
             await self.app(scope, receive, send)
         finally:
             await self.core.aclose()
+
+
+def _with_headers(send: Send, extra: dict[str, str]) -> Send:
+    """``send`` that adds the decision's client headers (RateLimit) to the app's answer."""
+    if not extra:
+        return send
+    raw = [(k.lower().encode(), v.encode()) for k, v in extra.items()]
+    names = {name for name, _ in raw}
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            kept = [h for h in message.get("headers", []) if h[0].lower() not in names]
+            message = {**message, "headers": [*kept, *raw]}
+        await send(message)
+
+    return sending
 
 
 async def _refuse(decision: Decision, send: Send) -> None:

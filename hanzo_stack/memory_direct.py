@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp
 
+from hanzo_contract.openapi import MEMORY_OPENAPI_PATH
 from memory_service.cli import gateway_app, make_cli
 from memory_service.settings import MemorySettings
 
 #: the memory routes that need no credential
-OPEN_PATHS = ("/healthz", "/openapi.json")
+OPEN_PATHS = ("/healthz", "/openapi.json", MEMORY_OPENAPI_PATH)
 
 
 def direct_app(settings: MemorySettings) -> ASGIApp:

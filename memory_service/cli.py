@@ -78,8 +78,9 @@ def make_cli(build: AppBuilder = gateway_app) -> typer.Typer:
         import json
 
         from memory_service.openapi import openapi_document
+        from memory_service.routes import ROUTES
 
-        typer.echo(json.dumps(openapi_document(), indent=2))
+        typer.echo(json.dumps(openapi_document(ROUTES), indent=2))
 
     return cli
 

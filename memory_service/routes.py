@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from hanzo_contract.openapi import MEMORY_OPENAPI_PATH, Operation, operation
 from memory_service.auth import DELETE, READ, WRITE, principal_of, requires
 from memory_service.body import import_lines, parse_json, read_limited, read_model, validate
 from memory_service.bounds import (
@@ -19,21 +20,23 @@ from memory_service.bounds import (
     MAX_METADATA_KEYS,
 )
 from memory_service.cursor import decode_cursor, encode_cursor
-from memory_service.erasure import ERASE_PATH, ErasureRequest, erase
+from memory_service.erasure import ERASE_PATH, ErasureReceipt, ErasureRequest, erase
 from memory_service.models import (
     Capabilities,
     DeleteResponse,
+    ImportLine,
     ImportResponse,
     ListResponse,
     MemoryIn,
+    MemoryOut,
     SearchRequest,
     SearchResponse,
     StoreRequest,
     StoreResponse,
     UpdateRequest,
 )
-from memory_service.openai_embeddings import embeddings
-from memory_service.openapi import openapi_document
+from memory_service.openai_embeddings import INVOKE, EmbeddingsRequest, embeddings
+from memory_service.openapi import RETRIEVE_PARAMS, openapi_document
 from memory_service.query import list_params
 from memory_service.service import MemoryService, to_out
 
@@ -46,6 +49,16 @@ def _svc(request: Request) -> MemoryService:
     return request.app.state.service
 
 
+@operation(
+    Operation(
+        "storeMemories",
+        "Store one memory, or a batch (upsert by id, dedup by content)",
+        WRITE,
+        response=StoreResponse,
+        body=StoreRequest,
+        errors=(409, 422),
+    )
+)
 @requires(WRITE)
 async def store(request: Request) -> Response:
     svc = _svc(request)
@@ -58,6 +71,16 @@ async def store(request: Request) -> Response:
     return _json(StoreResponse(ids=[r.id for r in results], results=results))
 
 
+@operation(
+    Operation(
+        "retrieveMemories",
+        "Fetch one memory by id, or list with filters and a cursor",
+        READ,
+        response=ListResponse,
+        errors=(404, 422),
+        extra_params=RETRIEVE_PARAMS,
+    )
+)
 @requires(READ)
 async def retrieve(request: Request) -> Response:
     params = list_params(request.query_params)
@@ -72,6 +95,16 @@ async def retrieve(request: Request) -> Response:
     return _json(ListResponse(memories=[to_out(r) for r in records], next_cursor=cursor))
 
 
+@operation(
+    Operation(
+        "searchMemories",
+        "Vector, keyword or hybrid search",
+        READ,
+        response=SearchResponse,
+        body=SearchRequest,
+        errors=(422,),
+    )
+)
 @requires(READ)
 async def search(request: Request) -> Response:
     svc = _svc(request)
@@ -80,6 +113,16 @@ async def search(request: Request) -> Response:
     return _json(SearchResponse(mode=req.mode, results=results))
 
 
+@operation(
+    Operation(
+        "updateMemory",
+        "Update content, metadata, tags, importance or expiry",
+        WRITE,
+        response=MemoryOut,
+        body=UpdateRequest,
+        errors=(404, 422),
+    )
+)
 @requires(WRITE)
 async def update(request: Request) -> Response:
     svc = _svc(request)
@@ -88,6 +131,15 @@ async def update(request: Request) -> Response:
     return _json(to_out(record))
 
 
+@operation(
+    Operation(
+        "deleteMemory",
+        "Delete a memory from storage and every index",
+        DELETE,
+        response=DeleteResponse,
+        errors=(404,),
+    )
+)
 @requires(DELETE)
 async def delete(request: Request) -> Response:
     memory_id = request.path_params["id"]
@@ -95,6 +147,17 @@ async def delete(request: Request) -> Response:
     return _json(DeleteResponse(id=memory_id, deleted=True))
 
 
+@operation(
+    Operation(
+        "eraseMemories",
+        "Erase every memory of a user (yourself; another user needs an org admin), or of "
+        "the whole organization (no user; org admin): storage, indexes, caches",
+        DELETE,
+        response=ErasureReceipt,
+        body=ErasureRequest,
+        errors=(422,),
+    )
+)
 @requires(DELETE)
 async def erase_memories(request: Request) -> Response:
     svc = _svc(request)
@@ -102,6 +165,14 @@ async def erase_memories(request: Request) -> Response:
     return _json(await erase(svc.backend, principal_of(request), body))
 
 
+@operation(
+    Operation(
+        "memoryCapabilities",
+        "Backend, search modes, embedding model, limits and features",
+        READ,
+        response=Capabilities,
+    )
+)
 @requires()
 async def capabilities(request: Request) -> Response:
     svc = _svc(request)
@@ -124,6 +195,15 @@ async def capabilities(request: Request) -> Response:
     return _json(caps)
 
 
+@operation(
+    Operation(
+        "exportMemories",
+        "Export the caller's visible memories as JSON lines",
+        READ,
+        response=ImportLine,
+        response_media="application/x-ndjson",
+    )
+)
 @requires(READ)
 async def export(request: Request) -> Response:
     svc = _svc(request)
@@ -136,6 +216,17 @@ async def export(request: Request) -> Response:
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 
 
+@operation(
+    Operation(
+        "importMemories",
+        "Import JSON lines (as exported)",
+        WRITE,
+        response=ImportResponse,
+        body=ImportLine,
+        body_media="application/x-ndjson",
+        errors=(422,),
+    )
+)
 @requires(WRITE)
 async def import_(request: Request) -> Response:
     svc = _svc(request)
@@ -150,8 +241,14 @@ async def import_(request: Request) -> Response:
     return _json(ImportResponse(**counts, expired=expired))
 
 
+@operation(Operation("memoryOpenApi", "This document", None))
 async def openapi(_request: Request) -> Response:
-    return JSONResponse(openapi_document())
+    return JSONResponse(openapi_document(ROUTES))
+
+
+async def openapi_private(_request: Request) -> Response:
+    """The same document on the service's own port (older callers; not a public route)."""
+    return JSONResponse(openapi_document(ROUTES))
 
 
 async def healthz(_request: Request) -> Response:
@@ -168,7 +265,20 @@ ROUTES = [
     Route(ERASE_PATH, erase_memories, methods=["POST"]),
     Route("/v1/memory/{id:str}", update, methods=["PATCH"]),
     Route("/v1/memory/{id:str}", delete, methods=["DELETE"]),
-    Route("/v1/embeddings", embeddings, methods=["POST"]),  # inference:invoke
-    Route("/openapi.json", openapi, methods=["GET"]),  # open: no requires()
+    Route(
+        "/v1/embeddings",
+        operation(
+            Operation(
+                "createEmbeddings",
+                "OpenAI-compatible embeddings from this service's own model",
+                INVOKE,
+                body=EmbeddingsRequest,
+                errors=(404, 422),
+            )
+        )(embeddings),
+        methods=["POST"],
+    ),
+    Route(MEMORY_OPENAPI_PATH, openapi, methods=["GET"]),  # public: no requires()
+    Route("/openapi.json", openapi_private, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),  # open
 ]

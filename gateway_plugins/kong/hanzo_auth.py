@@ -87,6 +87,9 @@ class Plugin:
         if decision.allowed:
             # every identity header is set (empty ones too): this is the strip and the set
             _data(kong.service.request.set_headers(decision.headers))
+            if decision.client_headers:
+                # the RateLimit headers go on the answer Kong sends the client
+                _data(kong.response.set_headers(decision.client_headers))
             return
         headers = {**decision.headers, "Content-Type": "application/json"}
         kong.response.exit(decision.status, decision.body_bytes().decode(), headers)

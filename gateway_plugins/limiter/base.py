@@ -46,6 +46,29 @@ class Window:
     #: still inside the last 60 seconds; ``None`` and 0 for a fixed window
     prev_key: str | None = None
     prev_weight: float = 0.0
+    #: the window's length in seconds (the ``w`` of its RateLimit-Policy)
+    period: int = 60
+
+    @property
+    def policy(self) -> str:
+        """The policy's name in RateLimit headers: the bucket's level and the window,
+        e.g. ``key-minute`` or ``org-tokens-day``; never the bucket's identity."""
+        kind, bucket = self.key.split(":", 2)[:2]
+        return f"{bucket}-{_PERIOD_NAMES[kind]}"
+
+
+_PERIOD_NAMES = {
+    "rpm": "minute",
+    "upd": "day",
+    "upm": "month",
+    "tpd": "tokens-day",
+    "tpm": "tokens-month",
+}
+
+
+def _sf_string(value: str) -> str:
+    """A structured-field string (RFC 8941): policy names are plain ASCII tokens here."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,16 +78,34 @@ class LimitResult:
     limit: int | None = None
     remaining: int | None = None
     reset: int = 0
+    #: the name of the window reported in ``limit``/``remaining``/``reset``
+    policy: str = ""
+    #: every window the request drew on: (policy name, quota, window seconds)
+    policies: tuple[tuple[str, int, int], ...] = ()
 
     def headers(self) -> dict[str, str]:
-        """IETF RateLimit headers (and Retry-After when denied)."""
+        """The RateLimit headers a client paces itself by, on allow and on deny (and
+        Retry-After when denied).
+
+        ``RateLimit-Policy`` and ``RateLimit`` follow draft-ietf-httpapi-ratelimit-headers
+        (-08 to -11: structured-field lists, ``q``/``w`` per policy, ``r``/``t`` for the
+        current one); the older ``RateLimit-Limit/-Remaining/-Reset`` stay for the gateway
+        configs and clients that read them already.
+        """
         if self.limit is None:
             return {}
+        remaining = max(self.remaining or 0, 0)
         out = {
             "RateLimit-Limit": str(self.limit),
-            "RateLimit-Remaining": str(max(self.remaining or 0, 0)),
+            "RateLimit-Remaining": str(remaining),
             "RateLimit-Reset": str(self.reset),
         }
+        if self.policy:
+            out["RateLimit"] = f"{_sf_string(self.policy)};r={remaining};t={self.reset}"
+        if self.policies:
+            out["RateLimit-Policy"] = ", ".join(
+                f"{_sf_string(name)};q={quota};w={window}" for name, quota, window in self.policies
+            )
         if not self.allowed:
             out["Retry-After"] = str(max(self.reset, 1))
         return out
@@ -77,6 +118,13 @@ def _month_end(now: float) -> float:
     t = time.gmtime(now)
     year, month = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)
     return float(calendar.timegm((year, month, 1, 0, 0, 0)))
+
+
+def _month_length(now: float) -> int:
+    """Seconds in the UTC month holding ``now`` (a month quota's window)."""
+    t = time.gmtime(now)
+    start = calendar.timegm((t.tm_year, t.tm_mon, 1, 0, 0, 0))
+    return int(_month_end(now)) - start
 
 
 def windows_for(
@@ -130,13 +178,20 @@ def _windows(buckets: list[str], limits: Limits, now: float, sliding: bool) -> l
         day = int(now // 86400)
         reset = max(int((day + 1) * 86400 - now + 0.999), 1)
         ttl = 86400 + 3600
-        out += [Window(f"upd:{b}:{day}", upd, reset, ttl, "quota_exceeded", b) for b in buckets]
+        out += [
+            Window(f"upd:{b}:{day}", upd, reset, ttl, "quota_exceeded", b, period=86400)
+            for b in buckets
+        ]
     if upm:
         t = time.gmtime(now)
         month = t.tm_year * 100 + t.tm_mon
         reset = max(int(_month_end(now) - now + 0.999), 1)
         ttl = 32 * 86400
-        out += [Window(f"upm:{b}:{month}", upm, reset, ttl, "quota_exceeded", b) for b in buckets]
+        length = _month_length(now)
+        out += [
+            Window(f"upm:{b}:{month}", upm, reset, ttl, "quota_exceeded", b, period=length)
+            for b in buckets
+        ]
     return out
 
 
@@ -152,15 +207,32 @@ def token_windows(buckets: list[str], limits: Limits, now: float) -> list[Window
         day = int(now // 86400)
         reset = max(int((day + 1) * 86400 - now + 0.999), 1)
         out += [
-            Window(f"tpd:{b}:{day}", limits.tokens_per_day, reset, 86400 + 3600, "token_quota", b)
+            Window(
+                f"tpd:{b}:{day}",
+                limits.tokens_per_day,
+                reset,
+                86400 + 3600,
+                "token_quota",
+                b,
+                period=86400,
+            )
             for b in buckets
         ]
     if limits.tokens_per_month:
         t = time.gmtime(now)
         month = t.tm_year * 100 + t.tm_mon
         reset = max(int(_month_end(now) - now + 0.999), 1)
+        length = _month_length(now)
         out += [
-            Window(f"tpm:{b}:{month}", limits.tokens_per_month, reset, 32 * 86400, "token_quota", b)
+            Window(
+                f"tpm:{b}:{month}",
+                limits.tokens_per_month,
+                reset,
+                32 * 86400,
+                "token_quota",
+                b,
+                period=length,
+            )
             for b in buckets
         ]
     return out
@@ -196,12 +268,14 @@ def summarize(
     windows: list[Window], counts: list[int], denied_at: int | None, reset: int | None = None
 ) -> LimitResult:
     """Turn counter values into one result: the denying window, else the tightest one."""
+    policies = tuple(dict.fromkeys((w.policy, w.limit, w.period) for w in windows))
     if denied_at is not None:
         w = windows[denied_at]
-        return LimitResult(False, w.code, w.limit, 0, reset if reset is not None else w.reset)
+        reset = reset if reset is not None else w.reset
+        return LimitResult(False, w.code, w.limit, 0, reset, w.policy, policies)
     best = min(range(len(windows)), key=lambda i: windows[i].limit - counts[i])
     w = windows[best]
-    return LimitResult(True, "", w.limit, w.limit - counts[best], w.reset)
+    return LimitResult(True, "", w.limit, w.limit - counts[best], w.reset, w.policy, policies)
 
 
 class Limiter(Protocol):

@@ -18,11 +18,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from hanzo_contract.errors import error_body
+from hanzo_contract.openapi import DOCS_PATH, KEYS_OPENAPI_PATH
 from hanzo_contract.reports import AUDIT_DENIALS_PATH, USAGE_REPORT_PATH
 from hanzo_contract.verify import RESOLVE_PATH, VERIFY_PATH
 from iam_sidecar.casdoor.errors import CasdoorError
 from iam_sidecar.errors import SidecarError, UpstreamRefused
-from iam_sidecar.http import keys, ops, verify
+from iam_sidecar.http import keys, openapi, ops, verify
 from iam_sidecar.http.util import error_response
 from iam_sidecar.keys.store import Clock
 from iam_sidecar.reconcile import TenantStep, reconcile_forever
@@ -117,6 +118,8 @@ def create_app(
         Route("/v1/keys/{key_id}", keys.revoke_key, methods=["DELETE"]),
         Route("/v1/keys/{key_id}/rotate", keys.rotate_key, methods=["POST"]),
         Route("/v1/usage", keys.usage, methods=["GET"]),
+        Route(KEYS_OPENAPI_PATH, openapi.serve_openapi, methods=["GET"]),
+        Route(DOCS_PATH, openapi.serve_docs, methods=["GET"]),
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", ops.metrics, methods=["GET"]),

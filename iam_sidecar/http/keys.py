@@ -14,11 +14,13 @@ from starlette.responses import JSONResponse, Response
 
 from hanzo_contract.assertion import InvalidAssertion
 from hanzo_contract.headers import ASSERTION
+from hanzo_contract.openapi import Operation, operation
 from hanzo_contract.principal import Limits, Principal, PrincipalKind
 from hanzo_contract.scopes import KEYS_MANAGE as MANAGE
 from iam_sidecar.errors import KeyNotFound, Unauthenticated, UpstreamUnavailable
 from iam_sidecar.http.util import client_address, parse_body, sidecar_state
-from iam_sidecar.keys.models import KeyRecord, NewKey
+from iam_sidecar.keys.models import KeyRecord, KeyState, NewKey
+from iam_sidecar.records.usage import ModelUsageRow, UsageRow, utc_day
 
 
 class CreateKey(BaseModel):
@@ -36,6 +38,57 @@ class RotateKey(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     grace_seconds: float | None = Field(default=None, ge=0)
+
+
+class KeyView(BaseModel):
+    """A key as the API shows it (:meth:`KeyRecord.public`): never the secret or digest."""
+
+    key_id: str
+    prefix: str
+    organization: str
+    owner: str
+    owner_kind: PrincipalKind
+    name: str
+    scopes: list[str]
+    limits: Limits | None
+    created_at: float
+    expires_at: float | None
+    last_used_at: float | None
+    rotated_at: float | None
+    grace_until: float | None
+    parent_key_id: str | None
+    state: KeyState
+
+
+class KeyList(BaseModel):
+    keys: list[KeyView]
+
+
+class MintedKey(BaseModel):
+    """A new or rotated key: ``key`` is shown this once and never stored in clear."""
+
+    key: str = Field(description="hk-... (shown once)")
+    record: KeyView
+
+
+class UsageReport(BaseModel):
+    """``GET /v1/usage``: what the caller's credential may spend, and what was spent.
+
+    The rate limiter's live counters belong to the gateway plugin (in-process or Valkey),
+    not to the sidecar: the exact remaining budget of the credential's tightest window is
+    in the ``RateLimit``/``RateLimit-Policy`` headers of every allowed answer, this one
+    included. The body adds the limits the gateway enforces (from the signed assertion)
+    and the day's quota left by the sidecar's usage counters, which trail the limiter by
+    at most one usage report interval.
+    """
+
+    #: whose limits these are: ``key:<id>`` for a key, ``user:<org/name>`` for a token
+    credential: str
+    limits: Limits
+    #: ``units_per_day`` minus the credential's requests counted today; ``None``: no cap
+    remaining_today: int | None
+    usage: list[UsageRow]
+    models: list[ModelUsageRow]
 
 
 def caller(request: Request) -> Principal:
@@ -68,6 +121,14 @@ async def _own_key(request: Request, principal: Principal) -> KeyRecord:
     return record
 
 
+@operation(
+    Operation(
+        "listKeys",
+        "Your keys (every key of your organization with keys:manage)",
+        "authenticated",
+        response=KeyList,
+    )
+)
 async def list_keys(request: Request) -> Response:
     principal = caller(request)
     store = sidecar_state(request).keys
@@ -77,6 +138,17 @@ async def list_keys(request: Request) -> Response:
     return JSONResponse({"keys": [r.public(now) for r in records]})
 
 
+@operation(
+    Operation(
+        "createKey",
+        "Mint a key: scopes, limits and expiry within your own",
+        "authenticated",
+        response=MintedKey,
+        body=CreateKey,
+        status=201,
+        errors=(404, 422),
+    )
+)
 async def create_key(request: Request) -> Response:
     principal = caller(request)
     state = sidecar_state(request)
@@ -107,12 +179,32 @@ async def create_key(request: Request) -> Response:
     )
 
 
+@operation(
+    Operation(
+        "getKey",
+        "One of your keys",
+        "authenticated",
+        response=KeyView,
+        errors=(404,),
+    )
+)
 async def show_key(request: Request) -> Response:
     principal = caller(request)
     record = await _own_key(request, principal)
     return JSONResponse(record.public(sidecar_state(request).keys.clock()))
 
 
+@operation(
+    Operation(
+        "rotateKey",
+        "A new secret for the key; the old one stays valid for the grace period",
+        "authenticated",
+        response=MintedKey,
+        body=RotateKey,
+        body_required=False,
+        errors=(404, 422),
+    )
+)
 async def rotate_key(request: Request) -> Response:
     principal = caller(request)
     state = sidecar_state(request)
@@ -133,6 +225,15 @@ async def rotate_key(request: Request) -> Response:
     return JSONResponse({"key": plaintext, "record": fresh.public(state.keys.clock())})
 
 
+@operation(
+    Operation(
+        "revokeKey",
+        "Revoke the key (every gateway refuses it within the cache bound)",
+        "authenticated",
+        response=KeyView,
+        errors=(404,),
+    )
+)
 async def revoke_key(request: Request) -> Response:
     principal = caller(request)
     state = sidecar_state(request)
@@ -146,6 +247,14 @@ async def revoke_key(request: Request) -> Response:
     return JSONResponse(revoked.public(state.keys.clock()))
 
 
+@operation(
+    Operation(
+        "getUsage",
+        "Your credential's limits, the day's quota left, and usage per day",
+        "authenticated",
+        response=UsageReport,
+    )
+)
 async def usage(request: Request) -> Response:
     principal = caller(request)
     state = sidecar_state(request)
@@ -163,6 +272,20 @@ async def usage(request: Request) -> Response:
 
         rows = [r for r in rows if own(r.level, r.subject)]
         models = [m for m in models if own(m.level, m.subject)]
-    return JSONResponse(
-        {"usage": [r.model_dump() for r in rows], "models": [m.model_dump() for m in models]}
+    # the usage counters' level for the credential (the limiter's bucket names the same)
+    level, subject = ("key", principal.key_id) if principal.key_id else ("user", principal.subject)
+    remaining = None
+    cap = principal.limits.units_per_day
+    if cap is not None:
+        today = utc_day(state.keys.clock())
+        counted = await state.keys.usage.query(principal.organization, day=today, level=level)
+        spent = sum(r.requests for r in counted if r.subject == subject)
+        remaining = max(cap - spent, 0)
+    report = UsageReport(
+        credential=f"{level}:{subject}",
+        limits=principal.limits,
+        remaining_today=remaining,
+        usage=rows,
+        models=models,
     )
+    return JSONResponse(report.model_dump(mode="json"))

@@ -116,7 +116,14 @@ async def test_over_the_limit_exits_429_with_retry_after(stack, kong) -> None:
     key, _ = await stack.mint(limits=Limits(requests_per_minute=2))
     await wait_for_window_room(15)  # the real clock: all three requests in one UTC minute
     request = KongRequest("GET", "/v1/memory/retrieve", {"X-API-Key": key})
-    assert [harness.access(iid, request).exit_status for _ in range(2)] == [None, None]
+    allowed = [harness.access(iid, request) for _ in range(2)]
+    assert [a.exit_status for a in allowed] == [None, None]
+    # the RateLimit headers go on the client's answer, not to the upstream
+    assert [a.client_headers["RateLimit"].split(";t=")[0] for a in allowed] == [
+        '"key-minute";r=1',
+        '"key-minute";r=0',
+    ]
+    assert "RateLimit" not in allowed[0].upstream_headers
     outcome = harness.access(iid, request)
     assert outcome.exit_status == 429 and body_code(outcome) == "rate_limited"
     assert int(outcome.exit_headers["Retry-After"]) >= 1

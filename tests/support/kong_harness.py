@@ -33,6 +33,8 @@ class KongOutcome:
     exit_status: int | None = None
     exit_body: str | None = None
     exit_headers: dict[str, str] = field(default_factory=dict)
+    #: ``kong.response.set_headers`` arguments (added to the answer the client gets)
+    client_headers: dict[str, str] = field(default_factory=dict)
     pdk_calls: list[str] = field(default_factory=list)
 
 
@@ -93,6 +95,9 @@ class KongRpcHarness:
             return request.client_ip
         if method == "kong.service.request.set_headers":
             outcome.upstream_headers.update(args[0])
+            return None
+        if method == "kong.response.set_headers":
+            outcome.client_headers.update(args[0])
             return None
         raise AssertionError(f"the harness does not implement {method}")
 

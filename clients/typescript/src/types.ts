@@ -159,6 +159,8 @@ export interface KeyRecord {
   last_used_at: number | null;
   rotated_at: number | null;
   grace_until: number | null;
+  /** the key that minted this one, if a key did */
+  parent_key_id: string | null;
   state: string;
 }
 
