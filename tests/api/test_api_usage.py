@@ -9,10 +9,15 @@ from hanzo_contract.assertion import SIDECAR_AUDIENCE
 from hanzo_contract.headers import ASSERTION
 from hanzo_contract.principal import Limits, Principal
 from tests.sidecar.helpers import ManualClock, make_settings, running_app, signer_for
+from tests.support.assertions import placeholder
 
 
 def _as(signer, principal: Principal) -> dict[str, str]:
-    return {ASSERTION: signer.sign(principal, audience=SIDECAR_AUDIENCE)}
+    """Signed by the client's hook for the sidecar and the very request it is sent with."""
+    sign_for = lambda method, path: signer.sign(  # noqa: E731
+        principal, audience=SIDECAR_AUDIENCE, method=method, path=path
+    )
+    return {ASSERTION: placeholder(sign_for)}
 
 
 async def test_owner_reads_own_limits_and_remaining(tmp_path: Path) -> None:
