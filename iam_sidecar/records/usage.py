@@ -146,23 +146,21 @@ class UsageCounters:
     async def query(
         self, organization: str, day: str | None = None, level: str | None = None
     ) -> list[UsageRow]:
-        sql = "SELECT * FROM usage_daily WHERE organization = ?"
-        params: list[str] = [organization]
-        if day:
-            sql += " AND day = ?"
-            params.append(day)
-        if level:
-            sql += " AND level = ?"
-            params.append(level)
-        async with self._db.conn.execute(sql + " ORDER BY day, level, subject", params) as cur:
-            rows = await cur.fetchall()
-        return [UsageRow(**dict(row)) for row in rows]
+        rows = await self._select("usage_daily", organization, day, level)
+        return [UsageRow(**row) for row in rows]
 
     async def query_models(
         self, organization: str, day: str | None = None, level: str | None = None
     ) -> list[ModelUsageRow]:
         """Calls and tokens per model of ``organization``'s keys, users and itself."""
-        sql = "SELECT * FROM usage_models WHERE organization = ?"
+        rows = await self._select("usage_models", organization, day, level, ", model")
+        return [ModelUsageRow(**row) for row in rows]
+
+    async def _select(
+        self, table: str, organization: str, day: str | None, level: str | None, order: str = ""
+    ) -> list[dict[str, object]]:
+        """``organization``'s rows of one usage table, optionally of one day and level."""
+        sql = f"SELECT * FROM {table} WHERE organization = ?"  # noqa: S608 (our table names)
         params: list[str] = [organization]
         if day:
             sql += " AND day = ?"
@@ -170,7 +168,6 @@ class UsageCounters:
         if level:
             sql += " AND level = ?"
             params.append(level)
-        sql += " ORDER BY day, level, subject, model"
+        sql += f" ORDER BY day, level, subject{order}"
         async with self._db.conn.execute(sql, params) as cur:
-            rows = await cur.fetchall()
-        return [ModelUsageRow(**dict(row)) for row in rows]
+            return [dict(row) for row in await cur.fetchall()]
