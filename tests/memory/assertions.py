@@ -1,5 +1,5 @@
-"""A client on the memory app that binds placeholder assertions to each request
-(``tests.support.assertions``), as the gateway in front would."""
+"""A client on the memory app whose placeholder identity headers become request-bound
+assertions (the binding hook itself is ``tests.support.assertions``, shared by every area)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from tests.support.assertions import bind_assertion
 
 
 def memory_client(app: Starlette, base_url: str = "http://memory.test") -> httpx.AsyncClient:
-    """A client on ``app`` whose placeholders become request-bound assertions."""
     return httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
         base_url=base_url,
