@@ -195,14 +195,15 @@ class PostgresServer:
         if self._own_pgdata:
             shutil.rmtree(self.pgdata.parent, ignore_errors=True)
 
-    def create_database(self, name: str) -> Database:
-        """A database owned by ``<name>_owner``, used by ``<name>_app``: two login roles with
-        generated passwords (kept in ``state_dir``, 0600). Neither is a superuser nor may
-        bypass row-level security; only the owner may change the schema. Idempotent."""
+    def create_database(self, name: str, roles: str | None = None) -> Database:
+        """A database owned by ``<roles>_owner``, used by ``<roles>_app`` (``roles``
+        defaults to ``name``; databases naming the same ``roles`` share the pair): two login
+        roles with generated passwords (kept in ``state_dir``, 0600). Neither is a superuser
+        nor may bypass row-level security; only the owner may change the schema. Idempotent."""
         import psycopg
         from psycopg import sql
 
-        owner, app = f"{name}_owner", f"{name}_app"
+        owner, app = f"{roles or name}_owner", f"{roles or name}_app"
         secrets_of = {
             role: ensure_secret(self.state_dir, f"postgres-{role}.password")
             for role in (owner, app)
@@ -248,3 +249,13 @@ class PostgresServer:
             owner_dsn=self.dsn(name, owner, secrets_of[owner]),
             app_dsn=self.dsn(name, app, secrets_of[app]),
         )
+
+    def drop_database(self, name: str) -> None:
+        """Drop ``name``, ending any session still in it (test teardown)."""
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )

@@ -75,11 +75,16 @@ def run_async(make: Callable[[SidecarSettings], Awaitable[T]]) -> T:
 
 @asynccontextmanager
 async def open_key_store(settings: SidecarSettings) -> AsyncIterator[KeyStore]:
-    """The key store at ``settings.db_path``, closed (and flushed) when the block ends."""
-    from iam_sidecar.keys.store import KeyStore  # the CLI imports aiosqlite only when used
+    """The configured key store (SQLite or PostgreSQL), closed (and flushed) when the
+    block ends."""
+    from iam_sidecar.keys.store import KeyStore  # the CLI imports a driver only when used
 
-    assert settings.db_path is not None
-    store = await KeyStore.open(settings.db_path, settings.hash_secret_bytes)
+    store = await KeyStore.open(
+        settings.store_target,
+        settings.hash_secret_bytes,
+        max_keys_per_owner=settings.max_keys_per_owner,
+        migrate_dsn=settings.store_migrate_dsn,
+    )
     try:
         yield store
     finally:

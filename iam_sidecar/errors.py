@@ -58,6 +58,10 @@ class KeyNotFound(SidecarError, code="key_not_found", status=404):
 class DuplicateKeyName(SidecarError, code="duplicate_key_name", status=409): ...
 
 
+class UniqueViolation(SidecarError, code="conflict", status=409):
+    """A write broke a unique constraint (either engine); the store says which, in its terms."""
+
+
 class InvalidRequest(SidecarError, code="invalid_request", status=400): ...
 
 

@@ -22,7 +22,13 @@ class SidecarSettings(HanzoSettings):
     config_section: ClassVar[str] = "sidecar"
 
     state_dir: Path = Field(default_factory=default_state_dir)
+    #: the SQLite store (the embedded default), used when ``database_url`` is unset
     db_path: Path | None = None
+    #: ``postgresql://...``: the store on PostgreSQL, shared by sidecar replicas
+    database_url: SecretStr | None = None
+    #: a role that may change the schema: migrations run as it, ``database_url``'s role then
+    #: gets only what the store needs (unset: ``database_url``'s role migrates)
+    database_migrate_url: SecretStr | None = None
     key_hash_secret: SecretStr | None = None
     verify_token: SecretStr | None = None
 
@@ -62,6 +68,31 @@ class SidecarSettings(HanzoSettings):
             # Same place the gateway's ``ensure_keypair(state_dir)`` writes its key pair.
             _, self.assertion_public_key_path = ensure_keypair(self.state_dir)
         return self
+
+    @model_validator(mode="after")
+    def _postgres_urls(self) -> SidecarSettings:
+        for name in ("database_url", "database_migrate_url"):
+            value = getattr(self, name)
+            if value is not None and not value.get_secret_value().startswith(
+                ("postgresql://", "postgres://")
+            ):
+                raise ValueError(f"{name} must be a postgresql:// URL (SQLite: set db_path)")
+        if self.database_migrate_url is not None and self.database_url is None:
+            raise ValueError("database_migrate_url needs database_url")
+        return self
+
+    @property
+    def store_target(self) -> str | Path:
+        """Where the key store lives: the PostgreSQL DSN when set, else the SQLite file."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        assert self.db_path is not None
+        return self.db_path
+
+    @property
+    def store_migrate_dsn(self) -> str | None:
+        url = self.database_migrate_url
+        return url.get_secret_value() if url is not None else None
 
     @property
     def hash_secret_bytes(self) -> bytes:

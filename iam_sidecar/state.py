@@ -47,12 +47,12 @@ async def build_state(
     settings: SidecarSettings, policy: TenantPolicy | None = None, clock: Clock = time.time
 ) -> SidecarState:
     """Open the key store and the Casdoor client; the caller closes them (``close_state``)."""
-    assert settings.db_path is not None
     keys = await KeyStore.open(
-        settings.db_path,
+        settings.store_target,
         settings.hash_secret_bytes,
         clock=clock,
         max_keys_per_owner=settings.max_keys_per_owner,
+        migrate_dsn=settings.store_migrate_dsn,
     )
     casdoor = casdoor_client(settings)
     state_box: list[SidecarState] = []

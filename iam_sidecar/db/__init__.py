@@ -1,1 +1,1 @@
-"""The sidecar's SQLite database and its ordered schema migrations."""
+"""The sidecar's store: one interface (``database``), SQLite and PostgreSQL behind it."""

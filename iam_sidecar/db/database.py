@@ -1,53 +1,74 @@
-"""The sidecar's SQLite database: one aiosqlite connection in WAL mode, migrated on open."""
+"""What the key store, audit log and usage counters ask of a database, whichever engine.
+
+Two engines serve it: SQLite (one file, the embedded default) and PostgreSQL (one server
+that several sidecar replicas share). Both take the same SQL text, written with ``?``
+placeholders in the dialect the two share; rows come back as dicts keyed by column name.
+Which engine runs is a setting: a ``postgresql://`` DSN, or a path for SQLite.
+
+A transaction may name a ``lock``: on PostgreSQL, writers naming the same lock run one at
+a time across every replica (an advisory lock held to commit), which is what makes "count
+then insert" exact there; SQLite's ``BEGIN IMMEDIATE`` already serializes every writer.
+"""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Any, Protocol
 
-import aiosqlite
+#: one result row, by column name
+Row = dict[str, Any]
+Params = Sequence[Any]
 
-from iam_sidecar.db.migrations import migrate
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
-class Database:
-    """Owns the connection and a write lock, so multi-statement writes never interleave."""
+class Connection(Protocol):
+    """One connection, inside a transaction or not: SQL with ``?`` placeholders."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
-        self.conn = conn
-        self.write_lock = asyncio.Lock()
+    async def execute(self, sql: str, params: Params = ()) -> None: ...
 
-    @classmethod
-    async def open(cls, path: str | Path) -> Database:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: autocommit; transactions are explicit (``transaction()``).
-        conn = await aiosqlite.connect(path, isolation_level=None)
-        conn.row_factory = aiosqlite.Row
-        await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute("PRAGMA synchronous=NORMAL")
-        await conn.execute("PRAGMA busy_timeout=5000")
-        await conn.execute("PRAGMA foreign_keys=ON")
-        await migrate(conn)
-        return cls(conn)
+    async def execute_many(self, sql: str, rows: Iterable[Params]) -> None: ...
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self.write_lock:
-            await self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.conn
-            except BaseException:
-                await self.conn.execute("ROLLBACK")
-                raise
-            await self.conn.execute("COMMIT")
+    async def fetch_one(self, sql: str, params: Params = ()) -> Row | None: ...
 
-    async def journal_mode(self) -> str:
-        async with self.conn.execute("PRAGMA journal_mode") as cur:
-            row = await cur.fetchone()
-        return str(row[0]) if row else ""
+    async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]: ...
 
-    async def close(self) -> None:
-        await self.conn.close()
+
+class Database(Connection, Protocol):
+    """A connection (reads outside any transaction) that also opens transactions."""
+
+    #: ``"sqlite"`` or ``"postgres"``
+    engine: str
+
+    def transaction(self, lock: str | None = None) -> AbstractAsyncContextManager[Connection]:
+        """Commit when the block ends, roll back if it raises; ``lock`` as the module says."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise unless the database answers (readiness)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def is_postgres_url(target: str | Path) -> bool:
+    return isinstance(target, str) and target.startswith(_POSTGRES_SCHEMES)
+
+
+async def open_database(target: str | Path, *, migrate_dsn: str | None = None) -> Database:
+    """The database at ``target`` (a ``postgresql://`` DSN, or a SQLite file), migrated.
+
+    ``migrate_dsn`` (PostgreSQL only) names a role that may change the schema: migrations
+    run as it and grant the serving role (``target``) only what the store needs.
+    """
+    if is_postgres_url(target):
+        from iam_sidecar.db.postgres import PostgresDatabase  # psycopg: the postgres extra
+
+        return await PostgresDatabase.open(str(target), migrate_dsn=migrate_dsn)
+    if migrate_dsn is not None:
+        raise ValueError("a migrate DSN is for PostgreSQL; SQLite migrates its own file")
+    from iam_sidecar.db.sqlite import SqliteDatabase
+
+    return await SqliteDatabase.open(Path(target))

@@ -21,8 +21,7 @@ async def readyz(request: Request) -> Response:
     """
     state = sidecar_state(request)
     try:
-        async with state.keys.db.conn.execute("SELECT 1") as cur:
-            await cur.fetchone()
+        await state.keys.db.ping()
     except Exception as exc:  # any store failure means not ready
         return JSONResponse(
             {"status": "unready", "store": f"error: {type(exc).__name__}"}, status_code=503

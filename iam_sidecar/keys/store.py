@@ -1,4 +1,4 @@
-"""API key store over SQLite: only the keyed digest and display prefix are stored.
+"""API key store over SQLite or PostgreSQL: only the keyed digest and display prefix are stored.
 
 Lookups go by the HMAC digest of the presented key (never by the plaintext) and the match
 is confirmed with ``hmac.compare_digest``. Rotation keeps one record: the new digest
@@ -7,6 +7,10 @@ and usage counters are batched in memory and flushed at most every ``flush_inter
 
 Expiry, rotation grace and last-used times read the ``clock`` the store is handed
 (``time.time`` unless a test drives one), never the wall clock directly.
+
+Writes that check before they change (the per-owner cap, a parent's liveness, revocation
+of a lineage, rotation) run in a transaction locked by organization: on PostgreSQL two
+sidecar replicas then cannot both pass the same check (see :mod:`iam_sidecar.db.database`).
 """
 
 from __future__ import annotations
@@ -16,18 +20,15 @@ import contextlib
 import hmac
 import json
 import re
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
-
 from hanzo_contract.apikey import generate_key, hash_key, parse_key_id
 from hanzo_contract.principal import Limits, PrincipalKind
 from hanzo_contract.scopes import unknown_scopes
-from iam_sidecar.db.database import Database
+from iam_sidecar.db.database import Connection, Database, Row, open_database
 from iam_sidecar.errors import (
     DuplicateKeyName,
     ExpiredKey,
@@ -39,6 +40,7 @@ from iam_sidecar.errors import (
     ParentKeyInactive,
     RevokedKey,
     TooManyKeys,
+    UniqueViolation,
     UnknownScope,
 )
 from iam_sidecar.keys.models import KeyRecord, KeyState, NewKey, OwnerGrant
@@ -96,13 +98,15 @@ class KeyStore:
     @classmethod
     async def open(
         cls,
-        db_path: str | Path,
+        target: str | Path,
         hash_secret: bytes,
         flush_interval: float = 1.0,
         clock: Clock = time.time,
         max_keys_per_owner: int = DEFAULT_MAX_KEYS_PER_OWNER,
+        migrate_dsn: str | None = None,
     ) -> KeyStore:
-        db = await Database.open(db_path)
+        """The store in ``target``: a SQLite file, or a ``postgresql://`` DSN."""
+        db = await open_database(target, migrate_dsn=migrate_dsn)
         return cls(db, hash_secret, flush_interval, clock, max_keys_per_owner)
 
     async def close(self) -> None:
@@ -148,9 +152,10 @@ class KeyStore:
             parent_key_id=new.parent_key_id,
         )
         try:
-            async with self.db.transaction() as conn:
-                # both checks under the write lock: a parent revoked, or a key created, by a
-                # concurrent request cannot slip in between the check and the insert
+            async with self.db.transaction(lock=organization) as conn:
+                # both checks under the organization's lock: a parent revoked, or a key
+                # created, by a concurrent request (on any replica) cannot slip in between
+                # the check and the insert
                 await self._check_parent(conn, organization, new, now)
                 await self._check_cap(conn, owner, now)
                 await conn.execute(
@@ -186,14 +191,14 @@ class KeyStore:
                         "parent_key_id": new.parent_key_id,
                     },
                 )
-        except sqlite3.IntegrityError:
+        except UniqueViolation:
             raise DuplicateKeyName(
                 f"owner {owner!r} already has a key named {name!r}", {"name": name}
             ) from None
         return plaintext, record
 
     async def _check_parent(
-        self, conn: aiosqlite.Connection, organization: str, new: NewKey, now: float
+        self, conn: Connection, organization: str, new: NewKey, now: float
     ) -> None:
         """The minting key must still be live, and its child may not outlive it."""
         if new.parent_key_id is None:
@@ -206,14 +211,13 @@ class KeyStore:
         ):
             raise ExpiryEscalation("a key cannot create a key that outlives it")
 
-    async def _check_cap(self, conn: aiosqlite.Connection, owner: str, now: float) -> None:
-        async with conn.execute(
-            "SELECT COUNT(*) FROM api_keys WHERE owner = ? AND revoked_at IS NULL"
+    async def _check_cap(self, conn: Connection, owner: str, now: float) -> None:
+        row = await conn.fetch_one(
+            "SELECT COUNT(*) AS live FROM api_keys WHERE owner = ? AND revoked_at IS NULL"
             " AND (expires_at IS NULL OR expires_at > ?)",
             (owner, now),
-        ) as cur:
-            row = await cur.fetchone()
-        live = int(row[0]) if row else 0
+        )
+        live = int(row["live"]) if row else 0
         if live >= self.max_keys_per_owner:
             raise TooManyKeys(
                 f"{owner!r} already holds {live} live keys (the most one owner may hold);"
@@ -226,18 +230,18 @@ class KeyStore:
     ) -> KeyRecord:
         """Revoke now (both current and any in-grace previous secret), and every key it
         minted, and theirs, in one transaction: a child dies with its parent. Idempotent."""
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(lock=organization) as conn:
             record = await self._get(conn, organization, key_id)
-            async with conn.execute(
-                "WITH RECURSIVE lineage(id) AS (SELECT ? UNION"
+            rows = await conn.fetch_all(
+                "WITH RECURSIVE lineage(id) AS (SELECT CAST(? AS TEXT) UNION"
                 " SELECT k.key_id FROM api_keys k JOIN lineage ON k.parent_key_id = lineage.id)"
                 " SELECT k.key_id FROM api_keys k JOIN lineage ON k.key_id = lineage.id"
                 " WHERE k.revoked_at IS NULL",
                 (key_id,),
-            ) as cur:
-                doomed = [row[0] for row in await cur.fetchall()]
+            )
+            doomed = [row["key_id"] for row in rows]
             if doomed:
-                await conn.executemany(
+                await conn.execute_many(
                     "UPDATE api_keys SET revoked_at = ?, grace_until = NULL WHERE key_id = ?",
                     [(self.clock(), doomed_id) for doomed_id in doomed],
                 )
@@ -270,7 +274,7 @@ class KeyStore:
         """
         if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
             raise InvalidRequest(f"grace_seconds must be between 0 and {MAX_GRACE_SECONDS}")
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(lock=organization) as conn:
             record = await self._get(conn, organization, key_id)
             state = record.state(self.clock())
             if state is not KeyState.ACTIVE:
@@ -298,7 +302,7 @@ class KeyStore:
 
     async def show(self, organization: str, key_id: str) -> KeyRecord:
         """The key, if it belongs to ``organization``; otherwise :class:`KeyNotFound`."""
-        return await self._get(self.db.conn, organization, key_id)
+        return await self._get(self.db, organization, key_id)
 
     async def list(
         self, organization: str, owner: str | None = None, include_inactive: bool = True
@@ -309,8 +313,7 @@ class KeyStore:
             sql += " AND owner = ?"
             params.append(owner)
         sql += " ORDER BY created_at, key_id"
-        async with self.db.conn.execute(sql, params) as cur:
-            rows = await cur.fetchall()
+        rows = await self.db.fetch_all(sql, params)
         now = self.clock()
         records = [self._record(row, now) for row in rows]
         if not include_inactive:
@@ -319,12 +322,12 @@ class KeyStore:
 
     async def live_owners(self) -> list[tuple[str, PrincipalKind]]:
         """Owners of keys that can still verify: the reconcile loop refreshes these."""
-        async with self.db.conn.execute(
+        rows = await self.db.fetch_all(
             "SELECT DISTINCT owner, owner_kind FROM api_keys WHERE revoked_at IS NULL"
             " AND (expires_at IS NULL OR expires_at > ?) ORDER BY owner",
             (self.clock(),),
-        ) as cur:
-            return [(row[0], PrincipalKind(row[1])) for row in await cur.fetchall()]
+        )
+        return [(row["owner"], PrincipalKind(row["owner_kind"])) for row in rows]
 
     # ---- verification (hot path) -----------------------------------------------------
 
@@ -342,8 +345,7 @@ class KeyStore:
         if key_id is None:
             raise InvalidKey("malformed API key")
         digest = hash_key(self._secret, plaintext)
-        # one thread hop (execute_fetchall), not three (execute, fetchone, close)
-        rows = await self.db.conn.execute_fetchall(
+        row = await self.db.fetch_one(
             "SELECT k.*, g.owner AS g_owner, g.active AS g_active, g.roles AS g_roles,"
             " g.scopes AS g_scopes, g.is_org_admin AS g_is_org_admin,"
             " g.refreshed_at AS g_refreshed_at"
@@ -351,7 +353,6 @@ class KeyStore:
             " WHERE k.digest = ? OR k.prev_digest = ?",
             (digest, digest),
         )
-        row = next(iter(rows), None)
         now = self.clock()
         if row is None or row["key_id"] != key_id:
             raise InvalidKey("unknown API key")
@@ -388,10 +389,11 @@ class KeyStore:
         pending, self._last_used = self._last_used, {}
         if pending:
             async with self.db.transaction() as conn:
-                await conn.executemany(
-                    "UPDATE api_keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?)"
-                    " WHERE key_id = ?",
-                    [(ts, key_id) for key_id, ts in pending.items()],
+                # later times only: another replica may have written a newer one
+                await conn.execute_many(
+                    "UPDATE api_keys SET last_used_at = ?"
+                    " WHERE key_id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
+                    [(ts, key_id, ts) for key_id, ts in sorted(pending.items())],
                 )
         await self.usage.flush()
 
@@ -415,26 +417,22 @@ class KeyStore:
             )
 
     async def get_grant(self, owner: str) -> OwnerGrant | None:
-        async with self.db.conn.execute(
-            "SELECT * FROM owner_grants WHERE owner = ?", (owner,)
-        ) as cur:
-            row = await cur.fetchone()
+        row = await self.db.fetch_one("SELECT * FROM owner_grants WHERE owner = ?", (owner,))
         return None if row is None else _grant(row)
 
     # ---- helpers ---------------------------------------------------------------------
 
-    async def _get(self, conn: aiosqlite.Connection, organization: str, key_id: str) -> KeyRecord:
-        async with conn.execute(
+    async def _get(self, conn: Connection, organization: str, key_id: str) -> KeyRecord:
+        row = await conn.fetch_one(
             "SELECT * FROM api_keys WHERE key_id = ? AND organization = ?",
             (key_id, organization),
-        ) as cur:
-            row = await cur.fetchone()
+        )
         if row is None:
             raise KeyNotFound(f"no key {key_id!r} in organization {organization!r}")
         return self._record(row, self.clock())
 
     @staticmethod
-    def _record(row: aiosqlite.Row, now: float) -> KeyRecord:
+    def _record(row: Row, now: float) -> KeyRecord:
         grace = row["grace_until"]
         return KeyRecord(
             key_id=row["key_id"],
@@ -454,7 +452,7 @@ class KeyStore:
         )
 
 
-def _grant(row: aiosqlite.Row, prefix: str = "") -> OwnerGrant:
+def _grant(row: Row, prefix: str = "") -> OwnerGrant:
     """An ``owner_grants`` row, its columns named ``prefix + column`` (``g_`` in joins)."""
     return OwnerGrant(
         owner=row[f"{prefix}owner"],

@@ -11,10 +11,9 @@ import re
 import time
 from typing import Any
 
-import aiosqlite
 from pydantic import BaseModel
 
-from iam_sidecar.db.database import Database
+from iam_sidecar.db.database import Connection, Database
 
 _SECRETISH = re.compile(r"hk-[A-Za-z0-9]{12}_[A-Za-z0-9_-]+")
 _SECRET_FIELDS = {"secret", "client_secret", "password", "key", "plaintext", "token"}
@@ -46,7 +45,7 @@ def scrub(value: Any) -> Any:
 
 
 async def append(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     *,
     actor: str,
     action: str,
@@ -108,11 +107,10 @@ class AuditLog:
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         sql = f"SELECT * FROM audit_log {where} ORDER BY id DESC LIMIT ?"  # noqa: S608
         params.append(max(1, min(limit, 10_000)))
-        async with self._db.conn.execute(sql, params) as cur:
-            rows = await cur.fetchall()
+        rows = await self._db.fetch_all(sql, params)
         return [
             AuditEvent(
-                **{k: v for k, v in dict(row).items() if k != "details"},
+                **{k: v for k, v in row.items() if k != "details"},
                 details=json.loads(row["details"]) if row["details"] else None,
             )
             for row in rows

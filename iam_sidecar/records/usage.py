@@ -124,23 +124,27 @@ class UsageCounters:
         slots = set().union(*(set(c) for c in pending.values()))
         if not slots and not models:
             return
+        # Rows in key order: replicas flushing at once on PostgreSQL then take their row
+        # locks in the same order and never deadlock. Columns are named with their table:
+        # PostgreSQL reads a bare one in DO UPDATE as ambiguous.
         async with self._db.transaction() as conn:
-            await conn.executemany(
+            await conn.execute_many(
                 "INSERT INTO usage_models (day, level, subject, organization, model, requests,"
                 " prompt_tokens, completion_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (day, level, subject, model) DO UPDATE SET"
-                " requests = requests + excluded.requests,"
-                " prompt_tokens = prompt_tokens + excluded.prompt_tokens,"
-                " completion_tokens = completion_tokens + excluded.completion_tokens",
-                [(*slot, *totals) for slot, totals in models.items()],
+                " requests = usage_models.requests + excluded.requests,"
+                " prompt_tokens = usage_models.prompt_tokens + excluded.prompt_tokens,"
+                " completion_tokens = usage_models.completion_tokens"
+                " + excluded.completion_tokens",
+                [(*slot, *totals) for slot, totals in sorted(models.items())],
             )
-            await conn.executemany(
+            await conn.execute_many(
                 "INSERT INTO usage_daily (day, level, subject, organization, requests, denials,"
                 " verifications) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (day, level, subject)"
-                " DO UPDATE SET requests = requests + excluded.requests,"
-                " denials = denials + excluded.denials,"
-                " verifications = verifications + excluded.verifications",
-                [(*slot, *(pending[c].get(slot, 0) for c in COLUMNS)) for slot in slots],
+                " DO UPDATE SET requests = usage_daily.requests + excluded.requests,"
+                " denials = usage_daily.denials + excluded.denials,"
+                " verifications = usage_daily.verifications + excluded.verifications",
+                [(*slot, *(pending[c].get(slot, 0) for c in COLUMNS)) for slot in sorted(slots)],
             )
 
     async def query(
@@ -169,5 +173,4 @@ class UsageCounters:
             sql += " AND level = ?"
             params.append(level)
         sql += f" ORDER BY day, level, subject{order}"
-        async with self._db.conn.execute(sql, params) as cur:
-            return [dict(row) for row in await cur.fetchall()]
+        return await self._db.fetch_all(sql, params)

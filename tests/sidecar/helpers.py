@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,32 @@ from starlette.applications import Starlette
 
 from hanzo_stack.process import LOOPBACK, free_port
 from iam_sidecar.http.app import create_app
+from iam_sidecar.keys.store import KeyStore
 from iam_sidecar.settings import SidecarSettings
 from iam_sidecar.state import SidecarState
 from tests.support.assertions import bind_assertion
+
+
+@dataclass(frozen=True)
+class StoreTarget:
+    """A key store's place on one engine: a SQLite file, or a PostgreSQL database (served by
+    its application role, migrated by its owner)."""
+
+    engine: str
+    target: str | Path
+    migrate_dsn: str | None = None
+
+    async def open(self, hash_secret: bytes, **kwargs: Any) -> KeyStore:
+        return await KeyStore.open(self.target, hash_secret, migrate_dsn=self.migrate_dsn, **kwargs)
+
+    def settings_overrides(self) -> dict[str, object]:
+        """``SidecarSettings`` fields that put a sidecar's store here."""
+        if self.engine == "sqlite":
+            return {"db_path": self.target}
+        return {
+            "database_url": SecretStr(str(self.target)),
+            "database_migrate_url": SecretStr(str(self.migrate_dsn)),
+        }
 
 
 class ManualClock:

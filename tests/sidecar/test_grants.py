@@ -9,6 +9,7 @@ objects mixing owners. The same grants through the HTTP API and the real Casdoor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import tempfile
 from pathlib import Path
@@ -36,7 +37,7 @@ from iam_sidecar.keys.models import KeyRecord, KeyState, NewKey
 from iam_sidecar.keys.principals import key_principal
 from iam_sidecar.keys.store import KeyStore
 
-from .helpers import ManualClock
+from .helpers import ManualClock, StoreTarget
 
 NOW = 1_800_000_000.0
 SCOPES = sorted(KNOWN_SCOPES)
@@ -321,10 +322,8 @@ async def test_a_child_cannot_be_stored_under_a_dead_or_shorter_lived_parent(
         await store.create(orphan)
 
 
-async def test_keys_per_owner_are_capped(tmp_path: Path, clock: ManualClock) -> None:
-    store = await KeyStore.open(
-        tmp_path / "k.db", secrets.token_bytes(32), clock=clock, max_keys_per_owner=3
-    )
+async def test_keys_per_owner_are_capped(store_target: StoreTarget, clock: ManualClock) -> None:
+    store = await store_target.open(secrets.token_bytes(32), clock=clock, max_keys_per_owner=3)
     try:
         made = []
         for i in range(3):
@@ -341,6 +340,67 @@ async def test_keys_per_owner_are_capped(tmp_path: Path, clock: ManualClock) -> 
         await store.create(NewKey(organization="acme", owner="acme/bob", name="k3", scopes=[]))
     finally:
         await store.close()
+
+
+async def test_concurrent_mints_through_two_stores_respect_the_cap_exactly(
+    store_target: StoreTarget, clock: ManualClock
+) -> None:
+    """Two stores on one database (two replicas: own connections, own pools) mint at once:
+    exactly the cap succeeds, the rest are refused, whatever the interleaving."""
+    secret, cap = secrets.token_bytes(32), 4
+    stores = [
+        await store_target.open(secret, clock=clock, max_keys_per_owner=cap) for _ in range(2)
+    ]
+    try:
+
+        async def mint(i: int) -> bool:
+            new = NewKey(organization="acme", owner="acme/dana", name=f"k{i}", scopes=[])
+            try:
+                await stores[i % 2].create(new)
+            except TooManyKeys:
+                return False
+            return True
+
+        outcomes = await asyncio.gather(*(mint(i) for i in range(24)))
+        assert outcomes.count(True) == cap
+        assert len(await stores[0].list("acme", owner="acme/dana")) == cap
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_a_parent_revoked_on_one_store_leaves_no_live_child_minted_on_the_other(
+    store_target: StoreTarget, clock: ManualClock
+) -> None:
+    """Revocation and minting under the same parent race on two stores: whichever commits
+    first, no child outlives the revocation (the organization's lock orders them)."""
+    secret = secrets.token_bytes(32)
+    stores = [await store_target.open(secret, clock=clock) for _ in range(2)]
+    try:
+        for round_ in range(3):
+            _, parent = await stores[0].create(
+                NewKey(organization="acme", owner="acme/erin", name=f"p{round_}", scopes=[])
+            )
+
+            async def mint(i: int, parent_id: str = parent.key_id, r: int = round_) -> None:
+                new = NewKey(
+                    organization="acme",
+                    owner="acme/erin",
+                    name=f"c{r}-{i}",
+                    scopes=[],
+                    parent_key_id=parent_id,
+                )
+                with contextlib.suppress(ParentKeyInactive):
+                    await stores[1].create(new)
+
+            await asyncio.gather(
+                *(mint(i) for i in range(6)), stores[0].revoke("acme", parent.key_id)
+            )
+            children = [r for r in await stores[0].list("acme") if r.parent_key_id == parent.key_id]
+            assert all(r.state(clock()) is KeyState.REVOKED for r in children)
+    finally:
+        for store in stores:
+            await store.close()
 
 
 async def test_unknown_scopes_are_refused_by_the_store(store: KeyStore) -> None:

@@ -1,4 +1,7 @@
-"""The key store on real SQLite: lifecycle, constant-time lookups, no plaintext at rest."""
+"""The key store on real SQLite and real PostgreSQL: lifecycle, constant-time lookups, no
+plaintext at rest, migrations, an audit log that refuses change.
+
+Tests taking ``store`` or ``store_target`` run on both engines (``conftest.py``)."""
 
 from __future__ import annotations
 
@@ -6,13 +9,14 @@ import sqlite3
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hanzo_contract.apikey import generate_key, parse_key_id
 from hanzo_contract.principal import Limits, PrincipalKind
-from iam_sidecar.db.migrations import MIGRATIONS
+from iam_sidecar.db.migrations import POSTGRES, SQLITE
 from iam_sidecar.errors import (
     DuplicateKeyName,
     ExpiredKey,
@@ -25,7 +29,7 @@ from iam_sidecar.errors import (
 from iam_sidecar.keys.models import KeyState, NewKey, OwnerGrant
 from iam_sidecar.keys.store import KeyStore
 
-from .helpers import ManualClock
+from .helpers import ManualClock, StoreTarget
 
 
 def _db_files(directory: Path) -> dict[str, bytes]:
@@ -57,14 +61,23 @@ async def test_create_then_verify_returns_the_record(store: KeyStore) -> None:
     assert got.state() is KeyState.ACTIVE
 
 
-async def test_plaintext_never_reaches_disk(store: KeyStore, tmp_path: Path) -> None:
+async def test_plaintext_never_reaches_disk(
+    store: KeyStore, store_target: StoreTarget, tmp_path: Path
+) -> None:
     plaintext, record = await _new(store)
     await store.verify(plaintext)
     await store.flush()
     secret_part = plaintext.split("_", 1)[1]
-    for name, data in _db_files(tmp_path).items():
-        assert secret_part.encode() not in data, name
-        assert plaintext.encode() not in data, name
+    if store_target.engine == "sqlite":
+        for name, data in _db_files(tmp_path).items():
+            assert secret_part.encode() not in data, name
+            assert plaintext.encode() not in data, name
+    else:  # every row of every table, as text
+        async with await psycopg.AsyncConnection.connect(str(store_target.migrate_dsn)) as conn:
+            for table in ("api_keys", "owner_grants", "audit_log", "usage_daily"):
+                cur = await conn.execute(f"SELECT t::text FROM {table} t")  # noqa: S608
+                dump = " ".join(row[0] for row in await cur.fetchall())
+                assert secret_part not in dump and plaintext not in dump, table
     listed = [r.public() for r in await store.list("acme")]
     assert listed[0]["prefix"] == f"hk-{record.key_id}"
     assert secret_part not in repr(listed)
@@ -169,8 +182,8 @@ async def test_inactive_owner_grant_stops_verification(store: KeyStore) -> None:
         await store.verify(plaintext)
 
 
-async def test_last_used_is_batched_not_written_per_request(tmp_path: Path) -> None:
-    store = await KeyStore.open(tmp_path / "k.db", b"s" * 32, flush_interval=3600)
+async def test_last_used_is_batched_not_written_per_request(store_target: StoreTarget) -> None:
+    store = await store_target.open(b"s" * 32, flush_interval=3600)
     try:
         plaintext, record = await _new(store)
         for _ in range(50):
@@ -185,7 +198,7 @@ async def test_last_used_is_batched_not_written_per_request(tmp_path: Path) -> N
         await store.close()
 
 
-async def test_schema_is_versioned_wal_and_reopen_is_idempotent(tmp_path: Path) -> None:
+async def test_sqlite_schema_is_versioned_wal_and_reopen_is_idempotent(tmp_path: Path) -> None:
     path = tmp_path / "m.db"
     for _ in range(2):
         store = await KeyStore.open(path, b"s" * 32)
@@ -193,16 +206,45 @@ async def test_schema_is_versioned_wal_and_reopen_is_idempotent(tmp_path: Path) 
         await store.close()
     with sqlite3.connect(path) as conn:
         versions = [r[0] for r in conn.execute("SELECT version FROM schema_version")]
-    assert versions == list(range(1, len(MIGRATIONS) + 1))
+    assert versions == list(range(1, len(SQLITE) + 1))
 
 
-async def test_audit_log_is_append_only(store: KeyStore) -> None:
+async def test_postgres_schema_is_versioned_and_reopen_is_idempotent(postgres, tmp_path) -> None:
+    """Two opens (as two replicas would) migrate once; the serving role gets no DDL."""
+    database = postgres.create_database("sidecar_migrations", roles="hanzo_sidecar_test")
+    target = StoreTarget("postgres", database.app_dsn, database.owner_dsn)
+    try:
+        for _ in range(2):
+            await (await target.open(b"s" * 32)).close()
+        async with await psycopg.AsyncConnection.connect(database.app_dsn) as conn:
+            cur = await conn.execute("SELECT version FROM schema_version ORDER BY version")
+            assert [row[0] for row in await cur.fetchall()] == list(range(1, len(POSTGRES) + 1))
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                await conn.execute("ALTER TABLE api_keys ADD COLUMN x TEXT")
+    finally:
+        postgres.drop_database("sidecar_migrations")
+
+
+def test_both_engines_have_the_same_schema_versions() -> None:
+    assert len(SQLITE) == len(POSTGRES)
+
+
+async def test_audit_log_is_append_only(store: KeyStore, store_target: StoreTarget) -> None:
     await _new(store)
     events = await store.audit.query(organization="acme")
     assert [e.action for e in events] == ["key.create"]
+    refused = sqlite3.DatabaseError if store_target.engine == "sqlite" else psycopg.Error
     for sql in ("UPDATE audit_log SET outcome = 'x'", "DELETE FROM audit_log"):
-        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-            await store.db.conn.execute(sql)
+        with pytest.raises(refused, match=r"append-only|permission denied"):
+            async with store.db.transaction() as conn:
+                await conn.execute(sql)
+    if store_target.engine == "postgres":  # the owner too is refused, by the trigger
+        async with await psycopg.AsyncConnection.connect(str(store_target.migrate_dsn)) as conn:
+            for sql in ("UPDATE audit_log SET outcome = 'x'", "TRUNCATE audit_log"):
+                with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+                    await conn.execute(sql)
+                await conn.rollback()
+    assert [e.outcome for e in await store.audit.query(organization="acme")] == ["ok"]
 
 
 async def test_application_owner_kind_round_trips(store: KeyStore) -> None:
@@ -219,11 +261,11 @@ async def test_arbitrary_strings_never_verify(store: KeyStore, garbage: str) -> 
         await store.verify(garbage)
 
 
-async def test_migration_from_version_1_keeps_data(tmp_path: Path) -> None:
+async def test_sqlite_migration_from_version_1_keeps_data(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-        for statement in MIGRATIONS[0]:
+        for statement in SQLITE[0]:
             conn.execute(statement)
         conn.execute("INSERT INTO schema_version VALUES (1)")
         conn.execute(
@@ -238,4 +280,4 @@ async def test_migration_from_version_1_keeps_data(tmp_path: Path) -> None:
         await store.close()
     with sqlite3.connect(path) as conn:
         versions = [r[0] for r in conn.execute("SELECT version FROM schema_version")]
-        assert versions == list(range(1, len(MIGRATIONS) + 1))
+        assert versions == list(range(1, len(SQLITE) + 1))

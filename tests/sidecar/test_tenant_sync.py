@@ -11,7 +11,7 @@ import pytest
 
 from hanzo_stack.casdoor.server import CasdoorServer
 from iam_sidecar.casdoor.client import CasdoorClient
-from iam_sidecar.db.database import Database
+from iam_sidecar.db.database import open_database
 from iam_sidecar.errors import ApplyConflict, ApplyFailed, UpstreamUnavailable
 from iam_sidecar.tenants.apply import apply_plan, make_plan
 from iam_sidecar.tenants.loader import load_tenant_file, parse_tenant_text
@@ -24,7 +24,7 @@ async def test_plan_apply_round_trip_is_idempotent(casdoor: CasdoorServer, tmp_p
     path, names = unique_example(tmp_path)
     spec = load_tenant_file(path)
     acme = names["acme"]
-    db = await Database.open(tmp_path / "audit.db")
+    db = await open_database(tmp_path / "audit.db")
     try:
         async with admin_client(casdoor) as client:
             first = await make_plan(client, spec)
@@ -55,8 +55,8 @@ async def test_plan_apply_round_trip_is_idempotent(casdoor: CasdoorServer, tmp_p
                 client_secret=login["clientSecret"],
             )
             assert token["access_token"]
-        async with db.conn.execute("SELECT action, COUNT(*) FROM audit_log GROUP BY action") as cur:
-            counts = dict(await cur.fetchall())
+        rows = await db.fetch_all("SELECT action, COUNT(*) AS n FROM audit_log GROUP BY action")
+        counts = {row["action"]: row["n"] for row in rows}
         assert counts == {"sync.create": 18}
     finally:
         await db.close()
