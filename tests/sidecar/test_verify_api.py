@@ -1,4 +1,6 @@
-"""The gateway-facing endpoints, with Casdoor unreachable: verify serves from the store."""
+"""The gateway-facing endpoints, with Casdoor unreachable: verify serves from the store.
+
+Every test runs on both store engines (SQLite, PostgreSQL): audit and usage included."""
 
 from __future__ import annotations
 
@@ -10,13 +12,15 @@ from hanzo_contract.verify import VERIFY_PATH, VerifyResponse
 from iam_sidecar.keys.models import NewKey, OwnerGrant
 from iam_sidecar.tenants.policy import TenantPolicy
 
-from .helpers import bearer, make_settings, running_app
+from .helpers import StoreTarget, bearer, make_settings, running_app
 
 PLAN = TenantPolicy(plan_limits={"acme": Limits(requests_per_minute=100, units_per_day=1000)})
 
 
-async def test_verify_returns_principal_with_plan_and_key_limits(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
+async def test_verify_returns_principal_with_plan_and_key_limits(
+    tmp_path: Path, store_target: StoreTarget
+) -> None:
+    settings = make_settings(tmp_path, **store_target.settings_overrides())
     async with running_app(settings, policy=PLAN, run_reconcile=False) as (_, state, client):
         plaintext, record = await state.keys.create(
             NewKey(
@@ -54,8 +58,8 @@ async def test_verify_returns_principal_with_plan_and_key_limits(tmp_path: Path)
         )
 
 
-async def test_verify_errors_are_precise(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
+async def test_verify_errors_are_precise(tmp_path: Path, store_target: StoreTarget) -> None:
+    settings = make_settings(tmp_path, **store_target.settings_overrides())
     async with running_app(settings, run_reconcile=False) as (_, state, client):
         plaintext, record = await state.keys.create(
             NewKey(organization="acme", owner="acme/alice", name="ci", scopes=["memory:read"])
@@ -84,8 +88,8 @@ async def test_verify_errors_are_precise(tmp_path: Path) -> None:
         assert nowhere.status_code == 404 and nowhere.json()["error"]["code"] == "not_found"
 
 
-async def test_denials_are_audited_and_counted(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
+async def test_denials_are_audited_and_counted(tmp_path: Path, store_target: StoreTarget) -> None:
+    settings = make_settings(tmp_path, **store_target.settings_overrides())
     async with running_app(settings, run_reconcile=False) as (_, state, client):
         report = {
             "status": 403,
@@ -116,8 +120,8 @@ async def test_denials_are_audited_and_counted(tmp_path: Path) -> None:
         assert usage == {("org", "acme"): 1, ("user", "acme/alice"): 1, ("key", "abcdefghijkl"): 1}
 
 
-async def test_ops_endpoints_with_casdoor_down(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
+async def test_ops_endpoints_with_casdoor_down(tmp_path: Path, store_target: StoreTarget) -> None:
+    settings = make_settings(tmp_path, **store_target.settings_overrides())
     async with running_app(settings, run_reconcile=False) as (_, state, client):
         plaintext, _ = await state.keys.create(
             NewKey(organization="acme", owner="acme/alice", name="ci", scopes=["memory:read"])
@@ -160,8 +164,10 @@ async def test_reconcile_survives_casdoor_down_and_keeps_last_grants(tmp_path: P
         assert 'hanzo_sidecar_reconcile_runs_total{outcome="casdoor_down"} 1.0' in metrics
 
 
-async def test_usage_reports_from_plugins_add_up_per_day(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
+async def test_usage_reports_from_plugins_add_up_per_day(
+    tmp_path: Path, store_target: StoreTarget
+) -> None:
+    settings = make_settings(tmp_path, **store_target.settings_overrides())
     async with running_app(settings, run_reconcile=False) as (_, state, client):
         batch = {
             "entries": [
