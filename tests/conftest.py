@@ -6,6 +6,9 @@ port (SCRAM passwords, generated per run); areas create their own databases.
 ``casdoor``: a real Casdoor built from its pinned Go module (cached outside the repo),
 running on a loopback port with its state in a temp dir. Areas create their own
 organizations with unique names, so they never step on each other.
+
+``casdoor_postgres``: the same Casdoor on the session's PostgreSQL (``driverName=postgres``),
+started only when a test asks for it (the sidecar's Casdoor tests run on both).
 """
 
 from __future__ import annotations
@@ -40,6 +43,21 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def casdoor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CasdoorServer]:
     server = CasdoorServer(tmp_path_factory.mktemp("casdoor-state"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def casdoor_postgres(
+    tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer
+) -> Iterator[CasdoorServer]:
+    database = postgres.create_database("casdoor")
+    server = CasdoorServer(
+        tmp_path_factory.mktemp("casdoor-pg-state"), database_url=database.owner_dsn
+    )
     server.start()
     try:
         yield server

@@ -1,6 +1,9 @@
-"""Run the real Casdoor: SQLite in the state dir, loopback port, health-checked.
+"""Run the real Casdoor: SQLite in the state dir (or PostgreSQL), loopback port, health-checked.
 
 One class serves ``hanzo casdoor start|stop|status``, ``hanzo up`` and the test fixture.
+Given a ``database_url`` (``postgresql://``, a role that owns its database: Casdoor creates
+its own tables), Casdoor runs with ``driverName=postgres`` instead; the URL is kept in the
+state dir (0600) like the port, so every later start of that state dir uses it.
 
 Casdoor's start-up (``util.StopOldInstance``, called from its ``main.go``) runs
 ``lsof -t -i :<port>`` and SIGKILLs the first pid printed. ``lsof -i :<port>`` lists every
@@ -24,8 +27,12 @@ from pathlib import Path
 
 import httpx
 
+from hanzo_contract.settings import write_private
 from hanzo_stack.casdoor.install import CASDOOR_VERSION, install_casdoor
-from hanzo_stack.casdoor.records import install_record_scrubber
+from hanzo_stack.casdoor.records import (
+    install_record_scrubber,
+    install_record_scrubber_postgres,
+)
 from hanzo_stack.casdoor.state import CasdoorSecrets, CasdoorState
 from hanzo_stack.process import (
     LOOPBACK,
@@ -59,8 +66,10 @@ class CasdoorServer:
         port: int | None = None,
         origin: str | None = None,
         version: str = CASDOOR_VERSION,
+        database_url: str | None = None,
     ) -> None:
         self.state = CasdoorState(state_dir)
+        self._database_url = database_url
         self.version = version
         self._port = port
         self._origin = origin
@@ -88,6 +97,36 @@ class CasdoorServer:
             with contextlib.suppress(OSError):
                 self._origin = self.state.origin_path.read_text().strip() or None
         return self._origin or self.url
+
+    @property
+    def database_url(self) -> str | None:
+        """Casdoor's PostgreSQL (``None``: SQLite in the state dir); as first configured."""
+        if self._database_url is None:
+            with contextlib.suppress(OSError):
+                self._database_url = self._database_url_path.read_text().strip() or None
+        return self._database_url
+
+    @property
+    def _database_url_path(self) -> Path:
+        return self.state.run_dir / "database-url"
+
+    @property
+    def engine(self) -> str:
+        return "sqlite" if self.database_url is None else "postgres"
+
+    def _database_env(self) -> dict[str, str]:
+        if self.database_url is None:
+            run_dir = self.state.run_dir.resolve()
+            return {
+                "driverName": "sqlite",
+                "dataSourceName": f"file:{run_dir / 'casdoor.db'}?cache=shared",
+            }
+        # lib/pq reads URLs; its default sslmode (require) fails on a loopback server
+        separator = "&" if "?" in self.database_url else "?"
+        return {
+            "driverName": "postgres",
+            "dataSourceName": f"{self.database_url}{separator}sslmode=disable",
+        }
 
     @property
     def jwks_url(self) -> str:
@@ -140,8 +179,7 @@ class CasdoorServer:
             "PATH": f"{self._shim_dir()}{os.pathsep}{os.environ.get('PATH', os.defpath)}",
             "httpport": str(self.port),
             "origin": self.origin,
-            "driverName": "sqlite",
-            "dataSourceName": f"file:{run_dir / 'casdoor.db'}?cache=shared",
+            **self._database_env(),
             "initDataFile": str(run_dir / "init_data.json"),
             "initDataNewOnly": "true",
             "ldapServerPort": "0",
@@ -172,6 +210,8 @@ class CasdoorServer:
         self.state.render(self.secrets)
         self.state.port_path.write_text(str(self.port))
         self.state.origin_path.write_text(self.origin)
+        if self.database_url is not None:
+            write_private(self._database_url_path, self.database_url)
         self._shim_dir()
         return binary
 
@@ -196,7 +236,11 @@ class CasdoorServer:
 
     def after_ready(self) -> None:
         """What must follow the first healthy answer (idempotent)."""
-        install_record_scrubber(self.state.db_path)  # before our own first POST
+        # before our own first POST
+        if self.database_url is None:
+            install_record_scrubber(self.state.db_path)
+        else:
+            install_record_scrubber_postgres(self.database_url)
         self._retire_builtin_admin_password()
         log.info("casdoor %s up at %s", self.version, self.url)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from pydantic import SecretStr
 from starlette.applications import Starlette
 
@@ -137,3 +138,14 @@ def signer_for(settings: SidecarSettings) -> Any:
     assert settings.assertion_public_key_path is not None
     private = settings.assertion_public_key_path.with_name("assertion.key")
     return AssertionSigner(private.read_bytes())
+
+
+#: the engines the sidecar's Casdoor tests run Casdoor on
+CASDOOR_ENGINES = ("sqlite", "postgres")
+
+
+@pytest.fixture(name="casdoor", params=CASDOOR_ENGINES)
+def casdoor_on_each_engine(request: pytest.FixtureRequest, casdoor: Any) -> Any:
+    """The session's Casdoor on SQLite, then the one on PostgreSQL: a module that imports
+    this (as ``casdoor``) runs every test on both."""
+    return casdoor if request.param == "sqlite" else request.getfixturevalue("casdoor_postgres")

@@ -31,6 +31,7 @@ from .helpers import (
     SEED_PASSWORDS,
     ManualClock,
     bearer,
+    casdoor_on_each_engine,  # noqa: F401 (fixture "casdoor": each engine)
     casdoor_settings,
     running_app,
     signer_for,

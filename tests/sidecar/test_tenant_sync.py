@@ -17,7 +17,11 @@ from iam_sidecar.tenants.apply import apply_plan, make_plan
 from iam_sidecar.tenants.loader import load_tenant_file, parse_tenant_text
 from tests.support.casdoor_admin import admin_client
 
-from .helpers import SEED_PASSWORDS, unique_example
+from .helpers import (
+    SEED_PASSWORDS,
+    casdoor_on_each_engine,  # noqa: F401 (fixture "casdoor": each engine)
+    unique_example,
+)
 
 
 async def test_plan_apply_round_trip_is_idempotent(casdoor: CasdoorServer, tmp_path: Path) -> None:
