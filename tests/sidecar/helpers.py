@@ -34,6 +34,15 @@ class StoreTarget:
     async def open(self, hash_secret: bytes, **kwargs: Any) -> KeyStore:
         return await KeyStore.open(self.target, hash_secret, migrate_dsn=self.migrate_dsn, **kwargs)
 
+    def env(self) -> dict[str, str]:
+        """``HANZO_SIDECAR_*`` variables that put a sidecar process's store here."""
+        if self.engine == "sqlite":
+            return {"HANZO_SIDECAR_DB_PATH": str(self.target)}
+        return {
+            "HANZO_SIDECAR_DATABASE_URL": str(self.target),
+            "HANZO_SIDECAR_DATABASE_MIGRATE_URL": str(self.migrate_dsn),
+        }
+
     def settings_overrides(self) -> dict[str, object]:
         """``SidecarSettings`` fields that put a sidecar's store here."""
         if self.engine == "sqlite":

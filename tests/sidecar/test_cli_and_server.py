@@ -1,4 +1,5 @@
-"""The CLI and ``python -m iam_sidecar serve`` as real processes against the real Casdoor."""
+"""The CLI and ``python -m iam_sidecar serve`` as real processes against the real Casdoor,
+sharing one store: a SQLite file, or a PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
 from hanzo_stack.casdoor.server import CasdoorServer
 from hanzo_stack.process import LOOPBACK, ManagedProcess, free_port, http_ok
 
-from .helpers import SEED_PASSWORDS, unique_example
+from .helpers import SEED_PASSWORDS, StoreTarget, unique_example
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,11 +51,13 @@ def _ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
-def test_cli_and_server_round_trip(casdoor: CasdoorServer, tmp_path: Path) -> None:
+def test_cli_and_server_round_trip(
+    casdoor: CasdoorServer, tmp_path: Path, store_target: StoreTarget
+) -> None:
     path, names = unique_example(tmp_path)
     acme = names["acme"]
     state = tmp_path / "state"
-    env = _env(casdoor, state)
+    env = _env(casdoor, state, **store_target.env())
 
     assert "+ create organization" in _ok(_cli(env, "tenants", "plan", str(path)))
     applied = json.loads(_ok(_cli(env, "tenants", "apply", str(path), "--json")))
@@ -94,7 +98,7 @@ def test_cli_and_server_round_trip(casdoor: CasdoorServer, tmp_path: Path) -> No
         [sys.executable, "-m", "iam_sidecar", "serve", "--host", LOOPBACK, "--port", str(port)],
         log_path=tmp_path / "sidecar.log",
         cwd=REPO,
-        env=_env(casdoor, state, HANZO_SIDECAR_TENANT_FILE=str(path)),
+        env=_env(casdoor, state, HANZO_SIDECAR_TENANT_FILE=str(path), **store_target.env()),
     ).start()
     base = f"http://{LOOPBACK}:{port}"
     try:
@@ -141,8 +145,13 @@ def test_cli_and_server_round_trip(casdoor: CasdoorServer, tmp_path: Path) -> No
     assert counted[("key", key_id)] == 2  # the two successful verifications of bob's key
     assert counted[("org", acme)] == 3  # plus the indexer's
     log_text = (tmp_path / "sidecar.log").read_text()
-    for secret in (key, rotated["key"], casdoor.client_secret, token):
-        assert secret not in log_text
+    secrets = [key, rotated["key"], casdoor.client_secret, token]
+    if store_target.migrate_dsn is not None:  # the database passwords
+        secrets += [
+            urlsplit(dsn).password for dsn in (store_target.migrate_dsn, store_target.target)
+        ]
+    for secret in secrets:
+        assert secret and secret not in log_text
 
 
 def test_cli_reports_casdoor_down_and_bad_files_clearly(tmp_path: Path) -> None:
