@@ -314,7 +314,7 @@ async def test_a_cluster_unreachable_from_the_start_raises_quickly() -> None:
                 await limiter.hit(["key:down/k"], Limits(requests_per_minute=1))
             assert time.monotonic() - started < 2.0
         with pytest.raises(LimiterUnavailable):
-            await limiter.charge_tokens(["key:down/k"], Limits(tokens_per_day=5), 3)
+            await limiter.settle_tokens(["key:down/k"], Limits(tokens_per_day=5), None, 3)
         with pytest.raises(LimiterUnavailable):
             await limiter.check_tokens(["key:down/k"], Limits(tokens_per_day=5))
     finally:
@@ -329,10 +329,10 @@ async def test_token_quotas_are_charged_and_checked_on_the_cluster(
     buckets = ["key:tok/k", "org:tok"]
     try:
         assert (await limiter.check_tokens(buckets, limits)).allowed
-        await limiter.charge_tokens(buckets, limits, 60)
+        await limiter.settle_tokens(buckets, limits, None, 60)
         still = await limiter.check_tokens(buckets, limits)
         assert still.allowed and still.remaining == 40
-        await limiter.charge_tokens(buckets, limits, 40)  # spent already: counted in full
+        await limiter.settle_tokens(buckets, limits, None, 40)  # spent already: counted in full
         spent = await limiter.check_tokens(buckets, limits)
         assert not spent.allowed and spent.code == "token_quota"
         assert (await limiter.check_tokens(["key:tok/other"], limits)).allowed

@@ -48,9 +48,9 @@ async def test_memory_token_counters_persist_and_reset_by_day(tmp_path: Path) ->
     db, clock = tmp_path / "quotas.sqlite3", FakeClock()
     first = MemoryLimiter(db, clock=clock)
     assert (await first.check_tokens(["key:a"], CAPPED)).allowed
-    await first.charge_tokens(["key:a"], CAPPED, 99)
+    await first.settle_tokens(["key:a"], CAPPED, None, 99)
     assert (await first.check_tokens(["key:a"], CAPPED)).allowed  # 99 < 100
-    await first.charge_tokens(["key:a"], CAPPED, 5)  # spent: counted past the cap
+    await first.settle_tokens(["key:a"], CAPPED, None, 5)  # spent: counted past the cap
     await first.aclose()
 
     second = MemoryLimiter(db, clock=clock)
@@ -64,7 +64,7 @@ async def test_memory_token_counters_persist_and_reset_by_day(tmp_path: Path) ->
     monthly = Limits(tokens_per_month=1000)
     month = await second.check_tokens(["key:a"], monthly)
     assert month.allowed and month.remaining == 896
-    await second.charge_tokens(["key:a"], monthly, 896)
+    await second.settle_tokens(["key:a"], monthly, None, 896)
     spent = await second.check_tokens(["key:a"], monthly)
     assert not spent.allowed and spent.limit == 1000
     await second.aclose()
@@ -72,7 +72,7 @@ async def test_memory_token_counters_persist_and_reset_by_day(tmp_path: Path) ->
 
 async def test_uncapped_limits_count_no_tokens(tmp_path: Path) -> None:
     limiter = MemoryLimiter(None, clock=FakeClock())
-    await limiter.charge_tokens(["key:a"], Limits(), 10**6)
+    await limiter.settle_tokens(["key:a"], Limits(), None, 10**6)
     assert (await limiter.check_tokens(["key:a"], Limits())).allowed
     assert (await limiter.check_tokens(["key:a"], CAPPED)).allowed
 
@@ -91,8 +91,8 @@ async def test_redis_token_counters_are_shared_by_gateways(valkey: ValkeyServer)
     a = RedisLimiter(valkey.url, timeout=5.0, clock=clock)
     b = RedisLimiter(valkey.url, timeout=5.0, clock=clock)
     try:
-        await a.charge_tokens(["key:x", "org:o"], CAPPED, 60)
-        await b.charge_tokens(["key:y", "org:o"], CAPPED, 40)
+        await a.settle_tokens(["key:x", "org:o"], CAPPED, None, 60)
+        await b.settle_tokens(["key:y", "org:o"], CAPPED, None, 40)
         assert (await a.check_tokens(["key:x"], CAPPED)).allowed
         refused = await b.check_tokens(["key:z", "org:o"], CAPPED)  # the org spent 100
         assert not refused.allowed and refused.limit == 100
