@@ -6,20 +6,16 @@ relay's handling of the usage chunk."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from gateway_plugins.core import DecisionCore
 from gateway_plugins.forward_auth import create_app as create_plugin_app
 from gateway_plugins.limiter.memory import MemoryLimiter
 from gateway_plugins.limiter.redis_store import RedisLimiter
 from gateway_plugins.request import AuthRequest
-from gateway_plugins.routes import RouteTable
-from hanzo_contract.apikey import generate_key
 from hanzo_contract.assertion import INFERENCE_AUDIENCE, AssertionSigner, ensure_keypair
 from hanzo_contract.principal import Limits, Principal
 from hanzo_contract.tokens import TOKEN_CHARGE_PATH, TokenCharge
@@ -28,11 +24,11 @@ from hanzo_stack.valkey import ValkeyServer
 from inference_gateway.app import create_app as create_inference_app
 from inference_gateway.relay import UsageWatch
 from inference_gateway.settings import InferenceSettings
-from tests.gateway.conftest import FakeSidecar
 from tests.support.clock import FakeClock
 
+from .conftest import TOKEN_KEY as KEY
+
 DAY = 86400
-KEY = generate_key()[0]
 CAPPED = Limits(tokens_per_day=100, tokens_per_month=1000)
 
 
@@ -77,15 +73,6 @@ async def test_uncapped_limits_count_no_tokens(tmp_path: Path) -> None:
     assert (await limiter.check_tokens(["key:a"], CAPPED)).allowed
 
 
-@pytest.fixture
-def valkey(tmp_path: Path) -> Iterator[ValkeyServer]:
-    server = ValkeyServer(tmp_path / "valkey").start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 async def test_redis_token_counters_are_shared_by_gateways(valkey: ValkeyServer) -> None:
     clock = FakeClock()
     a = RedisLimiter(valkey.url, timeout=5.0, clock=clock)
@@ -103,43 +90,12 @@ async def test_redis_token_counters_are_shared_by_gateways(valkey: ValkeyServer)
         await b.aclose()
 
 
-ROUTES = """
-routes:
-  - {methods: [POST], path: /v1/chat/completions, permission: inference:invoke, tokens: true}
-  - {methods: [POST], path: /v1/memory/store, permission: inference:invoke}
-"""
-
-
-@pytest.fixture
-async def core(tmp_path: Path) -> Any:
-    sidecar = FakeSidecar()
-    sidecar.keys[KEY] = Principal(
-        organization="acme",
-        subject="acme/ann",
-        key_id="kid1",
-        scopes=frozenset({"inference:invoke"}),
-        limits=Limits(tokens_per_day=10),
-    )
-    private, _ = ensure_keypair(tmp_path / "keys")
-    clock = FakeClock()
-    c = DecisionCore(
-        routes=RouteTable.from_yaml(ROUTES),
-        keys=sidecar,
-        limiter=MemoryLimiter(None, clock=clock),
-        signer=AssertionSigner(private.read_bytes(), 60),
-        assertion_ttl=60,
-        clock=clock,
-    )
-    yield c, sidecar.keys[KEY]
-    await c.aclose()
-
-
 def _request(path: str) -> AuthRequest:
     return AuthRequest("POST", path, {"authorization": f"Bearer {KEY}"}, "127.0.0.1")
 
 
-async def test_core_refuses_token_routes_once_the_quota_is_used(core: Any) -> None:
-    c, principal = core
+async def test_core_refuses_token_routes_once_the_quota_is_used(token_core: Any) -> None:
+    c, principal, _ = token_core
     assert (await c.decide(_request("/v1/chat/completions"))).allowed
     await c.charge(
         TokenCharge(principal=principal, model="m", prompt_tokens=6, completion_tokens=4)
@@ -151,8 +107,8 @@ async def test_core_refuses_token_routes_once_the_quota_is_used(core: Any) -> No
     assert (await c.decide(_request("/v1/memory/store"))).allowed
 
 
-async def test_the_charge_endpoint_takes_only_the_charge_token(core: Any) -> None:
-    c, principal = core
+async def test_the_charge_endpoint_takes_only_the_charge_token(token_core: Any) -> None:
+    c, principal, _ = token_core
     app = create_plugin_app(c, "charge-secret")
     body = TokenCharge(principal=principal, model="m", prompt_tokens=10).model_dump(mode="json")
     transport = httpx.ASGITransport(app=app)
