@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 import httpx
+from pydantic import ValidationError
 
 from hanzo_contract.principal import Principal
 from hanzo_contract.tokens import (
@@ -63,7 +64,11 @@ class TokenCharger:
                             type(exc).__name__)  # fmt: skip
                 continue
             if response.status_code == 200:
-                return TokenReserved.model_validate_json(response.content).reservation
+                try:
+                    return TokenReserved.model_validate_json(response.content).reservation
+                except ValidationError:
+                    log.error("the plugin's token reservation answer is not a reservation")
+                    break
             if response.status_code == 429:
                 headers = {k: v for k, v in response.headers.items() if k in _QUOTA_HEADERS}
                 raise InferenceError(

@@ -22,6 +22,8 @@ from hanzo_contract.tokens import TOKEN_CHARGE_PATH, TokenCharge
 from hanzo_stack.stack import _toml, parse_chat_upstream
 from hanzo_stack.valkey import ValkeyServer
 from inference_gateway.app import create_app as create_inference_app
+from inference_gateway.errors import InferenceError
+from inference_gateway.estimate import chat_estimate
 from inference_gateway.relay import UsageWatch
 from inference_gateway.settings import InferenceSettings
 from tests.support.clock import FakeClock
@@ -283,3 +285,19 @@ async def test_a_stream_cut_off_before_its_usage_is_charged_an_estimate() -> Non
     await whole.event(b'data: {"choices": [], "usage": {"prompt_tokens": 3}}\n\n')
     await whole.settle()  # the real usage was charged: nothing more
     assert charged == [{"prompt_tokens": 12, "completion_tokens": 2}, {"prompt_tokens": 3}]
+
+
+def test_the_estimate_holds_the_prompt_and_the_most_the_completion_may_produce() -> None:
+    messages = [{"role": "user", "content": "héllo"}]  # non-ASCII: six bytes of JSON
+    body: dict[str, Any] = {"messages": messages, "n": 3, "max_tokens": 10}
+    held = chat_estimate(body, default_max_tokens=1024)
+    assert held.prompt == len(json.dumps(messages)) // 4 and held.completion == 30
+    both = chat_estimate({"max_tokens": 5, "max_completion_tokens": 50}, 1024)
+    assert both.completion == 50  # the larger cap: an over-estimate is refunded, not lost
+    unnamed: dict[str, Any] = {"messages": []}
+    assert chat_estimate(unnamed, 256).completion == 256
+    assert unnamed["max_tokens"] == 256  # sent upstream, so the estimate holds
+    for bad in ({"max_tokens": "9"}, {"max_tokens": -1}, {"n": 0}, {"max_tokens": True}):
+        with pytest.raises(InferenceError) as refused:
+            chat_estimate(dict(bad), 1024)
+        assert refused.value.status == 400 and refused.value.code.startswith("invalid_")
