@@ -338,3 +338,25 @@ async def test_token_quotas_are_charged_and_checked_on_the_cluster(
         assert (await limiter.check_tokens(["key:tok/other"], limits)).allowed
     finally:
         await limiter.aclose()
+
+
+async def test_token_reservations_are_held_settled_and_expired_on_the_cluster(
+    valkey_cluster: ValkeyCluster,
+) -> None:
+    """Each script touches one slot: the organization's counters and its reservations."""
+    clock = FakeClock()
+    limiter = RedisLimiter(valkey_cluster.url, timeout=5.0, clock=clock, cluster=True)
+    limits = Limits(tokens_per_day=100, tokens_per_month=1000)
+    buckets = ["key:resv/k", "org:resv"]
+    try:
+        held, reservation = await limiter.reserve_tokens(buckets, limits, 80, 60)
+        assert held.allowed and reservation
+        assert not (await limiter.reserve_tokens(buckets, limits, 21, 60))[0].allowed
+        await limiter.settle_tokens(buckets, limits, reservation, 15)
+        assert (await limiter.check_tokens(buckets, limits)).remaining == 85
+        _, abandoned = await limiter.reserve_tokens(buckets, limits, 85, 60)
+        assert abandoned and not (await limiter.check_tokens(buckets, limits)).allowed
+        clock.advance(61)  # never settled: handed back by the next script on that slot
+        assert (await limiter.check_tokens(buckets, limits)).remaining == 85
+    finally:
+        await limiter.aclose()
