@@ -43,6 +43,7 @@ def build_core(settings: GatewaySettings) -> DecisionCore:
         fail_mode=settings.limiter_fail_mode,
         local_share=settings.limiter_local_share,
         limit_levels=tuple(settings.limit_levels),
+        token_reservation_seconds=settings.token_reservation_seconds,
         positive_cache_max=settings.positive_cache_max_seconds,
         negative_cache=settings.negative_cache_seconds,
         cache_size=settings.cache_size,

@@ -27,7 +27,7 @@ from gateway_plugins.usage import UsageReporter
 from hanzo_contract.assertion import AssertionSigner
 from hanzo_contract.headers import IDENTITY_HEADERS, identity_header_values
 from hanzo_contract.principal import Limits, Principal, PrincipalKind
-from hanzo_contract.tokens import TokenCharge
+from hanzo_contract.tokens import TokenCharge, TokenReservation, TokenReserved
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class DecisionCore:
         local_limiter: Limiter | None = None,
         local_share: float = 1.0,
         limit_levels: tuple[str, ...] = ("credential",),
+        token_reservation_seconds: float = 900.0,
         positive_cache_max: float = 5.0,
         negative_cache: float = 1.0,
         cache_size: int = 100_000,
@@ -78,6 +79,7 @@ class DecisionCore:
         self._local = local_limiter or MemoryLimiter(None)
         self._local_share = local_share
         self._levels = limit_levels
+        self._reservation_ttl = token_reservation_seconds
         self._clock = clock
         self.key_cache = PrincipalCache(
             "key", positive_cache_max, negative_cache, cache_size, clock
@@ -210,12 +212,23 @@ class DecisionCore:
                 )
             return LimitResult(False, "limiter_unavailable")
 
+    def _token_buckets(self, principal: Principal) -> tuple[list[str], dict[str, Limits]]:
+        """The buckets a call's tokens are counted in, and the ones charged at their own
+        limits: the organization's, at its plan (never at one key's limits)."""
+        buckets = self.buckets(principal)
+        return buckets, {b: principal.org_limits for b in buckets if b.startswith("org:")}
+
+    @staticmethod
+    def _token_capped(principal: Principal, shared: dict[str, Limits]) -> bool:
+        levels = (principal.limits, *shared.values())
+        return any(lim.tokens_per_day or lim.tokens_per_month for lim in levels)
+
     async def _check_tokens(self, principal: Principal, route: RouteMatch) -> LimitResult:
-        limits = principal.limits
-        if not (limits.tokens_per_day or limits.tokens_per_month):
+        buckets, shared = self._token_buckets(principal)
+        if not self._token_capped(principal, shared):
             return LimitResult(True)
         try:
-            return await self._limiter.check_tokens(self.buckets(principal), limits)
+            return await self._limiter.check_tokens(buckets, principal.limits, shared)
         except LimiterUnavailable as exc:
             mode = self._mode(route)
             metrics.LIMITER_ERRORS.labels(fail_mode=mode).inc()
@@ -226,15 +239,47 @@ class DecisionCore:
                 return LimitResult(False, "limiter_unavailable")
             return LimitResult(True)
 
+    async def reserve(self, request: TokenReservation) -> tuple[LimitResult, TokenReserved]:
+        """Hold a call's estimated tokens before its upstream is called: the call runs only
+        if the estimate fits in every token quota of the principal (day and month, its
+        credential's and its organization's), so a quota of N stops the first call that
+        would exceed it. At least one token is held: an exhausted quota admits nothing.
+
+        A store that is down follows the default fail mode (``closed``: denied with code
+        ``limiter_unavailable``; otherwise admitted with nothing held, as the token check
+        of the decision does)."""
+        principal = request.principal
+        buckets, shared = self._token_buckets(principal)
+        if not self._token_capped(principal, shared):
+            return LimitResult(True), TokenReserved()
+        tokens = max(request.tokens, 1)
+        try:
+            result, reservation = await self._limiter.reserve_tokens(
+                buckets, principal.limits, tokens, self._reservation_ttl, shared
+            )
+        except LimiterUnavailable as exc:
+            metrics.LIMITER_ERRORS.labels(fail_mode=self._fail_mode).inc()
+            log.warning("limiter unavailable (%s) for a token reservation", exc)
+            if self._fail_mode == "closed":
+                return LimitResult(False, "limiter_unavailable"), TokenReserved()
+            return LimitResult(True), TokenReserved()
+        if reservation is None:
+            return result, TokenReserved()
+        return result, TokenReserved(reservation=reservation, tokens=tokens)
+
     async def charge(self, charge: TokenCharge) -> None:
         """Tokens a call spent (reported by the inference gateway after the upstream's
-        ``usage``): added to the principal's token quotas, and to the usage per model."""
+        ``usage``): its reservation settled to them (or, with none, the tokens added to the
+        principal's token quotas), and the usage counted per model."""
         principal = charge.principal
-        if self._usage is not None:
+        released = charge.reservation is not None and charge.total == 0
+        if self._usage is not None and not released:  # a call that produced nothing
             self._usage.count_tokens(principal, charge)
-        limits = principal.limits
-        if limits.tokens_per_day or limits.tokens_per_month:
-            await self._limiter.charge_tokens(self.buckets(principal), limits, charge.total)
+        buckets, shared = self._token_buckets(principal)
+        if self._token_capped(principal, shared):
+            await self._limiter.settle_tokens(
+                buckets, principal.limits, charge.reservation, charge.total, shared
+            )
 
     def _report(self, request: AuthRequest, decision: Decision) -> None:
         assert self._reporter is not None

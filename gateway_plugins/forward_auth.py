@@ -12,8 +12,10 @@ Endpoints (any method):
   ``X-Hanzo-Status``, which the shipped nginx config turns back into a 429/503.
 - ``/envoy/<original path>``: Envoy ``ext_authz`` HTTP service with ``path_prefix: /envoy``
   (Envoy keeps the original method and appends the original path).
-- ``POST /v1/tokens/charge`` (``hanzo_contract.tokens``): the inference gateway reports the
-  tokens a call spent, with the charge token as bearer; off when no charge token is set.
+- ``POST /v1/tokens/reserve`` and ``POST /v1/tokens/charge`` (``hanzo_contract.tokens``):
+  the inference gateway holds a call's estimated tokens before calling its upstream, then
+  settles them to what the call spent; the charge token as bearer; off when no charge
+  token is set.
 - ``/metrics`` (Prometheus), ``/healthz``.
 
 Allow answers carry the identity headers (and the signed assertion) for the gateway to
@@ -27,10 +29,10 @@ import contextlib
 import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -44,13 +46,20 @@ from gateway_plugins.request import AuthRequest, lower_headers
 from hanzo_contract.errors import error_body
 from hanzo_contract.forwarded import DEFAULT_TRUSTED_PROXIES, ClientAddress
 from hanzo_contract.headers import safe_request_id
-from hanzo_contract.tokens import TOKEN_CHARGE_PATH, TokenCharge
+from hanzo_contract.tokens import (
+    TOKEN_CHARGE_PATH,
+    TOKEN_RESERVE_PATH,
+    TokenCharge,
+    TokenReservation,
+)
 
 log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 ENVOY_PREFIX = "/envoy"
 _MISSING = "the gateway sent no original method/URI (X-Forwarded-Method/-Uri or X-Original-*)"
@@ -141,10 +150,14 @@ class ForwardAuthApp:
         await send({"type": "http.response.body", "body": body})
 
 
-def _charge_endpoint(core: DecisionCore, token: str) -> Callable[[Request], Awaitable[Response]]:
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _token_endpoints(core: DecisionCore, token: str) -> tuple[Endpoint, Endpoint]:
+    """``reserve`` and ``charge``: the inference gateway's, behind the charge token."""
     expected = f"Bearer {token}".encode()
 
-    async def charge(request: Request) -> Response:
+    async def read(request: Request, model: type[ModelT]) -> ModelT | Response:
         sent = request.headers.get("authorization", "").encode()
         if not token or not hmac.compare_digest(sent, expected):
             body = error_body("invalid_charge_token", "a valid charge token is required")
@@ -153,20 +166,41 @@ def _charge_endpoint(core: DecisionCore, token: str) -> Callable[[Request], Awai
         if len(raw) > 64 * 1024:
             return JSONResponse(error_body("body_too_large", "charge body too large"), 413)
         try:
-            charged = TokenCharge.model_validate_json(raw)
+            return model.model_validate_json(raw)
         except ValidationError as exc:
             details = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
             return JSONResponse(
                 error_body("invalid_charge", "invalid token charge", details), status_code=400
             )
+
+    def unavailable() -> Response:
+        body = error_body("limiter_unavailable", "token counters unavailable, retry later")
+        return JSONResponse(body, status_code=503)
+
+    async def reserve(request: Request) -> Response:
+        asked = await read(request, TokenReservation)
+        if isinstance(asked, Response):
+            return asked
+        result, reserved = await core.reserve(asked)
+        if result.allowed:
+            return JSONResponse(reserved.model_dump(mode="json"), headers=result.headers())
+        if result.code == "limiter_unavailable":
+            return unavailable()
+        message = "the call's token estimate exceeds the token quota left until its reset"
+        body = error_body("token_quota_exceeded", message)
+        return JSONResponse(body, status_code=429, headers=result.headers())
+
+    async def charge(request: Request) -> Response:
+        charged = await read(request, TokenCharge)
+        if isinstance(charged, Response):
+            return charged
         try:
             await core.charge(charged)
         except LimiterUnavailable:
-            body = error_body("limiter_unavailable", "token counters unavailable, retry later")
-            return JSONResponse(body, status_code=503)
+            return unavailable()
         return JSONResponse({"charged": charged.total}, status_code=202)
 
-    return charge
+    return reserve, charge
 
 
 def create_app(
@@ -195,11 +229,13 @@ def create_app(
         finally:
             await core.aclose()
 
+    reserve, charge = _token_endpoints(core, charge_token)
     rest = Starlette(
         routes=[
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
-            Route(TOKEN_CHARGE_PATH, _charge_endpoint(core, charge_token), methods=["POST"]),
+            Route(TOKEN_RESERVE_PATH, reserve, methods=["POST"]),
+            Route(TOKEN_CHARGE_PATH, charge, methods=["POST"]),
         ],
         lifespan=lifespan,
         exception_handlers={404: not_found, 405: not_found},

@@ -196,8 +196,9 @@ class HanzoClient:
     def rotate_key(self, key_id: str, grace_seconds: float | None = None) -> dict[str, Any]:
         return self.send(calls.rotate_key(key_id, grace_seconds))
 
-    def revoke_key(self, key_id: str) -> None:
-        self.send(calls.revoke_key(key_id))
+    def revoke_key(self, key_id: str) -> dict[str, Any]:
+        """The revoked key's record."""
+        return self.send(calls.revoke_key(key_id))
 
     def usage(self, day: str | None = None) -> dict[str, Any]:
         return self.send(calls.usage(day))
@@ -304,8 +305,9 @@ class AsyncHanzoClient:
     async def rotate_key(self, key_id: str, grace_seconds: float | None = None) -> dict[str, Any]:
         return await self.send(calls.rotate_key(key_id, grace_seconds))
 
-    async def revoke_key(self, key_id: str) -> None:
-        await self.send(calls.revoke_key(key_id))
+    async def revoke_key(self, key_id: str) -> dict[str, Any]:
+        """The revoked key's record."""
+        return await self.send(calls.revoke_key(key_id))
 
     async def usage(self, day: str | None = None) -> dict[str, Any]:
         return await self.send(calls.usage(day))

@@ -8,6 +8,7 @@ no command ends in a traceback when the server is down or has moved.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -197,31 +198,51 @@ def logout() -> None:
 # -- memory ------------------------------------------------------------------------------
 
 
-def _client() -> HanzoClient:
+def _client(server: str | None = None, token: str | None = None) -> HanzoClient:
+    """The gateway and credential to call: ``server``/``token`` as given (``hanzo keys
+    --server/--token``), else ``HANZO_GATEWAY_URL``/``HANZO_API_KEY``, else the saved
+    credentials. The saved key is sent only to the gateway it was saved for."""
+    if server and token:
+        return HanzoClient(server, token)
     key, url = os.environ.get("HANZO_API_KEY"), os.environ.get("HANZO_GATEWAY_URL")
-    if not (key and url):
-        creds = Credentials.load()
-        if creds is None:
-            raise _fail(
-                "not signed in: run `hanzo login` or set HANZO_API_KEY and HANZO_GATEWAY_URL"
-            )
-        creds, moved = creds.follow()
-        if moved:
-            err.print(moved, markup=False, highlight=False)
-        key, url = creds.key.get_secret_value(), creds.gateway_url
-    return HanzoClient(url, key)
+    if not (server or token) and key and url:
+        return HanzoClient(url, key)
+    creds = Credentials.load()
+    if creds is None:
+        raise _fail(
+            "not signed in: run `hanzo login`, or give a gateway and a credential "
+            "(--server and --token, or HANZO_GATEWAY_URL and HANZO_API_KEY)"
+        )
+    creds, moved = creds.follow()
+    if moved:
+        err.print(moved, markup=False, highlight=False)
+    if server and server.rstrip("/") != creds.gateway_url.rstrip("/"):
+        raise _fail(
+            f"the saved credentials are for {creds.gateway_url}, not {server}: "
+            "give --token (an access token or key for that server), or `hanzo login --server`"
+        )
+    return HanzoClient(creds.gateway_url, token or creds.key.get_secret_value())
 
 
-def _run(fn: Callable[[HanzoClient], Any]) -> Any:
+@contextlib.contextmanager
+def session(server: str | None = None, token: str | None = None) -> Iterator[HanzoClient]:
+    """A client for one command; its errors end the command with a message and exit code
+    1, never a traceback. Also what ``hanzo keys --server/--remote/--token`` runs on (the
+    composition root hands it to the keys commands)."""
     try:
-        with _client() as client:
-            return fn(client)
+        with _client(server, token) as client:
+            yield client
     except HanzoConnectionError as exc:
         raise _fail(
             f"{exc}\n(is the stack up? `hanzo status`; sign in again with `hanzo login`)"
         ) from None
     except HanzoError as exc:
         raise _fail(_describe(exc)) from None
+
+
+def _run(fn: Callable[[HanzoClient], Any]) -> Any:
+    with session() as client:
+        return fn(client)
 
 
 def _emit(data: Any, as_json: bool, table: Callable[[], Table | str]) -> None:

@@ -8,17 +8,21 @@ from pathlib import Path
 import typer
 
 from gateway_plugins.cli import cli as gateway_cli
-from hanzo_client.cli import login_cli, memory_cli
+from hanzo_client.cli import login_cli, memory_cli, session
 from hanzo_contract.settings import default_state_dir
 from hanzo_stack.casdoor.install import CASDOOR_VERSION, CasdoorInstallError, install_casdoor
 from hanzo_stack.casdoor.server import CasdoorServer
 from hanzo_stack.casdoor.ui import build_casdoor_ui
 from hanzo_stack.memory_direct import memory_service_cli
 from iam_sidecar.cli import audit_cli, keys_cli, sidecar_cli, tenants_cli
+from iam_sidecar.keys.cli import REMOTE_KEYS
 from inference_gateway.cli import cli as inference_cli
 
 app = typer.Typer(
-    help="Hanzo unified services: IAM on Casdoor, gateway plugins, memory.", no_args_is_help=True
+    help="Hanzo unified services: IAM on Casdoor, gateway plugins, memory.",
+    no_args_is_help=True,
+    # `hanzo keys --server/--remote/--token` reach a stack's keys API with the client
+    context_settings={"obj": {REMOTE_KEYS: session}},
 )
 casdoor_cli = typer.Typer(help="Install and run the pinned Casdoor server.", no_args_is_help=True)
 app.add_typer(casdoor_cli, name="casdoor")

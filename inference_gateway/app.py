@@ -2,9 +2,10 @@
 ``/v1/models`` (OpenAI-compatible), behind the gateway plugin, which already checked the
 key, the ``inference:invoke`` permission, rate limits and token quotas.
 
-Here: the caller's model allow-list, the upstream chosen by model name, streaming relayed
-event by event, and the tokens the upstream reports charged back to the plugin's quota
-store once per call.
+Here: the caller's model allow-list, the upstream chosen by model name, the call's token
+estimate reserved in the plugin's quota store before the upstream is called (refused with
+429 if it does not fit), streaming relayed event by event, and the reservation settled to
+the tokens the upstream reports, once per call.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -32,6 +35,7 @@ from inference_gateway.errors import (
     server_error_handler,
     upstream_error,
 )
+from inference_gateway.estimate import Estimate, chat_estimate, embeddings_estimate
 from inference_gateway.relay import RelayResponse, UsageWatch, relay_events
 from inference_gateway.settings import InferenceSettings
 from inference_gateway.upstreams import Upstream, UpstreamTable
@@ -42,6 +46,39 @@ log = logging.getLogger("inference_gateway")
 def _count(usage: Any, name: str) -> int:
     value = usage.get(name) if isinstance(usage, dict) else None
     return value if isinstance(value, int) and value >= 0 else 0
+
+
+@dataclass
+class Metered:
+    """One call's token reservation, settled exactly once: to the upstream's reported
+    usage, or released when the call produced nothing."""
+
+    charger: TokenCharger
+    principal: Principal
+    model: str
+    estimate: Estimate
+    reservation: str | None
+    settled: bool = False
+
+    async def settle(self, usage: Any) -> None:
+        if self.settled:
+            return
+        self.settled = True
+        if not isinstance(usage, dict):
+            # an answer without usage: it stays charged at what was held for it
+            log.warning("upstream reported no usage for %s; charged the estimate", self.model)
+            prompt, completion = self.estimate.prompt, self.estimate.completion
+        else:
+            prompt, completion = _count(usage, "prompt_tokens"), _count(usage, "completion_tokens")
+        await self.charger.charge(self.principal, self.model, prompt, completion, self.reservation)
+
+    async def release(self) -> None:
+        """Nothing was produced: the reservation is handed back whole."""
+        if self.settled:
+            return
+        self.settled = True
+        if self.reservation is not None:
+            await self.charger.charge(self.principal, self.model, 0, 0, self.reservation)
 
 
 class InferenceGateway:
@@ -96,29 +133,37 @@ class InferenceGateway:
             raise upstream_error(response.status_code, raw)
         return response
 
-    async def _json_answer(
-        self, response: httpx.Response, principal: Principal, model: str
-    ) -> Response:
+    async def _json_answer(self, response: httpx.Response, call: Metered) -> Response:
         try:
             raw = await response.aread()
         except httpx.HTTPError:
+            await call.release()
             raise InferenceError(502, "upstream_error", "the model upstream broke off") from None
         finally:
             await response.aclose()
         try:
             usage = json.loads(raw).get("usage")
         except (ValueError, AttributeError):
+            await call.release()
             raise InferenceError(502, "upstream_error", "the model upstream sent no JSON") from None
-        await self._charge(principal, model, usage)
+        await call.settle(usage)
         return Response(raw, response.status_code, media_type="application/json")
 
-    async def _charge(self, principal: Principal, model: str, usage: Any) -> None:
-        prompt = _count(usage, "prompt_tokens")
-        completion = _count(usage, "completion_tokens")
-        if not isinstance(usage, dict):
-            log.warning("upstream reported no usage for %s; nothing charged", model)
-            return
-        await self.charger.charge(principal, model, prompt, completion)
+    async def _metered(self, principal: Principal, model: str, estimate: Estimate) -> Metered:
+        """The call's estimate held against the principal's token quotas (or a 429)."""
+        reservation = await self.charger.reserve(principal, model, estimate.total)
+        return Metered(self.charger, principal, model, estimate, reservation)
+
+    async def _call(
+        self, upstream: Upstream, path: str, body: dict[str, Any], assertion: str, call: Metered
+    ) -> httpx.Response:
+        """The upstream's answer; a call that never started hands its reservation back."""
+        try:
+            return await self._send(upstream, path, body, assertion)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await call.release()
+            raise
 
     # ------------------------------------------------------------------ routes
     async def chat(self, request: Request) -> Response:
@@ -134,18 +179,17 @@ class InferenceGateway:
             # ask for the final usage chunk; the client that did not ask never sees it
             body["stream_options"] = {**(options if isinstance(options, dict) else {}),
                                       "include_usage": True}  # fmt: skip
-        response = await self._send(upstream, "/chat/completions", body, assertion)
+        default_cap = upstream.spec.default_max_tokens or self.settings.default_max_tokens
+        call = await self._metered(principal, model, chat_estimate(body, default_cap))
+        response = await self._call(upstream, "/chat/completions", body, assertion, call)
         if not stream:
-            return await self._json_answer(response, principal, model)
-
-        async def on_usage(usage: dict[str, Any]) -> None:
-            await self._charge(principal, model, usage)
-
+            return await self._json_answer(response, call)
         watch = UsageWatch(
             client_asked=client_asked,
-            on_usage=on_usage,
-            # about four characters a token: what a cut-off stream is charged for its prompt
-            prompt_estimate=len(json.dumps(body.get("messages", ""))) // 4,
+            on_usage=call.settle,
+            on_nothing=call.release,
+            # what a cut-off stream is charged for its prompt
+            prompt_estimate=call.estimate.prompt,
         )
         return RelayResponse(
             relay_events(response, watch),
@@ -159,8 +203,9 @@ class InferenceGateway:
         model = body.get("model")
         upstream = self.upstreams.for_model(model, principal)
         assert isinstance(model, str)
-        response = await self._send(upstream, "/embeddings", body, assertion)
-        return await self._json_answer(response, principal, model)
+        call = await self._metered(principal, model, embeddings_estimate(body))
+        response = await self._call(upstream, "/embeddings", body, assertion, call)
+        return await self._json_answer(response, call)
 
     async def models(self, request: Request) -> Response:
         principal, _ = self.auth.caller(request)

@@ -13,12 +13,22 @@ from hanzo_contract.errors import error_body
 
 
 class InferenceError(Exception):
-    def __init__(self, status: int, code: str, message: str, details: Any | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: Any | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.details = status, code, message, details
+        #: e.g. ``Retry-After`` and ``RateLimit-*`` of a token quota refusal
+        self.headers = headers or {}
 
     def response(self) -> JSONResponse:
-        return JSONResponse(error_body(self.code, self.message, self.details), self.status)
+        body = error_body(self.code, self.message, self.details)
+        return JSONResponse(body, self.status, headers=self.headers)
 
 
 def upstream_error(status: int, raw: bytes) -> InferenceError:

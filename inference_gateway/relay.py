@@ -26,6 +26,7 @@ from hanzo_contract.errors import error_body
 _BOUNDARY = re.compile(rb"\r?\n\r?\n")
 
 OnUsage = Callable[[dict[str, Any]], Awaitable[None]]
+OnNothing = Callable[[], Awaitable[None]]
 
 
 def _has_content(chunk: object) -> bool:
@@ -47,13 +48,19 @@ class UsageWatch:
     seen: bool = False
     #: content chunks relayed so far (a streamed chunk carries about one token)
     chunks: int = 0
+    #: called instead when the stream ends without usage and without content
+    on_nothing: OnNothing | None = None
 
     async def settle(self) -> None:
         """A stream cut off before its usage chunk (the client left, or the upstream broke
         off) is still charged: the prompt estimate and one token per chunk relayed, so
-        leaving just before the end is no way around a token quota."""
+        leaving just before the end is no way around a token quota. One that produced
+        nothing at all is released (``on_nothing``)."""
         if not self.seen:
             self.seen = True
+            if self.chunks == 0 and self.on_nothing is not None:
+                await self.on_nothing()
+                return
             await self.on_usage(
                 {"prompt_tokens": self.prompt_estimate, "completion_tokens": self.chunks}
             )

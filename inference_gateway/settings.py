@@ -27,6 +27,8 @@ class UpstreamSettings(BaseModel):
     api_key: SecretStr | None = None
     #: forward the caller's identity assertion (our own services only)
     identity: bool = False
+    #: ``max_tokens`` sent for a chat call that names none (default: the gateway's)
+    default_max_tokens: int | None = Field(default=None, ge=1)
 
 
 class InferenceSettings(HanzoSettings):
@@ -43,6 +45,9 @@ class InferenceSettings(HanzoSettings):
     #: the longest silence between two bytes of an upstream answer
     read_timeout_seconds: float = Field(default=300.0, gt=0)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    #: ``max_tokens`` sent for a chat call that names none: the completion's share of the
+    #: tokens reserved against the caller's quota before the call (see ``estimate.py``)
+    default_max_tokens: int = Field(default=1024, ge=1)
 
     def resolved_public_key(self) -> Path:
         return self.assertion_public_key or default_state_dir() / "assertion.pub"

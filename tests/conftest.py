@@ -3,6 +3,9 @@
 ``postgres``: a real PostgreSQL 18 + pgvector, run as an unprivileged user on a loopback
 port (SCRAM passwords, generated per run); areas create their own databases.
 
+``valkey``: a real Valkey (with RediSearch) on a loopback port; areas use their own key
+prefixes.
+
 ``casdoor``: a real Casdoor built from its pinned Go module (cached outside the repo),
 running on a loopback port with its state in a temp dir. Areas create their own
 organizations with unique names, so they never step on each other.
@@ -22,6 +25,7 @@ from hypothesis import HealthCheck, settings
 
 from hanzo_stack.casdoor.server import CasdoorServer
 from hanzo_stack.postgres import PostgresServer
+from hanzo_stack.valkey import ValkeyServer
 
 #: Hypothesis's 200 ms deadline fails healthy runs on a loaded two-core machine: no test
 #: here is about speed (benchmarks are), so every property test runs without one.
@@ -68,6 +72,15 @@ def casdoor_postgres(
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
     server = PostgresServer(tmp_path_factory.mktemp("postgres-state")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyServer]:
+    server = ValkeyServer(tmp_path_factory.mktemp("valkey")).start()
     try:
         yield server
     finally:

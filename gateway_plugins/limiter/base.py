@@ -13,6 +13,7 @@ draws on has room, so a denied request never uses up budget.
 from __future__ import annotations
 
 import calendar
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -195,47 +196,62 @@ def _windows(buckets: list[str], limits: Limits, now: float, sliding: bool) -> l
     return out
 
 
-def token_windows(buckets: list[str], limits: Limits, now: float) -> list[Window]:
-    """The token quota counters of every bucket (UTC day and month), when capped.
+def token_windows(
+    buckets: list[str],
+    limits: Limits,
+    now: float,
+    bucket_limits: Mapping[str, Limits] | None = None,
+) -> list[Window]:
+    """The token quota counters of every bucket (UTC day and month), when capped; each
+    bucket at ``limits`` unless ``bucket_limits`` names its own (the organization's plan).
 
-    Tokens are known only after the upstream answered, so they are charged afterwards
-    (:meth:`Limiter.charge_tokens`) and checked before the next call
-    (:meth:`Limiter.check_tokens`): a call is refused once a counter has reached its cap.
+    A call's cost is known only after the upstream answered, so an estimate is reserved
+    first (:meth:`Limiter.reserve_tokens`: it must fit in every counter) and settled to
+    the reported usage afterwards (:meth:`Limiter.settle_tokens`).
     """
+    out: list[Window] = []
+    for bucket in buckets:
+        out += _token_windows(bucket, (bucket_limits or {}).get(bucket, limits), now)
+    return out
+
+
+def _token_windows(bucket: str, limits: Limits, now: float) -> list[Window]:
     out: list[Window] = []
     if limits.tokens_per_day:
         day = int(now // 86400)
         reset = max(int((day + 1) * 86400 - now + 0.999), 1)
-        out += [
+        out.append(
             Window(
-                f"tpd:{b}:{day}",
+                f"tpd:{bucket}:{day}",
                 limits.tokens_per_day,
                 reset,
                 86400 + 3600,
                 "token_quota",
-                b,
+                bucket,
                 period=86400,
             )
-            for b in buckets
-        ]
+        )
     if limits.tokens_per_month:
         t = time.gmtime(now)
         month = t.tm_year * 100 + t.tm_mon
         reset = max(int(_month_end(now) - now + 0.999), 1)
-        length = _month_length(now)
-        out += [
+        out.append(
             Window(
-                f"tpm:{b}:{month}",
+                f"tpm:{bucket}:{month}",
                 limits.tokens_per_month,
                 reset,
                 32 * 86400,
                 "token_quota",
-                b,
-                period=length,
+                bucket,
+                period=_month_length(now),
             )
-            for b in buckets
-        ]
+        )
     return out
+
+
+#: a reservation's id: URL-safe random text (``hanzo_contract.tokens`` checks its shape)
+def new_reservation_id() -> str:
+    return secrets.token_urlsafe(12)
 
 
 def check_counts(windows: list[Window], counts: list[int]) -> LimitResult:
@@ -291,13 +307,41 @@ class Limiter(Protocol):
         ``bucket_limits`` charges the buckets it names at their own limits."""
         ...
 
-    async def check_tokens(self, buckets: list[str], limits: Limits) -> LimitResult:
-        """Deny when a token quota of any bucket is used up; counts nothing."""
+    async def check_tokens(
+        self,
+        buckets: list[str],
+        limits: Limits,
+        bucket_limits: Mapping[str, Limits] | None = None,
+    ) -> LimitResult:
+        """Deny when a token quota of any bucket is used up (reservations included);
+        counts nothing, but hands back reservations that expired."""
         ...
 
-    async def charge_tokens(self, buckets: list[str], limits: Limits, tokens: int) -> None:
-        """Add tokens a call spent to every capped token counter, unconditionally: they
-        are spent already."""
+    async def reserve_tokens(
+        self,
+        buckets: list[str],
+        limits: Limits,
+        tokens: int,
+        ttl: float,
+        bucket_limits: Mapping[str, Limits] | None = None,
+    ) -> tuple[LimitResult, str | None]:
+        """Hold ``tokens`` in every token counter if they fit in all of them, atomically,
+        for ``ttl`` seconds of this limiter's clock at most (a reservation never settled is
+        handed back then); the result and the reservation's id (``None``: nothing capped,
+        or denied)."""
+        ...
+
+    async def settle_tokens(
+        self,
+        buckets: list[str],
+        limits: Limits,
+        reservation: str | None,
+        tokens: int,
+        bucket_limits: Mapping[str, Limits] | None = None,
+    ) -> None:
+        """A call spent ``tokens``: a live reservation becomes exactly that (the
+        difference refunded or added, in the windows it was held in); without one (none
+        was made, or it expired) the tokens are added unconditionally: they are spent."""
         ...
 
     async def aclose(self) -> None: ...

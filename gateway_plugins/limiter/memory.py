@@ -1,15 +1,17 @@
 """In-process limiter for a single gateway node.
 
 Counters live in a dict (the event loop serialises check-and-count, no lock needed).
-Quota counters (day, month) are written to a SQLite file by a background flush every
-``flush_seconds`` and at close, and read back at start, so a restart does not reset a
-tenant's quota; a crash loses at most one flush interval of counts.
+Quota counters (day, month) and open token reservations are written to a SQLite file by a
+background flush every ``flush_seconds`` and at close, and read back at start, so a
+restart does not reset a tenant's quota nor forget a reservation it must hand back; a
+crash loses at most one flush interval of counts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import sqlite3
 from collections.abc import Mapping
@@ -20,7 +22,9 @@ from gateway_plugins.limiter.base import (
     UNLIMITED,
     Clock,
     LimitResult,
+    Window,
     check_counts,
+    new_reservation_id,
     summarize,
     token_windows,
     wall_clock,
@@ -33,8 +37,20 @@ log = logging.getLogger(__name__)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS quota_counters (
     key TEXT PRIMARY KEY, count INTEGER NOT NULL, expires_at REAL NOT NULL
-)
+);
+CREATE TABLE IF NOT EXISTS token_reservations (
+    id TEXT PRIMARY KEY, tokens INTEGER NOT NULL, keys TEXT NOT NULL, expires_at REAL NOT NULL
+);
 """
+
+
+class _Reservation:
+    """Tokens held in the counters named by ``keys`` until settled or ``expires_at``."""
+
+    __slots__ = ("expires_at", "keys", "tokens")
+
+    def __init__(self, tokens: int, keys: tuple[str, ...], expires_at: float) -> None:
+        self.tokens, self.keys, self.expires_at = tokens, keys, expires_at
 
 
 class MemoryLimiter:
@@ -45,6 +61,9 @@ class MemoryLimiter:
         self._counts: dict[str, int] = {}
         self._expires: dict[str, float] = {}
         self._dirty: set[str] = set()
+        self._reservations: dict[str, _Reservation] = {}
+        #: reservations made or ended since the last flush
+        self._dirty_reservations: set[str] = set()
         self._db_path = db_path
         self._flush_seconds = flush_seconds
         self._flusher = BackgroundTask(self._flush_loop)
@@ -57,7 +76,7 @@ class MemoryLimiter:
         self._db_path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self._db_path, timeout=5)
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(_SCHEMA)
+        conn.executescript(_SCHEMA)
         return conn
 
     def _load(self, db_path: Path) -> None:
@@ -66,9 +85,13 @@ class MemoryLimiter:
             rows = conn.execute(
                 "SELECT key, count, expires_at FROM quota_counters WHERE expires_at > ?", (now,)
             ).fetchall()
+            held = conn.execute("SELECT id, tokens, keys, expires_at FROM token_reservations")
+            reservations = held.fetchall()
         for key, count, expires_at in rows:
             self._counts[key] = count
             self._expires[key] = expires_at
+        for rid, tokens, keys, expires_at in reservations:
+            self._reservations[rid] = _Reservation(tokens, tuple(json.loads(keys)), expires_at)
 
     async def hit(
         self,
@@ -99,21 +122,88 @@ class MemoryLimiter:
             self._flusher.start()
         return summarize(windows, current, None)
 
-    async def check_tokens(self, buckets: list[str], limits: Limits) -> LimitResult:
-        windows = token_windows(buckets, limits, self._clock())
+    # ------------------------------------------------------------------ token quotas
+    # No await between reading and writing a counter: the event loop is the lock, so a
+    # reservation is checked and held atomically, as ``hit`` counts.
+
+    async def check_tokens(
+        self,
+        buckets: list[str],
+        limits: Limits,
+        bucket_limits: Mapping[str, Limits] | None = None,
+    ) -> LimitResult:
+        now = self._clock()
+        windows = token_windows(buckets, limits, now, bucket_limits)
         if not windows:
             return UNLIMITED
+        self._expire_reservations(now)
         return check_counts(windows, [self._counts.get(w.key, 0) for w in windows])
 
-    async def charge_tokens(self, buckets: list[str], limits: Limits, tokens: int) -> None:
-        if tokens <= 0:
-            return
+    async def reserve_tokens(
+        self,
+        buckets: list[str],
+        limits: Limits,
+        tokens: int,
+        ttl: float,
+        bucket_limits: Mapping[str, Limits] | None = None,
+    ) -> tuple[LimitResult, str | None]:
         now = self._clock()
-        for w in token_windows(buckets, limits, now):
+        windows = token_windows(buckets, limits, now, bucket_limits)
+        if not windows:
+            return UNLIMITED, None
+        self._expire_reservations(now)
+        current = [self._counts.get(w.key, 0) for w in windows]
+        for i, w in enumerate(windows):
+            if current[i] + tokens > w.limit:
+                return summarize(windows, current, i), None
+        self._add(windows, tokens, now)
+        rid = new_reservation_id()
+        self._reservations[rid] = _Reservation(tokens, tuple(w.key for w in windows), now + ttl)
+        self._dirty_reservations.add(rid)
+        self._schedule_flush()
+        return summarize(windows, [c + tokens for c in current], None), rid
+
+    async def settle_tokens(
+        self,
+        buckets: list[str],
+        limits: Limits,
+        reservation: str | None,
+        tokens: int,
+        bucket_limits: Mapping[str, Limits] | None = None,
+    ) -> None:
+        now = self._clock()
+        self._expire_reservations(now)
+        held = self._reservations.pop(reservation, None) if reservation else None
+        if held is not None:
+            self._dirty_reservations.add(reservation or "")
+            self._adjust(held.keys, tokens - held.tokens)
+        elif tokens > 0:
+            self._add(token_windows(buckets, limits, now, bucket_limits), tokens, now)
+        self._schedule_flush()
+
+    def _add(self, windows: list[Window], tokens: int, now: float) -> None:
+        for w in windows:
             self._counts[w.key] = self._counts.get(w.key, 0) + tokens
             self._expires.setdefault(w.key, now + w.ttl)
             self._dirty.add(w.key)
-        if self._dirty and self._db_path is not None:
+
+    def _adjust(self, keys: tuple[str, ...], delta: int) -> None:
+        """Move counters that still exist by ``delta`` (never below zero); a window that
+        has ended meanwhile is left ended."""
+        for key in keys:
+            if key in self._counts:
+                self._counts[key] = max(self._counts[key] + delta, 0)
+                self._dirty.add(key)
+
+    def _expire_reservations(self, now: float) -> None:
+        """Hand back what reservations never settled still hold (a crashed caller)."""
+        for rid in [r for r, held in self._reservations.items() if held.expires_at <= now]:
+            held = self._reservations.pop(rid)
+            self._dirty_reservations.add(rid)
+            self._adjust(held.keys, -held.tokens)
+
+    def _schedule_flush(self) -> None:
+        if (self._dirty or self._dirty_reservations) and self._db_path is not None:
             self._flusher.start()
 
     def _sweep(self, now: float) -> None:
@@ -132,13 +222,27 @@ class MemoryLimiter:
 
     async def flush(self) -> None:
         """Write changed quota counters to SQLite (off the event loop)."""
-        if not self._dirty or self._db_path is None:
+        if not (self._dirty or self._dirty_reservations) or self._db_path is None:
             return
         rows = [(k, self._counts.get(k, 0), self._expires.get(k, 0.0)) for k in self._dirty]
-        self._dirty = set()
-        await asyncio.to_thread(self._write, rows)
+        held: list[tuple[str, int, str, float]] = []
+        ended: list[tuple[str]] = []
+        for rid in self._dirty_reservations:
+            reservation = self._reservations.get(rid)
+            if reservation is None:
+                ended.append((rid,))
+            else:
+                keys = json.dumps(list(reservation.keys))
+                held.append((rid, reservation.tokens, keys, reservation.expires_at))
+        self._dirty, self._dirty_reservations = set(), set()
+        await asyncio.to_thread(self._write, rows, held, ended)
 
-    def _write(self, rows: list[tuple[str, int, float]]) -> None:
+    def _write(
+        self,
+        rows: list[tuple[str, int, float]],
+        held: list[tuple[str, int, str, float]],
+        ended: list[tuple[str]],
+    ) -> None:
         with contextlib.closing(self._connect()) as conn, conn:
             conn.executemany(
                 "INSERT INTO quota_counters (key, count, expires_at) VALUES (?, ?, ?)"
@@ -146,6 +250,12 @@ class MemoryLimiter:
                 " expires_at = excluded.expires_at",
                 rows,
             )
+            conn.executemany(
+                "INSERT OR REPLACE INTO token_reservations (id, tokens, keys, expires_at)"
+                " VALUES (?, ?, ?, ?)",
+                held,
+            )
+            conn.executemany("DELETE FROM token_reservations WHERE id = ?", ended)
             conn.execute("DELETE FROM quota_counters WHERE expires_at <= ?", (self._clock(),))
 
     async def aclose(self) -> None:

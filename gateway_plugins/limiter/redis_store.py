@@ -14,6 +14,8 @@ primary; the organization bucket forces that anyway, and organizations spread ov
 slots. A caller that mixes organizations in one call still gets a correct count: one call
 per slot, in order, and the counts of earlier slots handed back if a later slot denies
 (not atomic across slots, so a concurrent request may see the refunded units briefly).
+Token quotas are reserved and settled the same way, one script per slot (``_RESERVE``,
+``_SETTLE``), with expired reservations handed back inside each script.
 
 Timeouts are short: a Redis that is down or slow raises :class:`LimiterUnavailable` and the
 route's fail mode decides.
@@ -38,6 +40,7 @@ from gateway_plugins.limiter.base import (
     LimitResult,
     Window,
     check_counts,
+    new_reservation_id,
     sliding_retry_after,
     summarize,
     token_windows,
@@ -80,7 +83,7 @@ return out
 """
 
 # KEYS: counters of one slot. ARGV: amount, then ttl_i per counter. Adds unconditionally
-# (token charges; a negative amount hands back what a denied multi-slot hit counted).
+# (a negative amount hands back what a denied multi-slot hit counted).
 _ADD = """
 local amount = tonumber(ARGV[1])
 for i = 1, #KEYS do
@@ -91,6 +94,102 @@ for i = 1, #KEYS do
 end
 return 1
 """
+
+# Token reservations. Per hash slot (one organization), a sorted set of open reservations
+# by expiry (``tres``) and a hash of what each holds (``tresv``: id -> {n: tokens, k:
+# counter keys}). Every token script first hands back what expired reservations hold, by
+# the caller's clock (ARGV[1]), a bounded number per call: a gateway that crashed between
+# reserve and settle leaks nothing past the reservation's TTL. The counters a reservation
+# names share the slot's hash tag, so the script touches one slot only.
+_SWEEP = """
+local function sweep(zkey, hkey, now)
+  local expired = redis.call('ZRANGEBYSCORE', zkey, '-inf', now, 'LIMIT', 0, 100)
+  for _, id in ipairs(expired) do
+    local raw = redis.call('HGET', hkey, id)
+    if raw then
+      local held = cjson.decode(raw)
+      for _, k in ipairs(held.k) do
+        if redis.call('EXISTS', k) == 1 then
+          if redis.call('DECRBY', k, held.n) < 0 then redis.call('SET', k, 0, 'KEEPTTL') end
+        end
+      end
+      redis.call('HDEL', hkey, id)
+    end
+    redis.call('ZREM', zkey, id)
+  end
+end
+"""
+
+# KEYS: tres, tresv, then the counters. ARGV: now. Returns the counters' values.
+_CHECK_TOKENS = (
+    _SWEEP
+    + """
+sweep(KEYS[1], KEYS[2], ARGV[1])
+local out = {}
+for i = 3, #KEYS do out[#out + 1] = tonumber(redis.call('GET', KEYS[i]) or '0') end
+return out
+"""
+)
+
+# KEYS: tres, tresv, then the counters. ARGV: now, expires_at, id, tokens, keep (seconds
+# the reservation set lives: the longest counter's), then limit_i, ttl_i per counter.
+# Returns {0, i, value} when counter i (1-based) has no room, else {1, level_1, ...}.
+_RESERVE = (
+    _SWEEP
+    + """
+sweep(KEYS[1], KEYS[2], ARGV[1])
+local tokens = tonumber(ARGV[4])
+local n = #KEYS - 2
+for i = 1, n do
+  local current = tonumber(redis.call('GET', KEYS[i + 2]) or '0')
+  if current + tokens > tonumber(ARGV[4 + 2 * i]) then return {0, i, current} end
+end
+local out, held = {1}, {}
+for i = 1, n do
+  local k = KEYS[i + 2]
+  out[#out + 1] = redis.call('INCRBY', k, tokens)
+  if redis.call('TTL', k) < 0 then redis.call('EXPIRE', k, tonumber(ARGV[5 + 2 * i])) end
+  held[i] = k
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[3], cjson.encode({n = tokens, k = held}))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[5]))
+return out
+"""
+)
+
+# KEYS: tres, tresv, then the counters of now. ARGV: now, id ('' for none), tokens, then
+# ttl_i per counter. A live reservation becomes ``tokens`` in the counters it was held in;
+# otherwise the tokens are added to the counters of now (spent: unconditionally).
+_SETTLE = (
+    _SWEEP
+    + """
+sweep(KEYS[1], KEYS[2], ARGV[1])
+local tokens = tonumber(ARGV[3])
+local raw = false
+if ARGV[2] ~= '' then raw = redis.call('HGET', KEYS[2], ARGV[2]) end
+if raw then
+  local held = cjson.decode(raw)
+  local delta = tokens - held.n
+  for _, k in ipairs(held.k) do
+    if redis.call('EXISTS', k) == 1 then
+      if redis.call('INCRBY', k, delta) < 0 then redis.call('SET', k, 0, 'KEEPTTL') end
+    end
+  end
+  redis.call('HDEL', KEYS[2], ARGV[2])
+  redis.call('ZREM', KEYS[1], ARGV[2])
+  return 1
+end
+if tokens > 0 then
+  for i = 3, #KEYS do
+    redis.call('INCRBY', KEYS[i], tokens)
+    if redis.call('TTL', KEYS[i]) < 0 then redis.call('EXPIRE', KEYS[i], tonumber(ARGV[i + 1])) end
+  end
+end
+return 0
+"""
+)
 
 #: everything the client raises when the store is down, slow or mid-failover
 _STORE_ERRORS = (RedisError, RedisClusterException, OSError)
@@ -144,6 +243,9 @@ class RedisLimiter:
         self._mapping = asyncio.Lock()
         self._script = self._redis.register_script(_HIT)
         self._add = self._redis.register_script(_ADD)
+        self._check_tokens = self._redis.register_script(_CHECK_TOKENS)
+        self._reserve = self._redis.register_script(_RESERVE)
+        self._settle = self._redis.register_script(_SETTLE)
         self._prefix = prefix
 
     async def _connected(self) -> None:
@@ -214,32 +316,99 @@ class RedisLimiter:
             keys = [self._key(windows[i].key, windows[i].bucket) for i in group]
             await self._add(keys=keys, args=[-cost, *(windows[i].ttl for i in group)])
 
-    async def check_tokens(self, buckets: list[str], limits: Limits) -> LimitResult:
-        windows = token_windows(buckets, limits, self._clock())
+    # ------------------------------------------------------------------ token quotas
+    def _reservation_keys(self, windows: list[Window]) -> list[str]:
+        """The slot's reservation set and holdings, then the counters' keys."""
+        bucket = windows[0].bucket
+        keys = [self._key("tres", bucket), self._key("tresv", bucket)]
+        return keys + [self._key(w.key, w.bucket) for w in windows]
+
+    async def check_tokens(
+        self,
+        buckets: list[str],
+        limits: Limits,
+        bucket_limits: Mapping[str, Limits] | None = None,
+    ) -> LimitResult:
+        now = self._clock()
+        windows = token_windows(buckets, limits, now, bucket_limits)
         if not windows:
             return UNLIMITED
-        keys = [self._key(w.key, w.bucket) for w in windows]
+        counts = [0] * len(windows)
         try:
             await self._connected()
-            if self._cluster:
-                values = await self._redis.mget_nonatomic(keys)
-            else:
-                values = await self._redis.mget(keys)
+            for group in self._by_slot(windows):
+                keys = self._reservation_keys([windows[i] for i in group])
+                values = await self._check_tokens(keys=keys, args=[now])
+                for i, value in zip(group, values, strict=True):
+                    counts[i] = int(value)
         except _STORE_ERRORS as exc:
             raise LimiterUnavailable(f"redis: {type(exc).__name__}: {exc}") from None
-        return check_counts(windows, [int(v or 0) for v in values])
+        return check_counts(windows, counts)
 
-    async def charge_tokens(self, buckets: list[str], limits: Limits, tokens: int) -> None:
-        windows = token_windows(buckets, limits, self._clock())
-        if not windows or tokens <= 0:
+    async def reserve_tokens(
+        self,
+        buckets: list[str],
+        limits: Limits,
+        tokens: int,
+        ttl: float,
+        bucket_limits: Mapping[str, Limits] | None = None,
+    ) -> tuple[LimitResult, str | None]:
+        """One script call per slot (one for a principal: its buckets share its
+        organization's tag); a later slot that denies hands back the earlier ones'."""
+        now = self._clock()
+        windows = token_windows(buckets, limits, now, bucket_limits)
+        if not windows:
+            return UNLIMITED, None
+        rid = new_reservation_id()
+        levels = [0] * len(windows)
+        done: list[list[int]] = []
+        try:
+            await self._connected()
+            for group in self._by_slot(windows):
+                part = [windows[i] for i in group]
+                args: list[int | float | str] = [now, now + ttl, rid, tokens]
+                args.append(max(w.ttl for w in part))
+                for w in part:
+                    args += [w.limit, w.ttl]
+                reply = await self._reserve(keys=self._reservation_keys(part), args=args)
+                if int(reply[0]) == 0:
+                    for earlier in done:
+                        await self._settle_slot([windows[i] for i in earlier], now, rid, 0)
+                    denied = group[int(reply[1]) - 1]
+                    levels[denied] = int(reply[2])
+                    return summarize(windows, levels, denied), None
+                for i, level in zip(group, reply[1:], strict=True):
+                    levels[i] = int(level)
+                done.append(group)
+        except _STORE_ERRORS as exc:
+            raise LimiterUnavailable(f"redis: {type(exc).__name__}: {exc}") from None
+        return summarize(windows, levels, None), rid
+
+    async def settle_tokens(
+        self,
+        buckets: list[str],
+        limits: Limits,
+        reservation: str | None,
+        tokens: int,
+        bucket_limits: Mapping[str, Limits] | None = None,
+    ) -> None:
+        now = self._clock()
+        windows = token_windows(buckets, limits, now, bucket_limits)
+        if not windows:
             return
         try:
             await self._connected()
             for group in self._by_slot(windows):
-                keys = [self._key(windows[i].key, windows[i].bucket) for i in group]
-                await self._add(keys=keys, args=[tokens, *(windows[i].ttl for i in group)])
+                part = [windows[i] for i in group]
+                await self._settle_slot(part, now, reservation or "", tokens)
         except _STORE_ERRORS as exc:
             raise LimiterUnavailable(f"redis: {type(exc).__name__}: {exc}") from None
+
+    async def _settle_slot(
+        self, windows: list[Window], now: float, reservation: str, tokens: int
+    ) -> None:
+        args: list[int | float | str] = [now, reservation, tokens, *(w.ttl for w in windows)]
+        await self._settle(keys=self._reservation_keys(windows), args=args)
 
     async def aclose(self) -> None:
         await self._redis.aclose()

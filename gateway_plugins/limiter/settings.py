@@ -33,3 +33,7 @@ class LimiterSettings(BaseModel):
     #: SQLite file where the in-process limiter keeps quota counters across restarts
     quota_db_path: Path | None = None
     quota_flush_seconds: float = Field(default=1.0, gt=0)
+    #: how long a token reservation holds quota when it is never settled (an inference
+    #: gateway that crashed mid-call): longer than the longest model call, or a call that
+    #: outlives it is charged without its reservation (correctly, but not held meanwhile)
+    token_reservation_seconds: float = Field(default=900.0, gt=0)

@@ -314,7 +314,7 @@ async def test_a_cluster_unreachable_from_the_start_raises_quickly() -> None:
                 await limiter.hit(["key:down/k"], Limits(requests_per_minute=1))
             assert time.monotonic() - started < 2.0
         with pytest.raises(LimiterUnavailable):
-            await limiter.charge_tokens(["key:down/k"], Limits(tokens_per_day=5), 3)
+            await limiter.settle_tokens(["key:down/k"], Limits(tokens_per_day=5), None, 3)
         with pytest.raises(LimiterUnavailable):
             await limiter.check_tokens(["key:down/k"], Limits(tokens_per_day=5))
     finally:
@@ -329,12 +329,34 @@ async def test_token_quotas_are_charged_and_checked_on_the_cluster(
     buckets = ["key:tok/k", "org:tok"]
     try:
         assert (await limiter.check_tokens(buckets, limits)).allowed
-        await limiter.charge_tokens(buckets, limits, 60)
+        await limiter.settle_tokens(buckets, limits, None, 60)
         still = await limiter.check_tokens(buckets, limits)
         assert still.allowed and still.remaining == 40
-        await limiter.charge_tokens(buckets, limits, 40)  # spent already: counted in full
+        await limiter.settle_tokens(buckets, limits, None, 40)  # spent already: counted in full
         spent = await limiter.check_tokens(buckets, limits)
         assert not spent.allowed and spent.code == "token_quota"
         assert (await limiter.check_tokens(["key:tok/other"], limits)).allowed
+    finally:
+        await limiter.aclose()
+
+
+async def test_token_reservations_are_held_settled_and_expired_on_the_cluster(
+    valkey_cluster: ValkeyCluster,
+) -> None:
+    """Each script touches one slot: the organization's counters and its reservations."""
+    clock = FakeClock()
+    limiter = RedisLimiter(valkey_cluster.url, timeout=5.0, clock=clock, cluster=True)
+    limits = Limits(tokens_per_day=100, tokens_per_month=1000)
+    buckets = ["key:resv/k", "org:resv"]
+    try:
+        held, reservation = await limiter.reserve_tokens(buckets, limits, 80, 60)
+        assert held.allowed and reservation
+        assert not (await limiter.reserve_tokens(buckets, limits, 21, 60))[0].allowed
+        await limiter.settle_tokens(buckets, limits, reservation, 15)
+        assert (await limiter.check_tokens(buckets, limits)).remaining == 85
+        _, abandoned = await limiter.reserve_tokens(buckets, limits, 85, 60)
+        assert abandoned and not (await limiter.check_tokens(buckets, limits)).allowed
+        clock.advance(61)  # never settled: handed back by the next script on that slot
+        assert (await limiter.check_tokens(buckets, limits)).remaining == 85
     finally:
         await limiter.aclose()

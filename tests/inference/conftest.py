@@ -7,15 +7,23 @@ from __future__ import annotations
 import json
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
+from gateway_plugins.core import DecisionCore
+from gateway_plugins.limiter.memory import MemoryLimiter
+from gateway_plugins.routes import RouteTable
+from hanzo_contract.apikey import generate_key
+from hanzo_contract.assertion import AssertionSigner, ensure_keypair
+from hanzo_contract.principal import Limits, Principal
 from hanzo_stack.process import LOOPBACK, http_ok, pid_alive
 from hanzo_stack.stack import Stack, StackInfo
+from tests.gateway.conftest import FakeSidecar
+from tests.support.clock import FakeClock
 
 from .fake_upstream import FakeChatUpstream
 
@@ -112,3 +120,39 @@ def inference_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infere
     finally:
         stack.down(quiet=True)
         fake.stop()
+
+
+#: the key of ``token_core``'s principal: 10 tokens a day
+TOKEN_KEY = generate_key()[0]
+TOKEN_ROUTES = """
+routes:
+  - {methods: [POST], path: /v1/chat/completions, permission: inference:invoke, tokens: true}
+  - {methods: [POST], path: /v1/memory/store, permission: inference:invoke}
+"""
+
+
+@pytest.fixture
+async def token_core(tmp_path: Path) -> AsyncIterator[tuple[DecisionCore, Principal, FakeClock]]:
+    """A decision core over ``FakeSidecar`` and the in-process limiter, with a driven clock;
+    its one key (``TOKEN_KEY``) may spend 10 tokens a day."""
+    sidecar = FakeSidecar()
+    sidecar.keys[TOKEN_KEY] = Principal(
+        organization="acme",
+        subject="acme/ann",
+        key_id="kid1",
+        scopes=frozenset({"inference:invoke"}),
+        limits=Limits(tokens_per_day=10),
+    )
+    private, _ = ensure_keypair(tmp_path / "keys")
+    clock = FakeClock()
+    core = DecisionCore(
+        routes=RouteTable.from_yaml(TOKEN_ROUTES),
+        keys=sidecar,
+        limiter=MemoryLimiter(None, clock=clock),
+        signer=AssertionSigner(private.read_bytes(), 60),
+        assertion_ttl=60,
+        token_reservation_seconds=60,
+        clock=clock,
+    )
+    yield core, sidecar.keys[TOKEN_KEY], clock
+    await core.aclose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -12,6 +13,8 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+
+from inference_gateway.estimate import prompt_estimate
 
 from .conftest import (
     CHAT_MODEL,
@@ -176,6 +179,8 @@ def test_streamed_chat_arrives_chunk_by_chunk_and_is_charged_once(
     assert text == "".join(PIECES) and received[-1] == "[DONE]"
     # the gateway asked for usage on the client's behalf and kept the usage chunk to itself
     assert call.body["stream_options"] == {"include_usage": True}
+    # no max_tokens named: the default cap the estimate counted was sent upstream
+    assert call.body["max_tokens"] == 1024
     assert not any(isinstance(e, dict) and e.get("usage") for e in received)
     # the upstream saw neither the caller's key nor the identity assertion
     assert "hk-" not in call.headers.get("authorization", "")
@@ -312,45 +317,143 @@ def test_another_tenants_key_is_metered_to_its_own_organization(
     assert all(r["subject"] not in (ben_key_id, "infb/ben", "infb") for r in org_rows("infa"))
 
 
-def test_a_token_quota_stops_the_next_request_and_survives_a_plugin_restart(
-    inference_stack: InferenceStack,
-) -> None:
-    gw = inference_stack.gateway
-    fake = inference_stack.fake
-    per_call = PROMPT_TOKENS + COMPLETION_TOKENS  # 15
-    key = inference_stack.key("infa", "ann", INVOKER, "--tokens-per-day", "40")[0]
-    request = {"model": CHAT_MODEL, "messages": [{"role": "user", "content": "hi"}]}
+#: a prompt whose estimate (about four bytes of JSON a token) covers what the fake reports
+LONG_PROMPT = [{"role": "user", "content": "x" * 40}]
+PROMPT_HELD = prompt_estimate(LONG_PROMPT)  # 18 >= PROMPT_TOKENS
+SPENT = PROMPT_TOKENS + COMPLETION_TOKENS  # 15: what every call of the fake costs
 
-    def call() -> httpx.Response:
-        return httpx.post(f"{gw}/v1/chat/completions", json=request, headers=bearer(key))
 
-    if DAY - time.time() % DAY < 120:  # the day's window must not roll over mid-test
+def _clear_of_midnight() -> None:
+    """A day's token window must not roll over mid-test (bounded: at most two minutes)."""
+    if DAY - time.time() % DAY < 120:
         time.sleep(DAY - time.time() % DAY + 0.1)
-    before = len(fake.calls)
-    # 0 -> 15 -> 30 -> 45: each call is admitted while the counter is under 40 (tokens are
-    # known only once the upstream answered); the one after the counter reached 40 is not
-    statuses = [call().status_code for _ in range(3)]
-    assert statuses == [200, 200, 200]
-    assert 3 * per_call > 40 > 2 * per_call
-    refused = call()
+
+
+def _chat(gw: str, key: str, max_tokens: int, **extra: Any) -> httpx.Response:
+    body = {"model": CHAT_MODEL, "messages": LONG_PROMPT, "max_tokens": max_tokens, **extra}
+    return httpx.post(f"{gw}/v1/chat/completions", json=body, headers=bearer(key), timeout=30)
+
+
+def _assert_quota_refusal(refused: httpx.Response, limit: int) -> None:
     assert refused.status_code == 429, refused.text
     assert refused.json()["error"]["code"] == "token_quota_exceeded"
-    now = time.time()
-    to_midnight = DAY - int(now % DAY)
+    to_midnight = DAY - int(time.time() % DAY)
     assert abs(int(refused.headers["Retry-After"]) - to_midnight) <= 5
-    assert refused.headers["RateLimit-Limit"] == "40"
-    assert len(fake.calls) == before + 3  # the refused call never reached the upstream
+    assert refused.headers["RateLimit-Limit"] == str(limit)
+
+
+def test_a_token_quota_stops_the_first_call_that_would_exceed_it_and_survives_a_restart(
+    inference_stack: InferenceStack,
+) -> None:
+    gw, fake = inference_stack.gateway, inference_stack.fake
+    key = inference_stack.key("infa", "ann", INVOKER, "--tokens-per-day", "40")[0]
+    held = PROMPT_HELD + COMPLETION_TOKENS  # 22 held per call, 15 spent
+    _clear_of_midnight()
+    before = len(fake.calls)
+    # 0 -> 15 -> 30: the third call's 22 would not fit in the 10 left, so it never starts
+    # (tokens spent so far, 30, are still under 40: a check after the fact would admit it)
+    assert [_chat(gw, key, COMPLETION_TOKENS).status_code for _ in range(2)] == [200, 200]
+    assert 2 * SPENT + held > 40 > 2 * SPENT
+    _assert_quota_refusal(_chat(gw, key, COMPLETION_TOKENS), 40)
+    assert len(fake.calls) == before + 2  # the refused call never reached the upstream
 
     inference_stack.restart_plugin()
-    again = call()
+    again = _chat(gw, key, COMPLETION_TOKENS)
     assert again.status_code == 429 and again.json()["error"]["code"] == "token_quota_exceeded"
-    assert len(fake.calls) == before + 3
+    assert len(fake.calls) == before + 2
     # other keys of the same user are not affected (the quota is this key's)
     other = inference_stack.key("infa", "ann", INVOKER)[0]
-    assert (
-        httpx.post(f"{gw}/v1/chat/completions", json=request, headers=bearer(other)).status_code
-        == 200
-    )
+    assert _chat(gw, other, COMPLETION_TOKENS).status_code == 200
+
+
+def test_a_call_whose_max_tokens_alone_exceeds_the_remainder_is_refused_before_the_upstream(
+    inference_stack: InferenceStack,
+) -> None:
+    gw, fake = inference_stack.gateway, inference_stack.fake
+    key = inference_stack.key("infa", "ann", INVOKER, "--tokens-per-day", "100")[0]
+    _clear_of_midnight()
+    before = len(fake.calls)
+    _assert_quota_refusal(_chat(gw, key, 101), 100)
+    # a call that names no max_tokens is held at the default cap (1024): refused too
+    body = {"model": CHAT_MODEL, "messages": LONG_PROMPT}
+    default = httpx.post(f"{gw}/v1/chat/completions", json=body, headers=bearer(key))
+    _assert_quota_refusal(default, 100)
+    assert len(fake.calls) == before  # the fake recorded no call
+    # a failed call hands its reservation back: 60 held twice would not fit in 100
+    for _ in range(2):
+        failed = httpx.post(
+            f"{gw}/v1/chat/completions",
+            json={"model": REFUSING_MODEL, "messages": LONG_PROMPT, "max_tokens": 60},
+            headers=bearer(key),
+        )
+        assert failed.status_code == 400, failed.text
+    assert _chat(gw, key, 100 - PROMPT_HELD).status_code == 200  # all 100 still there
+
+
+def test_a_stream_settles_once_from_its_usage_chunk_and_refunds_the_rest(
+    inference_stack: InferenceStack,
+) -> None:
+    gw, fake = inference_stack.gateway, inference_stack.fake
+    key = inference_stack.key("infa", "ann", INVOKER, "--tokens-per-day", "100")[0]
+    _clear_of_midnight()
+    fake.release.set()
+    with httpx.stream(
+        "POST",
+        f"{gw}/v1/chat/completions",
+        json={"model": CHAT_MODEL, "messages": LONG_PROMPT, "max_tokens": 50, "stream": True},
+        headers=bearer(key),
+        timeout=30,
+    ) as reply:
+        assert reply.status_code == 200
+        assert list(events(reply.iter_lines()))[-1] == "[DONE]"
+    # 68 were held; the usage chunk says 15: 85 are left, exactly (not 100 - 68 = 32, not
+    # 70 for a double charge, not 78 for the cut-off estimate of prompt + chunks)
+    before = len(fake.calls)
+
+    def left_exactly(n: int) -> bool:
+        over = _chat(gw, key, n + 1 - PROMPT_HELD)
+        return over.status_code == 429 and len(fake.calls) == before
+
+    assert wait_for(lambda: left_exactly(100 - SPENT), timeout=10)
+    assert _chat(gw, key, 100 - SPENT - PROMPT_HELD).status_code == 200  # fits exactly
+
+
+def test_two_concurrent_calls_that_together_exceed_the_quota_run_one(
+    inference_stack: InferenceStack,
+) -> None:
+    gw, fake = inference_stack.gateway, inference_stack.fake
+    key = inference_stack.key("infa", "ann", INVOKER, "--tokens-per-day", "40")[0]
+    held = PROMPT_HELD + COMPLETION_TOKENS  # 22 each: one fits in 40, two do not
+    _clear_of_midnight()
+    fake.release.clear()  # whichever starts holds its stream open until both have answered
+    before = len(fake.calls)
+    start = threading.Barrier(2)
+    statuses: list[int] = []
+
+    def call() -> None:
+        body = {"model": CHAT_MODEL, "messages": LONG_PROMPT, "max_tokens": COMPLETION_TOKENS,
+                "stream": True}  # fmt: skip
+        start.wait(timeout=10)
+        with httpx.stream(
+            "POST", f"{gw}/v1/chat/completions", json=body, headers=bearer(key), timeout=30
+        ) as reply:
+            statuses.append(reply.status_code)
+            if reply.status_code == 200:  # in flight, its tokens held, until both answered
+                wait_for(lambda: len(statuses) == 2, timeout=20)
+                fake.release.set()
+            reply.read()
+
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        fake.release.set()
+    assert sorted(statuses) == [200, 429]
+    assert len(fake.calls) == before + 1  # exactly one ran
+    assert 2 * held > 40 >= held
 
 
 def test_the_charge_endpoint_is_not_reachable_through_the_gateway(

@@ -6,33 +6,31 @@ relay's handling of the usage chunk."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from gateway_plugins.core import DecisionCore
 from gateway_plugins.forward_auth import create_app as create_plugin_app
 from gateway_plugins.limiter.memory import MemoryLimiter
 from gateway_plugins.limiter.redis_store import RedisLimiter
 from gateway_plugins.request import AuthRequest
-from gateway_plugins.routes import RouteTable
-from hanzo_contract.apikey import generate_key
 from hanzo_contract.assertion import INFERENCE_AUDIENCE, AssertionSigner, ensure_keypair
 from hanzo_contract.principal import Limits, Principal
 from hanzo_contract.tokens import TOKEN_CHARGE_PATH, TokenCharge
 from hanzo_stack.stack import _toml, parse_chat_upstream
 from hanzo_stack.valkey import ValkeyServer
 from inference_gateway.app import create_app as create_inference_app
+from inference_gateway.errors import InferenceError
+from inference_gateway.estimate import chat_estimate
 from inference_gateway.relay import UsageWatch
 from inference_gateway.settings import InferenceSettings
-from tests.gateway.conftest import FakeSidecar
 from tests.support.clock import FakeClock
 
+from .conftest import TOKEN_KEY as KEY
+
 DAY = 86400
-KEY = generate_key()[0]
 CAPPED = Limits(tokens_per_day=100, tokens_per_month=1000)
 
 
@@ -48,9 +46,9 @@ async def test_memory_token_counters_persist_and_reset_by_day(tmp_path: Path) ->
     db, clock = tmp_path / "quotas.sqlite3", FakeClock()
     first = MemoryLimiter(db, clock=clock)
     assert (await first.check_tokens(["key:a"], CAPPED)).allowed
-    await first.charge_tokens(["key:a"], CAPPED, 99)
+    await first.settle_tokens(["key:a"], CAPPED, None, 99)
     assert (await first.check_tokens(["key:a"], CAPPED)).allowed  # 99 < 100
-    await first.charge_tokens(["key:a"], CAPPED, 5)  # spent: counted past the cap
+    await first.settle_tokens(["key:a"], CAPPED, None, 5)  # spent: counted past the cap
     await first.aclose()
 
     second = MemoryLimiter(db, clock=clock)
@@ -64,7 +62,7 @@ async def test_memory_token_counters_persist_and_reset_by_day(tmp_path: Path) ->
     monthly = Limits(tokens_per_month=1000)
     month = await second.check_tokens(["key:a"], monthly)
     assert month.allowed and month.remaining == 896
-    await second.charge_tokens(["key:a"], monthly, 896)
+    await second.settle_tokens(["key:a"], monthly, None, 896)
     spent = await second.check_tokens(["key:a"], monthly)
     assert not spent.allowed and spent.limit == 1000
     await second.aclose()
@@ -72,18 +70,9 @@ async def test_memory_token_counters_persist_and_reset_by_day(tmp_path: Path) ->
 
 async def test_uncapped_limits_count_no_tokens(tmp_path: Path) -> None:
     limiter = MemoryLimiter(None, clock=FakeClock())
-    await limiter.charge_tokens(["key:a"], Limits(), 10**6)
+    await limiter.settle_tokens(["key:a"], Limits(), None, 10**6)
     assert (await limiter.check_tokens(["key:a"], Limits())).allowed
     assert (await limiter.check_tokens(["key:a"], CAPPED)).allowed
-
-
-@pytest.fixture
-def valkey(tmp_path: Path) -> Iterator[ValkeyServer]:
-    server = ValkeyServer(tmp_path / "valkey").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_redis_token_counters_are_shared_by_gateways(valkey: ValkeyServer) -> None:
@@ -91,8 +80,8 @@ async def test_redis_token_counters_are_shared_by_gateways(valkey: ValkeyServer)
     a = RedisLimiter(valkey.url, timeout=5.0, clock=clock)
     b = RedisLimiter(valkey.url, timeout=5.0, clock=clock)
     try:
-        await a.charge_tokens(["key:x", "org:o"], CAPPED, 60)
-        await b.charge_tokens(["key:y", "org:o"], CAPPED, 40)
+        await a.settle_tokens(["key:x", "org:o"], CAPPED, None, 60)
+        await b.settle_tokens(["key:y", "org:o"], CAPPED, None, 40)
         assert (await a.check_tokens(["key:x"], CAPPED)).allowed
         refused = await b.check_tokens(["key:z", "org:o"], CAPPED)  # the org spent 100
         assert not refused.allowed and refused.limit == 100
@@ -103,43 +92,12 @@ async def test_redis_token_counters_are_shared_by_gateways(valkey: ValkeyServer)
         await b.aclose()
 
 
-ROUTES = """
-routes:
-  - {methods: [POST], path: /v1/chat/completions, permission: inference:invoke, tokens: true}
-  - {methods: [POST], path: /v1/memory/store, permission: inference:invoke}
-"""
-
-
-@pytest.fixture
-async def core(tmp_path: Path) -> Any:
-    sidecar = FakeSidecar()
-    sidecar.keys[KEY] = Principal(
-        organization="acme",
-        subject="acme/ann",
-        key_id="kid1",
-        scopes=frozenset({"inference:invoke"}),
-        limits=Limits(tokens_per_day=10),
-    )
-    private, _ = ensure_keypair(tmp_path / "keys")
-    clock = FakeClock()
-    c = DecisionCore(
-        routes=RouteTable.from_yaml(ROUTES),
-        keys=sidecar,
-        limiter=MemoryLimiter(None, clock=clock),
-        signer=AssertionSigner(private.read_bytes(), 60),
-        assertion_ttl=60,
-        clock=clock,
-    )
-    yield c, sidecar.keys[KEY]
-    await c.aclose()
-
-
 def _request(path: str) -> AuthRequest:
     return AuthRequest("POST", path, {"authorization": f"Bearer {KEY}"}, "127.0.0.1")
 
 
-async def test_core_refuses_token_routes_once_the_quota_is_used(core: Any) -> None:
-    c, principal = core
+async def test_core_refuses_token_routes_once_the_quota_is_used(token_core: Any) -> None:
+    c, principal, _ = token_core
     assert (await c.decide(_request("/v1/chat/completions"))).allowed
     await c.charge(
         TokenCharge(principal=principal, model="m", prompt_tokens=6, completion_tokens=4)
@@ -151,8 +109,8 @@ async def test_core_refuses_token_routes_once_the_quota_is_used(core: Any) -> No
     assert (await c.decide(_request("/v1/memory/store"))).allowed
 
 
-async def test_the_charge_endpoint_takes_only_the_charge_token(core: Any) -> None:
-    c, principal = core
+async def test_the_charge_endpoint_takes_only_the_charge_token(token_core: Any) -> None:
+    c, principal, _ = token_core
     app = create_plugin_app(c, "charge-secret")
     body = TokenCharge(principal=principal, model="m", prompt_tokens=10).model_dump(mode="json")
     transport = httpx.ASGITransport(app=app)
@@ -327,3 +285,19 @@ async def test_a_stream_cut_off_before_its_usage_is_charged_an_estimate() -> Non
     await whole.event(b'data: {"choices": [], "usage": {"prompt_tokens": 3}}\n\n')
     await whole.settle()  # the real usage was charged: nothing more
     assert charged == [{"prompt_tokens": 12, "completion_tokens": 2}, {"prompt_tokens": 3}]
+
+
+def test_the_estimate_holds_the_prompt_and_the_most_the_completion_may_produce() -> None:
+    messages = [{"role": "user", "content": "héllo"}]  # non-ASCII: six bytes of JSON
+    body: dict[str, Any] = {"messages": messages, "n": 3, "max_tokens": 10}
+    held = chat_estimate(body, default_max_tokens=1024)
+    assert held.prompt == len(json.dumps(messages)) // 4 and held.completion == 30
+    both = chat_estimate({"max_tokens": 5, "max_completion_tokens": 50}, 1024)
+    assert both.completion == 50  # the larger cap: an over-estimate is refunded, not lost
+    unnamed: dict[str, Any] = {"messages": []}
+    assert chat_estimate(unnamed, 256).completion == 256
+    assert unnamed["max_tokens"] == 256  # sent upstream, so the estimate holds
+    for bad in ({"max_tokens": "9"}, {"max_tokens": -1}, {"n": 0}, {"max_tokens": True}):
+        with pytest.raises(InferenceError) as refused:
+            chat_estimate(dict(bad), 1024)
+        assert refused.value.status == 400 and refused.value.code.startswith("invalid_")

@@ -7,7 +7,7 @@ organization names, which is also what the service's tenancy promises.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -55,15 +55,6 @@ def signer(keypair: tuple[bytes, bytes]) -> AssertionSigner:
 @pytest.fixture(scope="session")
 def authenticator(keypair: tuple[bytes, bytes]) -> AssertionAuthenticator:
     return AssertionAuthenticator(AssertionVerifier(keypair[1], audience=MEMORY_AUDIENCE))
-
-
-@pytest.fixture(scope="session")
-def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyServer]:
-    server = ValkeyServer(tmp_path_factory.mktemp("valkey")).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _make_backend(
