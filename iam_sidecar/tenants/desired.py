@@ -108,6 +108,9 @@ def desired_objects(spec: TenantFile, assets_url: str | None = None) -> list[Des
                     "grantTypes": [DEVICE_CODE_GRANT, "refresh_token"],
                     "enablePassword": True,
                     "enableSignUp": False,
+                    # Casdoor's default is 0: a token that expires as it is issued
+                    "expireInHours": 1,
+                    "refreshExpireInHours": 168,
                     "signupItems": [],  # the page reads it (null breaks it) even with no signup
                     "signinMethods": [
                         {"name": "Password", "displayName": "Password", "rule": "All"}
