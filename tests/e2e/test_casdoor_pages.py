@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import httpx
+import jwt
 from playwright.sync_api import Page, expect
 
 from hanzo_contract.signin import org_cli_application
@@ -134,3 +135,44 @@ def test_casdoor_pages_load_offline_without_tours(running_stack: RunningStack) -
         )
         assert broken == [], broken
         assert_all_local(log)
+
+
+def test_known_casdoor_flaw_device_approval_keeps_only_the_user_name(
+    running_stack: RunningStack,
+) -> None:
+    """Casdoor v1.1000.0: a device code approved by ``globex/alice`` is redeemed as
+    ``acme/alice`` (the approval keeps the name only; hanzo_client/README.md, "Known Casdoor
+    flaw"). Kept as a test so the day Casdoor fixes it this fails: then assert the refusal
+    and drop the README's warning."""
+    stack = running_stack
+    casdoor = stack.info.casdoor_url
+    admin = (stack.stack.casdoor.client_id, stack.stack.casdoor.client_secret)
+    password = "Other-alice-" + os.urandom(6).hex()
+    added = httpx.post(
+        f"{casdoor}/api/add-user",
+        auth=admin,
+        json={"owner": "globex", "name": "alice", "password": password, "type": "normal-user"},
+    ).json()
+    assert added["status"] == "ok", added
+    start = httpx.post(
+        f"{casdoor}/api/device-auth", data={"client_id": org_cli_application("acme")}
+    ).json()
+    approved = httpx.post(
+        f"{casdoor}/api/login",
+        json={
+            "application": org_cli_application("globex"), "organization": "globex",
+            "username": "alice", "password": password, "type": "device",
+            "userCode": start["user_code"],
+        },
+    ).json()  # fmt: skip
+    assert approved["status"] == "ok" and approved["data"] == "globex/alice", approved
+    token = httpx.post(
+        f"{casdoor}/api/login/oauth/access_token",
+        data={
+            "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+            "client_id": org_cli_application("acme"),
+            "device_code": start["device_code"],
+        },
+    ).json()["access_token"]
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert (claims["owner"], claims["name"]) == ("acme", "alice")

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-from playwright.sync_api import Browser, Page, Route, sync_playwright
+from playwright.sync_api import Browser, Page, Request, Route, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -62,6 +62,11 @@ def offline_page(browser: Browser) -> tuple[Page, OfflineLog]:
             route.abort("internetdisconnected")
 
     page.route("**/*", only_loopback)
-    page.on("requestfailed", lambda r: log.failed.append(f"{r.url} ({r.failure})"))
+    def failed(request: Request) -> None:
+        # leaving a page cancels its fetches in flight (net::ERR_ABORTED): not a failure
+        if request.failure != "net::ERR_ABORTED":
+            log.failed.append(f"{request.url} ({request.failure})")
+
+    page.on("requestfailed", failed)
     page.on("console", lambda m: log.console_errors.append(m.text) if m.type == "error" else None)
     return page, log
