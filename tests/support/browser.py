@@ -62,6 +62,7 @@ def offline_page(browser: Browser) -> tuple[Page, OfflineLog]:
             route.abort("internetdisconnected")
 
     page.route("**/*", only_loopback)
+
     def failed(request: Request) -> None:
         # leaving a page cancels its fetches in flight (net::ERR_ABORTED): not a failure
         if request.failure != "net::ERR_ABORTED":
