@@ -28,6 +28,7 @@ from hanzo_client.credentials import Credentials
 from hanzo_client.errors import HanzoAPIError, HanzoConnectionError, HanzoError
 from hanzo_client.local_stack import read_local_stack, stack_file
 from hanzo_client.login import PkceLogin, device_login, shared_client_id
+from hanzo_contract.signin import org_cli_application
 
 login_cli = typer.Typer()
 memory_cli = typer.Typer(
@@ -94,11 +95,12 @@ def _where(
         if not value
     ]
     if missing:
-        where = (
-            f"the remote server {server}"
-            if server
-            else f"no local stack at {stack_file(state_dir)} (run `hanzo up`)"
-        )
+        if server:
+            where = f"the remote server {server}"
+        elif local:
+            where = f"the local stack ({stack_file(state_dir)}) names no demo organization"
+        else:
+            where = f"no local stack at {stack_file(state_dir)} (run `hanzo up`)"
         raise _fail(f"login needs {', '.join(missing)}: {where}")
     assert casdoor and client and org and gateway
     # the credentials follow the local stack only if that is where they point
@@ -126,7 +128,6 @@ def login(
     casdoor, client, org, gateway, state = _where(
         server, state_dir, casdoor_url, client_id, organization, gateway_url
     )
-    app_id = shared_client_id(client, org)
     try:
         if device:
 
@@ -134,9 +135,10 @@ def login(
                 typer.echo(f"Open {start.get('verification_uri')} and enter {start['user_code']}")
                 typer.echo(f"(sign in there as a user of the organization {org})")
 
-            tokens = device_login(casdoor, app_id, show, timeout=timeout)
+            # the tenant's own CLI application: its device page signs users in to ``org``
+            tokens = device_login(casdoor, org_cli_application(org), show, timeout=timeout)
         else:
-            flow = PkceLogin(casdoor, app_id)
+            flow = PkceLogin(casdoor, shared_client_id(client, org))
 
             def open_browser(url: str) -> None:
                 typer.echo(f"Opening your browser to sign in; if it does not open, visit:\n{url}")

@@ -13,6 +13,7 @@ from hanzo_contract.settings import default_state_dir
 from hanzo_stack.casdoor.install import CASDOOR_VERSION, CasdoorInstallError, install_casdoor
 from hanzo_stack.casdoor.server import CasdoorServer
 from hanzo_stack.casdoor.ui import build_casdoor_ui
+from hanzo_stack.invocation import hanzo_command
 from hanzo_stack.memory_direct import memory_service_cli
 from iam_sidecar.cli import audit_cli, keys_cli, sidecar_cli, tenants_cli
 from iam_sidecar.keys.cli import REMOTE_KEYS
@@ -180,6 +181,7 @@ def up(
         typer.echo(f"hanzo up failed: {exc}", err=True)
         raise typer.Exit(1) from None
     gw = info.gateway_url
+    hanzo = hanzo_command()
     typer.echo(f"""
 all healthy.
   gateway (nginx):   {gw}
@@ -187,7 +189,7 @@ all healthy.
   admin credentials: {stack.casdoor.state.secrets_path} (0600)
   logs:              {info.logs_dir}
   demo API key for {owner}: {key_path} (0600)
-  status:            hanzo status [--json]   (a part that exits is restarted)
+  status:            {hanzo} status [--json]   (a part that exits is restarted)
 
 try it:
   KEY=$(cat {key_path})
@@ -197,7 +199,7 @@ try it:
   curl -s -X POST {gw}/v1/memory/search -H "Authorization: Bearer $KEY" \\
        -H 'Content-Type: application/json' -d '{{"query":"when is the deploy window?"}}'
 
-stop with: hanzo down""")
+stop with: {hanzo} down""")
 
 
 @app.command("down")

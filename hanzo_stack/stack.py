@@ -30,8 +30,10 @@ from pydantic import BaseModel
 from hanzo_contract.apikey import parse_key_id
 from hanzo_contract.assertion import ensure_keypair
 from hanzo_contract.settings import ensure_secret, write_private
+from hanzo_contract.signin import ORG_CLI_APPLICATION
 from hanzo_stack.casdoor.server import CasdoorServer
-from hanzo_stack.casdoor.ui import casdoor_ui_dir
+from hanzo_stack.casdoor.state import CASDOOR_STATIC_DIR
+from hanzo_stack.casdoor.ui import casdoor_ui_dir, localize_ui
 from hanzo_stack.ports import StackPorts
 from hanzo_stack.process import (
     LOOPBACK,
@@ -182,6 +184,8 @@ class Stack:
         self.casdoor = CasdoorServer(
             state_dir, port=self.ports.ports["casdoor"], origin=self.ports.casdoor_origin
         )
+        # Casdoor's images come from nginx, not the internet (casdoor/static/README.md)
+        self.casdoor.static_url = f"http://{LOOPBACK}:{self.ports.ports['nginx']}/casdoor-static"
         self.say = progress
         #: chat model upstreams for the inference gateway (``inference_gateway.settings.
         #: UpstreamSettings`` as dicts); the memory service's embeddings are always served
@@ -202,6 +206,7 @@ class Stack:
                 "casdoor_client_id": casdoor.client_id,
                 "casdoor_client_secret": casdoor.client_secret,
                 "tenant_file": str(tenant_file),
+                "casdoor_assets_url": casdoor.static_url,
             },
             "gateway": {
                 "sidecar_url": f"http://{LOOPBACK}:{ports['sidecar']}",
@@ -211,6 +216,7 @@ class Stack:
                 "casdoor_issuer": casdoor.origin,
                 "jwt_audiences": [casdoor.client_id],
                 "jwt_shared_audiences": [casdoor.secrets.cli_client_id],
+                "jwt_org_audiences": [ORG_CLI_APPLICATION],
                 "routes_file": str(REPO / "deploy" / "stack" / "routes.yaml"),
                 "quota_db_path": str(state / "quota.db"),
                 "charge_token": charge_token,
@@ -281,6 +287,7 @@ class Stack:
             "MEMORY": f"{LOOPBACK}:{ports['memory']}",
             "SIDECAR": f"{LOOPBACK}:{ports['sidecar']}",
             "INFERENCE": inference or f"{LOOPBACK}:{ports['inference']}",
+            "CASDOOR_STATIC": str(CASDOOR_STATIC_DIR),
         }
         for key, value in values.items():
             text = text.replace("{{" + key + "}}", value)
@@ -502,6 +509,8 @@ class Stack:
             directory.chmod(0o700)  # a state dir made before modes were private
         self.ports.save(layout.state_dir)
         ui_dir = casdoor_ui_dir() if ui and (casdoor_ui_dir() / "index.html").exists() else None
+        if ui_dir:
+            localize_ui(ui_dir)
         self.casdoor.ui_dir = ui_dir
         self.say("casdoor: installing if needed ...")
         self.casdoor.prepare()

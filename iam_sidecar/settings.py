@@ -37,6 +37,10 @@ class SidecarSettings(HanzoSettings):
     casdoor_client_secret: SecretStr | None = None
     casdoor_timeout_seconds: float = Field(default=5.0, gt=0)
     casdoor_retries: int = Field(default=2, ge=0, le=10)
+    #: where Casdoor's pages get our images (the stack's ``/casdoor-static``): the tenant
+    #: sync points organizations' and applications' logos, favicons and new users' avatars
+    #: there; unset, it leaves those fields alone
+    casdoor_assets_url: str | None = None
 
     tenant_file: Path | None = None
     #: reconcile: re-apply the tenant file and refresh key owners' roles from Casdoor

@@ -19,6 +19,10 @@ class JwtSettings(BaseModel):
     #: client ids of Casdoor *shared* applications (built-in org, ``isShared``), whose tokens
     #: carry ``aud = <client id>-org-<user's organization>``; the CLI's login app is one
     jwt_shared_audiences: list[str] = Field(default_factory=list)
+    #: client ids of one application per tenant, as templates: ``{organization}`` stands for
+    #: the token's ``owner``, so ``{organization}_cli`` accepts ``acme_cli`` for acme's users
+    #: only (the tenants' CLI applications: ``hanzo_contract.signin``)
+    jwt_org_audiences: list[str] = Field(default_factory=list)
     jwt_leeway_seconds: int = Field(default=5, ge=0)
     #: minimum seconds between JWKS refetches triggered by an unknown ``kid``
     jwks_refresh_interval_seconds: float = Field(default=10.0, ge=0)

@@ -90,6 +90,7 @@ class JwtVerifier:
         audiences: list[str],
         *,
         shared_audiences: list[str] | None = None,
+        org_audiences: list[str] | None = None,
         leeway: int = 5,
         refresh_interval: float = 10.0,
         timeout: float = 2.0,
@@ -104,6 +105,7 @@ class JwtVerifier:
         self._issuer = issuer
         self._audiences = frozenset(audiences)
         self._shared = tuple(shared_audiences or ())
+        self._per_org = tuple(org_audiences or ())
         self._leeway = leeway
         # verified tokens, by digest, until their own expiry (at most a minute): a JWT is
         # not revocable before ``exp``, and this spares the RSA check on every request
@@ -145,13 +147,17 @@ class JwtVerifier:
         return VerifiedToken(claims, _resolve_request(claims))
 
     def _audience_ok(self, claims: dict[str, Any]) -> bool:
-        """An accepted client id, or ``<shared client id>-org-<owner>`` for the token's own
-        organization (Casdoor's audience for users signing in through a shared app)."""
+        """An accepted client id, or one bound to the token's own organization: ``<shared
+        client id>-org-<owner>`` (Casdoor's audience for users signing in through a shared
+        app) or a per-tenant template filled with ``owner``."""
         aud = claims.get("aud")
         auds = [aud] if isinstance(aud, str) else [a for a in aud or () if isinstance(a, str)]
         owner = claims.get("owner")
-        shared = {f"{s}-org-{owner}" for s in self._shared} if isinstance(owner, str) else set()
-        return any(a in self._audiences or a in shared for a in auds)
+        own: set[str] = set()
+        if isinstance(owner, str) and owner:
+            own = {f"{s}-org-{owner}" for s in self._shared}
+            own |= {t.replace("{organization}", owner) for t in self._per_org}
+        return any(a in self._audiences or a in own for a in auds)
 
     async def aclose(self) -> None:
         await self._http.aclose()

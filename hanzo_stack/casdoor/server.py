@@ -33,7 +33,7 @@ from hanzo_stack.casdoor.records import (
     install_record_scrubber,
     install_record_scrubber_postgres,
 )
-from hanzo_stack.casdoor.state import CasdoorSecrets, CasdoorState
+from hanzo_stack.casdoor.state import CASDOOR_CDN, CasdoorSecrets, CasdoorState
 from hanzo_stack.process import (
     LOOPBACK,
     ManagedProcess,
@@ -77,6 +77,8 @@ class CasdoorServer:
         self.secrets: CasdoorSecrets | None = None
         #: Casdoor's built admin UI (``hanzo_stack.casdoor.ui``); without it only the API runs
         self.ui_dir: Path | None = None
+        #: where Casdoor's pages get their images (its ``staticBaseUrl``); None: its CDN
+        self.static_url: str | None = None
 
     # ------------------------------------------------------------------ facts
     @property
@@ -189,6 +191,7 @@ class CasdoorServer:
             "radiusServerPort": "-1",
             "radiusSecret": secrets.token_urlsafe(24),
             **({"frontendBaseDir": str(self.ui_dir)} if self.ui_dir else {}),
+            **({"staticBaseUrl": self.static_url} if self.static_url else {}),
         }
 
     def _shim_dir(self) -> Path:
@@ -207,7 +210,7 @@ class CasdoorServer:
         the Casdoor binary to run."""
         binary = install_casdoor(self.version)
         self.secrets = self.state.load_or_create()
-        self.state.render(self.secrets)
+        self.state.render(self.secrets, self.static_url or CASDOOR_CDN)
         self.state.port_path.write_text(str(self.port))
         self.state.origin_path.write_text(self.origin)
         if self.database_url is not None:
@@ -242,6 +245,7 @@ class CasdoorServer:
         else:
             install_record_scrubber_postgres(self.database_url)
         self._retire_builtin_admin_password()
+        self._quiet_builtin_organization()
         log.info("casdoor %s up at %s", self.version, self.url)
 
     def start(self, timeout: float = 120.0) -> CasdoorServer:
@@ -274,6 +278,27 @@ class CasdoorServer:
                 f"could not retire built-in/admin's default password: {response.json().get('msg')}"
             )
         marker.touch()
+
+    def _quiet_builtin_organization(self) -> None:
+        """No guided tour over the admin lists: Casdoor creates ``built-in`` with
+        ``enableTour`` on (object/init.go), and its UI shows the tour to that org's admins
+        until each closes it in their own browser. The org's field turns it off for all."""
+        auth = (self.client_id, self.client_secret)
+        url = f"{self.url}/api/get-organization"
+        found = httpx.get(url, params={"id": "admin/built-in"}, auth=auth, timeout=10).json()
+        organization = found.get("data") or {}
+        if organization.get("enableTour") is not True:
+            return
+        organization["enableTour"] = False
+        response = httpx.post(
+            f"{self.url}/api/update-organization",
+            params={"id": "admin/built-in"},
+            json=organization,
+            auth=auth,
+            timeout=10,
+        )
+        if response.json().get("status") != "ok":
+            raise RuntimeError(f"could not turn built-in's tour off: {response.json().get('msg')}")
 
     def kill(self) -> None:
         """SIGKILL at once (a crash, for the restart tests); the pid file stays behind."""

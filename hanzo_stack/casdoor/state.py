@@ -22,6 +22,10 @@ from pydantic import BaseModel, SecretStr
 from hanzo_contract.settings import write_private
 
 REPO_CASDOOR_DIR = Path(__file__).resolve().parents[2] / "casdoor"
+#: Casdoor's images, served by the stack's nginx (casdoor/static/README.md)
+CASDOOR_STATIC_DIR = REPO_CASDOOR_DIR / "static"
+#: Casdoor's default ``staticBaseUrl``
+CASDOOR_CDN = "https://cdn.casbin.org"
 ORGANIZATION = "hanzo"
 SIDECAR_APP = "hanzo-sidecar"
 CLI_APP = "hanzo-cli"
@@ -112,8 +116,9 @@ class CasdoorState:
             self.cert_path.write_bytes(cert_pem)
         return found
 
-    def render(self, found: CasdoorSecrets) -> None:
-        """Write ``conf/app.conf`` and ``init_data.json`` into the run dir."""
+    def render(self, found: CasdoorSecrets, static_url: str = CASDOOR_CDN) -> None:
+        """Write ``conf/app.conf`` and ``init_data.json`` into the run dir; ``static_url``:
+        Casdoor's ``staticBaseUrl``, where the images named in the init data live."""
         conf_dir = self.run_dir / "conf"
         conf_dir.mkdir(exist_ok=True)
         (conf_dir / "app.conf").write_text((REPO_CASDOOR_DIR / "conf" / "app.conf").read_text())
@@ -129,6 +134,7 @@ class CasdoorState:
             "CLI_CLIENT_ID": found.cli_client_id,
             "CLI_CLIENT_SECRET": found.cli_client_secret.get_secret_value(),
             "ADMIN_PASSWORD": found.admin_password.get_secret_value(),
+            "STATIC_URL": static_url.rstrip("/"),
         }
         text = (REPO_CASDOOR_DIR / "init_data.template.json").read_text()
         for key, value in values.items():

@@ -28,6 +28,24 @@ def casdoor_ui_dir(version: str = CASDOOR_VERSION, cache_dir: Path | None = None
     return (cache_dir or default_cache_dir()) / "casdoor" / version / "web" / "build"
 
 
+#: the one image URL of Casdoor's UI outside its ``staticBaseUrl`` (App.js: the favicon while
+#: nobody is signed in), pointed at a path under it so the stack serves it too
+_FOREIGN_FAVICON = "https://cdn.casdoor.com/static/favicon.png"
+_STATIC_FAVICON = "https://cdn.casbin.org/img/favicon.png"
+
+
+def localize_ui(ui_dir: Path) -> Path:
+    """Make the built UI's images follow ``staticBaseUrl`` (Casdoor rewrites
+    ``https://cdn.casbin.org`` in the files it serves); idempotent, atomic per file."""
+    for bundle in sorted((ui_dir / "static" / "js").glob("*.js")):
+        text = bundle.read_text(encoding="utf-8")
+        if _FOREIGN_FAVICON in text:
+            fresh = bundle.with_name(bundle.name + ".tmp")
+            fresh.write_text(text.replace(_FOREIGN_FAVICON, _STATIC_FAVICON), encoding="utf-8")
+            fresh.replace(bundle)
+    return ui_dir
+
+
 def _run(
     argv: list[str],
     cwd: Path,
@@ -52,13 +70,13 @@ def build_casdoor_ui(
     ``progress`` gets a line with the elapsed time and the log's path every few seconds."""
     target = casdoor_ui_dir(version, cache_dir)
     if (target / "index.html").exists():
-        return target
+        return localize_ui(target)
     web = target.parent
     web.parent.mkdir(parents=True, exist_ok=True)
     with open(web.parent / ".ui-build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (target / "index.html").exists():
-            return target
+            return localize_ui(target)
         npm = shutil.which("npm")
         if npm is None:
             raise CasdoorInstallError("npm (Node.js) not found; it is needed to build Casdoor's UI")
@@ -99,4 +117,4 @@ def build_casdoor_ui(
         _run([str(yarn), "build"], web, env, "yarn build", log_path, progress)
         if not (target / "index.html").exists():
             raise CasdoorInstallError(f"UI build finished but {target}/index.html is missing")
-    return target
+    return localize_ui(target)

@@ -37,14 +37,16 @@ class ApplyResult(BaseModel):
     applied: list[str] = []
 
 
-async def make_plan(client: CasdoorClient, spec: TenantFile, prune: bool = False) -> Plan:
+async def make_plan(
+    client: CasdoorClient, spec: TenantFile, prune: bool = False, assets_url: str | None = None
+) -> Plan:
     try:
         snap = await snapshot(client, {o.name for o in spec.organizations})
     except CasdoorUnavailable as exc:
         raise UpstreamUnavailable(
             f"Casdoor is unavailable, nothing was read or changed: {exc.message}"
         ) from None
-    return compute_plan(desired_objects(spec), snap, prune=prune)
+    return compute_plan(desired_objects(spec, assets_url), snap, prune=prune)
 
 
 def _preflight(
@@ -108,10 +110,11 @@ async def apply_plan(
     db: Database | None = None,
     actor: str = "tenants-apply",
     env: Mapping[str, str] | None = None,
+    assets_url: str | None = None,
 ) -> ApplyResult:
     """Plan, check, then write each change; every write is audited when ``db`` is given."""
-    plan = await make_plan(client, spec, prune=prune)
-    desired = {(d.kind, d.owner, d.name): d for d in desired_objects(spec)}
+    plan = await make_plan(client, spec, prune=prune, assets_url=assets_url)
+    desired = {(d.kind, d.owner, d.name): d for d in desired_objects(spec, assets_url)}
     env = os.environ if env is None else env
     _preflight(plan, desired, env)
     applied: list[str] = []

@@ -45,7 +45,9 @@ def plan(
     async def go(settings: SidecarSettings) -> Plan:
         spec = await _load(file)
         async with casdoor_client(settings) as client:
-            return await make_plan(client, spec, prune=prune)
+            return await make_plan(
+                client, spec, prune=prune, assets_url=settings.casdoor_assets_url
+            )
 
     result = run_async(go)
     if json_out:
@@ -63,7 +65,9 @@ def apply(file: Path = FileArg, prune: bool = PruneOpt, json_out: bool = JsonOpt
     async def go(settings: SidecarSettings) -> ApplyResult:
         spec = await _load(file)
         async with open_key_store(settings) as store, casdoor_client(settings) as client:
-            return await apply_plan(client, spec, prune=prune, db=store.db)
+            return await apply_plan(
+                client, spec, prune=prune, db=store.db, assets_url=settings.casdoor_assets_url
+            )
 
     result = run_async(go)
     if json_out:

@@ -10,10 +10,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from hanzo_contract.signin import org_cli_application
 from iam_sidecar.casdoor.scopes import MANAGED_MARKER, managed_description, permission_name
 from iam_sidecar.tenants.casdoor_defaults import default_account_items
 from iam_sidecar.tenants.model import TenantFile, login_application
 from iam_sidecar.tenants.policy import TenantPolicy
+
+DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 Kind = Literal["organization", "application", "user", "role", "permission"]
 #: creation order; deletion runs in reverse
@@ -50,9 +53,11 @@ def is_managed_object(kind: str, obj: dict[str, Any]) -> bool:
     return str(obj.get("description") or "").startswith(MANAGED_MARKER)
 
 
-def desired_objects(spec: TenantFile) -> list[Desired]:
+def desired_objects(spec: TenantFile, assets_url: str | None = None) -> list[Desired]:
+    """``assets_url``: where the stack serves Casdoor's images (casdoor/static/README.md)."""
     out: list[Desired] = []
     cert = spec.casdoor.cert
+    images = _images(assets_url)
     for org in spec.organizations:
         tags = sorted({MANAGED_TAG, f"plan:{org.plan}"} if org.plan else {MANAGED_TAG})
         out.append(
@@ -64,6 +69,12 @@ def desired_objects(spec: TenantFile) -> list[Desired]:
                     "displayName": org.display_name or org.name,
                     "passwordType": "bcrypt",
                     "tags": tags,
+                    # Casdoor's sign-in and device pages break on an org without languages
+                    # (the language menu reads its length), and the admin UI would cover
+                    # the lists with its guided tour
+                    "languages": ["en"],
+                    "enableTour": False,
+                    **images.organization,
                 },
                 create_only={"accountItems": default_account_items()},
             )
@@ -72,30 +83,42 @@ def desired_objects(spec: TenantFile) -> list[Desired]:
         # ours, never Casdoor applications (any Casdoor application's client id/secret, and
         # any client-credentials token, is a Casdoor-wide admin credential). They call with
         # hk- keys owned by the application (``hanzo keys create --app``).
-        apps = [
-            (
+        out.append(
+            _application(
                 login_application(org.name),
+                org.name,
                 f"{org.display_name or org.name} login",
-                ["authorization_code", "password", "refresh_token"],
                 "login application",
+                cert,
+                {"grantTypes": ["authorization_code", "password", "refresh_token"], **images.app},
             )
-        ]
-        for name, display, grants, about in apps:
-            out.append(
-                Desired(
-                    kind="application",
-                    owner="admin",
-                    name=name,
-                    fields={
-                        "organization": org.name,
-                        "displayName": display,
-                        "description": managed_description(about),
-                        "cert": cert,
-                        "tokenFormat": "JWT-Empty",
-                        "grantTypes": grants,
-                    },
-                )
+        )
+        # the CLI's device sign-in: its device page signs users in to this organization
+        # (the shared hanzo-cli application's page would use built-in: hanzo_contract.signin)
+        cli = org_cli_application(org.name)
+        out.append(
+            _application(
+                cli,
+                org.name,
+                f"{org.display_name or org.name} CLI sign-in",
+                "CLI device sign-in",
+                cert,
+                {
+                    "clientId": cli,  # public: a device-code client has no secret to keep
+                    "grantTypes": [DEVICE_CODE_GRANT, "refresh_token"],
+                    "enablePassword": True,
+                    "enableSignUp": False,
+                    # Casdoor's default is 0: a token that expires as it is issued
+                    "expireInHours": 1,
+                    "refreshExpireInHours": 168,
+                    "signupItems": [],  # the page reads it (null breaks it) even with no signup
+                    "signinMethods": [
+                        {"name": "Password", "displayName": "Password", "rule": "All"}
+                    ],
+                    **images.app,
+                },
             )
+        )
         seed = tuple(sorted(f"{org.name}/{u.name}" for u in org.users))
         for user in org.users:
             out.append(
@@ -111,6 +134,7 @@ def desired_objects(spec: TenantFile) -> list[Desired]:
                         "properties": {MANAGED_PROPERTY: "true"},
                     },
                     password_env=user.password_env,
+                    create_only=images.user,  # a user's own picture is theirs to change
                 )
             )
         for role in org.roles:
@@ -157,6 +181,44 @@ def desired_objects(spec: TenantFile) -> list[Desired]:
                 )
             )
     return out
+
+
+class _Images(BaseModel):
+    organization: dict[str, str] = {}
+    app: dict[str, str] = {}
+    user: dict[str, str] = {}
+
+
+def _images(assets_url: str | None) -> _Images:
+    """Our images for the fields Casdoor's pages show; none without a URL (Casdoor's own
+    defaults then, from its CDN)."""
+    if not assets_url:
+        return _Images()
+    base = assets_url.rstrip("/")
+    logo, avatar = f"{base}/img/hanzo.svg", f"{base}/img/avatar.svg"
+    return _Images(
+        organization={"logo": logo, "favicon": f"{base}/img/favicon.svg", "defaultAvatar": avatar},
+        app={"logo": logo},
+        user={"avatar": avatar},
+    )
+
+
+def _application(
+    name: str, organization: str, display: str, about: str, cert: str, extra: dict[str, Any]
+) -> Desired:
+    return Desired(
+        kind="application",
+        owner="admin",
+        name=name,
+        fields={
+            "organization": organization,
+            "displayName": display,
+            "description": managed_description(about),
+            "cert": cert,
+            "tokenFormat": "JWT-Empty",
+            **extra,
+        },
+    )
 
 
 def policy_of(spec: TenantFile) -> TenantPolicy:

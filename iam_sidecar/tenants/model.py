@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from hanzo_contract.principal import Limits
 from hanzo_contract.scopes import KNOWN_SCOPES
+from hanzo_contract.signin import org_cli_application
 
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 Scope = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}:[a-z][a-z0-9_]{0,39}$")]
@@ -118,6 +119,14 @@ def semantic_problems(spec: TenantFile) -> list[tuple[Path, str]]:
     app_names: list[tuple[str, Path]] = []
     for oi, org in enumerate(orgs):
         app_names.append((login_application(org.name), ("organizations", oi, "name")))
+        app_names.append((org_cli_application(org.name), ("organizations", oi, "name")))
+        if "-org-" in org.name:
+            problems.append(
+                (
+                    ("organizations", oi, "name"),
+                    "'-org-' in a name is Casdoor's shared-application suffix",
+                )
+            )
         for ai, app in enumerate(org.applications):
             app_names.append((app.name, ("organizations", oi, "applications", ai, "name")))
         if org.plan is not None and org.plan not in spec.plans:

@@ -17,7 +17,7 @@ from iam_sidecar.casdoor.client import CasdoorClient
 from iam_sidecar.tenants.desired import KIND_ORDER, Desired, Kind, is_managed_object
 
 Action = Literal["create", "update", "delete", "conflict", "keep"]
-_LIST_FIELDS = {"tags", "grantTypes", "users", "roles", "resources", "actions"}
+_LIST_FIELDS = {"tags", "grantTypes", "users", "roles", "resources", "actions", "signupItems"}
 _SORTED_FIELDS = {"tags", "grantTypes", "users", "roles"}
 
 

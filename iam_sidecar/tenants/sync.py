@@ -31,7 +31,12 @@ def tenant_step(path: Path, prune: bool = False, apply: bool = True) -> TenantSt
             return
         try:
             result = await apply_plan(
-                state.casdoor, spec, prune=prune, db=state.keys.db, actor="reconcile"
+                state.casdoor,
+                spec,
+                prune=prune,
+                db=state.keys.db,
+                actor="reconcile",
+                assets_url=state.settings.casdoor_assets_url,
             )
         except UpstreamUnavailable:
             raise

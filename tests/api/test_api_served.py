@@ -17,6 +17,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from hanzo_contract.openapi import DOCS_PATH, KEYS_OPENAPI_PATH, MEMORY_OPENAPI_PATH
+from hanzo_stack.casdoor.state import CASDOOR_STATIC_DIR
 from hanzo_stack.process import LOOPBACK, ManagedProcess, free_port, http_ok, tcp_open
 from hanzo_stack.servers import ForwardAuthServer, SidecarServer
 from iam_sidecar.http.app import create_app
@@ -63,6 +64,7 @@ def _nginx(prefix: Path, auth: str, memory: str, sidecar: str) -> tuple[ManagedP
         "MEMORY": memory,
         "SIDECAR": sidecar,
         "INFERENCE": f"{LOOPBACK}:{free_port()}",  # nothing there: not under test
+        "CASDOOR_STATIC": str(CASDOOR_STATIC_DIR),
     }
     text = (NGINX_DIR / "stack.conf.template").read_text()
     for key, value in values.items():

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import httpx
 
+from hanzo_stack.invocation import hanzo_command
+
 
 def _hanzo(state: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HANZO_STATE_DIR": str(state)}
@@ -94,8 +96,50 @@ def test_hanzo_up_prints_a_curl_that_works_then_down(tmp_path: Path) -> None:
         for part in ("casdoor", "sidecar", "gateway", "memory", "nginx"):
             assert f"{part:8} healthy" in status.stdout
         assert (state / "logs" / "sidecar.log").exists()
+        # the banner's stop command, typed literally in a shell without the venv on PATH
+        stop = up.stdout.split("stop with:", 1)[1].strip()
+        down = subprocess.run(
+            ["bash", "-c", stop],
+            env={**os.environ, "HANZO_STATE_DIR": str(state), "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert down.returncode == 0, (stop, down.stderr)
     finally:
-        down = _hanzo(state, "down", timeout=120)
-    assert down.returncode == 0, down.stderr
+        _hanzo(state, "down", timeout=120)  # idempotent: nothing left to stop when it worked
     after = _hanzo(state, "status", timeout=60)
     assert after.returncode == 1 and "healthy" not in after.stdout.replace("DOWN", "")
+
+
+def test_the_banner_names_a_hanzo_the_users_shell_can_run(tmp_path: Path) -> None:
+    """``uv run hanzo up`` (scripts/up.sh) puts the venv's bin on its child's PATH only:
+    the banner must not say a bare ``hanzo`` then; it does when ``hanzo`` is on PATH."""
+    script = Path(sys.executable).parent / "hanzo"  # the venv's console script
+    venv_bin = str(script.parent)
+    under_uv = {
+        "PATH": f"{venv_bin}:/usr/bin:/bin",
+        "UV_RUN_RECURSION_DEPTH": "1",
+        "VIRTUAL_ENV": str(script.parent.parent),
+    }
+    said = hanzo_command(str(script), under_uv)
+    assert said == str(script.resolve())
+    ran = subprocess.run(
+        ["bash", "-c", f"{said} --version"],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ran.returncode == 0 and ran.stdout.startswith("hanzo "), ran.stderr
+    # installed on the user's PATH (a symlink to the same program): the bare name
+    user_bin = tmp_path / "bin"
+    user_bin.mkdir()
+    (user_bin / "hanzo").symlink_to(script)
+    assert hanzo_command(str(script), {**under_uv, "PATH": f"{venv_bin}:{user_bin}"}) == "hanzo"
+    # an activated venv is the user's own PATH
+    assert hanzo_command(str(script), {"PATH": f"{venv_bin}:/usr/bin"}) == "hanzo"
+    # python -m hanzo_stack
+    assert hanzo_command("/x/hanzo_stack/__main__.py", {}, "/py") == "/py -m hanzo_stack"

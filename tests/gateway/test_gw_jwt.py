@@ -22,6 +22,7 @@ from gateway_plugins.request import AuthRequest
 from gateway_plugins.routes import RouteTable
 from hanzo_contract.assertion import AssertionSigner
 from hanzo_contract.principal import Principal, PrincipalKind
+from hanzo_contract.signin import ORG_CLI_APPLICATION, org_cli_application
 from hanzo_stack.casdoor.server import CasdoorServer
 from hanzo_stack.servers import CaddyServer, ForwardAuthServer, NginxServer, SidecarServer
 from tests.support.casdoor_admin import admin_client
@@ -308,6 +309,24 @@ async def test_shared_application_audience_is_bound_to_the_token_owner(
         other = claims_for(casdoor, tenant, aud=["cli-app-org-someone-else"])
         with pytest.raises(InvalidToken):
             await verifier.verify(casdoor_signed(casdoor, other))
+    finally:
+        await verifier.aclose()
+
+
+async def test_per_tenant_application_audience_is_bound_to_the_token_owner(
+    casdoor: CasdoorServer, tenant: Tenant
+) -> None:
+    verifier = JwtVerifier(casdoor.url, casdoor.url, [], org_audiences=[ORG_CLI_APPLICATION])
+    try:
+        own = claims_for(casdoor, tenant, aud=[org_cli_application(tenant.organization)])
+        verified = await verifier.verify(casdoor_signed(casdoor, own))
+        assert verified.resolve.organization == tenant.organization
+        # another tenant's CLI application, and the bare template, are not this user's
+        for aud in (org_cli_application("someone-else"), ORG_CLI_APPLICATION):
+            with pytest.raises(InvalidToken):
+                await verifier.verify(
+                    casdoor_signed(casdoor, claims_for(casdoor, tenant, aud=[aud]))
+                )
     finally:
         await verifier.aclose()
 

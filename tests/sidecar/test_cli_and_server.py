@@ -61,7 +61,7 @@ def test_cli_and_server_round_trip(
 
     assert "+ create organization" in _ok(_cli(env, "tenants", "plan", str(path)))
     applied = json.loads(_ok(_cli(env, "tenants", "apply", str(path), "--json")))
-    assert len(applied["applied"]) == 18
+    assert len(applied["applied"]) == 20
     assert "no changes" in _ok(_cli(env, "tenants", "plan", str(path), "--exit-code"))
 
     created = json.loads(

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hanzo_contract.principal import Limits
+from hanzo_contract.signin import org_cli_application
 from iam_sidecar.errors import TenantFileError
 from iam_sidecar.tenants.desired import desired_objects, policy_of
 from iam_sidecar.tenants.loader import load_tenant_file, parse_tenant_text
@@ -35,8 +36,31 @@ def test_example_file_is_valid_and_yields_policy() -> None:
     assert policy.scopes_for_application("acme", "acme-indexer") == {"memory:write"}
     kinds = [d.kind for d in desired_objects(spec)]
     assert kinds.count("permission") == 7  # 5 distinct scopes in acme, 2 in globex
-    # two login apps; the indexer is our principal, never a Casdoor application (no secret)
-    assert kinds.count("application") == 2
+    # a login app and a CLI app per tenant; the indexer is our principal, never a Casdoor
+    # application (no secret)
+    assert kinds.count("application") == 4
+
+
+def test_each_tenant_gets_its_own_device_sign_in_application() -> None:
+    """The device page of a tenant's CLI app signs in to that tenant (hanzo_contract.signin);
+    its tokens live an hour (Casdoor's default of 0 would expire them as they are issued)."""
+    apps = {
+        d.name: d.fields
+        for d in desired_objects(load_tenant_file(EXAMPLE), "http://127.0.0.1:1/casdoor-static")
+        if d.kind == "application"
+    }
+    for org in ("acme", "globex"):
+        cli = apps[org_cli_application(org)]
+        assert cli["organization"] == org and cli["clientId"] == org_cli_application(org)
+        assert "urn:ietf:params:oauth:grant-type:device_code" in cli["grantTypes"]
+        assert cli["expireInHours"] >= 1
+        assert cli["logo"] == "http://127.0.0.1:1/casdoor-static/img/hanzo.svg"
+    assert "logo" not in next(d for d in desired_objects(load_tenant_file(EXAMPLE))).fields
+
+
+def test_organization_names_that_casdoor_reads_as_shared_app_suffixes_are_refused() -> None:
+    problems = _problems("version: 1\norganizations:\n  - name: a-org-b\n")
+    assert any("'-org-'" in error for _, _, error in problems)
 
 
 def test_schema_errors_name_line_and_field() -> None:

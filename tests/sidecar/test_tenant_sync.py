@@ -33,11 +33,12 @@ async def test_plan_apply_round_trip_is_idempotent(casdoor: CasdoorServer, tmp_p
         async with admin_client(casdoor) as client:
             first = await make_plan(client, spec)
             assert {c.action for c in first.changes} == {"create"}
-            assert len(first.writes) == 18  # no Casdoor application for the indexer
+            # a login and a CLI app per tenant; no Casdoor application for the indexer
+            assert len(first.writes) == 20
             assert f"+ create role {acme}/writer" in first.render()
 
             result = await apply_plan(client, spec, db=db, env=SEED_PASSWORDS)
-            assert len(result.applied) == 18
+            assert len(result.applied) == 20
             assert (await make_plan(client, spec)).is_noop
             again = await apply_plan(client, spec, db=db, env=SEED_PASSWORDS)
             assert again.applied == []
@@ -61,7 +62,7 @@ async def test_plan_apply_round_trip_is_idempotent(casdoor: CasdoorServer, tmp_p
             assert token["access_token"]
         rows = await db.fetch_all("SELECT action, COUNT(*) AS n FROM audit_log GROUP BY action")
         counts = {row["action"]: row["n"] for row in rows}
-        assert counts == {"sync.create": 18}
+        assert counts == {"sync.create": 20}
     finally:
         await db.close()
 
@@ -222,16 +223,16 @@ async def test_casdoor_failing_midway_says_how_far_it_got(
         casdoor.client_id,
         casdoor.client_secret,
         retries=1,
-        transport=_FailAfter(writes_allowed=5),
+        transport=_FailAfter(writes_allowed=7),
     )
     async with flaky:
         with pytest.raises(ApplyFailed) as info:
             await apply_plan(flaky, spec, env=SEED_PASSWORDS)
     details = info.value.details
-    assert len(details["applied"]) == 5
+    assert len(details["applied"]) == 7  # 2 organizations, 4 applications, acme's alice
     assert details["failed"] == "create user " + f"{names['acme']}/bob"
-    assert len(details["not_applied"]) == 18 - 6
-    assert "after 5 of 18 changes" in info.value.message
+    assert len(details["not_applied"]) == 20 - 8
+    assert "after 7 of 20 changes" in info.value.message
     async with admin_client(casdoor) as client:
         rest = await make_plan(client, spec)
         assert len(rest.writes) == 13  # exactly what was not applied

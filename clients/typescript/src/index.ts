@@ -21,6 +21,7 @@ export {
   randomToken,
   s256,
   sharedClientId,
+  orgCliClientId,
   signOut,
   startPkce,
 } from "./signin.js";

@@ -22,6 +22,15 @@ export function sharedClientId(clientId: string, organization: string): string {
   return `${clientId}-org-${organization}`;
 }
 
+/**
+ * The tenant's own CLI application, for the device-code grant: its device page signs users
+ * in to `organization` (the shared application's page would use `built-in`). Its name is
+ * its public client id (hanzo_contract/signin.py).
+ */
+export function orgCliClientId(organization: string): string {
+  return `${organization}_cli`;
+}
+
 export function base64url(bytes: Uint8Array): string {
   let binary = "";
   for (const byte of bytes) binary += String.fromCharCode(byte);
@@ -160,7 +169,7 @@ export async function exchangeCode(options: {
 
 export interface DeviceLoginOptions {
   casdoorUrl: string;
-  clientId: string;
+  /** the user's organization: the code is for its CLI application (`orgCliClientId`) */
   organization: string;
   /** show `user_code` and `verification_uri` to the user (may be async) */
   onUserCode: (start: DeviceAuthorization) => unknown;
@@ -178,7 +187,7 @@ export interface DeviceLoginOptions {
 export async function deviceLogin(options: DeviceLoginOptions): Promise<TokenResponse> {
   const fetchFn = options.fetch ?? defaultFetch;
   const casdoor = options.casdoorUrl.replace(/\/+$/, "");
-  const clientId = sharedClientId(options.clientId, options.organization);
+  const clientId = orgCliClientId(options.organization);
   const response = await fetchFn(`${casdoor}/api/device-auth`, {
     method: "POST",
     headers: { "Content-Type": "application/x-www-form-urlencoded", Accept: "application/json" },

@@ -6,6 +6,7 @@ import { describe, it } from "node:test";
 
 import {
   deviceLogin,
+  orgCliClientId,
   HanzoClient,
   HanzoError,
   mintDeviceKey,
@@ -225,7 +226,6 @@ describe("the TypeScript client against the running stack", { skip: SKIP }, () =
     const shown: DeviceAuthorization[] = [];
     const tokens = await deviceLogin({
       casdoorUrl: stack.casdoor,
-      clientId: stack.cliClientId,
       organization: stack.org,
       timeoutMs: 60_000,
       // what the user does on another device: sign in and enter the user code
@@ -235,7 +235,7 @@ describe("the TypeScript client against the running stack", { skip: SKIP }, () =
           method: "POST",
           headers: { "Content-Type": "application/json" },
           body: JSON.stringify({
-            application: `hanzo-cli-org-${stack.org}`,
+            application: orgCliClientId(stack.org),
             organization: stack.org,
             username: "bob",
             password: stack.password("ACME_BOB_PASSWORD"),

@@ -1,0 +1,181 @@
+"""Casdoor's own pages in Chromium, as the stack serves them.
+
+``hanzo login --device`` is finished where it says: the CLI runs as a user runs it (a
+process whose output we read); the printed page is the tenant's CLI application's
+(hanzo_contract.signin), so it signs the user in to their own organization, and a user of
+another tenant cannot finish that code. The sign-in, device and admin pages load nothing
+from the internet (casdoor/static/README.md) and show no guided tour.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import jwt
+from playwright.sync_api import Page, expect
+
+from hanzo_contract.signin import org_cli_application
+from tests.support.browser import OfflineLog, chromium, offline_page
+
+from .support import RunningStack
+
+PROMPT = re.compile(r"Open (\S+) and enter (\S+)")
+
+
+def sign_in_on(page: Page, url: str, user: str, password: str) -> None:
+    page.goto(url, wait_until="networkidle")
+    page.fill("input#input", user)
+    page.fill("input[type=password]", password)
+    page.click("button[type=submit]")
+
+
+def test_device_login_is_finished_on_the_printed_page(
+    running_stack: RunningStack, tmp_path: Path
+) -> None:
+    stack = running_stack
+    env = {
+        **os.environ,
+        "HANZO_STATE_DIR": stack.info.state_dir,
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "COLUMNS": "250",  # one line per message
+    }
+    argv = [sys.executable, "-m", "hanzo_stack", "login", "--device", "--org", "acme"]
+    proc = subprocess.Popen(
+        [*argv, "--timeout", "90"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        prompt = PROMPT.search(first)
+        assert prompt, first
+        url, code = prompt.groups()
+        assert url.startswith(stack.info.casdoor_url) and url.endswith(f"/device/{code}")
+        assert "organization acme" in proc.stdout.readline()
+        with chromium() as browser:
+            page = browser.new_page()
+            sign_in_on(page, url, "alice", stack.password("ACME_ALICE_PASSWORD"))
+            expect(page.get_by_text("Logged in successfully")).to_be_visible(timeout=15_000)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out
+    assert "signed in as acme/alice" in out
+    assert (tmp_path / "config" / "hanzo" / "credentials.json").exists()
+
+
+def test_another_tenants_user_cannot_finish_the_code(running_stack: RunningStack) -> None:
+    stack = running_stack
+    casdoor = stack.info.casdoor_url
+    client_id = org_cli_application("acme")
+    start = httpx.post(
+        f"{casdoor}/api/device-auth", data={"client_id": client_id, "scope": "openid"}
+    ).json()
+    with chromium() as browser:
+        page = browser.new_page()
+        sign_in_on(
+            page, start["verification_uri"], "carol", stack.password("GLOBEX_CAROL_PASSWORD")
+        )
+        expect(page.get_by_text("acme/carol doesn't exist")).to_be_visible(timeout=15_000)
+        expect(page.get_by_text("Logged in successfully")).to_have_count(0)
+    time.sleep(1)  # nothing in flight could still approve it
+    pending = httpx.post(
+        f"{casdoor}/api/login/oauth/access_token",
+        data={
+            "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+            "client_id": client_id,
+            "device_code": start["device_code"],
+        },
+    ).json()
+    assert pending.get("error") == "authorization_pending", pending
+
+
+def assert_all_local(log: OfflineLog) -> None:
+    assert log.blocked == [], log.blocked  # nothing asked of the internet
+    assert log.failed == [], log.failed
+    assert log.console_errors == [], log.console_errors
+
+
+def test_casdoor_pages_load_offline_without_tours(running_stack: RunningStack) -> None:
+    stack = running_stack
+    casdoor = stack.info.casdoor_url
+    secrets = stack.stack.casdoor.secrets
+    assert secrets is not None
+    start = httpx.post(
+        f"{casdoor}/api/device-auth", data={"client_id": org_cli_application("acme")}
+    ).json()
+    with chromium() as browser:
+        page, log = offline_page(browser)
+        page.goto(start["verification_uri"], wait_until="networkidle")
+        expect(page.locator("input[type=password]")).to_be_visible()
+        assert_all_local(log)
+
+        page, log = offline_page(browser)
+        page.goto(f"{casdoor}/login", wait_until="networkidle")
+        # the logo is ours, from the stack's nginx, and loaded
+        page.wait_for_function(
+            "gw => [...document.images].some(i => i.src.startsWith(gw) && i.naturalWidth > 0)",
+            arg=stack.gateway,
+            timeout=15_000,
+        )
+        page.fill("input#input", "admin")
+        page.fill("input[type=password]", secrets.builtin_admin_password.get_secret_value())
+        with page.expect_response("**/api/login"):
+            page.click("button[type=submit]")
+        page.wait_for_load_state("networkidle")
+        page.goto(f"{casdoor}/users", wait_until="networkidle")
+        expect(page.get_by_text("alice@acme.test")).to_be_visible(timeout=15_000)
+        page.wait_for_timeout(1_000)  # the tour opens once the list has rendered
+        assert page.locator(".ant-tour").count() == 0
+        broken = page.evaluate(
+            "[...document.images].filter(i => !i.complete || !i.naturalWidth).map(i => i.src)"
+        )
+        assert broken == [], broken
+        assert_all_local(log)
+
+
+def test_known_casdoor_flaw_device_approval_keeps_only_the_user_name(
+    running_stack: RunningStack,
+) -> None:
+    """Casdoor v1.1000.0: a device code approved by ``globex/alice`` is redeemed as
+    ``acme/alice`` (the approval keeps the name only; hanzo_client/README.md, "Known Casdoor
+    flaw"). Kept as a test so the day Casdoor fixes it this fails: then assert the refusal
+    and drop the README's warning."""
+    stack = running_stack
+    casdoor = stack.info.casdoor_url
+    admin = (stack.stack.casdoor.client_id, stack.stack.casdoor.client_secret)
+    password = "Other-alice-" + os.urandom(6).hex()
+    added = httpx.post(
+        f"{casdoor}/api/add-user",
+        auth=admin,
+        json={"owner": "globex", "name": "alice", "password": password, "type": "normal-user"},
+    ).json()
+    assert added["status"] == "ok", added
+    start = httpx.post(
+        f"{casdoor}/api/device-auth", data={"client_id": org_cli_application("acme")}
+    ).json()
+    approved = httpx.post(
+        f"{casdoor}/api/login",
+        json={
+            "application": org_cli_application("globex"), "organization": "globex",
+            "username": "alice", "password": password, "type": "device",
+            "userCode": start["user_code"],
+        },
+    ).json()  # fmt: skip
+    assert approved["status"] == "ok" and approved["data"] == "globex/alice", approved
+    token = httpx.post(
+        f"{casdoor}/api/login/oauth/access_token",
+        data={
+            "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+            "client_id": org_cli_application("acme"),
+            "device_code": start["device_code"],
+        },
+    ).json()["access_token"]
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert (claims["owner"], claims["name"]) == ("acme", "alice")
