@@ -10,7 +10,9 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.routing import Route
 
+from hanzo_contract.mcp_tools import MCP_PATH
 from memory_service.auth import (
     AssertionAuthenticator,
     Authenticator,
@@ -22,6 +24,7 @@ from memory_service.backends.factory import make_backend
 from memory_service.clock import Clock, now_us
 from memory_service.embeddings import Embedder, make_embedder
 from memory_service.errors import EXCEPTION_HANDLERS
+from memory_service.mcp.server import MCPEndpoint, build_mcp
 from memory_service.routes import ROUTES
 from memory_service.service import MemoryService
 from memory_service.settings import MemorySettings
@@ -52,6 +55,9 @@ def create_app(
             f"embedding_dim is {settings.embedding_dim}"
         )
     service = MemoryService(backend, embedder, settings, clock)
+    mcp = build_mcp(service)
+    mcp.streamable_http_app()  # creates the session manager the endpoint hands requests to
+    mcp_route = Route(MCP_PATH, MCPEndpoint(mcp.session_manager), methods=["GET", "POST", "DELETE"])
 
     async def maintain_forever() -> None:
         while True:
@@ -66,7 +72,8 @@ def create_app(
         await backend.open()
         task = asyncio.create_task(maintain_forever())
         try:
-            yield
+            async with mcp.session_manager.run():
+                yield
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -74,7 +81,7 @@ def create_app(
             await backend.close()
 
     app = Starlette(
-        routes=ROUTES,
+        routes=[*ROUTES, mcp_route],
         middleware=[
             Middleware(
                 AuthenticationMiddleware,
