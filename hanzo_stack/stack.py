@@ -134,7 +134,11 @@ class Stack:
                 "routes_file": str(REPO / "deploy" / "stack" / "routes.yaml"),
                 "quota_db_path": str(state / "quota.db"),
             },
-            "memory": {"backend": "sqlite", "data_dir": str(state / "memory")},
+            "memory": {
+                "backend": "sqlite",
+                "data_dir": str(state / "memory"),
+                "grpc_port": ports["memory_grpc"],
+            },
             "stack": {"gateway_url": f"http://{LOOPBACK}:{ports['nginx']}"},
         }
         path = self.layout.config_path
@@ -164,6 +168,8 @@ class Stack:
             "MEMORY": f"{LOOPBACK}:{ports['memory']}",
             "SIDECAR": f"{LOOPBACK}:{ports['sidecar']}",
             "INFERENCE": inference or f"unix:{prefix}/no-inference.sock:",
+            "GRPC_LISTEN": f"{LOOPBACK}:{ports['grpc']}",
+            "MEMORY_GRPC": f"{LOOPBACK}:{ports['memory_grpc']}",
         }
         for key, value in values.items():
             text = text.replace("{{" + key + "}}", value)
@@ -203,6 +209,8 @@ class Stack:
         self.casdoor.start()
         self.say(f"casdoor: healthy at {self.casdoor.url}")
         ports = {name: free_port() for name in SERVICES}
+        # gRPC: the memory service's own listener and nginx's http2 listener in front of it
+        ports |= {"memory_grpc": free_port(), "grpc": free_port()}
         self._write_config(ports, tenant_file)
         sidecar_env = self._env(tenant_file)
         for name, argv in (

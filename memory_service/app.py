@@ -71,10 +71,19 @@ def create_app(
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await backend.open()
         task = asyncio.create_task(maintain_forever())
+        grpc_server = None
         try:
+            if settings.grpc_port is not None:  # grpcio only when asked for (the grpc extra)
+                from memory_service.grpc.server import start_grpc_server
+
+                grpc_server = await start_grpc_server(
+                    service, authenticator, settings.grpc_host, settings.grpc_port
+                )
             async with mcp.session_manager.run():
                 yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(grace=2.0)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
