@@ -26,7 +26,11 @@ from mcp.types import CallToolResult
 
 from hanzo_client import HanzoClient
 from hanzo_client.credentials import Credentials
+from hanzo_contract.assertion import AssertionSigner, generate_keypair
+from hanzo_contract.headers import ASSERTION
 from hanzo_contract.mcp_tools import TOOL_PERMISSIONS
+from hanzo_contract.principal import Principal
+from memory_service.auth import READ
 from tests.e2e.support import RunningStack, pkce_login
 
 
@@ -199,3 +203,37 @@ async def test_http_endpoint_refuses_without_a_valid_key(
             )
             assert r.status_code == 401
             assert r.json()["error"]["code"]
+
+
+async def test_memory_port_trusts_only_the_gateways_assertion(
+    running_stack: RunningStack, keys: Keys
+) -> None:
+    """Straight at the memory service (no nginx, no plugin): /v1/mcp answers 401 with the
+    JSON error body without a valid signed assertion, and each tool checks its own
+    permission against the assertion's scopes."""
+    memory = f"http://127.0.0.1:{running_stack.info.ports['memory']}/v1/mcp"
+    signer = AssertionSigner((Path(running_stack.info.state_dir) / "assertion.key").read_bytes())
+    stranger = AssertionSigner(generate_keypair()[0])
+    alice_read = Principal(organization="acme", subject="acme/alice", scopes=frozenset({READ}))
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    accept = {"Accept": "application/json, text/event-stream"}
+    async with httpx.AsyncClient(timeout=30) as http:
+        for headers in (
+            {},
+            {"X-Org-Id": "acme", "X-User-Id": "alice", "X-Scopes": READ},  # bare: ignored
+            {ASSERTION: stranger.sign(alice_read)},  # not the gateway's key
+        ):
+            r = await http.post(memory, json=body, headers=accept | headers)
+            assert r.status_code == 401, r.text
+            assert r.json()["error"]["code"] in {"unauthenticated", "invalid_assertion"}
+
+    headers = {ASSERTION: signer.sign(alice_read)}
+    async with (
+        httpx.AsyncClient(headers=headers, timeout=30) as http,
+        streamable_http_client(memory, http_client=http) as (read, write, _),
+        _session(read, write) as mcp,
+    ):
+        refused = _error(await mcp.call_tool("memory_store", {"content": "no"}))
+        assert "memory:write" in refused
+        listed = _data(await mcp.call_tool("memory_list", {"limit": 5}))
+        assert isinstance(listed["memories"], list)
