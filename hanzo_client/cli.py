@@ -33,6 +33,8 @@ memory_cli = typer.Typer(
     help="Store, search, list and move memories through the gateway.", no_args_is_help=True
 )
 
+mcp_cli = typer.Typer()
+
 DEFAULT_SCOPES = ["memory:read", "memory:write", "memory:delete"]
 #: lines per import request (the service's batch limit applies inside one request)
 IMPORT_CHUNK = 500
@@ -197,7 +199,7 @@ def logout() -> None:
 # -- memory ------------------------------------------------------------------------------
 
 
-def _client() -> HanzoClient:
+def _key_and_gateway() -> tuple[str, str]:
     key, url = os.environ.get("HANZO_API_KEY"), os.environ.get("HANZO_GATEWAY_URL")
     if not (key and url):
         creds = Credentials.load()
@@ -209,7 +211,25 @@ def _client() -> HanzoClient:
         if moved:
             err.print(moved, markup=False, highlight=False)
         key, url = creds.key.get_secret_value(), creds.gateway_url
+    return key, url
+
+
+def _client() -> HanzoClient:
+    key, url = _key_and_gateway()
     return HanzoClient(url, key)
+
+
+@mcp_cli.command("mcp")
+def mcp_stdio() -> None:
+    """Serve the memory tools over MCP on stdio for a local assistant, with the key from
+    `hanzo login` (or HANZO_API_KEY and HANZO_GATEWAY_URL)."""
+    try:
+        from hanzo_client.mcp_stdio import build_stdio_server
+    except ImportError:
+        typer.echo("`hanzo mcp` needs the mcp extra: pip install 'hanzo-unified[mcp]'", err=True)
+        raise typer.Exit(1) from None
+    key, url = _key_and_gateway()
+    build_stdio_server(url, key).run("stdio")
 
 
 def _run(fn: Callable[[HanzoClient], Any]) -> Any:

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from gateway_plugins.cli import cli as gateway_cli
-from hanzo_client.cli import login_cli, memory_cli
+from hanzo_client.cli import login_cli, mcp_cli, memory_cli
 from hanzo_contract.settings import default_state_dir
 from hanzo_stack.casdoor.install import CASDOOR_VERSION, CasdoorInstallError, install_casdoor
 from hanzo_stack.casdoor.server import CasdoorServer
@@ -31,6 +31,7 @@ app.add_typer(memory_service_cli, name="memory-service")
 app.add_typer(inference_cli, name="inference")
 app.add_typer(memory_cli, name="memory")
 app.registered_commands += login_cli.registered_commands
+app.registered_commands += mcp_cli.registered_commands
 
 StateDir = typer.Option(
     None,

@@ -32,7 +32,7 @@ from hanzo_contract.assertion import ensure_keypair
 from hanzo_contract.settings import ensure_secret, write_private
 from hanzo_stack.casdoor.server import CasdoorServer
 from hanzo_stack.casdoor.ui import casdoor_ui_dir
-from hanzo_stack.ports import StackPorts
+from hanzo_stack.ports import HOSTED_BY, StackPorts
 from hanzo_stack.process import (
     LOOPBACK,
     PRIVATE_UMASK,
@@ -215,7 +215,11 @@ class Stack:
                 "quota_db_path": str(state / "quota.db"),
                 "charge_token": charge_token,
             },
-            "memory": {"backend": "sqlite", "data_dir": str(state / "memory")},
+            "memory": {
+                "backend": "sqlite",
+                "data_dir": str(state / "memory"),
+                "grpc_port": ports["memory_grpc"],
+            },
             # the inference gateway: the memory service's own model for embeddings (one
             # model per deployment), chat upstreams as given; tokens charged to the plugin
             "inference": {
@@ -281,6 +285,8 @@ class Stack:
             "MEMORY": f"{LOOPBACK}:{ports['memory']}",
             "SIDECAR": f"{LOOPBACK}:{ports['sidecar']}",
             "INFERENCE": inference or f"{LOOPBACK}:{ports['inference']}",
+            "GRPC_LISTEN": f"{LOOPBACK}:{ports['nginx_grpc']}",
+            "MEMORY_GRPC": f"{LOOPBACK}:{ports['memory_grpc']}",
         }
         for key, value in values.items():
             text = text.replace("{{" + key + "}}", value)
@@ -297,8 +303,16 @@ class Stack:
         casdoor = self.casdoor
         tenant_file = Path(spec.tenant_file)
 
+        def hosted(name: str) -> tuple[int, ...]:
+            """The ports ``name`` listens on besides its own (its gRPC listener)."""
+            return tuple(ports[port] for port, host in HOSTED_BY.items() if host == name)
+
+        def listening(numbers: tuple[int, ...]) -> bool:
+            return all(tcp_open(port) for port in numbers)
+
         def python_part(name: str, argv: list[str], env: dict[str, str]) -> Part:
             url = f"http://{LOOPBACK}:{ports[name]}"
+            also = hosted(name)
             return Part(
                 held=lambda: self.held(name),
                 name=name,
@@ -308,9 +322,10 @@ class Stack:
                 spawn=lambda: ManagedProcess(
                     name, argv, log_path=layout.logs_dir / f"{name}.log", env=env
                 ).start(),
-                ready=lambda: http_ok(f"{url}/healthz"),
+                ready=lambda: http_ok(f"{url}/healthz") and listening(also),
                 marker=" ".join(argv[3:]),
                 needs=("casdoor",) if name == "sidecar" else (),
+                also_ports=also,
             )
 
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -360,9 +375,10 @@ class Stack:
                 url=f"http://{LOOPBACK}:{ports['nginx']}",
                 pid_path=layout.pid_path("nginx"),
                 spawn=spawn_nginx,
-                ready=lambda: tcp_open(ports["nginx"]),
+                ready=lambda: listening((ports["nginx"], *hosted("nginx"))),
                 marker=str(conf),
                 held=lambda: self.held("nginx"),
+                also_ports=hosted("nginx"),
             ),
         ]
 
@@ -631,6 +647,8 @@ class Stack:
             if name in ports:  # a stack started before this part existed
                 health[name] = http_ok(f"http://{LOOPBACK}:{ports[name]}/healthz")
         health["nginx"] = tcp_open(ports["nginx"])
+        for name in HOSTED_BY:  # the gRPC listeners
+            health[name] = tcp_open(ports[name])
         return health
 
     def report(self) -> dict[str, object]:
@@ -640,7 +658,8 @@ class Stack:
         sup = self.supervisor_status()
         parts: dict[str, dict[str, object]] = {}
         for name, port in self.ports.ports.items():
-            seen = sup.parts.get(name) if sup else None
+            # a gRPC listener shows the process that holds it (its pid, state, restarts)
+            seen = sup.parts.get(HOSTED_BY.get(name, name)) if sup else None
             parts[name] = {
                 "healthy": health.get(name, False),
                 "url": f"http://{LOOPBACK}:{port}",

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 
 from hanzo_client.login import PkceLogin
+from hanzo_contract.headers import ASSERTION
 from hanzo_stack.servers import EchoUpstream
 from hanzo_stack.stack import Stack, StackInfo
 
@@ -71,3 +72,19 @@ def headless_browser(casdoor_url: str, org: str, user: str, password: str):
 def pkce_login(stack: RunningStack, org: str, user: str, password: str) -> dict[str, Any]:
     flow = PkceLogin(stack.info.casdoor_url, f"{stack.cli_client_id}-org-{org}")
     return flow.run(headless_browser(stack.info.casdoor_url, org, user, password), timeout=20)
+
+
+def gateway_assertion(stack: RunningStack, key: str, method: str, path: str) -> str:
+    """The identity assertion the stack's gateway obtains for ``method path`` with ``key``:
+    nginx's auth subrequest, made straight to the plugin (as if captured in transit)."""
+    reply = httpx.get(
+        f"http://127.0.0.1:{stack.info.ports['gateway']}/auth/nginx",
+        headers={
+            "X-Original-Method": method,
+            "X-Original-URI": path,
+            "Authorization": f"Bearer {key}",
+        },
+        timeout=30,
+    )
+    assert reply.status_code == 200, reply.headers.get("x-hanzo-error")
+    return reply.headers[ASSERTION]
