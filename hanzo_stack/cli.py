@@ -177,9 +177,11 @@ def up(
         typer.echo(f"hanzo up failed: {exc}", err=True)
         raise typer.Exit(1) from None
     gw = info.gateway_url
+    grpc_target = f"{gw.removeprefix('http://').rsplit(':', 1)[0]}:{info.ports['nginx_grpc']}"
     typer.echo(f"""
 all healthy.
-  gateway (nginx):   {gw}
+  gateway (nginx):   {gw}   (MCP: {gw}/v1/mcp)
+  gRPC (nginx):      {grpc_target}   (hanzo.memory.v1, the same keys)
   casdoor:           {info.casdoor_url}   (admin UI: sign in as built-in/admin)
   admin credentials: {stack.casdoor.state.secrets_path} (0600)
   logs:              {info.logs_dir}
@@ -221,7 +223,7 @@ def status(
     else:
         for name, part in report["parts"].items():  # type: ignore[union-attr]
             state = "healthy" if part["healthy"] else "DOWN"
-            typer.echo(f"{name:8} {state:8} {part['url']}  restarts={part['restarts']}")
+            typer.echo(f"{name:11} {state:8} {part['url']}  restarts={part['restarts']}")
         sup = report["supervisor_pid"]
         typer.echo(f"supervisor {'pid ' + str(sup) if sup else 'not running'}")
     if not report["healthy"]:

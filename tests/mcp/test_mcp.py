@@ -7,6 +7,7 @@ permissions whichever way an assistant connects.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -281,7 +282,8 @@ async def test_a_captured_mcp_assertion_is_refused_on_any_other_method_or_path(
             ("POST", "/v1/memory/store", {"memories": [{"content": "planted"}]}),
             ("GET", "/v1/memory/retrieve", None),
         ):
-            r = await http.request(method, f"{memory}{path}", json=payload, headers=accept)
+            async with asyncio.timeout(30):  # an accepted GET would stream without end
+                r = await http.request(method, f"{memory}{path}", json=payload, headers=accept)
             assert r.status_code == 401, (method, path, r.text)
             assert r.json()["error"]["code"] == "invalid_assertion"
     target = f"127.0.0.1:{running_stack.info.ports['memory_grpc']}"
