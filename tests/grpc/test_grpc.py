@@ -11,7 +11,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -20,7 +19,6 @@ import pytest
 import yaml
 from google.protobuf.struct_pb2 import Struct
 
-from hanzo_client import HanzoClient
 from hanzo_contract.assertion import (
     MEMORY_AUDIENCE,
     SIDECAR_AUDIENCE,
@@ -33,7 +31,8 @@ from memory_service.auth import READ, WRITE
 from memory_service.grpc import memory_pb2 as pb
 from memory_service.grpc import memory_pb2_grpc as pb_grpc
 from memory_service.grpc.server import PERMISSIONS, SERVICE, method_path
-from tests.e2e.support import RunningStack, gateway_assertion, pkce_login
+from tests.e2e.support import MemoryKeys as Keys
+from tests.e2e.support import RunningStack, gateway_assertion
 
 REPO = Path(__file__).resolve().parents[2]
 ROUTE_TABLES = [
@@ -42,28 +41,9 @@ ROUTE_TABLES = [
 ]
 
 
-@dataclass(frozen=True)
-class Keys:
-    alice: str  # acme/alice: memory:read, memory:write, memory:delete
-    alice_read_only: str  # acme/alice: memory:read
-    carol: str  # globex/carol: memory:read, memory:write (her roles grant no delete)
-
-
-def _mint(stack: RunningStack, org: str, user: str, pw_env: str, scopes: list[str]) -> str:
-    tokens = pkce_login(stack, org, user, stack.password(pw_env))
-    with HanzoClient(stack.gateway, tokens["access_token"]) as client:
-        return client.create_key(f"grpc-{uuid.uuid4().hex[:6]}", scopes)["key"]
-
-
 @pytest.fixture(scope="module")
 def keys(running_stack: RunningStack) -> Keys:
-    rwd = ["memory:read", "memory:write", "memory:delete"]
-    alice = ("acme", "alice", "ACME_ALICE_PASSWORD")
-    return Keys(
-        alice=_mint(running_stack, *alice, rwd),
-        alice_read_only=_mint(running_stack, *alice, ["memory:read"]),
-        carol=_mint(running_stack, "globex", "carol", "GLOBEX_CAROL_PASSWORD", rwd[:2]),
-    )
+    return Keys.mint(running_stack, "grpc")
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
 
-from hanzo_client import HanzoClient
 from hanzo_client.credentials import Credentials
 from hanzo_contract.assertion import (
     MEMORY_AUDIENCE,
@@ -40,39 +38,14 @@ from hanzo_contract.principal import Principal
 from memory_service.auth import READ
 from memory_service.grpc import memory_pb2 as pb
 from memory_service.grpc import memory_pb2_grpc as pb_grpc
-from tests.e2e.support import RunningStack, gateway_assertion, pkce_login
+from tests.e2e.support import MemoryKeys as Keys
+from tests.e2e.support import RunningStack, gateway_assertion
 from tests.support.assertions import bind_assertion, placeholder
-
-
-@dataclass(frozen=True)
-class Keys:
-    alice: str  # acme/alice: memory:read, memory:write, memory:delete
-    alice_read_only: str  # acme/alice: memory:read
-    carol: str  # globex/carol: memory:read, memory:write
-
-
-def _mint(stack: RunningStack, org: str, user: str, pw_env: str, scopes: list[str]) -> str:
-    tokens = pkce_login(stack, org, user, stack.password(pw_env))
-    with HanzoClient(stack.gateway, tokens["access_token"]) as client:
-        return client.create_key(f"mcp-{uuid.uuid4().hex[:6]}", scopes)["key"]
 
 
 @pytest.fixture(scope="module")
 def keys(running_stack: RunningStack) -> Keys:
-    rwd = ["memory:read", "memory:write", "memory:delete"]
-    return Keys(
-        alice=_mint(running_stack, "acme", "alice", "ACME_ALICE_PASSWORD", rwd),
-        alice_read_only=_mint(
-            running_stack, "acme", "alice", "ACME_ALICE_PASSWORD", ["memory:read"]
-        ),
-        carol=_mint(
-            running_stack,
-            "globex",
-            "carol",
-            "GLOBEX_CAROL_PASSWORD",
-            ["memory:read", "memory:write"],
-        ),
-    )
+    return Keys.mint(running_stack, "mcp")
 
 
 HANZO = Path(sys.executable).parent / "hanzo"
