@@ -1,9 +1,10 @@
 """``hanzo up|down|status``: the whole stack on embedded defaults and loopback ports.
 
 Casdoor (installed if missing), the IAM sidecar, the forward-auth plugin service, the
-memory service and an nginx gateway routing ``/v1/memory/*`` and ``/v1/keys*`` through the
-plugin. ``up`` writes the configuration and hands the parts to a detached ``hanzo
-supervise`` daemon (:mod:`hanzo_stack.supervisor`), which restarts any part that exits.
+memory service and an nginx gateway routing ``/v1/memory/*``, ``/v1/mcp`` and ``/v1/keys*``
+through the plugin, and the memory service's gRPC API on a second (HTTP/2) listener. ``up``
+writes the configuration and hands the parts to a detached ``hanzo supervise`` daemon
+(:mod:`hanzo_stack.supervisor`), which restarts any part that exits.
 Ports and Casdoor's issuer are chosen once (:mod:`hanzo_stack.ports`), so ``up`` on a
 running or half-running stack repairs it in place: same ports, URLs, secrets and demo key.
 Every process has a pid file and a log under the state dir, so ``down`` and ``status``
