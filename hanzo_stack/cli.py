@@ -223,7 +223,7 @@ def status(
     else:
         for name, part in report["parts"].items():  # type: ignore[union-attr]
             state = "healthy" if part["healthy"] else "DOWN"
-            typer.echo(f"{name:11} {state:8} {part['url']}  restarts={part['restarts']}")
+            typer.echo(f"{name:8} {state:8} {part['url']}  restarts={part['restarts']}")
         sup = report["supervisor_pid"]
         typer.echo(f"supervisor {'pid ' + str(sup) if sup else 'not running'}")
     if not report["healthy"]:
