@@ -35,6 +35,8 @@ memory_cli = typer.Typer(
     help="Store, search, list and move memories through the gateway.", no_args_is_help=True
 )
 
+mcp_cli = typer.Typer()
+
 DEFAULT_SCOPES = ["memory:read", "memory:write", "memory:delete"]
 #: lines per import request (the service's batch limit applies inside one request)
 IMPORT_CHUNK = 500
@@ -200,15 +202,15 @@ def logout() -> None:
 # -- memory ------------------------------------------------------------------------------
 
 
-def _client(server: str | None = None, token: str | None = None) -> HanzoClient:
+def _gateway_and_credential(server: str | None = None, token: str | None = None) -> tuple[str, str]:
     """The gateway and credential to call: ``server``/``token`` as given (``hanzo keys
     --server/--token``), else ``HANZO_GATEWAY_URL``/``HANZO_API_KEY``, else the saved
     credentials. The saved key is sent only to the gateway it was saved for."""
     if server and token:
-        return HanzoClient(server, token)
+        return server, token
     key, url = os.environ.get("HANZO_API_KEY"), os.environ.get("HANZO_GATEWAY_URL")
     if not (server or token) and key and url:
-        return HanzoClient(url, key)
+        return url, key
     creds = Credentials.load()
     if creds is None:
         raise _fail(
@@ -223,7 +225,24 @@ def _client(server: str | None = None, token: str | None = None) -> HanzoClient:
             f"the saved credentials are for {creds.gateway_url}, not {server}: "
             "give --token (an access token or key for that server), or `hanzo login --server`"
         )
-    return HanzoClient(creds.gateway_url, token or creds.key.get_secret_value())
+    return creds.gateway_url, token or creds.key.get_secret_value()
+
+
+def _client(server: str | None = None, token: str | None = None) -> HanzoClient:
+    return HanzoClient(*_gateway_and_credential(server, token))
+
+
+@mcp_cli.command("mcp")
+def mcp_stdio() -> None:
+    """Serve the memory tools over MCP on stdio for a local assistant, with the key from
+    `hanzo login` (or HANZO_API_KEY and HANZO_GATEWAY_URL)."""
+    try:
+        from hanzo_client.mcp_stdio import build_stdio_server
+    except ImportError:
+        typer.echo("`hanzo mcp` needs the mcp extra: pip install 'hanzo-unified[mcp]'", err=True)
+        raise typer.Exit(1) from None
+    url, key = _gateway_and_credential()
+    build_stdio_server(url, key).run("stdio")
 
 
 @contextlib.contextmanager

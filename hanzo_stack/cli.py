@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from gateway_plugins.cli import cli as gateway_cli
-from hanzo_client.cli import login_cli, memory_cli, session
+from hanzo_client.cli import login_cli, mcp_cli, memory_cli, session
 from hanzo_contract.settings import default_state_dir
 from hanzo_stack.casdoor.install import CASDOOR_VERSION, CasdoorInstallError, install_casdoor
 from hanzo_stack.casdoor.server import CasdoorServer
@@ -36,6 +36,7 @@ app.add_typer(memory_service_cli, name="memory-service")
 app.add_typer(inference_cli, name="inference")
 app.add_typer(memory_cli, name="memory")
 app.registered_commands += login_cli.registered_commands
+app.registered_commands += mcp_cli.registered_commands
 
 StateDir = typer.Option(
     None,
@@ -182,9 +183,11 @@ def up(
         raise typer.Exit(1) from None
     gw = info.gateway_url
     hanzo = hanzo_command()
+    grpc_target = f"{gw.removeprefix('http://').rsplit(':', 1)[0]}:{info.ports['nginx_grpc']}"
     typer.echo(f"""
 all healthy.
-  gateway (nginx):   {gw}
+  gateway (nginx):   {gw}   (MCP: {gw}/v1/mcp)
+  gRPC (nginx):      {grpc_target}   (hanzo.memory.v1, the same keys)
   casdoor:           {info.casdoor_url}   (admin UI: sign in as built-in/admin)
   admin credentials: {stack.casdoor.state.secrets_path} (0600)
   logs:              {info.logs_dir}

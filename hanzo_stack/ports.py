@@ -16,7 +16,13 @@ from pydantic import BaseModel, Field
 
 from hanzo_stack.process import LOOPBACK, free_port
 
-PARTS = ("casdoor", "sidecar", "gateway", "memory", "inference", "nginx")
+#: every port the stack keeps: one per part, plus the gRPC listeners of :data:`HOSTED_BY`
+PARTS = (
+    "casdoor", "sidecar", "gateway", "memory", "inference", "nginx", "memory_grpc", "nginx_grpc",
+)  # fmt: skip
+#: a port that is not a part of its own -> the part whose process listens on it (the memory
+#: service's gRPC server; nginx's HTTP/2 listener in front of it)
+HOSTED_BY = {"memory_grpc": "memory", "nginx_grpc": "nginx"}
 
 
 class StackPorts(BaseModel):

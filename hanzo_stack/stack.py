@@ -1,9 +1,10 @@
 """``hanzo up|down|status``: the whole stack on embedded defaults and loopback ports.
 
 Casdoor (installed if missing), the IAM sidecar, the forward-auth plugin service, the
-memory service and an nginx gateway routing ``/v1/memory/*`` and ``/v1/keys*`` through the
-plugin. ``up`` writes the configuration and hands the parts to a detached ``hanzo
-supervise`` daemon (:mod:`hanzo_stack.supervisor`), which restarts any part that exits.
+memory service and an nginx gateway routing ``/v1/memory/*``, ``/v1/mcp`` and ``/v1/keys*``
+through the plugin, and the memory service's gRPC API on a second (HTTP/2) listener. ``up``
+writes the configuration and hands the parts to a detached ``hanzo supervise`` daemon
+(:mod:`hanzo_stack.supervisor`), which restarts any part that exits.
 Ports and Casdoor's issuer are chosen once (:mod:`hanzo_stack.ports`), so ``up`` on a
 running or half-running stack repairs it in place: same ports, URLs, secrets and demo key.
 Every process has a pid file and a log under the state dir, so ``down`` and ``status``
@@ -34,7 +35,7 @@ from hanzo_contract.signin import ORG_CLI_APPLICATION
 from hanzo_stack.casdoor.server import CasdoorServer
 from hanzo_stack.casdoor.state import CASDOOR_STATIC_DIR
 from hanzo_stack.casdoor.ui import casdoor_ui_dir, localize_ui
-from hanzo_stack.ports import StackPorts
+from hanzo_stack.ports import HOSTED_BY, StackPorts
 from hanzo_stack.process import (
     LOOPBACK,
     PRIVATE_UMASK,
@@ -221,7 +222,11 @@ class Stack:
                 "quota_db_path": str(state / "quota.db"),
                 "charge_token": charge_token,
             },
-            "memory": {"backend": "sqlite", "data_dir": str(state / "memory")},
+            "memory": {
+                "backend": "sqlite",
+                "data_dir": str(state / "memory"),
+                "grpc_port": ports["memory_grpc"],
+            },
             # the inference gateway: the memory service's own model for embeddings (one
             # model per deployment), chat upstreams as given; tokens charged to the plugin
             "inference": {
@@ -288,6 +293,8 @@ class Stack:
             "SIDECAR": f"{LOOPBACK}:{ports['sidecar']}",
             "INFERENCE": inference or f"{LOOPBACK}:{ports['inference']}",
             "CASDOOR_STATIC": str(CASDOOR_STATIC_DIR),
+            "GRPC_LISTEN": f"{LOOPBACK}:{ports['nginx_grpc']}",
+            "MEMORY_GRPC": f"{LOOPBACK}:{ports['memory_grpc']}",
         }
         for key, value in values.items():
             text = text.replace("{{" + key + "}}", value)
@@ -304,8 +311,16 @@ class Stack:
         casdoor = self.casdoor
         tenant_file = Path(spec.tenant_file)
 
+        def hosted(name: str) -> tuple[int, ...]:
+            """The ports ``name`` listens on besides its own (its gRPC listener)."""
+            return tuple(ports[port] for port, host in HOSTED_BY.items() if host == name)
+
+        def listening(numbers: tuple[int, ...]) -> bool:
+            return all(tcp_open(port) for port in numbers)
+
         def python_part(name: str, argv: list[str], env: dict[str, str]) -> Part:
             url = f"http://{LOOPBACK}:{ports[name]}"
+            also = hosted(name)
             return Part(
                 held=lambda: self.held(name),
                 name=name,
@@ -315,9 +330,10 @@ class Stack:
                 spawn=lambda: ManagedProcess(
                     name, argv, log_path=layout.logs_dir / f"{name}.log", env=env
                 ).start(),
-                ready=lambda: http_ok(f"{url}/healthz"),
+                ready=lambda: http_ok(f"{url}/healthz") and listening(also),
                 marker=" ".join(argv[3:]),
                 needs=("casdoor",) if name == "sidecar" else (),
+                also_ports=also,
             )
 
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -367,9 +383,10 @@ class Stack:
                 url=f"http://{LOOPBACK}:{ports['nginx']}",
                 pid_path=layout.pid_path("nginx"),
                 spawn=spawn_nginx,
-                ready=lambda: tcp_open(ports["nginx"]),
+                ready=lambda: listening((ports["nginx"], *hosted("nginx"))),
                 marker=str(conf),
                 held=lambda: self.held("nginx"),
+                also_ports=hosted("nginx"),
             ),
         ]
 
@@ -640,6 +657,8 @@ class Stack:
             if name in ports:  # a stack started before this part existed
                 health[name] = http_ok(f"http://{LOOPBACK}:{ports[name]}/healthz")
         health["nginx"] = tcp_open(ports["nginx"])
+        for name in HOSTED_BY:  # the gRPC listeners
+            health[name] = tcp_open(ports[name])
         return health
 
     def report(self) -> dict[str, object]:
@@ -649,7 +668,8 @@ class Stack:
         sup = self.supervisor_status()
         parts: dict[str, dict[str, object]] = {}
         for name, port in self.ports.ports.items():
-            seen = sup.parts.get(name) if sup else None
+            # a gRPC listener shows the process that holds it (its pid, state, restarts)
+            seen = sup.parts.get(HOSTED_BY.get(name, name)) if sup else None
             parts[name] = {
                 "healthy": health.get(name, False),
                 "url": f"http://{LOOPBACK}:{port}",

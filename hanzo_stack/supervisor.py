@@ -77,6 +77,9 @@ class Part:
     #: while true the part is not restarted (a fault test holding it down; ``hanzo``
     #: operators stopping one part on purpose)
     held: Callable[[], bool] = lambda: False
+    #: more ports the part listens on (the memory service's gRPC server, nginx's gRPC
+    #: listener): fixed like ``port``, so one held by another process stops the start too
+    also_ports: tuple[int, ...] = ()
 
 
 @dataclass
@@ -137,9 +140,10 @@ class Supervisor:
         part = run.part
         if not all(self.runs[name].state == "running" for name in part.needs):
             return
-        if tcp_open(part.port):
-            self._failed(run, f"port {part.port} is held by another process")
-            return
+        for port in (part.port, *part.also_ports):
+            if tcp_open(port):
+                self._failed(run, f"port {port} is held by another process")
+                return
         try:
             run.process = part.spawn()
         except Exception as exc:

@@ -10,7 +10,9 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.routing import Route
 
+from hanzo_contract.mcp_tools import MCP_PATH
 from memory_service.auth import (
     AssertionAuthenticator,
     Authenticator,
@@ -23,6 +25,7 @@ from memory_service.backends.sealed import SealedBackend
 from memory_service.clock import Clock, now_us
 from memory_service.embeddings import Embedder, make_embedder
 from memory_service.errors import EXCEPTION_HANDLERS
+from memory_service.mcp.server import MCPEndpoint, build_mcp
 from memory_service.routes import ROUTES
 from memory_service.sealing import keyring_from_file
 from memory_service.service import MemoryService
@@ -57,6 +60,9 @@ def create_app(
             f"embedding_dim is {settings.embedding_dim}"
         )
     service = MemoryService(backend, embedder, settings, clock)
+    mcp = build_mcp(service)
+    mcp.streamable_http_app()  # creates the session manager the endpoint hands requests to
+    mcp_route = Route(MCP_PATH, MCPEndpoint(mcp.session_manager), methods=["GET", "POST", "DELETE"])
 
     async def maintain_forever() -> None:
         while True:
@@ -70,16 +76,26 @@ def create_app(
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await backend.open()
         task = asyncio.create_task(maintain_forever())
+        grpc_server = None
         try:
-            yield
+            if settings.grpc_port is not None:  # grpcio only when asked for (the grpc extra)
+                from memory_service.grpc.server import start_grpc_server
+
+                grpc_server = await start_grpc_server(
+                    service, authenticator, settings.grpc_host, settings.grpc_port
+                )
+            async with mcp.session_manager.run():
+                yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(grace=2.0)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await backend.close()
 
     app = Starlette(
-        routes=ROUTES,
+        routes=[*ROUTES, mcp_route],
         middleware=[
             Middleware(
                 AuthenticationMiddleware,

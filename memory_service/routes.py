@@ -13,12 +13,6 @@ from starlette.routing import Route
 from hanzo_contract.openapi import MEMORY_OPENAPI_PATH, Operation, operation
 from memory_service.auth import DELETE, READ, WRITE, principal_of, requires
 from memory_service.body import import_lines, parse_json, read_limited, read_model, validate
-from memory_service.bounds import (
-    MAX_BODY_DEPTH,
-    MAX_METADATA_BYTES,
-    MAX_METADATA_DEPTH,
-    MAX_METADATA_KEYS,
-)
 from memory_service.cursor import decode_cursor, encode_cursor
 from memory_service.erasure import ERASE_PATH, ErasureReceipt, ErasureRequest, erase
 from memory_service.models import (
@@ -175,24 +169,7 @@ async def erase_memories(request: Request) -> Response:
 )
 @requires()
 async def capabilities(request: Request) -> Response:
-    svc = _svc(request)
-    s = svc.settings
-    caps = Capabilities(
-        backend=svc.backend.name,
-        search_modes=["vector", "keyword", "hybrid"],
-        embedding={"model": svc.embedder.model, "dimensions": svc.embedder.dim},
-        limits={
-            "max_body_bytes": s.max_body_bytes, "max_import_bytes": s.max_import_bytes,
-            "max_batch": s.max_batch, "max_content_chars": s.max_content_chars,
-            "max_top_k": s.max_top_k, "tenant_max_memories": s.tenant_max_memories,
-            "tenant_max_bytes": s.tenant_max_bytes, "max_body_depth": MAX_BODY_DEPTH,
-            "max_metadata_depth": MAX_METADATA_DEPTH, "max_metadata_keys": MAX_METADATA_KEYS,
-            "max_metadata_bytes": MAX_METADATA_BYTES,
-        },
-        features=["batch_store", "dedup", "upsert", "ttl", "update", "filters", "cursor_pagination",
-                  "client_embeddings", "export_jsonl", "import_jsonl", "org_shared_memories"],
-    )  # fmt: skip
-    return _json(caps)
+    return _json(_svc(request).capabilities())
 
 
 @operation(

@@ -15,10 +15,17 @@ import numpy as np
 from hanzo_contract.principal import Principal
 from memory_service.backends.base import NEVER, SHARED, MemoryBackend, Query, Record
 from memory_service.backends.sealed import SealedBackend
+from memory_service.bounds import (
+    MAX_BODY_DEPTH,
+    MAX_METADATA_BYTES,
+    MAX_METADATA_DEPTH,
+    MAX_METADATA_KEYS,
+)
 from memory_service.clock import Clock, expiry_from_us, from_us, now_us, to_us
 from memory_service.embeddings.base import Embedder, EmbeddingError, normalize
 from memory_service.errors import ApiError, not_found
 from memory_service.models import (
+    Capabilities,
     Filters,
     ImportLine,
     MemoryIn,
@@ -259,6 +266,27 @@ class MemoryService:
         )  # fmt: skip
 
     # -- read ----------------------------------------------------------------------------
+
+    def capabilities(self) -> Capabilities:
+        """What this deployment supports: the one answer of the REST route, the MCP tool and
+        the gRPC method alike."""
+        s = self.settings
+        return Capabilities(
+            backend=self.backend.name,
+            search_modes=["vector", "keyword", "hybrid"],
+            embedding={"model": self.embedder.model, "dimensions": self.embedder.dim},
+            limits={
+                "max_body_bytes": s.max_body_bytes, "max_import_bytes": s.max_import_bytes,
+                "max_batch": s.max_batch, "max_content_chars": s.max_content_chars,
+                "max_top_k": s.max_top_k, "tenant_max_memories": s.tenant_max_memories,
+                "tenant_max_bytes": s.tenant_max_bytes, "max_body_depth": MAX_BODY_DEPTH,
+                "max_metadata_depth": MAX_METADATA_DEPTH, "max_metadata_keys": MAX_METADATA_KEYS,
+                "max_metadata_bytes": MAX_METADATA_BYTES,
+            },
+            features=["batch_store", "dedup", "upsert", "ttl", "update", "filters",
+                      "cursor_pagination", "client_embeddings", "export_jsonl", "import_jsonl",
+                      "org_shared_memories"],
+        )  # fmt: skip
 
     async def get(self, p: Principal, memory_id: str) -> Record:
         now = self.clock()

@@ -42,6 +42,11 @@ class MemorySettings(HanzoSettings):
     #: and it hands the app the same signed assertion a gateway would.
     auth_mode: Literal["gateway", "direct"] = "gateway"
 
+    #: gRPC listener (``hanzo.memory.v1``) in this process; unset: none. Loopback by
+    #: default: only the gateway (nginx ``grpc_pass``) should reach it.
+    grpc_port: int | None = Field(default=None, ge=1, le=65535)
+    grpc_host: str = "127.0.0.1"
+
     #: Public half of the gateway's Ed25519 assertion key pair.
     assertion_public_key: Path = Field(
         default_factory=lambda: default_state_dir() / "assertion.pub"

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 
@@ -26,6 +27,8 @@ from hanzo_client import HanzoClient
 from hanzo_contract.apikey import parse_key_id
 from hanzo_stack.process import pid_alive
 from hanzo_stack.stack import DEFAULT_TENANT_FILE, Stack, StackInfo
+from memory_service.grpc import memory_pb2 as pb
+from memory_service.grpc import memory_pb2_grpc as pb_grpc
 
 from .stack_cli import hanzo, status_json, wait_until
 from .support import RunningStack, pkce_login
@@ -152,6 +155,17 @@ def test_killed_memory_and_plugin_come_back_on_their_ports(cli_stack: RunningSta
         assert after["parts"][name]["pid"] == before["parts"][name]["pid"]
     demo_key = (state / "demo-key").read_text()
     assert _retrieve(cli_stack.gateway, demo_key).status_code == 200
+    # the memory service's gRPC listener came back with its process, on its kept port,
+    # and answers through nginx's gRPC listener again
+    grpc_part = after["parts"]["memory_grpc"]
+    assert grpc_part["healthy"] and grpc_part["pid"] == after["parts"]["memory"]["pid"]
+    assert grpc_part["port"] == before["parts"]["memory_grpc"]["port"]
+    target = f"127.0.0.1:{after['parts']['nginx_grpc']['port']}"
+    with grpc.insecure_channel(target) as channel:
+        listed = pb_grpc.MemoryServiceStub(channel).List(
+            pb.ListRequest(limit=1), metadata=(("authorization", f"Bearer {demo_key}"),), timeout=30
+        )
+    assert len(listed.memories) <= 1
 
     # the plain status names every part with its URL and restart count
     text = hanzo("status", state=state, timeout=60)

@@ -1,0 +1,1 @@
+"""The memory API over gRPC (``hanzo.memory.v1``), served by the same service layer."""

@@ -1,0 +1,1 @@
+"""The memory API as an MCP server (streamable HTTP at ``/v1/mcp``), over the service layer."""
