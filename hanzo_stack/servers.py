@@ -7,20 +7,14 @@ directory for its config, logs and temp files.
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from hanzo_stack.gateway_install import caddy, nginx
+from hanzo_stack.gateway_install.layout import one_upstream
+from hanzo_stack.gateway_install.templates import DEPLOY_DIR as DEPLOY_DIR
 from hanzo_stack.process import LOOPBACK, ManagedProcess, free_port, http_ok, tcp_open
-
-DEPLOY_DIR = Path(__file__).resolve().parents[1] / "deploy"
-
-
-def _fill(template: str, values: Mapping[str, str]) -> str:
-    for key, value in values.items():
-        template = template.replace("{{" + key + "}}", value)
-    return template
 
 
 class _Server:
@@ -45,7 +39,7 @@ class _Server:
 
 
 class NginxServer(_Server):
-    """Debian's nginx with deploy/nginx/nginx.conf.template."""
+    """Debian's nginx with deploy/nginx/nginx.conf.template, every path to one upstream."""
 
     def __init__(
         self, workdir: Path, auth: str, upstream: str, workers: int = 1, extra_servers: str = ""
@@ -56,20 +50,10 @@ class NginxServer(_Server):
 
     def start(self, timeout: float = 15.0) -> NginxServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        for name in ("hanzo-auth-locations.conf", "hanzo-protect.conf"):
-            shutil.copy(DEPLOY_DIR / "nginx" / name, self.workdir / name)
-        conf = _fill(
-            (DEPLOY_DIR / "nginx" / "nginx.conf.template").read_text(),
-            {
-                "PREFIX": str(self.workdir),
-                "LISTEN": self.addr,
-                "AUTH": self.auth,
-                "UPSTREAM": self.upstream,
-                "WORKERS": str(self.workers),
-                "EXTRA_SERVERS": _fill(self.extra, {"PREFIX": str(self.workdir)}),
-            },
-        )
-        (self.workdir / "nginx.conf").write_text(conf)
+        layout = one_upstream(self.addr, self.auth, self.upstream)
+        files = nginx.render(layout, self.workdir, self.workers, self.extra)
+        for name, text in files.items():
+            (self.workdir / name).write_text(text)
         argv = ["nginx", "-p", str(self.workdir), "-c", str(self.workdir / "nginx.conf")]
         self.process = ManagedProcess("nginx", argv, log_path=self.workdir / "stdout.log")
         self.process.start().wait_ready(lambda: tcp_open(self.port), timeout)
@@ -77,7 +61,7 @@ class NginxServer(_Server):
 
 
 class CaddyServer(_Server):
-    """Debian's caddy with deploy/caddy/Caddyfile.template."""
+    """Debian's caddy with deploy/caddy/Caddyfile.template, every path to one upstream."""
 
     def __init__(self, workdir: Path, auth: str, upstream: str) -> None:
         self.workdir, self.auth, self.upstream = workdir, auth, upstream
@@ -85,12 +69,9 @@ class CaddyServer(_Server):
 
     def start(self, timeout: float = 15.0) -> CaddyServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        conf = _fill(
-            (DEPLOY_DIR / "caddy" / "Caddyfile.template").read_text(),
-            {"LISTEN": self.addr, "AUTH": self.auth, "UPSTREAM": self.upstream},
-        )
         path = self.workdir / "Caddyfile"
-        path.write_text(conf)
+        layout = one_upstream(self.addr, self.auth, self.upstream)
+        path.write_text(caddy.render(layout)["Caddyfile"])
         env = {
             "XDG_DATA_HOME": str(self.workdir / "data"),
             "XDG_CONFIG_HOME": str(self.workdir / "config"),
