@@ -158,3 +158,37 @@ class SidecarServer(_Server):
         )
         self.process.start().wait_ready(lambda: http_ok(self.url + "/healthz"), timeout)
         return self
+
+
+class InstalledGateway(_Server):
+    """A gateway run from a directory ``hanzo gateway install`` wrote, on ``port`` (the one
+    the install was given as ``--listen``)."""
+
+    def __init__(self, gateway: str, config_dir: Path, port: int, binary: str | None = None):
+        self.gateway, self.config_dir, self.port = gateway, config_dir, port
+        self.binary = binary or gateway
+
+    def _argv(self) -> list[str]:
+        d = self.config_dir
+        if self.gateway == "nginx":
+            return [self.binary, "-p", str(d), "-c", str(d / "nginx.conf")]
+        if self.gateway == "caddy":
+            return [self.binary, "run", "--config", str(d / "Caddyfile"), "--adapter", "caddyfile"]
+        if self.gateway == "traefik":
+            return [self.binary, f"--configFile={d / 'traefik.yml'}"]
+        raise ValueError(f"cannot run {self.gateway} here")
+
+    def start(self, timeout: float = 30.0) -> InstalledGateway:
+        env = {
+            "XDG_DATA_HOME": str(self.config_dir / "data"),
+            "XDG_CONFIG_HOME": str(self.config_dir / "config"),
+            "HOME": str(self.config_dir),
+        }
+        self.process = ManagedProcess(
+            self.gateway,
+            self._argv(),
+            log_path=self.config_dir / f"{self.gateway}.log",
+            env=env,
+        )
+        self.process.start().wait_ready(lambda: tcp_open(self.port), timeout)
+        return self

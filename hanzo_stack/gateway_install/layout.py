@@ -85,9 +85,10 @@ class ProxyRoute:
 
     @property
     def ident(self) -> str:
-        """A stable name for gateways that key objects by name (``memory-v1-memory-id``)."""
+        """A stable id for gateways that key objects by id (``hanzo-v1-memory-id``): APISIX
+        ids are at most 64 of ``[a-zA-Z0-9-_.]``."""
         slug = re.sub(r"[^a-z0-9]+", "-", self.path.lower()).strip("-")
-        return f"{self.upstream}-{slug}"[:100]
+        return f"hanzo-{slug}"[:64]
 
 
 def _upstream_of(route: RouteSpec) -> str:

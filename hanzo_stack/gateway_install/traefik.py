@@ -41,18 +41,18 @@ def dynamic(layout: Layout) -> dict[str, Any]:
         # exact paths first, then patterns, each in table order (Traefik's default order is
         # by rule length, which would let a pattern shadow a literal)
         base = 3000 if route.kind == "exact" else 2000
-        routers[f"hanzo-{route.ident}"] = {
+        routers[route.ident] = {
             "rule": _rule(route),
             "entryPoints": ["web"],
-            "middlewares": MIDDLEWARES,
-            "service": f"hanzo-{route.upstream}",
+            "middlewares": list(MIDDLEWARES),
+            "service": route.upstream,
             "priority": base + count - index,
         }
     routers["hanzo-any-other-path"] = {
         "rule": "PathPrefix(`/`)",
         "entryPoints": ["web"],
-        "middlewares": MIDDLEWARES,
-        "service": "hanzo-default" if layout.fallback else "noop@internal",
+        "middlewares": list(MIDDLEWARES),
+        "service": "default" if layout.fallback else "noop@internal",
         "priority": 1,
     }
     services: dict[str, Any] = {}
@@ -61,7 +61,7 @@ def dynamic(layout: Layout) -> dict[str, Any]:
         if any(route.stream and route.upstream == name for route in layout.routes):
             # server-sent events: every write reaches the client at once
             service["responseForwarding"] = {"flushInterval": "-1ms"}
-        services[f"hanzo-{name}"] = {"loadBalancer": service}
+        services[name] = {"loadBalancer": service}
     return {
         "http": {
             "middlewares": {

@@ -15,9 +15,12 @@ from hanzo_contract.headers import IDENTITY_HEADERS
 from hanzo_contract.principal import Limits
 from hanzo_stack.process import LOOPBACK, free_port
 from hanzo_stack.servers import NginxServer
+from tests.gateway.conftest import INSTALLED_GATEWAYS
 from tests.support.clock import wait_for_window_room
 
-GATEWAYS = ["nginx", "caddy"]
+#: the hand-configured gateways, and the same ones (plus Traefik, built from its Go
+#: module) run from what ``hanzo gateway install`` wrote into a fresh directory
+GATEWAYS = ["nginx", "caddy", *(f"{name}-installed" for name in INSTALLED_GATEWAYS)]
 
 #: real nginx, forward-auth and sidecar processes on a loaded two-core machine: the
 #: revocation bound is the cache's (``test_gw_core`` checks it exactly on a driven clock);
