@@ -44,6 +44,9 @@ def install_command(
         None, envvar="HANZO_GATEWAY_ADMIN_KEY", help="Admin API key (or $HANZO_GATEWAY_ADMIN_KEY)"
     ),
     dry_run: bool = typer.Option(False, help="print the Admin API plan, change nothing"),
+    config_dir: Path | None = typer.Option(
+        None, help="where the gateway will read the files, if not --out (e.g. /etc/traefik)"
+    ),
 ) -> None:
     """Render GATEWAY's configuration from the route table into --out, check it with the
     gateway's own checker, and for APISIX or Kong apply it through --admin-url."""
@@ -59,7 +62,8 @@ def install_command(
         raise typer.BadParameter(str(exc)) from None
     admin = AdminApi(gateway, admin_url, admin_key) if admin_url else None  # type: ignore[arg-type]
     try:
-        result = install(gateway, load_layout(routes, settings), out, check, admin, dry_run)
+        layout = load_layout(routes, settings)
+        result = install(gateway, layout, out, check, admin, dry_run, config_dir)
     except InstallError as exc:
         typer.echo(f"gateway install failed: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -40,15 +40,18 @@ def install(
     check: bool = True,
     admin: admin_api.AdminApi | None = None,
     dry_run: bool = False,
+    config_dir: Path | None = None,
 ) -> InstallResult:
+    """``config_dir``: where the gateway will read the files, when not ``out`` (a
+    container's ``/etc/traefik``); the checker runs only where they are read."""
     out = out.resolve()
     result = InstallResult()
     if not dry_run:
         out.mkdir(parents=True, exist_ok=True)
-        for name, text in render(gateway, layout, out).items():
+        for name, text in render(gateway, layout, config_dir or out).items():
             (out / name).write_text(text)
             result.files.append(out / name)
-        if check:
+        if check and config_dir is None:
             result.checked = checkers.validate(gateway, out)
     if admin is not None:
         plan = admin_api.apisix_plan(layout) if gateway == "apisix" else admin_api.kong_plan(layout)
