@@ -12,6 +12,7 @@ from hanzo_stack.gateway_install.errors import InstallError
 from hanzo_stack.gateway_install.install import install
 from hanzo_stack.gateway_install.layout import GATEWAYS, InstallSettings, load_layout
 from hanzo_stack.gateway_install.templates import DEPLOY_DIR
+from hanzo_stack.gateway_install.traefik_build import TRAEFIK_VERSION, install_traefik
 
 
 def _upstreams(values: list[str]) -> dict[str, str]:
@@ -76,3 +77,13 @@ def install_command(
         typer.echo(f"{verb:>13} {step.path}")
     if dry_run and admin is None:
         typer.echo("dry run: nothing written (give --admin-url to see an Admin API plan)")
+
+
+def traefik_install_command() -> None:
+    """Build the pinned Traefik from its Go module into the cache (minutes, once)."""
+    typer.echo(f"installing Traefik {TRAEFIK_VERSION} (several minutes the first time)...")
+    try:
+        typer.echo(f"traefik binary: {install_traefik(progress=typer.echo)}")
+    except InstallError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None

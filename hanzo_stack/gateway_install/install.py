@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hanzo_stack.gateway_install import admin_api, caddy, checkers, nginx, traefik
+from hanzo_stack.gateway_install import admin_api, caddy, checkers, envoy, nginx, traefik
 from hanzo_stack.gateway_install.errors import InstallError
 from hanzo_stack.gateway_install.layout import Layout
 
@@ -26,6 +26,8 @@ def render(gateway: str, layout: Layout, out: Path) -> dict[str, str]:
         return caddy.render(layout)
     if gateway == "traefik":
         return traefik.render(layout, out)
+    if gateway == "envoy":
+        return envoy.render(layout)
     if gateway in ("apisix", "kong"):
         plan = admin_api.apisix_plan(layout) if gateway == "apisix" else admin_api.kong_plan(layout)
         body = [{"method": "PUT", "path": obj.path, "body": obj.body} for obj in plan]

@@ -260,3 +260,24 @@ def test_the_fakes_refuse_what_the_admin_apis_refuse(apisix, kong) -> None:
         kong.url + "/services/s/routes/r", json={"paths": ["/x"], "bogus": 1}, headers=headers
     )
     assert r.status_code == 400
+
+
+def test_envoy_routes_every_path_behind_ext_authz(tmp_path) -> None:
+    code, output = hanzo("gateway", "install", "envoy", "--out", str(tmp_path), *STACK_UPSTREAMS)
+    assert code == 0, output
+    config = yaml.safe_load((tmp_path / "envoy.yaml").read_text())["static_resources"]
+    hcm = config["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    filters = [f["name"] for f in hcm["http_filters"]]
+    assert filters == ["envoy.filters.http.ext_authz", "envoy.filters.http.router"]
+    authz = hcm["http_filters"][0]["typed_config"]
+    assert authz["failure_mode_allow"] is False
+    assert authz["http_service"]["server_uri"]["uri"] == "http://127.0.0.1:8200"
+    routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    assert len(routes) == len(set(stack_paths())) + 1  # and the JSON 404 for the rest
+    assert routes[-1]["direct_response"]["status"] == 404
+    clusters = {c["name"]: c for c in config["clusters"]}
+    assert set(clusters) == {"hanzo_auth", "hanzo_memory", "hanzo_sidecar", "hanzo_inference"}
+    for route in routes[:-1]:
+        assert route["route"]["cluster"] in clusters
+    chat = next(r for r in routes if r["match"].get("path") == "/v1/chat/completions")
+    assert chat["route"] == {"cluster": "hanzo_inference", "timeout": "0s"}
