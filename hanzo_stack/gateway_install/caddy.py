@@ -61,6 +61,7 @@ def render(layout: Layout) -> dict[str, str]:
             "LISTEN": layout.settings.listen,
             "AUTH": layout.settings.auth,
             "BODY_LIMIT": f"{layout.settings.body_limit_mb}MB",
+            "BODY_LIMIT_BYTES": str(layout.settings.body_limit_mb * 1000 * 1000),
         },
     )
     return {"Caddyfile": conf}

@@ -221,3 +221,16 @@ async def test_auth_service_down_is_503_through_nginx(stack, http, tmp_path) -> 
         assert r.headers["retry-after"] == "1"
     finally:
         nginx.stop()
+
+
+@pytest.mark.parametrize("gateway", [f"{name}-installed" for name in INSTALLED_GATEWAYS])
+async def test_installed_body_limit_is_413(stack, http, gateway: str) -> None:
+    """``--body-limit-mb 1`` (conftest's install): a 2 MiB body never reaches the upstream."""
+    key, _ = await stack.mint(scopes=("memory:read", "memory:write"))
+    url = stack.front(gateway) + "/v1/memory/store"
+    r = await http.post(url, headers={"X-API-Key": key}, content=b"x" * (2 << 20))
+    assert r.status_code == 413
+    if not gateway.startswith("traefik"):  # Traefik's own 413 is a plain-text line
+        assert error_code(r) == "body_too_large"
+    small = await http.post(url, headers={"X-API-Key": key}, content=b"x" * 1000)
+    assert small.status_code == 200 and small.json()["path"] == "/v1/memory/store"
