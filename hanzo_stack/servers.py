@@ -11,6 +11,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+import httpx
+
 from hanzo_stack.gateway_install import caddy, nginx
 from hanzo_stack.gateway_install.layout import one_upstream
 from hanzo_stack.gateway_install.templates import DEPLOY_DIR as DEPLOY_DIR
@@ -190,5 +192,17 @@ class InstalledGateway(_Server):
             log_path=self.config_dir / f"{self.gateway}.log",
             env=env,
         )
-        self.process.start().wait_ready(lambda: tcp_open(self.port), timeout)
+        self.process.start().wait_ready(self._serving, timeout)
         return self
+
+    def _serving(self) -> bool:
+        """Traefik opens its port before the file provider's routes are loaded (its own
+        ``404 page not found`` until then): ready once a path reaches the plugin."""
+        if not tcp_open(self.port):
+            return False
+        if self.gateway != "traefik":
+            return True
+        try:
+            return httpx.get(self.url + "/", timeout=2).status_code != 404
+        except httpx.HTTPError:
+            return False

@@ -12,6 +12,7 @@ from hanzo_stack.go_module import GoBuildError, build_once, module_dir
 CASDOOR_MODULE = "github.com/casdoor/casdoor"
 CASDOOR_VERSION = "v1.1000.0"
 
+
 class CasdoorInstallError(RuntimeError):
     """Casdoor could not be fetched or built; carries the Go toolchain's exact error."""
 

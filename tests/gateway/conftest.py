@@ -44,7 +44,7 @@ from iam_sidecar.keys.store import KeyStore
 from tests.support.clock import FakeClock
 
 #: the gateways the e2e suite also runs through as ``hanzo gateway install`` wrote them
-INSTALLED_GATEWAYS = ("nginx", "caddy")
+INSTALLED_GATEWAYS = ("nginx", "caddy", "traefik")
 
 ROUTES = """
 routes:

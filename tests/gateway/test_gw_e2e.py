@@ -165,6 +165,11 @@ async def test_dot_segments_are_refused(stack, http, gateway: str) -> None:
     key, _ = await stack.mint()
     # raw path, so neither the client nor the gateway normalises it before the plugin sees it
     r = await http.get(stack.front(gateway) + "/v1/memory/%2e%2e/admin", headers={"X-API-Key": key})
+    if gateway.startswith("traefik"):
+        # Traefik cleans the path before routing and auth: the plugin judges /v1/admin, the
+        # path an upstream would get, and it is no route
+        assert r.status_code == 403 and error_code(r) == "route_not_allowed"
+        return
     assert r.status_code == 400
     assert error_code(r) == "invalid_path"
 
