@@ -13,6 +13,7 @@ from hanzo_contract.settings import default_state_dir
 from hanzo_stack.casdoor.install import CASDOOR_VERSION, CasdoorInstallError, install_casdoor
 from hanzo_stack.casdoor.server import CasdoorServer
 from hanzo_stack.casdoor.ui import build_casdoor_ui
+from hanzo_stack.gateway_install.cli import install_command, traefik_install_command
 from hanzo_stack.invocation import hanzo_command
 from hanzo_stack.memory_direct import memory_service_cli
 from iam_sidecar.cli import audit_cli, keys_cli, sidecar_cli, tenants_cli
@@ -27,11 +28,19 @@ app = typer.Typer(
 )
 casdoor_cli = typer.Typer(help="Install and run the pinned Casdoor server.", no_args_is_help=True)
 app.add_typer(casdoor_cli, name="casdoor")
+traefik_cli = typer.Typer(help="Build the pinned Traefik (v3).", no_args_is_help=True)
+traefik_cli.command("install")(traefik_install_command)
+app.add_typer(traefik_cli, name="traefik")
 app.add_typer(tenants_cli, name="tenants")
 app.add_typer(keys_cli, name="keys")
 app.add_typer(audit_cli, name="audit")
 app.add_typer(sidecar_cli, name="sidecar")
-app.add_typer(gateway_cli, name="gateway", help="Run the gateway forward-auth service.")
+gateway_cli.command("install")(install_command)
+app.add_typer(
+    gateway_cli,
+    name="gateway",
+    help="Run the gateway forward-auth service; install it into a gateway.",
+)
 app.add_typer(memory_service_cli, name="memory-service")
 app.add_typer(inference_cli, name="inference")
 app.add_typer(memory_cli, name="memory")

@@ -7,20 +7,16 @@ directory for its config, logs and temp files.
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+import httpx
+
+from hanzo_stack.gateway_install import caddy, nginx
+from hanzo_stack.gateway_install.layout import one_upstream
+from hanzo_stack.gateway_install.templates import DEPLOY_DIR as DEPLOY_DIR
 from hanzo_stack.process import LOOPBACK, ManagedProcess, free_port, http_ok, tcp_open
-
-DEPLOY_DIR = Path(__file__).resolve().parents[1] / "deploy"
-
-
-def _fill(template: str, values: Mapping[str, str]) -> str:
-    for key, value in values.items():
-        template = template.replace("{{" + key + "}}", value)
-    return template
 
 
 class _Server:
@@ -45,7 +41,7 @@ class _Server:
 
 
 class NginxServer(_Server):
-    """Debian's nginx with deploy/nginx/nginx.conf.template."""
+    """Debian's nginx with deploy/nginx/nginx.conf.template, every path to one upstream."""
 
     def __init__(
         self, workdir: Path, auth: str, upstream: str, workers: int = 1, extra_servers: str = ""
@@ -56,20 +52,10 @@ class NginxServer(_Server):
 
     def start(self, timeout: float = 15.0) -> NginxServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        for name in ("hanzo-auth-locations.conf", "hanzo-protect.conf"):
-            shutil.copy(DEPLOY_DIR / "nginx" / name, self.workdir / name)
-        conf = _fill(
-            (DEPLOY_DIR / "nginx" / "nginx.conf.template").read_text(),
-            {
-                "PREFIX": str(self.workdir),
-                "LISTEN": self.addr,
-                "AUTH": self.auth,
-                "UPSTREAM": self.upstream,
-                "WORKERS": str(self.workers),
-                "EXTRA_SERVERS": _fill(self.extra, {"PREFIX": str(self.workdir)}),
-            },
-        )
-        (self.workdir / "nginx.conf").write_text(conf)
+        layout = one_upstream(self.addr, self.auth, self.upstream)
+        files = nginx.render(layout, self.workdir, self.workers, self.extra)
+        for name, text in files.items():
+            (self.workdir / name).write_text(text)
         argv = ["nginx", "-p", str(self.workdir), "-c", str(self.workdir / "nginx.conf")]
         self.process = ManagedProcess("nginx", argv, log_path=self.workdir / "stdout.log")
         self.process.start().wait_ready(lambda: tcp_open(self.port), timeout)
@@ -77,7 +63,7 @@ class NginxServer(_Server):
 
 
 class CaddyServer(_Server):
-    """Debian's caddy with deploy/caddy/Caddyfile.template."""
+    """Debian's caddy with deploy/caddy/Caddyfile.template, every path to one upstream."""
 
     def __init__(self, workdir: Path, auth: str, upstream: str) -> None:
         self.workdir, self.auth, self.upstream = workdir, auth, upstream
@@ -85,12 +71,9 @@ class CaddyServer(_Server):
 
     def start(self, timeout: float = 15.0) -> CaddyServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        conf = _fill(
-            (DEPLOY_DIR / "caddy" / "Caddyfile.template").read_text(),
-            {"LISTEN": self.addr, "AUTH": self.auth, "UPSTREAM": self.upstream},
-        )
         path = self.workdir / "Caddyfile"
-        path.write_text(conf)
+        layout = one_upstream(self.addr, self.auth, self.upstream)
+        path.write_text(caddy.render(layout)["Caddyfile"])
         env = {
             "XDG_DATA_HOME": str(self.workdir / "data"),
             "XDG_CONFIG_HOME": str(self.workdir / "config"),
@@ -177,3 +160,49 @@ class SidecarServer(_Server):
         )
         self.process.start().wait_ready(lambda: http_ok(self.url + "/healthz"), timeout)
         return self
+
+
+class InstalledGateway(_Server):
+    """A gateway run from a directory ``hanzo gateway install`` wrote, on ``port`` (the one
+    the install was given as ``--listen``)."""
+
+    def __init__(self, gateway: str, config_dir: Path, port: int, binary: str | None = None):
+        self.gateway, self.config_dir, self.port = gateway, config_dir, port
+        self.binary = binary or gateway
+
+    def _argv(self) -> list[str]:
+        d = self.config_dir
+        if self.gateway == "nginx":
+            return [self.binary, "-p", str(d), "-c", str(d / "nginx.conf")]
+        if self.gateway == "caddy":
+            return [self.binary, "run", "--config", str(d / "Caddyfile"), "--adapter", "caddyfile"]
+        if self.gateway == "traefik":
+            return [self.binary, f"--configFile={d / 'traefik.yml'}"]
+        raise ValueError(f"cannot run {self.gateway} here")
+
+    def start(self, timeout: float = 30.0) -> InstalledGateway:
+        env = {
+            "XDG_DATA_HOME": str(self.config_dir / "data"),
+            "XDG_CONFIG_HOME": str(self.config_dir / "config"),
+            "HOME": str(self.config_dir),
+        }
+        self.process = ManagedProcess(
+            self.gateway,
+            self._argv(),
+            log_path=self.config_dir / f"{self.gateway}.log",
+            env=env,
+        )
+        self.process.start().wait_ready(self._serving, timeout)
+        return self
+
+    def _serving(self) -> bool:
+        """Traefik opens its port before the file provider's routes are loaded (its own
+        ``404 page not found`` until then): ready once a path reaches the plugin."""
+        if not tcp_open(self.port):
+            return False
+        if self.gateway != "traefik":
+            return True
+        try:
+            return httpx.get(self.url + "/", timeout=2).status_code != 404
+        except httpx.HTTPError:
+            return False

@@ -3,6 +3,9 @@
 #   docker compose  built from its Go module (github.com/docker/compose/v2), because
 #                   `compose config` renders and checks a compose file without an engine
 #   kustomize       built from its Go module (sigs.k8s.io/kustomize/kustomize/v5)
+#   traefik         built from its Go module (github.com/traefik/traefik/v3) by
+#                   `hanzo traefik install`, into ~/.cache/hanzo/traefik/<version>/: the
+#                   gateway e2e suite runs through it as `hanzo gateway install` writes it
 # Both land in ${HANZO_CACHE_DIR:-~/.cache/hanzo}/deploy-tools/bin, outside the repo, and are
 # built once: re-running is a no-op. The compose binary is also linked as a docker CLI
 # plugin so `docker compose` works when the docker CLI is installed. Needs Go and the Go
@@ -41,5 +44,7 @@ if ! "$bin/kustomize" version 2>/dev/null | grep -q "$KUSTOMIZE_VERSION"; then
   echo "building kustomize $KUSTOMIZE_VERSION"
   GOBIN="$bin" GOFLAGS=-mod=mod CGO_ENABLED=0 go install "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION"
 fi
+
+uv run --frozen hanzo traefik install
 
 echo "deploy tools: $("$bin/docker-compose" version), kustomize $("$bin/kustomize" version)"

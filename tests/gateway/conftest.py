@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from gateway_plugins.core import DecisionCore
 from gateway_plugins.limiter.memory import MemoryLimiter
@@ -26,10 +27,14 @@ from hanzo_contract.assertion import (
 )
 from hanzo_contract.principal import Limits, Principal
 from hanzo_contract.verify import ResolveRequest, VerifyResponse
+from hanzo_stack.cli import app as hanzo_app
+from hanzo_stack.gateway_install.traefik_build import traefik_binary_path
+from hanzo_stack.process import LOOPBACK, free_port
 from hanzo_stack.servers import (
     CaddyServer,
     EchoUpstream,
     ForwardAuthServer,
+    InstalledGateway,
     NginxServer,
     SidecarServer,
 )
@@ -37,6 +42,9 @@ from hanzo_stack.valkey import ValkeyCluster
 from iam_sidecar.keys.models import NewKey
 from iam_sidecar.keys.store import KeyStore
 from tests.support.clock import FakeClock
+
+#: the gateways the e2e suite also runs through as ``hanzo gateway install`` wrote them
+INSTALLED_GATEWAYS = ("nginx", "caddy", "traefik")
 
 ROUTES = """
 routes:
@@ -126,8 +134,12 @@ class Stack:
     caddy: CaddyServer
     public_key: bytes
     revocation_bound: float
+    #: gateways run from what ``hanzo gateway install`` wrote ("nginx-installed", ...)
+    installed: dict[str, InstalledGateway]
 
     def front(self, name: str) -> str:
+        if name in self.installed:
+            return self.installed[name].url
         return {"nginx": self.nginx.url, "caddy": self.caddy.url}[name]
 
     async def mint(
@@ -137,8 +149,12 @@ class Stack:
         organization: str = "acme",
         owner: str = "alice",
     ) -> tuple[str, str]:
-        """A fresh key ``(plaintext, key_id)`` in the sidecar's own store."""
-        store = await KeyStore.open(self.sidecar.db_path, self.sidecar.hash_secret.encode())
+        """A fresh key ``(plaintext, key_id)`` in the sidecar's own store. The one session
+        stack mints for every gateway's tests, more than the per-owner cap (which the
+        sidecar tests check) allows one owner."""
+        store = await KeyStore.open(
+            self.sidecar.db_path, self.sidecar.hash_secret.encode(), max_keys_per_owner=10_000
+        )
         try:
             plaintext, record = await store.create(
                 NewKey(
@@ -159,6 +175,28 @@ class Stack:
             await store.revoke(organization, key_id)
         finally:
             await store.close()
+
+
+def install_gateway(
+    gateway: str, config_dir: Path, auth: ForwardAuthServer, upstream: EchoUpstream
+) -> InstalledGateway:
+    """``hanzo gateway install GATEWAY`` into a fresh ``config_dir`` from this file's route
+    table (every route and any other path to the echo upstream), then that gateway run from
+    exactly what was written."""
+    config_dir.mkdir(parents=True)
+    routes = config_dir.parent / f"{gateway}-routes.yaml"
+    routes.write_text(ROUTES)
+    port = free_port()
+    argv = [
+        "gateway", "install", gateway, "--out", str(config_dir), "--routes", str(routes),
+        "--listen", f"{LOOPBACK}:{port}", "--auth", auth.addr,
+        "--upstream", f"hanzo-memory={upstream.addr}", "--upstream", f"default={upstream.addr}",
+        "--body-limit-mb", "1",
+    ]  # fmt: skip
+    result = CliRunner().invoke(hanzo_app, argv)
+    assert result.exit_code == 0, result.output
+    binary = str(traefik_binary_path()) if gateway == "traefik" else None
+    return InstalledGateway(gateway, config_dir, port, binary).start()
 
 
 def gateway_env(sidecar: SidecarServer, workdir: Path, **extra: str) -> dict[str, str]:
@@ -202,8 +240,13 @@ def stack(
         started.append(nginx)
         caddy = CaddyServer(work / "caddy", auth.addr, upstream.addr).start()
         started.append(caddy)
+        installed = {}
+        for gateway in INSTALLED_GATEWAYS:
+            server = install_gateway(gateway, work / f"{gateway}-installed", auth, upstream)
+            started.append(server)
+            installed[f"{gateway}-installed"] = server
         public_key = (work / "state" / "assertion.pub").read_bytes()
-        yield Stack(sidecar_server, auth, upstream, nginx, caddy, public_key, 1.0)
+        yield Stack(sidecar_server, auth, upstream, nginx, caddy, public_key, 1.0, installed)
     finally:
         for server in reversed(started):
             server.stop()
