@@ -11,5 +11,4 @@ from tests.memory.conftest import (  # noqa: F401
     keypair,
     make_caller,
     signer,
-    valkey,
 )
