@@ -153,6 +153,16 @@ class PostgresServer:
         self._chown(hba)
 
     def start(self, timeout: float = 60.0) -> PostgresServer:
+        self.spawn().wait_ready(self.ready, timeout)
+        return self
+
+    def ready(self) -> bool:
+        """The port is open and a real login succeeds."""
+        return tcp_open(self.port) and self._accepts()
+
+    def spawn(self) -> ManagedProcess:
+        """Start the server without waiting (``initdb`` first on an empty data dir): what
+        a supervisor restarts."""
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb()
@@ -169,8 +179,7 @@ class PostgresServer:
         self.process = ManagedProcess(
             "postgres", argv, log_path=self.state_dir / "postgres.log", cwd=Path("/")
         ).start()
-        self.process.wait_ready(lambda: tcp_open(self.port) and self._accepts(), timeout)
-        return self
+        return self.process
 
     def _accepts(self) -> bool:
         """A real login succeeds (the port opens before recovery has finished)."""
