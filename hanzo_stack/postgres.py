@@ -125,6 +125,10 @@ class PostgresServer:
 
     def _initdb(self) -> None:
         self.pgdata.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        if self.pgdata.parent.parent == PERSISTENT_ROOT:
+            # made under a private umask (the stack's supervisor), the server user could
+            # not traverse it: enter only, no listing
+            PERSISTENT_ROOT.chmod(0o711)
         if self.pgdata.parent != self.state_dir:  # a directory made for the server alone
             self.pgdata.parent.chmod(0o700)
             self._chown(self.pgdata.parent)
