@@ -157,8 +157,13 @@ def test_a_memory_replica_killed_mid_load_loses_no_acknowledged_write(
         with httpx.Client(base_url=stack.gateway, headers=headers, timeout=15) as http:
             for i in range(LOAD_REQUESTS):
                 if i == KILL_AT:
+                    replica_b = f"http://127.0.0.1:{stack.info.ports['memory_b']}/healthz"
+                    assert httpx.get(replica_b).status_code == 200  # it was serving
                     stack.stack.hold("memory_b")  # stays down for the rest of the load
                     stack.stack.kill_part("memory_b")
+                if i == KILL_AT + 1:
+                    with pytest.raises(httpx.ConnectError):
+                        httpx.get(replica_b, timeout=2)  # killed, and not restarted
                 content = f"load {run} item {i}"
                 try:
                     if i % 2 == 0:
