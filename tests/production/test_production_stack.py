@@ -20,6 +20,7 @@ from hanzo_contract.assertion import MEMORY_AUDIENCE, AssertionSigner
 from hanzo_contract.headers import ASSERTION
 from hanzo_contract.principal import Principal
 from hanzo_contract.redis_keys import LIMITER_PREFIX
+from hanzo_stack.process import pid_alive
 from hanzo_stack.production import VALKEY_NODES
 from hanzo_stack.servers import EchoUpstream
 from hanzo_stack.stack import DEFAULT_TENANT_FILE, Stack
@@ -36,14 +37,20 @@ def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStac
     echo = EchoUpstream(state).start()  # stands in for the inference gateway
     stack = Stack(state, progress=lambda _: None, profile="production")
     assert stack.production is not None
+    pids: list[int] = []
     try:
         info = stack.up(DEFAULT_TENANT_FILE, inference_upstream=f"127.0.0.1:{echo.port}")
         yield RunningStack(stack, info, stack.layout.seed_passwords(DEFAULT_TENANT_FILE), echo)
+        status = stack.supervisor_status()
+        assert status is not None
+        pids = [part.pid for part in status.parts.values() if part.pid is not None]
     finally:
         stack.down(quiet=True)
         echo.stop()
         if stack.production.postgres.pgdata.parent != state / "postgres":
             shutil.rmtree(stack.production.postgres.pgdata.parent, ignore_errors=True)
+    # `hanzo down` stops it all: every engine and replica, not only the default parts
+    assert len(pids) >= 10 and not [pid for pid in pids if pid_alive(pid)]
 
 
 def _key(stack: RunningStack, user: str, pw_env: str, scopes: list[str], **extra: object) -> str:
