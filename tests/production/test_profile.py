@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from hanzo_stack.backup import BackupError, backup
 from hanzo_stack.ports import PARTS, StackPorts
 from hanzo_stack.production import PORT_NAMES, read_profile, save_profile
 from hanzo_stack.stack import DEFAULT_TENANT_FILE, Stack, SuperviseSpec
@@ -90,3 +91,13 @@ def test_config_and_nginx_name_the_production_engines(tmp_path: Path) -> None:
     written = tomllib.loads(path.read_text())
     assert written["memory"]["postgres_dsn"] == memory["postgres_dsn"]
     assert written["gateway"]["redis_cluster"] is True
+
+
+def test_backup_refuses_a_production_state_dir(tmp_path: Path) -> None:
+    """A file copy of a live PostgreSQL data dir is no backup: say what to use instead."""
+    state = tmp_path / "state"
+    state.mkdir()
+    save_profile(state, "production")
+    with pytest.raises(BackupError, match="pg_dump"):
+        backup(state, tmp_path / "backup")
+    assert not (tmp_path / "backup").exists()
