@@ -33,6 +33,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from hanzo_stack.production import read_profile
+
 MANIFEST = "manifest.json"
 SQLITE_HEADER = b"SQLite format 3\x00"
 #: run files, not state: rewritten by ``hanzo up`` (paths and ports of the old dir)
@@ -120,11 +122,26 @@ def _copy_lance(dataset: Path, dest: Path) -> None:
                 _copy_file(path, dest / path.relative_to(dataset))
 
 
+def _production(state_dir: Path) -> bool:
+    try:
+        return read_profile(state_dir) == "production"
+    except ValueError:
+        return False
+
+
 def backup(state_dir: Path, dest: Path) -> Manifest:
     """Copy the state of the stack in ``state_dir`` into ``dest`` (new or empty)."""
     state_dir = state_dir.resolve()
     if not state_dir.is_dir():
         raise BackupError(f"no state dir at {state_dir}")
+    if _production(state_dir):
+        # its state is in PostgreSQL and Valkey: a file copy of a live PostgreSQL data dir
+        # is not a consistent backup, and the keys and memories are not in the state dir
+        raise BackupError(
+            f"{state_dir} runs the production profile: its data is in PostgreSQL; back up "
+            "its databases with pg_dump (hanzo_casdoor, hanzo_sidecar, hanzo_memory) and the "
+            "state dir's secrets"
+        )
     if dest.exists() and any(dest.iterdir()):
         raise BackupError(f"{dest} is not empty; back up into a new directory")
     old_umask = os.umask(0o077)

@@ -168,13 +168,25 @@ def up(
         help="OpenAI-compatible chat upstream for the inference gateway: "
         "BASE_URL=MODEL[,MODEL...][@ENV_VAR holding its API key]; repeatable.",
     ),
+    profile: str | None = typer.Option(
+        None,
+        help="default (embedded files) or production (PostgreSQL, two memory replicas, "
+        "a Valkey cluster); unset: the state dir's own, else default",
+    ),
 ) -> None:
     """Start Casdoor, sidecar, plugin, memory service, inference gateway and nginx under a
     supervisor daemon, or repair a running stack in place (same ports, secrets, demo key);
     print how to use them."""
+    from hanzo_stack.production import PROFILES
     from hanzo_stack.stack import DEFAULT_TENANT_FILE, Stack, parse_chat_upstream
 
-    stack = Stack(state_dir or default_state_dir(), progress=typer.echo)
+    if profile is not None and profile not in PROFILES:
+        raise typer.BadParameter(f"one of {', '.join(PROFILES)}", param_hint="--profile")
+    stack = Stack(
+        state_dir or default_state_dir(),
+        progress=typer.echo,
+        profile=profile,  # type: ignore[arg-type]
+    )
     try:
         stack.chat_upstreams = [parse_chat_upstream(spec) for spec in chat_upstream]
     except ValueError as exc:
@@ -185,7 +197,7 @@ def up(
         info = stack.up(tenant_file, ui=ui)
         organization, owner = _demo_owner(tenant_file)
         key_path = stack.mint_demo_key(info, organization, owner, DEMO_SCOPES)
-    except (CasdoorInstallError, RuntimeError) as exc:
+    except (CasdoorInstallError, RuntimeError, ValueError) as exc:
         # the stack stays as it is (supervised, same ports): `hanzo status` shows what is
         # down, `hanzo up` again repairs it, `hanzo down` stops it
         typer.echo(f"hanzo up failed: {exc}", err=True)

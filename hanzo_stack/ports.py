@@ -32,9 +32,10 @@ class StackPorts(BaseModel):
     casdoor_origin: str
 
     @classmethod
-    def load_or_choose(cls, state_dir: Path) -> StackPorts:
-        """The ports kept in ``state_dir``; any part missing gets a free port (kept once
-        :meth:`save` runs: ``hanzo status`` on an empty dir writes nothing).
+    def load_or_choose(cls, state_dir: Path, extra: tuple[str, ...] = ()) -> StackPorts:
+        """The ports kept in ``state_dir``; any part missing (of :data:`PARTS` and a
+        profile's ``extra`` ones) gets a free port (kept once :meth:`save` runs: ``hanzo
+        status`` on an empty dir writes nothing).
 
         A state dir from before this file existed keeps Casdoor's remembered port (and so
         its issuer)."""
@@ -47,7 +48,7 @@ class StackPorts(BaseModel):
             with contextlib.suppress(OSError, ValueError):
                 ports["casdoor"] = int((state_dir / "casdoor" / "port").read_text())
         taken = set(ports.values())
-        for name in PARTS:
+        for name in (*PARTS, *extra):
             while name not in ports:
                 port = free_port()
                 if port not in taken:

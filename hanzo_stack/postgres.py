@@ -125,6 +125,10 @@ class PostgresServer:
 
     def _initdb(self) -> None:
         self.pgdata.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        if self.pgdata.parent.parent == PERSISTENT_ROOT:
+            # made under a private umask (the stack's supervisor), the server user could
+            # not traverse it: enter only, no listing
+            PERSISTENT_ROOT.chmod(0o711)
         if self.pgdata.parent != self.state_dir:  # a directory made for the server alone
             self.pgdata.parent.chmod(0o700)
             self._chown(self.pgdata.parent)
@@ -153,6 +157,16 @@ class PostgresServer:
         self._chown(hba)
 
     def start(self, timeout: float = 60.0) -> PostgresServer:
+        self.spawn().wait_ready(self.ready, timeout)
+        return self
+
+    def ready(self) -> bool:
+        """The port is open and a real login succeeds."""
+        return tcp_open(self.port) and self._accepts()
+
+    def spawn(self) -> ManagedProcess:
+        """Start the server without waiting (``initdb`` first on an empty data dir): what
+        a supervisor restarts."""
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb()
@@ -169,8 +183,7 @@ class PostgresServer:
         self.process = ManagedProcess(
             "postgres", argv, log_path=self.state_dir / "postgres.log", cwd=Path("/")
         ).start()
-        self.process.wait_ready(lambda: tcp_open(self.port) and self._accepts(), timeout)
-        return self
+        return self.process
 
     def _accepts(self) -> bool:
         """A real login succeeds (the port opens before recovery has finished)."""

@@ -46,6 +46,16 @@ from hanzo_stack.process import (
     private_umask,
     tcp_open,
 )
+from hanzo_stack.production import (
+    REPLICA_HOSTED_BY,
+    MEMORY_REPLICAS,
+    PART_NAMES,
+    PORT_NAMES,
+    ProductionTopology,
+    Profile,
+    read_profile,
+    save_profile,
+)
 from hanzo_stack.supervisor import Part, Supervisor, SupervisorStatus
 
 REPO = Path(__file__).resolve().parent.parent
@@ -179,11 +189,29 @@ def _nginx_user(state_dir: Path) -> str:
 
 
 class Stack:
-    def __init__(self, state_dir: Path, progress: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        progress: Callable[[str], None] = print,
+        profile: Profile | None = None,
+    ) -> None:
+        """``profile`` unset: the one the state dir was brought up with, else the default
+        (see :mod:`hanzo_stack.production`)."""
         self.layout = StackLayout(state_dir)
-        self.ports = StackPorts.load_or_choose(state_dir)
+        self.profile: Profile = profile or read_profile(state_dir) or "default"
+        production = self.profile == "production"
+        self.ports = StackPorts.load_or_choose(state_dir, PORT_NAMES if production else ())
+        #: the production profile's engines (None in the default profile)
+        self.production = ProductionTopology(state_dir, self.ports.ports) if production else None
+        #: a port that is not a part of its own -> the part listening on it
+        self.hosted_by = HOSTED_BY | (REPLICA_HOSTED_BY if production else {})
         self.casdoor = CasdoorServer(
-            state_dir, port=self.ports.ports["casdoor"], origin=self.ports.casdoor_origin
+            state_dir,
+            port=self.ports.ports["casdoor"],
+            origin=self.ports.casdoor_origin,
+            database_url=(
+                self.production.database("casdoor").owner_dsn if self.production else None
+            ),
         )
         # Casdoor's images come from nginx, not the internet (casdoor/static/README.md)
         self.casdoor.static_url = f"http://{LOOPBACK}:{self.ports.ports['nginx']}/casdoor-static"
@@ -244,6 +272,9 @@ class Stack:
             },
             "stack": {"gateway_url": f"http://{LOOPBACK}:{ports['nginx']}"},
         }
+        if self.production:
+            for name, values in self.production.config().items():
+                sections[name] |= values
         path = self.layout.config_path
         write_private(path, _toml(sections))
         return path
@@ -289,12 +320,20 @@ class Stack:
             "PREFIX": str(prefix),
             "LISTEN": f"{LOOPBACK}:{ports['nginx']}",
             "AUTH": f"{LOOPBACK}:{ports['gateway']}",
-            "MEMORY": f"{LOOPBACK}:{ports['memory']}",
+            "MEMORY": (
+                self.production.memory_upstream()
+                if self.production
+                else f"{LOOPBACK}:{ports['memory']}"
+            ),
             "SIDECAR": f"{LOOPBACK}:{ports['sidecar']}",
             "INFERENCE": inference or f"{LOOPBACK}:{ports['inference']}",
             "CASDOOR_STATIC": str(CASDOOR_STATIC_DIR),
             "GRPC_LISTEN": f"{LOOPBACK}:{ports['nginx_grpc']}",
-            "MEMORY_GRPC": f"{LOOPBACK}:{ports['memory_grpc']}",
+            "MEMORY_GRPC": (
+                self.production.memory_grpc_upstream()
+                if self.production
+                else f"{LOOPBACK}:{ports['memory_grpc']}"
+            ),
         }
         for key, value in values.items():
             text = text.replace("{{" + key + "}}", value)
@@ -313,7 +352,7 @@ class Stack:
 
         def hosted(name: str) -> tuple[int, ...]:
             """The ports ``name`` listens on besides its own (its gRPC listener)."""
-            return tuple(ports[port] for port, host in HOSTED_BY.items() if host == name)
+            return tuple(ports[port] for port, host in self.hosted_by.items() if host == name)
 
         def listening(numbers: tuple[int, ...]) -> bool:
             return all(tcp_open(port) for port in numbers)
@@ -345,7 +384,7 @@ class Stack:
                 "nginx", nginx_argv, log_path=layout.logs_dir / "nginx.log"
             ).start()
 
-        return [
+        parts = [
             Part(
                 name="casdoor",
                 port=casdoor.port,
@@ -389,6 +428,25 @@ class Stack:
                 also_ports=hosted("nginx"),
             ),
         ]
+        if self.production is None:
+            return parts
+        # production: the engines first; Casdoor and both memory replicas wait for
+        # PostgreSQL (and its databases), the plugin for the formed Valkey cluster
+        by_name = {part.name: part for part in parts}
+        by_name["casdoor"].needs = ("postgres",)
+        by_name["gateway"].needs = ("valkey2",)
+        replica = python_part(
+            "memory_b",
+            _python_cli("memory-service", "serve", "--port", str(ports["memory_b"])),
+            {**self._env(), "HANZO_MEMORY_GRPC_PORT": str(ports["memory_b_grpc"])},
+        )
+        for name in MEMORY_REPLICAS:
+            by_name[name] = replica if name == "memory_b" else by_name[name]
+            by_name[name].needs = ("postgres",)
+        engines = self.production.parts(layout.run_dir, self.held)
+        ordered = [by_name[p.name] for p in parts[: parts.index(by_name["memory"]) + 1]]
+        rest = [by_name[p.name] for p in parts[len(ordered) :]]
+        return [*engines, *ordered, replica, *rest]
 
     def _hold_path(self, name: str) -> Path:
         return self.layout.run_dir / "hold" / name
@@ -524,6 +582,7 @@ class Stack:
         for directory in (layout.state_dir, layout.run_dir, layout.logs_dir):
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             directory.chmod(0o700)  # a state dir made before modes were private
+        save_profile(layout.state_dir, self.profile)
         self.ports.save(layout.state_dir)
         ui_dir = casdoor_ui_dir() if ui and (casdoor_ui_dir() / "index.html").exists() else None
         if ui_dir:
@@ -630,7 +689,7 @@ class Stack:
                     os.kill(pid, signal.SIGKILL)
             if not quiet:
                 self.say("supervisor: stopped")
-        for name in reversed(SERVICES):
+        for name in reversed(self.services()):
             path = self.layout.pid_path(name)
             with contextlib.suppress(OSError, ValueError):
                 pid = int(path.read_text())
@@ -649,16 +708,25 @@ class Stack:
             if not quiet:
                 self.say("casdoor: stopped")
 
+    def services(self) -> tuple[str, ...]:
+        """The parts with a pid file under ``run/`` (every part but Casdoor), start order."""
+        return (*PART_NAMES, *SERVICES) if self.production else SERVICES
+
     def status(self) -> dict[str, bool]:
         """Whether each part answers on its kept port."""
         ports = self.ports.ports
         health = {"casdoor": self.casdoor.running_pid() is not None and self.casdoor.healthy()}
-        for name in ("sidecar", "gateway", "memory", "inference"):
+        for name in ("sidecar", "gateway", *MEMORY_REPLICAS, "inference"):
             if name in ports:  # a stack started before this part existed
                 health[name] = http_ok(f"http://{LOOPBACK}:{ports[name]}/healthz")
         health["nginx"] = tcp_open(ports["nginx"])
-        for name in HOSTED_BY:  # the gRPC listeners
+        for name in self.hosted_by:  # the gRPC listeners
             health[name] = tcp_open(ports[name])
+        if self.production:
+            health["postgres"] = self.production.postgres.ready()
+            for name in PART_NAMES:
+                if name.startswith("valkey"):
+                    health[name] = tcp_open(ports[name])
         return health
 
     def report(self) -> dict[str, object]:
@@ -668,8 +736,10 @@ class Stack:
         sup = self.supervisor_status()
         parts: dict[str, dict[str, object]] = {}
         for name, port in self.ports.ports.items():
+            if name.endswith("_bus"):  # a Valkey node's cluster bus, not a part
+                continue
             # a gRPC listener shows the process that holds it (its pid, state, restarts)
-            seen = sup.parts.get(HOSTED_BY.get(name, name)) if sup else None
+            seen = sup.parts.get(self.hosted_by.get(name, name)) if sup else None
             parts[name] = {
                 "healthy": health.get(name, False),
                 "url": f"http://{LOOPBACK}:{port}",

@@ -71,6 +71,11 @@ class ValkeyServer:
         return f"redis://{LOOPBACK}:{self.port}/0"
 
     def start(self, timeout: float = 30.0) -> ValkeyServer:
+        self.spawn().wait_ready(lambda: tcp_open(self.port), timeout)
+        return self
+
+    def spawn(self) -> ManagedProcess:
+        """Start the server without waiting: what a supervisor restarts."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         argv = [
             str(valkey_server_binary()),
@@ -92,8 +97,7 @@ class ValkeyServer:
             argv += ["--loadmodule", str(redisearch_module())]
         argv += ["--appendonly", "yes"] if self.persist else ["--save", ""]
         self.process = ManagedProcess("valkey", argv, log_path=self.data_dir / "valkey.log").start()
-        self.process.wait_ready(lambda: tcp_open(self.port), timeout)
-        return self
+        return self.process
 
     def stop(self) -> None:
         if self.process:
@@ -109,17 +113,21 @@ class ValkeyCluster:
     short-lived and a lost primary is the fail mode's business, not a failover's.
     """
 
-    def __init__(self, data_dir: Path, primaries: int = 3) -> None:
+    def __init__(self, data_dir: Path, primaries: int = 3, ports: list[int] | None = None) -> None:
+        """``ports`` (client and bus port of each node in turn) keeps a cluster on fixed
+        ports across restarts (the stack's); unset, they are chosen now."""
         if primaries < 1:
             raise ValueError("a cluster needs at least one primary")
+        if ports is not None and len(ports) != 2 * primaries:
+            raise ValueError(f"{primaries} primaries need {2 * primaries} ports")
         self.data_dir = data_dir
         self.primaries = primaries
-        self.nodes = self._new_nodes()
+        self.nodes = self._new_nodes(ports)
 
-    def _new_nodes(self) -> list[ValkeyServer]:
+    def _new_nodes(self, ports: list[int] | None = None) -> list[ValkeyServer]:
         # a client port and a bus port per node, all distinct (free_port alone could hand
         # the same free port out twice, as nothing holds it in between)
-        ports = _distinct_ports(2 * self.primaries)
+        ports = ports or _distinct_ports(2 * self.primaries)
         return [
             ValkeyServer(
                 self.data_dir / f"node{i}", ports[2 * i], cluster=True, bus_port=ports[2 * i + 1]
@@ -152,6 +160,24 @@ class ValkeyCluster:
                 raise
         return self
 
+    def form_if_needed(self, timeout: float = 30.0) -> None:
+        """Form the cluster of running nodes unless they already are one. A node restarted
+        on its data dir rejoins by itself (``nodes.conf`` keeps its slots and peers), so
+        this is idempotent: what a supervisor runs after every start of the last node."""
+        clients = [redis.Redis(host=LOOPBACK, port=n.port, socket_timeout=5) for n in self.nodes]
+        try:
+            if all(_slots_assigned(c) == 0 for c in clients):
+                self._form(timeout)
+                return
+            deadline = time.monotonic() + timeout
+            while not all(self._ready(c) for c in clients):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"valkey cluster not ready after {timeout:.0f}s")
+                time.sleep(0.1)
+        finally:
+            for client in clients:
+                client.close()
+
     def _form(self, timeout: float) -> None:
         clients = [redis.Redis(host=LOOPBACK, port=n.port, socket_timeout=5) for n in self.nodes]
         try:
@@ -182,6 +208,13 @@ class ValkeyCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+def _slots_assigned(client: redis.Redis) -> int:
+    info = client.execute_command("CLUSTER", "INFO")
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    fields = dict(line.split(":", 1) for line in text.split() if ":" in line)
+    return int(fields.get("cluster_slots_assigned", "0"))
 
 
 def _distinct_ports(count: int) -> list[int]:
