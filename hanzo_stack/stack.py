@@ -47,10 +47,10 @@ from hanzo_stack.process import (
     tcp_open,
 )
 from hanzo_stack.production import (
-    REPLICA_HOSTED_BY,
     MEMORY_REPLICAS,
     PART_NAMES,
     PORT_NAMES,
+    REPLICA_HOSTED_BY,
     ProductionTopology,
     Profile,
     read_profile,
