@@ -39,12 +39,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from corpus import passages
 
-from hanzo_contract.assertion import AssertionSigner, generate_keypair
+from hanzo_contract.assertion import MEMORY_AUDIENCE, AssertionSigner, generate_keypair
 from hanzo_contract.headers import ASSERTION
 from hanzo_contract.principal import Principal
 from memory_service.embeddings.local import MAX_TOKENS, model_files
 
 API_BATCH = 256
+STORE, SEARCH = "/v1/memory/store", "/v1/memory/search"
 BASELINE_BATCH = 32
 
 
@@ -90,7 +91,7 @@ class Service:
     def __init__(self, root: Path) -> None:
         private, public = generate_keypair()
         (root / "assertion.pub").write_bytes(public)
-        self.signer = AssertionSigner(private)
+        self.signer = AssertionSigner(private, ttl_seconds=600)
         self.port = free_port()
         (root / "hanzo.toml").write_text("")  # no operator config: env only
         env = {
@@ -111,8 +112,10 @@ class Service:
             scopes=frozenset({"memory:read", "memory:write"}),
         )
 
-    def headers(self) -> dict[str, str]:
-        return {ASSERTION: self.signer.sign(self.principal)}
+    def headers(self, path: str) -> dict[str, str]:
+        """An assertion for one POST to ``path``, bound to it as the gateway binds it."""
+        token = self.signer.sign(self.principal, audience=MEMORY_AUDIENCE, method="POST", path=path)
+        return {ASSERTION: token}
 
     async def wait_ready(self, client: httpx.AsyncClient) -> None:
         deadline = time.monotonic() + 120
@@ -146,7 +149,7 @@ async def store_all(
         while queue:
             batch = queue.pop()
             body = {"memories": [{"content": t} for t in batch]}
-            r = await client.post("/v1/memory/store", json=body, headers=svc.headers())
+            r = await client.post(STORE, json=body, headers=svc.headers(STORE))
             r.raise_for_status()
             results = r.json()["results"]
             assert all(x["status"] == "created" for x in results), results[:3]
@@ -170,7 +173,7 @@ async def searches(
             return out
         body = {"query": queries[i % len(queries)], "mode": "hybrid", "top_k": 10}
         started = time.perf_counter()
-        r = await client.post("/v1/memory/search", json=body, headers=svc.headers())
+        r = await client.post(SEARCH, json=body, headers=svc.headers(SEARCH))
         out.append((time.perf_counter() - started) * 1000)
         r.raise_for_status()
         i += 1
@@ -194,6 +197,8 @@ async def api_run(texts: list[str], more: list[str], queries: list[str], clients
                     part = texts[quarter * len(texts) // 4 : (quarter + 1) * len(texts) // 4]
                     elapsed += len(part) / await store_all(svc, client, part, clients)
                     rss_steps.append(((quarter + 1) * len(texts) // 4, rss_mb(svc.proc.pid)))
+                    print(f"  stored {rss_steps[-1][0]}: service RSS {rss_steps[-1][1]:.0f} MB, "
+                          f"load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
                 rate = len(texts) / elapsed
                 rss_after = rss_steps[-1][1]
                 idle = await searches(svc, client, queries, None)
