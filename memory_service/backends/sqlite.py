@@ -436,15 +436,15 @@ class SqliteBackend(MemoryBackend):
         # while the tenant and filters reject too many.
         score = "bm25(memories_fts, 1.0, 0.0)"
         ranked = " UNION ALL ".join(
-            f"SELECT rowid, {score} AS r FROM memories_fts WHERE memories_fts MATCH ?"
+            f"SELECT rowid AS hit, {score} AS r FROM memories_fts WHERE memories_fts MATCH ?"
             for _ in plan.matches
         )
         if len(plan.matches) > 1:  # a row in both: the second query scores all its words
-            ranked = f"SELECT rowid, MIN(r) AS r FROM ({ranked}) GROUP BY rowid"
+            ranked = f"SELECT hit, MIN(r) AS r FROM ({ranked}) GROUP BY hit"
         sql = (
             f"WITH hits AS MATERIALIZED ({ranked} ORDER BY r LIMIT ?) "
             f"{_SELECT.replace('FROM memories m', ', -hits.r AS score')} "
-            f"FROM hits JOIN memories m ON m.rid = hits.rowid WHERE {where} "
+            f"FROM hits JOIN memories m ON m.rid = hits.hit WHERE {where} "
             "ORDER BY hits.r LIMIT ?"
         )
         depth = 4 * k + 32
