@@ -140,24 +140,19 @@ def _plans(terms: list[str], df: dict[str, int], rows: int, tenant_tok: str) -> 
         if sum(df[r] for r in rare) + df[t] > RANK_BUDGET:
             break
         rare.append(t)
+    # the budget holds fewer rows than all the words match, so some word is left over
     common = terms[len(rare) :]
     rare_size = sum(df[r] for r in rare)
-    by_rare = (
-        _Plan(
-            (_phrases(rare), f"{_phrases(rare)} AND {_phrases(common)}"),
-            rare_size,
-            sum(bounds[t] for t in common),
-        )
-        if common
-        else None
+    by_rare = _Plan(
+        (_phrases(rare), f"{_phrases(rare)} AND {_phrases(common)}"),
+        rare_size,
+        sum(bounds[t] for t in common),
     )
     every = _Plan(
         (" AND ".join(_phrases([t]) for t in terms),),
         df[terms[0]],
         sum(bounds.values()) - min(bounds.values()),
     )
-    if by_rare is None:
-        return [every, complete]
     if rare_size <= RANK_BUDGET:
         return [by_rare, every, complete]
     return [every, by_rare, complete]
