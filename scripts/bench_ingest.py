@@ -13,8 +13,9 @@ docstrings of installed packages (``scripts/corpus.py``), in a fixed order.
    its own process on a loopback port; the texts go over real HTTP in batches of 256 from
    ``--clients`` concurrent clients, each request carrying a signed identity assertion as
    the gateway would send. The rate is texts stored per second; the ratio is API / baseline.
-3. **Resident size** of the service process after the first ``--texts`` and again after
-   ``--more`` further texts (flat means the second is within 10% of the first).
+3. **Resident size** of the service process after each quarter of ``--texts`` and again
+   after ``--more`` further texts (flat means the last is within 10% of the one before).
+   ``--no-baseline`` skips step 1 for a footprint-only run.
 4. **Search p99**: hybrid searches (the service embeds the query) one after another, first
    with the service idle, then while the ``--more`` texts are being imported.
 """
@@ -38,12 +39,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from corpus import passages
 
-from hanzo_contract.assertion import AssertionSigner, generate_keypair
+from hanzo_contract.assertion import MEMORY_AUDIENCE, AssertionSigner, generate_keypair
 from hanzo_contract.headers import ASSERTION
 from hanzo_contract.principal import Principal
 from memory_service.embeddings.local import MAX_TOKENS, model_files
 
 API_BATCH = 256
+STORE, SEARCH = "/v1/memory/store", "/v1/memory/search"
 BASELINE_BATCH = 32
 
 
@@ -89,7 +91,7 @@ class Service:
     def __init__(self, root: Path) -> None:
         private, public = generate_keypair()
         (root / "assertion.pub").write_bytes(public)
-        self.signer = AssertionSigner(private)
+        self.signer = AssertionSigner(private, ttl_seconds=600)
         self.port = free_port()
         (root / "hanzo.toml").write_text("")  # no operator config: env only
         env = {
@@ -110,8 +112,10 @@ class Service:
             scopes=frozenset({"memory:read", "memory:write"}),
         )
 
-    def headers(self) -> dict[str, str]:
-        return {ASSERTION: self.signer.sign(self.principal)}
+    def headers(self, path: str) -> dict[str, str]:
+        """An assertion for one POST to ``path``, bound to it as the gateway binds it."""
+        token = self.signer.sign(self.principal, audience=MEMORY_AUDIENCE, method="POST", path=path)
+        return {ASSERTION: token}
 
     async def wait_ready(self, client: httpx.AsyncClient) -> None:
         deadline = time.monotonic() + 120
@@ -145,7 +149,7 @@ async def store_all(
         while queue:
             batch = queue.pop()
             body = {"memories": [{"content": t} for t in batch]}
-            r = await client.post("/v1/memory/store", json=body, headers=svc.headers())
+            r = await client.post(STORE, json=body, headers=svc.headers(STORE))
             r.raise_for_status()
             results = r.json()["results"]
             assert all(x["status"] == "created" for x in results), results[:3]
@@ -169,7 +173,7 @@ async def searches(
             return out
         body = {"query": queries[i % len(queries)], "mode": "hybrid", "top_k": 10}
         started = time.perf_counter()
-        r = await client.post("/v1/memory/search", json=body, headers=svc.headers())
+        r = await client.post(SEARCH, json=body, headers=svc.headers(SEARCH))
         out.append((time.perf_counter() - started) * 1000)
         r.raise_for_status()
         i += 1
@@ -186,8 +190,17 @@ async def api_run(texts: list[str], more: list[str], queries: list[str], clients
             async with httpx.AsyncClient(base_url=svc.url, timeout=600) as client:
                 await svc.wait_ready(client)
                 rss_start = rss_mb(svc.proc.pid)
-                rate = await store_all(svc, client, texts, clients)
-                rss_after = rss_mb(svc.proc.pid)
+                # four quarters, resident size after each; the rate is over all of them
+                rss_steps: list[tuple[int, float]] = []
+                elapsed = 0.0
+                for quarter in range(4):
+                    part = texts[quarter * len(texts) // 4 : (quarter + 1) * len(texts) // 4]
+                    elapsed += len(part) / await store_all(svc, client, part, clients)
+                    rss_steps.append(((quarter + 1) * len(texts) // 4, rss_mb(svc.proc.pid)))
+                    print(f"  stored {rss_steps[-1][0]}: service RSS {rss_steps[-1][1]:.0f} MB, "
+                          f"load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+                rate = len(texts) / elapsed
+                rss_after = rss_steps[-1][1]
                 idle = await searches(svc, client, queries, None)
                 done = asyncio.Event()
 
@@ -207,6 +220,7 @@ async def api_run(texts: list[str], more: list[str], queries: list[str], clients
         "rate": rate,
         "more_rate": more_rate,
         "rss_start": rss_start,
+        "rss_steps": rss_steps,
         "rss_after": rss_after,
         "rss_more": rss_more,
         "idle": idle,
@@ -220,6 +234,8 @@ def main() -> None:
     parser.add_argument("--more", type=int, default=2_000)
     parser.add_argument("--clients", type=int, default=2, help="concurrent store requests")
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the onnxruntime loop (a footprint-only run)")  # fmt: skip
     args = parser.parse_args()
 
     corpus = passages(args.texts + args.more)
@@ -233,16 +249,22 @@ def main() -> None:
     print(f"texts: {len(texts)} + {len(more)}, "
           f"{statistics.mean(len(t.split()) for t in corpus):.0f} words on average")  # fmt: skip
 
-    base = baseline(texts)
-    print(f"baseline onnxruntime loop (batch {BASELINE_BATCH}, arrival order): {base:.1f} texts/s")
+    if args.no_baseline:
+        base = float("nan")
+        print("baseline skipped (--no-baseline): no ingest ratio this run")
+    else:
+        base = baseline(texts)
+        print(f"baseline onnxruntime loop (batch {BASELINE_BATCH}, arrival order): "
+              f"{base:.1f} texts/s")  # fmt: skip
     res = asyncio.run(api_run(texts, more, queries, args.clients))
     rate = res["rate"]
     print(f"API store (HTTP, batches of {API_BATCH}, {args.clients} clients): "
           f"{rate:.1f} texts/s   ratio {rate / base:.2f}x (target >= 1.0x)")  # fmt: skip
     print(f"API store of the further {len(more)} during searches: {res['more_rate']:.1f} texts/s")
     flat = res["rss_more"] <= 1.1 * res["rss_after"]
-    print(f"service RSS: start {res['rss_start']:.0f} MB, after {len(texts)} "
-          f"{res['rss_after']:.0f} MB, after {len(texts) + len(more)} {res['rss_more']:.0f} MB "
+    steps = ", ".join(f"after {n} {mb:.0f} MB" for n, mb in res["rss_steps"])
+    print(f"service RSS: start {res['rss_start']:.0f} MB, {steps}, "
+          f"after {len(texts) + len(more)} {res['rss_more']:.0f} MB "
           f"({'flat' if flat else 'GROWING'}; target <= 1024 MB)")  # fmt: skip
     idle99, busy99 = pct(res["idle"], 99), pct(res["busy"], 99)
     print(f"hybrid search p50/p99 idle: {pct(res['idle'], 50):.1f} / {idle99:.1f} ms "

@@ -37,7 +37,7 @@ from hanzo_stack.valkey import ValkeyServer
 from memory_service.backends.base import NEVER, MemoryBackend, Query, Record
 from memory_service.backends.lance import LanceBackend
 from memory_service.backends.postgres import PostgresBackend
-from memory_service.backends.redis import RedisBackend
+from memory_service.backends.redis import EF_CONSTRUCTION, RedisBackend
 from memory_service.backends.sqlite import SqliteBackend
 from memory_service.clock import now_us
 from memory_service.embeddings.deterministic import DeterministicEmbedder
@@ -162,7 +162,7 @@ async def measure(
 
 async def run_one(kind: str, n: int, root: Path, valkey: ValkeyServer | None, queries: int,
                   tenants: int = 1, postgres: PostgresServer | None = None,
-                  ) -> dict[str, object]:  # fmt: skip
+                  ef_construction: int = EF_CONSTRUCTION) -> dict[str, object]:  # fmt: skip
     if kind == "postgres":
         assert postgres is not None
         db = postgres.create_database(f"bench_{n}_{tenants}")
@@ -173,7 +173,7 @@ async def run_one(kind: str, n: int, root: Path, valkey: ValkeyServer | None, qu
         backend = LanceBackend(root / f"lance-{n}", DIM)
     else:
         assert valkey is not None
-        backend = RedisBackend(valkey.url, DIM)
+        backend = RedisBackend(valkey.url, DIM, ef_construction=ef_construction)
     await backend.open()
     try:
         per = n // tenants
@@ -245,6 +245,8 @@ async def main() -> None:
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--sqlite-1m", action="store_true", help="also 1M over 10 tenants (SQLite)")
     ap.add_argument("--postgres-1m", action="store_true", help="also 1M over 10 tenants (postgres)")
+    ap.add_argument("--redis-ef-construction", type=int, default=EF_CONSTRUCTION,
+                    help="Redis HNSW EF_CONSTRUCTION: store rate against recall")  # fmt: skip
     ap.add_argument("--json", type=Path, help="write the results here as JSON")
     ap.add_argument("--query-embedding", action="store_true",
                     help="also time the local model embedding a query")  # fmt: skip
@@ -262,8 +264,9 @@ async def main() -> None:
         try:
             for kind in kinds:
                 for n in sizes:
+                    ef = args.redis_ef_construction
                     rows.append(await run_one(kind, n, root, valkey, args.queries,
-                                              postgres=postgres))  # fmt: skip
+                                              postgres=postgres, ef_construction=ef))  # fmt: skip
                     print(table(rows[-1:]).splitlines()[-1], flush=True)
             if args.sqlite_1m:
                 rows.append(await run_one("sqlite", 1_000_000, root, None, args.queries, 10))

@@ -38,7 +38,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from corpus import titled
 
-from hanzo_contract.assertion import AssertionSigner, AssertionVerifier, generate_keypair
+from hanzo_contract.assertion import (
+    MEMORY_AUDIENCE,
+    AssertionSigner,
+    AssertionVerifier,
+    generate_keypair,
+)
 from hanzo_contract.headers import ASSERTION
 from hanzo_contract.principal import Principal
 from memory_service.app import create_app
@@ -49,6 +54,7 @@ from memory_service.embeddings.local import LocalMiniLM
 from memory_service.settings import MemorySettings
 
 K = 10
+STORE, SEARCH = "/v1/memory/store", "/v1/memory/search"
 
 
 def bm25_rank(docs: list[str], queries: list[str], k1: float = 1.2, b: float = 0.75):
@@ -96,12 +102,17 @@ async def through_api(
     settings = MemorySettings(backend="sqlite", data_dir=root, embedder="local")
     backend = SqliteBackend(root / "quality.sqlite3", model.dim)
     await backend.open()
-    auth = AssertionAuthenticator(AssertionVerifier(public))
+    auth = AssertionAuthenticator(AssertionVerifier(public, audience=MEMORY_AUDIENCE))
     app = create_app(settings, backend=backend, embedder=model, authenticator=auth)
     who = Principal(organization="quality", subject="quality/reader",
                     scopes=frozenset({"memory:read", "memory:write"}))  # fmt: skip
     ids: dict[str, int] = {}
     ranked: dict[str, list[list[int]]] = {}
+
+    def bound(path: str) -> dict[str, str]:
+        """An assertion for one POST to ``path``, bound to it as the gateway binds it."""
+        return {ASSERTION: signer.sign(who, audience=MEMORY_AUDIENCE, method="POST", path=path)}
+
     try:
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://quality", timeout=600
@@ -111,9 +122,7 @@ async def through_api(
                     {"content": docs[i], "embedding": doc_vecs[i].tolist()}
                     for i in range(start, min(start + 64, len(docs)))
                 ]}  # fmt: skip
-                r = await client.post(
-                    "/v1/memory/store", json=body, headers={ASSERTION: signer.sign(who)}
-                )
+                r = await client.post(STORE, json=body, headers=bound(STORE))
                 r.raise_for_status()
                 for offset, res in enumerate(r.json()["results"]):
                     ids[res["id"]] = start + offset
@@ -121,9 +130,9 @@ async def through_api(
                 ranked[mode] = []
                 for q in queries:
                     r = await client.post(
-                        "/v1/memory/search",
+                        SEARCH,
                         json={"query": q, "mode": mode, "top_k": K},
-                        headers={ASSERTION: signer.sign(who)},
+                        headers=bound(SEARCH),
                     )
                     r.raise_for_status()
                     ranked[mode].append([ids[h["memory"]["id"]] for h in r.json()["results"]])

@@ -34,6 +34,7 @@ _FIELDS = ("id", "user", "namespace", "content", "chash", "created_at", "updated
 
 
 _CHUNK = 100
+EF_CONSTRUCTION = 200
 
 
 def _hex(value: str) -> str:
@@ -53,10 +54,13 @@ def _unhex(stored: bytes) -> str:
 class RedisBackend(MemoryBackend):
     name = "redis"
 
-    def __init__(self, url: str, dim: int, ef_runtime: int = 200) -> None:
+    def __init__(
+        self, url: str, dim: int, ef_runtime: int = 200, ef_construction: int = EF_CONSTRUCTION
+    ) -> None:
         self.url = url
         self.dim = dim
         self.ef_runtime = ef_runtime
+        self.ef_construction = ef_construction
         self._r: aioredis.Redis | None = None
         self._indexed: set[str] = set()
 
@@ -94,7 +98,8 @@ class RedisBackend(MemoryBackend):
                 "content", "TEXT",
                 "created_at", "NUMERIC", "SORTABLE", "expires_at", "NUMERIC", "size", "NUMERIC",
                 "vec", "VECTOR", "HNSW", "10", "TYPE", "FLOAT32", "DIM", str(self.dim),
-                "DISTANCE_METRIC", "COSINE", "M", "16", "EF_CONSTRUCTION", "200",
+                "DISTANCE_METRIC", "COSINE", "M", "16",
+                "EF_CONSTRUCTION", str(self.ef_construction),
             )  # fmt: skip
         except ResponseError as exc:
             if "already exists" not in str(exc).lower():
@@ -141,16 +146,18 @@ class RedisBackend(MemoryBackend):
     async def upsert(self, records: list[Record]) -> None:
         for tenant in {r.tenant for r in records}:
             await self._ensure_index(tenant)
-        # Chunks keep each MULTI/EXEC (which indexes its vectors inline) short for the server.
-        for start in range(0, len(records), _CHUNK):
-            pipe = self.r.pipeline(transaction=True)
-            for r in records[start : start + _CHUNK]:
-                key = self._prefix(r.tenant) + r.id
-                pipe.delete(key)  # a replaced memory must not keep stale fields
-                pipe.hset(key, mapping=self._mapping(r))
-                if r.expires_at != NEVER:
-                    pipe.pexpireat(key, max(r.expires_at // 1000, 1))
-            await pipe.execute()
+        # One round trip for the whole batch, outside MULTI/EXEC: each HSET writes every
+        # field of the hash (so a replaced memory keeps no stale one) and is indexed as it
+        # lands; a memory that no longer expires loses any expiry its predecessor set.
+        pipe = self.r.pipeline(transaction=False)
+        for r in records:
+            key = self._prefix(r.tenant) + r.id
+            pipe.hset(key, mapping=self._mapping(r))
+            if r.expires_at != NEVER:
+                pipe.pexpireat(key, max(r.expires_at // 1000, 1))
+            else:
+                pipe.persist(key)
+        await pipe.execute()
 
     async def get(self, tenant: str, ids: list[str]) -> list[Record]:
         if not ids:

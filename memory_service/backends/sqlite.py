@@ -13,6 +13,8 @@ from __future__ import annotations
 # ruff: noqa: S608
 import asyncio
 import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +88,86 @@ ON CONFLICT (tenant, id) DO UPDATE SET
 #: keyword search ranks the words' postings across tenants up to this many matching rows;
 #: past it, only the tenant's (see ``keyword_search``)
 WORDS_ONLY_MAX = 20_000
+#: rows bm25() scores for a query before keyword search narrows to its rarer words
+RANK_BUDGET = 4_000
+#: FTS5's bm25() constants: a word adds at most idf * (K1 + 1) to a row's score
+K1 = 1.2
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """One way to rank a keyword query: FTS5 MATCH expressions whose rows are the
+    candidates (a row in several takes its best score), at most ``size`` of them, and an
+    upper bound on the score of any row outside them (None: no row is outside)."""
+
+    matches: tuple[str, ...]
+    size: int
+    outside: float | None
+
+
+def _phrases(words: list[str]) -> str:
+    return "content : (" + " OR ".join(f'"{w}"' for w in words) + ")"
+
+
+def _bound(df: int, rows: int) -> float:
+    """The most one word can add to a row's bm25() score: FTS5's idf (floored at 1e-6 as
+    FTS5 does) times (k1 + 1), which the term-frequency factor approaches but never reaches."""
+    idf = math.log((rows - df + 0.5) / (df + 0.5))
+    return (idf if idf > 0 else 1e-6) * (K1 + 1)
+
+
+def _plans(terms: list[str], df: dict[str, int], rows: int, tenant_tok: str) -> list[_Plan]:
+    """Ways to rank ``terms`` (rarest first), cheapest first; the last one is complete.
+
+    bm25() costs about a microsecond for each row it scores, and a query of common words
+    matches tens of thousands. Rows holding none of the rare words score at most the common
+    words' bounds, so ranking the rows that hold a rare word (and scoring their common words
+    too) is exact once the k-th of them beats that bound; likewise rows holding every word,
+    against the bound of all but the rarest. A plan that cannot prove it hands on to the
+    next; the last ranks every matching row, as bm25() over the whole query would.
+    """
+    total = sum(df[t] for t in terms)
+    words = _phrases(terms)
+    # past WORDS_ONLY_MAX rows across tenants, rank the tenant's rows only (its token is
+    # in a column of weight 0: it changes which rows match, not their scores)
+    scope = f'tenant_tok : "{tenant_tok}" AND ' if total > WORDS_ONLY_MAX else ""
+    complete = _Plan((scope + words,), total, None)
+    if total <= RANK_BUDGET or len(terms) == 1:
+        return [complete]
+    bounds = {t: _bound(df[t], rows) for t in terms}
+    rare = [terms[0]]
+    for t in terms[1:]:
+        if sum(df[r] for r in rare) + df[t] > RANK_BUDGET:
+            break
+        rare.append(t)
+    # the budget holds fewer rows than all the words match, so some word is left over
+    common = terms[len(rare) :]
+    rare_size = sum(df[r] for r in rare)
+    by_rare = _Plan(
+        (_phrases(rare), f"{_phrases(rare)} AND {_phrases(common)}"),
+        rare_size,
+        sum(bounds[t] for t in common),
+    )
+    every = _Plan(
+        (" AND ".join(_phrases([t]) for t in terms),),
+        df[terms[0]],
+        sum(bounds.values()) - min(bounds.values()),
+    )
+    if rare_size <= RANK_BUDGET:
+        return [by_rare, every, complete]
+    return [every, by_rare, complete]
+
+
+def _varint(blob: bytes) -> int:
+    """The first SQLite varint of ``blob`` (FTS5 stores its row count as one)."""
+    value = 0
+    for i, byte in enumerate(blob[:9]):
+        if i == 8:
+            return (value << 8) | byte
+        value = (value << 7) | (byte & 0x7F)
+        if byte < 0x80:
+            return value
+    return value
 
 
 def tenant_token(tenant: str) -> str:
@@ -310,44 +392,68 @@ class SqliteBackend(MemoryBackend):
             return {row[0] for row in await cur.fetchall()}
 
     async def keyword_search(self, q: Query, text: str, k: int) -> list[tuple[Record, float]]:
-        terms = keyword_terms(text)
+        words = keyword_terms(text)
+        if not words:
+            return []
+        df = {w: await self._count(_phrases([w])) for w in words}
+        terms = sorted((w for w in words if df[w]), key=df.__getitem__)
         if not terms:
             return []
-        quoted = " OR ".join(f'"{t}"' for t in terms)
-        words = f"content : ({quoted})"
-        # bm25() reads every row of every phrase in the MATCH to weigh it. With the tenant
-        # token in the MATCH that is the whole tenant (100k rows: 25-37 ms a query), so
-        # rank the words' postings alone, and leave tenancy to the join's ``m.tenant = ?``
-        # as for every query, unless the words are so common across all tenants that
-        # scoring them all would cost more than the tenant's own postings (counting them,
-        # without bm25, is cheap).
-        async with self.db.execute(
-            "SELECT COUNT(*) FROM memories_fts WHERE memories_fts MATCH ?", (words,)
-        ) as cur:
-            total = (await cur.fetchone() or (0,))[0]
-        if not total:
-            return []
-        if total > WORDS_ONLY_MAX:
-            match = f'tenant_tok : "{tenant_token(q.tenant)}" AND {words}'
-        else:
-            match = words
+        rows = await self._row_count()
         where, params = _where(q)
+        for plan in _plans(terms, df, rows, tenant_token(q.tenant)):
+            hits = await self._ranked(plan, where, params, k)
+            if hits is not None:
+                return hits
+        raise AssertionError("the last plan is complete")  # pragma: no cover
+
+    async def _count(self, match: str) -> int:
+        async with self.db.execute(
+            "SELECT COUNT(*) FROM memories_fts WHERE memories_fts MATCH ?", (match,)
+        ) as cur:
+            return int((await cur.fetchone() or (0,))[0])
+
+    async def _row_count(self) -> int:
+        """Rows in the full-text index, as bm25() counts them (FTS5's averages record)."""
+        async with self.db.execute("SELECT block FROM memories_fts_data WHERE id = 1") as cur:
+            found = await cur.fetchone()
+        if found is not None and found[0]:
+            return _varint(found[0])
+        async with self.db.execute("SELECT COUNT(*) FROM memories") as cur:
+            return int((await cur.fetchone() or (0,))[0])
+
+    async def _ranked(
+        self, plan: _Plan, where: str, params: list[Any], k: int
+    ) -> list[tuple[Record, float]] | None:
+        """The plan's best ``k`` rows passing the filters; None when the plan cannot prove
+        they are the query's best (a row outside its candidates might outrank them)."""
         # Rank inside FTS5 first, then join and filter only the best candidates; widen
         # while the tenant and filters reject too many.
+        score = "bm25(memories_fts, 1.0, 0.0)"
+        ranked = " UNION ALL ".join(
+            f"SELECT rowid AS hit, {score} AS r FROM memories_fts WHERE memories_fts MATCH ?"
+            for _ in plan.matches
+        )
+        if len(plan.matches) > 1:  # a row in both: the second query scores all its words
+            ranked = f"SELECT hit, MIN(r) AS r FROM ({ranked}) GROUP BY hit"
         sql = (
-            "WITH hits AS (SELECT rowid, bm25(memories_fts, 1.0, 0.0) AS r FROM memories_fts "
-            "WHERE memories_fts MATCH ? ORDER BY r LIMIT ?) "
+            f"WITH hits AS MATERIALIZED ({ranked} ORDER BY r LIMIT ?) "
             f"{_SELECT.replace('FROM memories m', ', -hits.r AS score')} "
-            f"FROM hits JOIN memories m ON m.rid = hits.rowid WHERE {where} "
+            f"FROM hits JOIN memories m ON m.rid = hits.hit WHERE {where} "
             "ORDER BY hits.r LIMIT ?"
         )
         depth = 4 * k + 32
         while True:
-            async with self.db.execute(sql, (match, depth, *params, k)) as cur:
-                rows = await cur.fetchall()
-            if len(rows) >= k or depth >= total:
-                return [(_record(r), float(r[16])) for r in rows]
+            async with self.db.execute(sql, (*plan.matches, depth, *params, k)) as cur:
+                found = [(_record(r), float(r[16])) for r in await cur.fetchall()]
+            if len(found) >= k or depth >= plan.size:
+                break
             depth *= 8
+        if plan.outside is None:
+            return found
+        if len(found) >= k and found[k - 1][1] >= plan.outside:
+            return found
+        return None
 
     async def usage(self, tenant: str) -> Usage:
         async with self.db.execute(

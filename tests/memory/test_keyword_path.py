@@ -58,3 +58,49 @@ async def test_both_paths_rank_alike(db, monkeypatch):
     tenant_path = [r.id for r, _ in await db.keyword_search(q, "cobalt 7", 5)]
     assert words_only[0] == tenant_path[0] == "big-7"
     assert await db.keyword_search(q, "absent", 5) == []
+
+
+@pytest.fixture
+async def zipf_db(tmp_path):
+    """600 rows of 1 to 30 words drawn from a skewed vocabulary: common words match most
+    rows, row lengths vary widely (so a row of common words alone can outrank rare ones)."""
+    backend = SqliteBackend(tmp_path / "zipf.sqlite3", 8)
+    await backend.open()
+    rng = np.random.default_rng(7)
+    rows = []
+    for i in range(600):
+        words = rng.zipf(1.4, size=int(rng.integers(1, 31))) % 60
+        rows.append(record("z", i, " ".join(f"w{w}" for w in words)))
+    await backend.upsert(rows)
+    yield backend
+    await backend.close()
+
+
+async def test_narrowed_plans_rank_exactly_as_the_whole_query(zipf_db, monkeypatch):
+    """Past the budget, ranking the rare words' rows (or rows with every word) and proving
+    the k-th beats any other row's bound gives bm25's own top k, or hands on."""
+    q = Query(tenant="z", user="u", now=2000)
+    queries = [f"w{a} w{b}" for a in range(0, 12) for b in range(a + 1, 40, 3)]
+    queries += ["w0 w1 w2", "w1 w2 w3 w30", "w0", "w5 w55"]
+    complete = {}
+    for text in queries:
+        complete[text] = [(r.id, s) for r, s in await zipf_db.keyword_search(q, text, 10)]
+    used: list[tuple[int, bool]] = []
+    ranked = SqliteBackend._ranked
+
+    async def spy(self, plan, *args):
+        found = await ranked(self, plan, *args)
+        if plan.outside is not None:
+            used.append((len(plan.matches), found is not None))
+        return found
+
+    monkeypatch.setattr(SqliteBackend, "_ranked", spy)
+    monkeypatch.setattr(sqlite, "RANK_BUDGET", 40)
+    for text in queries:
+        narrowed = [(r.id, s) for r, s in await zipf_db.keyword_search(q, text, 10)]
+        assert [i for i, _ in narrowed] == [i for i, _ in complete[text]], text
+        assert [s for _, s in narrowed] == pytest.approx([s for _, s in complete[text]])
+    # every outcome happened: the rare words' plan (two MATCHes) and the every-word plan
+    # (one) each proved an answer, and some narrowed plan could not
+    assert {(1, True), (2, True)} <= set(used), used
+    assert any(not proved for _, proved in used), used
