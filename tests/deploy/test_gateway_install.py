@@ -281,3 +281,13 @@ def test_envoy_routes_every_path_behind_ext_authz(tmp_path) -> None:
         assert route["route"]["cluster"] in clusters
     chat = next(r for r in routes if r["match"].get("path") == "/v1/chat/completions")
     assert chat["route"] == {"cluster": "hanzo_inference", "timeout": "0s"}
+
+
+def test_grpc_methods_are_left_to_an_http2_listener(tmp_path) -> None:
+    """The stack's route table names gRPC methods; an HTTP listener must not route them
+    to the memory service's HTTP port (they would be 404s there), and REST and MCP stay."""
+    code, output = hanzo("gateway", "install", "traefik", "--out", str(tmp_path), *TRAEFIK_DEPLOY)
+    assert code == 0, output
+    rendered = (tmp_path / "dynamic.yml").read_text()
+    assert "MemoryService" not in rendered
+    assert "Path(`/v1/mcp`)" in rendered and "/v1/memory/store" in rendered

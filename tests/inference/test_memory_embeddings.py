@@ -4,11 +4,11 @@ embedder: the real model's vectors are checked through the whole stack)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from hanzo_contract.assertion import (
     INFERENCE_AUDIENCE,
@@ -27,8 +27,8 @@ from memory_service.settings import MemorySettings
 MODEL = "deterministic-hash-384"
 
 
-@pytest.fixture
-async def memory(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, AssertionSigner]]:
+@contextlib.asynccontextmanager
+async def memory_app(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, AssertionSigner]]:
     private, public = ensure_keypair(tmp_path / "keys")
     settings = MemorySettings(
         backend="sqlite", data_dir=tmp_path / "data", embedder="deterministic", max_batch=4
@@ -61,10 +61,14 @@ def _as(signer: AssertionSigner, *scopes: str) -> dict[str, str]:
     }
 
 
-async def test_embeddings_route_shapes_and_refusals(
-    memory: tuple[httpx.AsyncClient, AssertionSigner],
-) -> None:
-    client, signer = memory
+async def test_embeddings_route_shapes_and_refusals(tmp_path: Path) -> None:
+    # the app's lifespan (with the MCP session manager's task group) is entered and left
+    # in the test's own task: a fixture's teardown runs in another one
+    async with memory_app(tmp_path) as (client, signer):
+        await _shapes_and_refusals(client, signer)
+
+
+async def _shapes_and_refusals(client: httpx.AsyncClient, signer: AssertionSigner) -> None:
     invoker = _as(signer, "inference:invoke")
     ok = await client.post(
         "/v1/embeddings", json={"model": MODEL, "input": ["a b", "c"]}, headers=invoker
