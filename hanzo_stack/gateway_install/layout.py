@@ -129,7 +129,7 @@ class Layout:
         return self.settings.upstreams[upstream]
 
 
-def _is_grpc_method(path: str) -> bool:
+def is_grpc_method(path: str) -> bool:
     """A gRPC method's path (``/package.Service/Method``): those need an HTTP/2 listener and
     ``grpc_pass`` to the memory service's gRPC port (the stack's nginx has one:
     ``deploy/nginx/stack.conf.template``), not a route on the HTTP listener rendered here."""
@@ -142,7 +142,7 @@ def build_layout(table: RouteTableSpec, settings: InstallSettings) -> Layout:
     (a route silently sent nowhere would be a 404 the operator finds in production)."""
     by_path: dict[str, ProxyRoute] = {}
     for route in table.routes:
-        if _is_grpc_method(route.path):
+        if is_grpc_method(route.path):
             continue
         upstream = _upstream_of(route)
         methods = tuple(route.methods)
