@@ -11,6 +11,8 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 
+from hanzo_contract.request_id import RequestIdMiddleware
+from hanzo_contract.telemetry import TracingMiddleware
 from memory_service.auth import (
     AssertionAuthenticator,
     Authenticator,
@@ -23,6 +25,9 @@ from memory_service.backends.sealed import SealedBackend
 from memory_service.clock import Clock, now_us
 from memory_service.embeddings import Embedder, make_embedder
 from memory_service.errors import EXCEPTION_HANDLERS
+from memory_service.instrument import instrument_backend, instrument_embedder
+from memory_service.metrics import RequestMetricsMiddleware
+from memory_service.ops import OPS_ROUTES
 from memory_service.routes import ROUTES
 from memory_service.sealing import keyring_from_file
 from memory_service.service import MemoryService
@@ -56,7 +61,9 @@ def create_app(
             f"embedder {embedder.model} makes {embedder.dim}-d vectors but "
             f"embedding_dim is {settings.embedding_dim}"
         )
-    service = MemoryService(backend, embedder, settings, clock)
+    service = MemoryService(
+        instrument_backend(backend), instrument_embedder(embedder), settings, clock
+    )
 
     async def maintain_forever() -> None:
         while True:
@@ -78,14 +85,18 @@ def create_app(
                 await task
             await backend.close()
 
+    routes = [*ROUTES, *OPS_ROUTES]
     app = Starlette(
-        routes=ROUTES,
+        routes=routes,
         middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(TracingMiddleware, service="memory"),
+            Middleware(RequestMetricsMiddleware, routes=routes),
             Middleware(
                 AuthenticationMiddleware,
                 backend=PrincipalBackend(authenticator),
                 on_error=on_auth_error,
-            )
+            ),
         ],
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
