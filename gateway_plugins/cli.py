@@ -16,6 +16,9 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
     port: int = typer.Option(8200, help="port to listen on"),
     log_level: str = typer.Option("info", help="log level (info: one access line a request)"),
+    access_log: bool = typer.Option(
+        True, help="one JSON line per request (nginx's access log has the same request id)"
+    ),
 ) -> None:
     """Serve the forward-auth endpoints (/auth, /auth/nginx, /envoy/..., /metrics)."""
     import uvicorn
@@ -32,7 +35,9 @@ def serve(
         settings.charge_token.get_secret_value(),
         tuple(settings.trusted_proxies),
     )
-    uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=None)
+    uvicorn.run(
+        app, host=host, port=port, log_level=log_level, log_config=None, access_log=access_log
+    )
 
 
 @cli.command("routes")
