@@ -78,7 +78,8 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = request_id_of(scope["headers"])
+        # an outer middleware (direct mode: before the auth check) already chose it
+        request_id = _current.get() or request_id_of(scope["headers"])
         token = _current.set(request_id)
         raw = request_id.encode("latin-1")
 

@@ -171,3 +171,17 @@ def test_configure_routes_uvicorn_through_the_shared_handler() -> None:
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+
+
+async def test_an_outer_middleware_id_is_kept_inside() -> None:
+    """Direct mode puts one before the auth check and the memory app has its own: a
+    refusal and an answer name the same id, and the client gets one header."""
+    seen: dict[str, str] = {}
+    outer = RequestIdMiddleware(_app(seen))
+    outer = RequestIdMiddleware(outer)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=outer), base_url="http://svc"
+    ) as client:
+        answer = await client.get("/echo")
+    assert answer.headers.get_list("x-request-id") == [seen["passed_on"]]
+    assert answer.json()["error"]["request_id"] == seen["passed_on"]
