@@ -7,10 +7,12 @@ is one JSON object of the shared shape, and credentials never reach it.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -20,10 +22,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from gateway_plugins.background import BackgroundTask
 from hanzo_contract.apikey import generate_key
 from hanzo_contract.errors import error_body
 from hanzo_contract.jsonlog import JsonFormatter, configure, redact
-from hanzo_contract.request_id import RequestIdMiddleware, propagate
+from hanzo_contract.request_id import RequestIdMiddleware, current_request_id, propagate
 
 log = logging.getLogger("tests.observability.app")
 
@@ -185,3 +188,31 @@ async def test_an_outer_middleware_id_is_kept_inside() -> None:
         answer = await client.get("/echo")
     assert answer.headers.get_list("x-request-id") == [seen["passed_on"]]
     assert answer.json()["error"]["request_id"] == seen["passed_on"]
+
+
+async def test_a_background_task_started_by_a_request_does_not_keep_its_id() -> None:
+    """The plugin's reporters start their task on first use, inside some request: the task
+    lives on, so it must not log every later line under that first request's id."""
+    seen: list[str | None] = []
+    ran = asyncio.Event()
+
+    async def report_forever() -> None:
+        seen.append(current_request_id())
+        ran.set()
+
+    task = BackgroundTask(report_forever)
+
+    async def start(scope: Any, receive: Any, send: Any) -> None:
+        task.start()
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    app = RequestIdMiddleware(start)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://svc"
+    ) as client:
+        answer = await client.get("/", headers={"X-Request-Id": "first-request"})
+    assert answer.headers["x-request-id"] == "first-request"
+    await asyncio.wait_for(ran.wait(), timeout=10)
+    await task.stop()
+    assert seen == [None]
