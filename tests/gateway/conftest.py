@@ -37,6 +37,7 @@ from hanzo_stack.valkey import ValkeyCluster
 from iam_sidecar.keys.models import NewKey
 from iam_sidecar.keys.store import KeyStore
 from tests.support.clock import FakeClock
+from tests.support.keys import mint_key
 
 ROUTES = """
 routes:
@@ -138,20 +139,14 @@ class Stack:
         owner: str = "alice",
     ) -> tuple[str, str]:
         """A fresh key ``(plaintext, key_id)`` in the sidecar's own store."""
-        store = await KeyStore.open(self.sidecar.db_path, self.sidecar.hash_secret.encode())
-        try:
-            plaintext, record = await store.create(
-                NewKey(
-                    organization=organization,
-                    owner=f"{organization}/{owner}",
-                    name=f"k-{secrets.token_hex(6)}",
-                    scopes=list(scopes),
-                    limits=limits,
-                )
-            )
-        finally:
-            await store.close()
-        return plaintext, record.key_id
+        new = NewKey(
+            organization=organization,
+            owner=f"{organization}/{owner}",
+            name=f"k-{secrets.token_hex(6)}",
+            scopes=list(scopes),
+            limits=limits,
+        )
+        return await mint_key(self.sidecar.db_path, self.sidecar.hash_secret, new)
 
     async def revoke(self, key_id: str, organization: str = "acme") -> None:
         store = await KeyStore.open(self.sidecar.db_path, self.sidecar.hash_secret.encode())

@@ -19,10 +19,10 @@ from hanzo_contract.assertion import ensure_keypair
 from hanzo_stack.process import LOOPBACK, free_port, http_ok
 from iam_sidecar.http.app import create_app as create_sidecar_app
 from iam_sidecar.keys.models import NewKey
-from iam_sidecar.keys.store import KeyStore
 from iam_sidecar.settings import SidecarSettings
 from memory_service.app import create_app as create_memory_app
 from memory_service.settings import MemorySettings
+from tests.support.keys import mint_key
 
 
 class ThreadServer:
@@ -95,16 +95,10 @@ class Parts:
                 server.stop()
 
     async def mint(self, scopes: tuple[str, ...], organization: str = "acme") -> str:
-        store = await KeyStore.open(self.db_path, self.hash_secret.encode())
-        try:
-            plaintext, _ = await store.create(
-                NewKey(
-                    organization=organization,
-                    owner=f"{organization}/alice",
-                    name=f"k-{secrets.token_hex(6)}",
-                    scopes=list(scopes),
-                )
-            )
-        finally:
-            await store.close()
-        return plaintext
+        new = NewKey(
+            organization=organization,
+            owner=f"{organization}/alice",
+            name=f"k-{secrets.token_hex(6)}",
+            scopes=list(scopes),
+        )
+        return (await mint_key(self.db_path, self.hash_secret, new))[0]
