@@ -3,11 +3,12 @@ otherwise.
 
 On when ``OTEL_TRACES_EXPORTER`` names an exporter other than ``none``, or an OTLP endpoint
 is set (``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``), and
-``OTEL_SDK_DISABLED`` is not ``true``. Off, nothing of OpenTelemetry is imported: no
-middleware is added, :func:`span` hands back one shared null context, and outgoing calls
-carry only the request id. On, each service opens a server span per request under the
-caller's W3C ``traceparent``, a span per backend operation, and injects ``traceparent`` into
-its own calls, so one request gives one trace from the gateway to the backend.
+``OTEL_SDK_DISABLED`` is not ``true``. Off, nothing of OpenTelemetry is imported: the
+middleware passes each request straight on, :func:`span` hands back one shared null
+context, and outgoing calls carry only the request id. On, each service opens a server
+span per request under the caller's W3C ``traceparent``, a span per backend operation, and
+injects ``traceparent`` into its own calls, so one request gives one trace from the gateway
+to the backend.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ def wanted(env: Mapping[str, str] = os.environ) -> bool:
 
 
 def enabled() -> bool:
-    on = _state["on"]
-    return bool(on)
+    """Whether spans are being made (set once by :func:`setup` or :func:`use_provider`)."""
+    return bool(_state["on"])
 
 
 def setup(service: str, env: Mapping[str, str] = os.environ) -> bool:
