@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -24,7 +25,9 @@ class BackgroundTask:
     def start(self) -> None:
         """Start the task on the running loop, unless it already runs."""
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            # a context of its own: not the request id or trace of the request that started it
+            loop = asyncio.get_running_loop()
+            self._task = loop.create_task(self._run(), context=contextvars.Context())
 
     async def stop(self) -> None:
         """Cancel the task and wait for it to end; it may be started again later."""

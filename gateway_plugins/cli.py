@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-
 import typer
+
+from hanzo_contract import jsonlog, telemetry
 
 cli = typer.Typer(
     help="Gateway auth/quota plugins: the forward-auth service.", no_args_is_help=True
@@ -15,7 +15,10 @@ cli = typer.Typer(
 def serve(
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
     port: int = typer.Option(8200, help="port to listen on"),
-    log_level: str = typer.Option("warning", help="uvicorn log level"),
+    log_level: str = typer.Option("info", help="log level (info: one access line a request)"),
+    access_log: bool = typer.Option(
+        True, help="one JSON line per request (nginx's access log has the same request id)"
+    ),
 ) -> None:
     """Serve the forward-auth endpoints (/auth, /auth/nginx, /envoy/..., /metrics)."""
     import uvicorn
@@ -24,14 +27,17 @@ def serve(
     from gateway_plugins.forward_auth import create_app
     from gateway_plugins.settings import GatewaySettings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    jsonlog.configure("gateway", log_level.upper())
+    telemetry.setup("gateway")
     settings = GatewaySettings()
     app = create_app(
         build_core(settings),
         settings.charge_token.get_secret_value(),
         tuple(settings.trusted_proxies),
     )
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    uvicorn.run(
+        app, host=host, port=port, log_level=log_level, log_config=None, access_log=access_log
+    )
 
 
 @cli.command("routes")

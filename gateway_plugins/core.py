@@ -298,6 +298,15 @@ class DecisionCore:
             }
         )
 
+    async def readiness(self) -> dict[str, str]:
+        """Each dependency that can say so (the sidecar): ``ok`` or why not."""
+        checks: dict[str, str] = {}
+        for name, client in (("sidecar", self._keys),):
+            ready = getattr(client, "ready", None)
+            if ready is not None:
+                checks[name] = await ready()
+        return checks
+
     async def aclose(self) -> None:
         for part in (self._reporter, self._usage, self._limiter, self._local):
             if part is not None:

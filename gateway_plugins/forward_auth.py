@@ -16,7 +16,7 @@ Endpoints (any method):
   the inference gateway holds a call's estimated tokens before calling its upstream, then
   settles them to what the call spent; the charge token as bearer; off when no charge
   token is set.
-- ``/metrics`` (Prometheus), ``/healthz``.
+- ``/metrics`` (Prometheus), ``/healthz``, ``/readyz`` (the sidecar answers).
 
 Allow answers carry the identity headers (and the signed assertion) for the gateway to
 copy upstream; deny answers carry the shared JSON error body, also compacted into
@@ -43,9 +43,11 @@ from gateway_plugins.core import DecisionCore
 from gateway_plugins.decision import ERROR_HEADER, Decision, deny
 from gateway_plugins.limiter import LimiterUnavailable
 from gateway_plugins.request import AuthRequest, lower_headers
+from hanzo_contract import telemetry
 from hanzo_contract.errors import error_body
 from hanzo_contract.forwarded import DEFAULT_TRUSTED_PROXIES, ClientAddress
-from hanzo_contract.headers import safe_request_id
+from hanzo_contract.request_id import RequestIdMiddleware, current_request_id
+from hanzo_contract.telemetry import TracingMiddleware
 from hanzo_contract.tokens import (
     TOKEN_CHARGE_PATH,
     TOKEN_RESERVE_PATH,
@@ -75,6 +77,8 @@ def _render(
     headers.append((b"x-hanzo-status", str(status).encode()))
     if decision.allowed:
         headers += [(k.encode(), v.encode()) for k, v in decision.client_headers.items()]
+        if telemetry.enabled() and (parent := telemetry.traceparent()):
+            headers.append((b"traceparent", parent.encode()))  # the upstream's parent span
         return 200, [*headers, (b"content-length", b"0")], b""
     body = decision.body_bytes(request_id)
     headers += [
@@ -124,8 +128,13 @@ class ForwardAuthApp:
         self.core = core
         self._rest = rest
         self._addresses = addresses or ClientAddress()
+        # the request id for every answer and log line; a span per request when tracing
+        self._served = RequestIdMiddleware(TracingMiddleware(self._dispatch, "gateway"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._served(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path = scope["path"]
             envoy = path == ENVOY_PREFIX or path.startswith(ENVOY_PREFIX + "/")
@@ -144,8 +153,7 @@ class ForwardAuthApp:
             except Exception:
                 log.exception("decision failed")
                 decision = deny(500, "internal_error", "the auth service failed")
-        request_id = safe_request_id(request.headers.get("x-request-id")) if request else None
-        status, headers, body = _render(decision, nginx, request_id)
+        status, headers, body = _render(decision, nginx, current_request_id())
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -217,6 +225,15 @@ def create_app(
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    async def readyz(_: Request) -> Response:
+        """Ready when what a decision needs answers (the sidecar: every cache miss asks
+        it); 503 with the shared error body naming what does not."""
+        checks = await core.readiness()
+        if all(state == "ok" for state in checks.values()):
+            return JSONResponse({"status": "ok", **checks})
+        body = error_body("not_ready", "a dependency of the auth service is down", checks)
+        return JSONResponse(body, status_code=503)
+
     async def not_found(_: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 404)
         code = "not_found" if status == 404 else "method_not_allowed"
@@ -234,6 +251,7 @@ def create_app(
         routes=[
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
             Route(TOKEN_RESERVE_PATH, reserve, methods=["POST"]),
             Route(TOKEN_CHARGE_PATH, charge, methods=["POST"]),
         ],

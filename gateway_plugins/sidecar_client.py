@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from gateway_plugins.errors import Rejected, Unavailable
 from hanzo_contract.reports import AUDIT_DENIALS_PATH, USAGE_REPORT_PATH
+from hanzo_contract.request_id import propagate
 from hanzo_contract.verify import (
     RESOLVE_PATH,
     VERIFY_PATH,
@@ -37,6 +38,7 @@ class SidecarClient:
             headers={"Authorization": f"Bearer {verify_token}"},
             timeout=timeout,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+            event_hooks={"request": [propagate]},
         )
 
     async def verify(self, key: str) -> VerifyResponse:
@@ -69,6 +71,14 @@ class SidecarClient:
             code, message = _error_of(response)
             raise Rejected(code, message)
         raise Unavailable(f"sidecar answered {response.status_code}")
+
+    async def ready(self) -> str:
+        """``ok`` when the sidecar answers its readiness probe, else why not."""
+        try:
+            response = await self._http.get("/readyz")
+        except httpx.HTTPError as exc:
+            return f"unreachable: {type(exc).__name__}"
+        return "ok" if response.status_code == 200 else f"answered {response.status_code}"
 
     async def aclose(self) -> None:
         await self._http.aclose()

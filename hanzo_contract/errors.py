@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from hanzo_contract.request_id import current_request_id
+
 
 class ErrorDetail(BaseModel):
     code: str
@@ -25,6 +27,9 @@ class ErrorBody(BaseModel):
 def error_body(
     code: str, message: str, details: Any | None = None, request_id: str | None = None
 ) -> dict[str, Any]:
+    """The body; ``request_id`` defaults to the id of the request being served, so every
+    error a service answers names it without each handler passing it."""
+    request_id = request_id or current_request_id()
     detail = ErrorDetail(code=code, message=message, details=details, request_id=request_id)
     body = ErrorBody(error=detail)
     return body.model_dump(exclude_none=True)

@@ -9,6 +9,7 @@ import typer
 
 from gateway_plugins.cli import cli as gateway_cli
 from hanzo_client.cli import login_cli, mcp_cli, memory_cli, session
+from hanzo_contract import jsonlog
 from hanzo_contract.settings import default_state_dir
 from hanzo_stack.casdoor.install import CASDOOR_VERSION, CasdoorInstallError, install_casdoor
 from hanzo_stack.casdoor.server import CasdoorServer
@@ -311,8 +312,7 @@ def supervise(state_dir: Path | None = StateDir) -> None:
     """The daemon `hanzo up` starts: keeps every part running (restart with backoff)."""
     from hanzo_stack.stack import Stack
 
-    logging.getLogger().setLevel(logging.INFO)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # the health probes, every tick
+    jsonlog.configure("supervisor", logging.INFO)  # httpx (the health probes) at warning
     Stack(state_dir or default_state_dir(), progress=lambda _: None).supervise()
 
 

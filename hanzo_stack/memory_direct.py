@@ -24,10 +24,12 @@ def direct_app(settings: MemorySettings) -> ASGIApp:
     from gateway_plugins.build import build_core
     from gateway_plugins.inline import InlineAuth
     from gateway_plugins.settings import GatewaySettings
+    from hanzo_contract.request_id import RequestIdMiddleware
     from memory_service.app import create_app
 
     core = build_core(GatewaySettings())  # makes the assertion key pair if missing
-    return InlineAuth(create_app(settings), core, open_paths=OPEN_PATHS)
+    # the request id first, so a refusal made before the memory app names it too
+    return RequestIdMiddleware(InlineAuth(create_app(settings), core, open_paths=OPEN_PATHS))
 
 
 def memory_app(settings: MemorySettings) -> ASGIApp:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import typer
 
+from hanzo_contract import jsonlog, telemetry
 from iam_sidecar.keys.cli import keys_cli
 from iam_sidecar.records.cli import audit_cli
 from iam_sidecar.settings import SidecarSettings
@@ -21,20 +22,18 @@ sidecar_cli = typer.Typer(help="Run the IAM sidecar server.", no_args_is_help=Tr
 def serve(
     host: str = typer.Option("127.0.0.1", help="Listen address."),
     port: int = typer.Option(8090, help="Listen port."),
-    log_level: str = typer.Option("info", help="uvicorn log level."),
+    log_level: str = typer.Option("info", help="Log level (info: one access line a request)."),
 ) -> None:
     """Serve verification, self-service keys and ops endpoints; reconcile on an interval."""
     import uvicorn
 
     from iam_sidecar.http.app import build_app
 
-    # no access log: its request line carries the query string, where a client may put a key
+    # JSON lines, the access log's included: a key a client puts in a query is scrubbed
+    jsonlog.configure("sidecar", log_level.upper())
+    telemetry.setup("sidecar")
     uvicorn.run(
-        build_app(SidecarSettings()),
-        host=host,
-        port=port,
-        log_level=log_level,
-        access_log=False,
+        build_app(SidecarSettings()), host=host, port=port, log_level=log_level, log_config=None
     )
 
 

@@ -21,11 +21,14 @@ import anyio
 import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from hanzo_contract.principal import Principal
+from hanzo_contract.request_id import RequestIdMiddleware, propagate
+from hanzo_contract.telemetry import TracingMiddleware
 from inference_gateway.auth import Authenticator
 from inference_gateway.charge import TokenCharger
 from inference_gateway.errors import (
@@ -96,7 +99,9 @@ class InferenceGateway:
         timeout = httpx.Timeout(
             settings.read_timeout_seconds, connect=settings.connect_timeout_seconds
         )
-        self.http = httpx.AsyncClient(timeout=timeout, transport=transport)
+        self.http = httpx.AsyncClient(
+            timeout=timeout, transport=transport, event_hooks={"request": [propagate]}
+        )
 
     async def _body(self, request: Request) -> dict[str, Any]:
         limit = self.settings.max_body_bytes
@@ -250,6 +255,10 @@ def create_app(
             Route("/v1/embeddings", gateway.embeddings, methods=["POST"]),
             Route("/v1/models", gateway.models, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
+        ],
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(TracingMiddleware, service="inference"),
         ],
         lifespan=lifespan,
         exception_handlers={

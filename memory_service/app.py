@@ -13,6 +13,8 @@ from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.routing import Route
 
 from hanzo_contract.mcp_tools import MCP_PATH
+from hanzo_contract.request_id import RequestIdMiddleware
+from hanzo_contract.telemetry import TracingMiddleware
 from memory_service.auth import (
     AssertionAuthenticator,
     Authenticator,
@@ -25,7 +27,10 @@ from memory_service.backends.sealed import SealedBackend
 from memory_service.clock import Clock, now_us
 from memory_service.embeddings import Embedder, make_embedder
 from memory_service.errors import EXCEPTION_HANDLERS
+from memory_service.instrument import instrument_backend, instrument_embedder
 from memory_service.mcp.server import MCPEndpoint, build_mcp
+from memory_service.metrics import RequestMetricsMiddleware
+from memory_service.ops import OPS_ROUTES
 from memory_service.routes import ROUTES
 from memory_service.sealing import keyring_from_file
 from memory_service.service import MemoryService
@@ -59,7 +64,9 @@ def create_app(
             f"embedder {embedder.model} makes {embedder.dim}-d vectors but "
             f"embedding_dim is {settings.embedding_dim}"
         )
-    service = MemoryService(backend, embedder, settings, clock)
+    service = MemoryService(
+        instrument_backend(backend), instrument_embedder(embedder), settings, clock
+    )
     mcp = build_mcp(service)
     mcp.streamable_http_app()  # creates the session manager the endpoint hands requests to
     mcp_route = Route(MCP_PATH, MCPEndpoint(mcp.session_manager), methods=["GET", "POST", "DELETE"])
@@ -94,14 +101,18 @@ def create_app(
                 await task
             await backend.close()
 
+    routes = [*ROUTES, *OPS_ROUTES, mcp_route]
     app = Starlette(
-        routes=[*ROUTES, mcp_route],
+        routes=routes,
         middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(TracingMiddleware, service="memory"),
+            Middleware(RequestMetricsMiddleware, routes=routes),
             Middleware(
                 AuthenticationMiddleware,
                 backend=PrincipalBackend(authenticator),
                 on_error=on_auth_error,
-            )
+            ),
         ],
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import typer
 from starlette.types import ASGIApp
 
+from hanzo_contract import jsonlog, telemetry
 from memory_service.settings import MemorySettings
 
 if TYPE_CHECKING:
@@ -51,13 +52,15 @@ def make_cli(build: AppBuilder = gateway_app) -> typer.Typer:
     def serve(
         host: str = typer.Option("127.0.0.1", help="Address to listen on."),
         port: int = typer.Option(8600, help="Port to listen on."),
-        log_level: str = typer.Option("warning", help="uvicorn log level."),
+        log_level: str = typer.Option("info", help="Log level (info: one access line a request)."),
     ) -> None:
         """Serve the API; settings: HANZO_MEMORY_* env, then the memory table of HANZO_CONFIG."""
         import uvicorn
 
+        jsonlog.configure("memory", log_level.upper())
+        telemetry.setup("memory")
         app = build(MemorySettings())
-        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+        uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=None)
 
     @cli.command("rewrap-keys")
     def rewrap_keys() -> None:

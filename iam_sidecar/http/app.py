@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -20,6 +21,8 @@ from starlette.routing import Route
 from hanzo_contract.errors import error_body
 from hanzo_contract.openapi import DOCS_PATH, KEYS_OPENAPI_PATH
 from hanzo_contract.reports import AUDIT_DENIALS_PATH, USAGE_REPORT_PATH
+from hanzo_contract.request_id import RequestIdMiddleware
+from hanzo_contract.telemetry import TracingMiddleware
 from hanzo_contract.verify import RESOLVE_PATH, VERIFY_PATH
 from iam_sidecar.casdoor.errors import CasdoorError
 from iam_sidecar.errors import SidecarError, UpstreamRefused
@@ -126,6 +129,10 @@ def create_app(
     ]
     return Starlette(
         routes=routes,
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(TracingMiddleware, service="sidecar"),
+        ],
         lifespan=lifespan,
         exception_handlers={
             SidecarError: _sidecar_error,

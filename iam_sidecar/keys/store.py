@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hmac
 import json
 import re
@@ -382,7 +383,10 @@ class KeyStore:
             self._flush_task is None or self._flush_task.done()
         ):
             self._last_flush = mono
-            self._flush_task = asyncio.get_running_loop().create_task(self.flush())
+            self._flush_task = asyncio.get_running_loop().create_task(
+                self.flush(),
+                context=contextvars.Context(),  # not the request's id or trace
+            )
 
     async def flush(self) -> None:
         """Write batched ``last_used`` times and usage counters."""

@@ -10,6 +10,7 @@ whose texts were in it; the queue moves on to the next run.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -55,7 +56,8 @@ class Coalescer:
             self._drain = None
         self._queue.append(_Ask(list(texts), future))
         if self._drain is None or self._drain.done():
-            self._drain = asyncio.create_task(self._drain_queue())
+            # serves many requests: not the request id or trace of the one that started it
+            self._drain = asyncio.create_task(self._drain_queue(), context=contextvars.Context())
         return await future
 
     def _take(self) -> list[_Ask]:

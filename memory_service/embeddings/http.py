@@ -11,6 +11,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from hanzo_contract.request_id import propagate
 from memory_service.embeddings.base import Embedder, EmbeddingError, normalize
 
 
@@ -39,7 +40,11 @@ class HttpEmbedder(Embedder):
         self._attempts = attempts
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, transport=transport
+            base_url=base_url.rstrip("/"),
+            headers=headers,
+            timeout=timeout,
+            transport=transport,
+            event_hooks={"request": [propagate]},
         )
 
     async def embed(self, texts: list[str]) -> np.ndarray:

@@ -42,6 +42,7 @@ from hanzo_stack.valkey import ValkeyCluster
 from iam_sidecar.keys.models import NewKey
 from iam_sidecar.keys.store import KeyStore
 from tests.support.clock import FakeClock
+from tests.support.keys import mint_key
 
 #: the gateways the e2e suite also runs through as ``hanzo gateway install`` wrote them
 INSTALLED_GATEWAYS = ("nginx", "caddy", "traefik")
@@ -152,22 +153,14 @@ class Stack:
         """A fresh key ``(plaintext, key_id)`` in the sidecar's own store. The one session
         stack mints for every gateway's tests, more than the per-owner cap (which the
         sidecar tests check) allows one owner."""
-        store = await KeyStore.open(
-            self.sidecar.db_path, self.sidecar.hash_secret.encode(), max_keys_per_owner=10_000
+        new = NewKey(
+            organization=organization,
+            owner=f"{organization}/{owner}",
+            name=f"k-{secrets.token_hex(6)}",
+            scopes=list(scopes),
+            limits=limits,
         )
-        try:
-            plaintext, record = await store.create(
-                NewKey(
-                    organization=organization,
-                    owner=f"{organization}/{owner}",
-                    name=f"k-{secrets.token_hex(6)}",
-                    scopes=list(scopes),
-                    limits=limits,
-                )
-            )
-        finally:
-            await store.close()
-        return plaintext, record.key_id
+        return await mint_key(self.sidecar.db_path, self.sidecar.hash_secret, new, cap=10_000)
 
     async def revoke(self, key_id: str, organization: str = "acme") -> None:
         store = await KeyStore.open(self.sidecar.db_path, self.sidecar.hash_secret.encode())

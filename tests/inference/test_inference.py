@@ -265,7 +265,11 @@ def test_upstream_errors_reach_the_client_as_our_error_body(
     )
     assert reply.status_code == 400
     assert reply.json() == {
-        "error": {"code": "upstream_error", "message": "upstream: temperature must be <= 2"}
+        "error": {
+            "code": "upstream_error",
+            "message": "upstream: temperature must be <= 2",
+            "request_id": reply.headers["x-request-id"],
+        }
     }
     bad = httpx.post(
         f"{inference_stack.gateway}/v1/chat/completions",

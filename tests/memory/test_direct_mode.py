@@ -16,7 +16,7 @@ from hanzo_contract.principal import Principal
 from hanzo_stack.process import LOOPBACK, ManagedProcess, free_port, http_ok
 from hanzo_stack.servers import SidecarServer
 from iam_sidecar.keys.models import NewKey
-from iam_sidecar.keys.store import KeyStore
+from tests.support.keys import mint_key
 
 
 class DirectMemory:
@@ -54,19 +54,13 @@ class DirectMemory:
         return f"http://{LOOPBACK}:{self.port}"
 
     async def mint(self, *scopes: str, org: str = "acme", user: str = "alice") -> str:
-        store = await KeyStore.open(self.sidecar.db_path, self.sidecar.hash_secret.encode())
-        try:
-            key, _ = await store.create(
-                NewKey(
-                    organization=org,
-                    owner=f"{org}/{user}",
-                    name=f"k-{secrets.token_hex(4)}",
-                    scopes=list(scopes),
-                )
-            )
-        finally:
-            await store.close()
-        return key
+        new = NewKey(
+            organization=org,
+            owner=f"{org}/{user}",
+            name=f"k-{secrets.token_hex(4)}",
+            scopes=list(scopes),
+        )
+        return (await mint_key(self.sidecar.db_path, self.sidecar.hash_secret, new))[0]
 
     def stop(self) -> None:
         self.process.stop()
