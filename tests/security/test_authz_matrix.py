@@ -1,11 +1,11 @@
 """The authorization matrix: every route of the stack's route table x credential kind x role
 x tenant, sent through real nginx on the running stack.
 
-The cells come from the route table as the gateway loads it (``RouteTableSpec``/
-``RouteTable``) and the principals from the tenant file as the sidecar loads it
-(``load_tenant_file``); each cell's expected answer is computed from the route's declared
-permission and the principal's granted scopes (data, not the gateway's check, which is
-what is under test) and, where the upstream decides the rest, from the
+The cells come from the route table as the gateway's own schema reads it
+(``RouteTableSpec``) and the principals from the tenant file as the sidecar loads it
+(``tests/security/principals.py``). Each cell's expected answer is computed from the
+route's declared permission and the principal's granted scopes (data, not the gateway's
+check, which is what is under test) and, where the upstream decides the rest, from the
 upstream's own rules (``iam_sidecar.keys.grants`` for minting and rotating keys, the memory
 service's erasure rule). Nothing about who may do what is written here twice, so a change
 of the route table or of a role's scopes changes the expectations with it.
@@ -34,7 +34,7 @@ import yaml
 from gateway_plugins.routes import AUTHENTICATED, RouteSpec, RouteTableSpec
 from hanzo_contract.apikey import generate_key
 from hanzo_contract.errors import ErrorBody
-from hanzo_contract.principal import Limits, Principal, PrincipalKind
+from hanzo_contract.principal import Principal
 from iam_sidecar.errors import (
     ExpiredKey,
     GrantRefused,
@@ -44,52 +44,24 @@ from iam_sidecar.errors import (
 )
 from iam_sidecar.keys.grants import bound_new_key, check_rotation
 from iam_sidecar.keys.models import KeyRecord, NewKey
-from iam_sidecar.tenants.loader import load_tenant_file
-from tests.e2e.support import RunningStack, pkce_login
+from tests.e2e.support import RunningStack
+from tests.security.principals import (
+    HOME,
+    OUTSIDER,
+    ROLES,
+    STACK_TENANT_FILE,
+    USER_ROLES,
+    Role,
+    bearer,
+    mint,
+    plan_limits,
+    sign_in,
+)
 
-REPO = Path(__file__).resolve().parents[2]
 #: the tenant file ``running_stack`` applies for this module (tests/e2e/conftest.py)
-STACK_TENANT_FILE = Path(__file__).with_name("authz_tenants.yaml")
+assert STACK_TENANT_FILE.exists()
+REPO = Path(__file__).resolve().parents[2]
 ROUTES_FILE = REPO / "deploy" / "stack" / "routes.yaml"
-TENANTS = load_tenant_file(STACK_TENANT_FILE)
-HOME, OTHER = TENANTS.organizations[0], TENANTS.organizations[1]
-
-
-@dataclass(frozen=True)
-class Role:
-    """A principal of the home tenant: a seed user holding one role, or an application."""
-
-    name: str
-    subject: str
-    kind: PrincipalKind
-    scopes: frozenset[str]
-    password_env: str | None = None
-
-
-def _roles() -> dict[str, Role]:
-    """One user per role of the home tenant (its scopes as the tenant file grants them)
-    and its first service application."""
-    granted = {role.name: frozenset(role.scopes) for role in HOME.roles}
-    out: dict[str, Role] = {}
-    for user in HOME.users:
-        for role in user.roles:
-            scopes = frozenset().union(*(granted[r] for r in user.roles))
-            out.setdefault(
-                role,
-                Role(
-                    role, f"{HOME.name}/{user.name}", PrincipalKind.USER, scopes, user.password_env
-                ),
-            )
-    app = HOME.applications[0]
-    out["application"] = Role(
-        "application", f"{HOME.name}/{app.name}", PrincipalKind.APPLICATION, frozenset(app.scopes)
-    )
-    return out
-
-
-ROLES = _roles()
-#: JWTs come from a Casdoor sign-in: users only (applications call with keys they own)
-USER_ROLES = [name for name, role in ROLES.items() if role.password_env]
 NO_ROLE_KINDS = ("none", "malformed", "unknown_key")
 CYCLED_KINDS = ("expired_key", "revoked_key")
 
@@ -159,23 +131,11 @@ class World:
     admin_memory: str = ""
 
     def bearer(self, secret: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {secret}"}
+        return bearer(secret)
 
     def mint(self, by: str, owner: Role, scopes: list[str], **extra: Any) -> tuple[str, str]:
-        """A key for ``owner``, minted through the gateway by the admin's sign-in."""
-        reply = self.client.post(
-            "/v1/keys",
-            headers=self.bearer(by),
-            json={
-                "name": f"matrix-{uuid.uuid4().hex[:10]}",
-                "scopes": scopes,
-                "owner": owner.subject,
-                "owner_kind": owner.kind.value,
-                **extra,
-            },
-        )
-        assert reply.status_code == 201, reply.text
-        return reply.json()["key"], reply.json()["record"]["key_id"]
+        secret, record = mint(self.client, by, owner, scopes, **extra)
+        return secret, record["key_id"]
 
     def store(self, secret: str) -> str:
         reply = self.client.post(
@@ -187,16 +147,10 @@ class World:
         return reply.json()["ids"][0]
 
 
-def _sign_in(stack: RunningStack, org: str, role: Role) -> str:
-    assert role.password_env is not None
-    user = role.subject.split("/", 1)[1]
-    return pkce_login(stack, org, user, stack.password(role.password_env))["access_token"]
-
-
 @pytest.fixture(scope="module")
 def world(running_stack: RunningStack) -> Iterator[World]:
     stack = running_stack
-    jwts = {name: _sign_in(stack, HOME.name, ROLES[name]) for name in USER_ROLES}
+    jwts = {name: sign_in(stack, ROLES[name]) for name in USER_ROLES}
     admin = ROLES["admin"]
     with httpx.Client(base_url=stack.gateway, timeout=30) as client:
         world = World(stack, client, jwts, {})
@@ -210,14 +164,7 @@ def world(running_stack: RunningStack) -> Iterator[World]:
             assert gone.status_code == 200, gone.text
             world.dead_keys[("revoked_key", name)] = revoked
         # another tenant's memory and key: every by-id cell must find neither
-        carol = Role(
-            "member",
-            f"{OTHER.name}/{OTHER.users[0].name}",
-            PrincipalKind.USER,
-            frozenset(),
-            OTHER.users[0].password_env,
-        )
-        other_jwt = _sign_in(stack, OTHER.name, carol)
+        other_jwt = sign_in(stack, OUTSIDER)
         world.other_memory = world.store(other_jwt)
         shown = client.get("/v1/keys", headers=world.bearer(other_jwt))
         assert shown.status_code == 200
@@ -287,10 +234,6 @@ def _principal(cell: Cell, key_id: str | None) -> Principal:
     )
 
 
-def _plan(org_plan: str | None) -> Limits:
-    return TENANTS.plans[org_plan].limits() if org_plan else Limits()
-
-
 def _upstream_rules(cell: Cell, principal: Principal, body: dict[str, Any] | None) -> Expected:
     """What the upstream itself refuses once the gateway let the call through."""
     route = (cell.method, cell.path)
@@ -319,7 +262,7 @@ def _upstream_rules(cell: Cell, principal: Principal, body: dict[str, Any] | Non
                 name=body["name"],
                 scopes=body["scopes"],
             )
-            bound_new_key(new, plan=_plan(HOME.plan), minter=principal, parent=parent, now=now)
+            bound_new_key(new, plan=plan_limits(), minter=principal, parent=parent, now=now)
             return Expected(201)
         if route == ("POST", "/v1/keys/{id}/rotate"):
             check_rotation(principal)
