@@ -123,7 +123,7 @@ class World:
     stack: RunningStack
     client: httpx.Client
     jwts: dict[str, str]
-    keys: dict[str, tuple[str, str]]  # role -> (secret, key id)
+    keys: dict[str, tuple[str, KeyRecord]]  # role -> (secret, stored record)
     dead_keys: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, role)
     other_memory: str = ""
     other_key: str = ""
@@ -133,9 +133,9 @@ class World:
     def bearer(self, secret: str) -> dict[str, str]:
         return bearer(secret)
 
-    def mint(self, by: str, owner: Role, scopes: list[str], **extra: Any) -> tuple[str, str]:
+    def mint(self, by: str, owner: Role, scopes: list[str], **extra: Any) -> tuple[str, KeyRecord]:
         secret, record = mint(self.client, by, owner, scopes, **extra)
-        return secret, record["key_id"]
+        return secret, KeyRecord.model_validate(record)
 
     def store(self, secret: str) -> str:
         reply = self.client.post(
@@ -159,8 +159,8 @@ def world(running_stack: RunningStack) -> Iterator[World]:
         for name, role in ROLES.items():
             expiring, _ = world.mint(jwts["admin"], role, sorted(role.scopes), expires_in_seconds=1)
             world.dead_keys[("expired_key", name)] = expiring
-            revoked, key_id = world.mint(jwts["admin"], role, sorted(role.scopes))
-            gone = client.delete(f"/v1/keys/{key_id}", headers=world.bearer(jwts["admin"]))
+            revoked, record = world.mint(jwts["admin"], role, sorted(role.scopes))
+            gone = client.delete(f"/v1/keys/{record.key_id}", headers=world.bearer(jwts["admin"]))
             assert gone.status_code == 200, gone.text
             world.dead_keys[("revoked_key", name)] = revoked
         # another tenant's memory and key: every by-id cell must find neither
@@ -234,7 +234,13 @@ def _principal(cell: Cell, key_id: str | None) -> Principal:
     )
 
 
-def _upstream_rules(cell: Cell, principal: Principal, body: dict[str, Any] | None) -> Expected:
+def _upstream_rules(
+    cell: Cell,
+    principal: Principal,
+    body: dict[str, Any] | None,
+    caller_key: KeyRecord | None,
+    target: KeyRecord | None,
+) -> Expected:
     """What the upstream itself refuses once the gateway let the call through."""
     route = (cell.method, cell.path)
     if cell.tenant == "other":
@@ -243,18 +249,6 @@ def _upstream_rules(cell: Cell, principal: Principal, body: dict[str, Any] | Non
     try:
         if route == ("POST", "/v1/keys"):
             assert body is not None
-            now = time.time()
-            parent = None
-            if principal.key_id is not None:
-                parent = KeyRecord(
-                    key_id=principal.key_id,
-                    organization=principal.organization,
-                    owner=principal.subject,
-                    owner_kind=principal.kind,
-                    name="caller",
-                    scopes=principal.scopes,
-                    created_at=now,
-                )
             new = NewKey(
                 organization=principal.organization,
                 owner=principal.subject,
@@ -262,17 +256,26 @@ def _upstream_rules(cell: Cell, principal: Principal, body: dict[str, Any] | Non
                 name=body["name"],
                 scopes=body["scopes"],
             )
-            bound_new_key(new, plan=plan_limits(), minter=principal, parent=parent, now=now)
+            bound_new_key(
+                new, plan=plan_limits(), minter=principal, parent=caller_key, now=time.time()
+            )
             return Expected(201)
         if route == ("POST", "/v1/keys/{id}/rotate"):
-            check_rotation(principal)
+            assert target is not None
+            check_rotation(
+                principal, target, plan=plan_limits(), parent=caller_key, now=time.time()
+            )
     except GrantRefused as refused:
         return Expected(refused.status, refused.code)
     return OK
 
 
 def expected(
-    cell: Cell, route: RouteSpec, body: dict[str, Any] | None, key_id: str | None
+    cell: Cell,
+    route: RouteSpec,
+    body: dict[str, Any] | None,
+    caller_key: KeyRecord | None,
+    target: KeyRecord | None,
 ) -> Expected:
     if route.permission is None:
         return OK
@@ -286,17 +289,17 @@ def expected(
         return Expected(401, ExpiredKey.code)
     if cell.credential == "revoked_key":
         return Expected(401, RevokedKey.code)
-    principal = _principal(cell, key_id)
+    principal = _principal(cell, caller_key.key_id if caller_key else None)
     if not permitted(route, principal.scopes):
         return Expected(403, "forbidden")
-    return _upstream_rules(cell, principal, body)
+    return _upstream_rules(cell, principal, body, caller_key, target)
 
 
 # -- the matrix -------------------------------------------------------------------------
 
 
-def _credential(world: World, cell: Cell) -> tuple[str | None, str | None]:
-    """The bearer secret the cell sends, and the key id when it is a live key."""
+def _credential(world: World, cell: Cell) -> tuple[str | None, KeyRecord | None]:
+    """The bearer secret the cell sends, and the key's record when it is a live key."""
     match cell.credential:
         case "none":
             return None, None
@@ -312,19 +315,24 @@ def _credential(world: World, cell: Cell) -> tuple[str | None, str | None]:
             return world.jwts[cell.role], None
 
 
-def _resource(world: World, cell: Cell, secret: str | None, route: RouteSpec) -> str:
-    """The id a by-id cell names: another tenant's, or a fresh one of the caller's own
-    (made by the caller when it may, else by the admin: then the gateway refuses first)."""
+def _resource(
+    world: World, cell: Cell, secret: str | None, route: RouteSpec
+) -> tuple[str, KeyRecord | None]:
+    """The id a by-id cell names (and the key's record for a key): another tenant's, or a
+    fresh one of the caller's own (made by the caller when it may, else by the admin: then
+    the gateway refuses first)."""
     memory = cell.path.startswith("/v1/memory/")
     if cell.tenant == "other":
-        return world.other_memory if memory else world.other_key
+        return (world.other_memory, None) if memory else (world.other_key, None)
     allowed = cell.credential in ("key", "jwt") and permitted(route, ROLES[cell.role].scopes)
     if not allowed:  # refused before the id matters: the admin's, never reached
-        return world.admin_memory if memory else world.keys["admin"][1]
+        admin_key = world.keys["admin"][1]
+        return (world.admin_memory, None) if memory else (admin_key.key_id, admin_key)
     if memory:
         assert secret is not None
-        return world.store(secret)
-    return world.mint(world.jwts["admin"], ROLES[cell.role], [])[1]
+        return world.store(secret), None
+    record = world.mint(world.jwts["admin"], ROLES[cell.role], [])[1]
+    return record.key_id, record
 
 
 def _fill(template: Any, values: dict[str, Any]) -> Any:
@@ -338,10 +346,11 @@ def _fill(template: Any, values: dict[str, Any]) -> Any:
 @pytest.mark.parametrize("cell", CELLS, ids=[cell.id for cell in CELLS])
 def test_authz_cell(world: World, cell: Cell) -> None:
     route = ROUTE_METHODS[(cell.method, cell.path)]
-    secret, key_id = _credential(world, cell)
-    path = cell.path
+    secret, caller_key = _credential(world, cell)
+    path, target = cell.path, None
     if _by_id(path):
-        path = path.replace("{id}", _resource(world, cell, secret, route))
+        resource, target = _resource(world, cell, secret, route)
+        path = path.replace("{id}", resource)
     role = ROLES.get(cell.role)
     values = {
         "{user}": role.subject.split("/", 1)[1] if role else "nobody",
@@ -349,7 +358,7 @@ def test_authz_cell(world: World, cell: Cell) -> None:
         "{scopes}": sorted(role.scopes) if role else [],
     }
     request = _fill(REQUESTS[(cell.method, cell.path)], values)
-    want = expected(cell, route, request.get("json"), key_id)
+    want = expected(cell, route, request.get("json"), caller_key, target)
     headers = world.bearer(secret) if secret else {}
     if "content" in request:
         headers["Content-Type"] = "application/x-ndjson"

@@ -59,7 +59,7 @@ def fuzz(
         label = f"{operation.label} -> {response.status_code}"
         try:
             case.validate_response(response, checks=list(checks))
-        except Exception as exc:  # a FailureGroup: keep going, report them all
+        except (Exception, BaseExceptionGroup) as exc:  # a FailureGroup: report them all
             failures.append(f"{label}: {exc}"[:2000])
         if inspect is not None:
             failures.extend(f"{label}: {problem}"[:2000] for problem in inspect(case, response))
