@@ -23,7 +23,8 @@ from hanzo_contract.reports import AUDIT_DENIALS_PATH, USAGE_REPORT_PATH
 from hanzo_contract.verify import RESOLVE_PATH, VERIFY_PATH
 from iam_sidecar.casdoor.errors import CasdoorError
 from iam_sidecar.errors import SidecarError, UpstreamRefused
-from iam_sidecar.http import keys, openapi, ops, verify
+from iam_sidecar.http import keys, openapi, ops, signup, verify
+from iam_sidecar.http.signup import SIGNUP_GUARD_PATH
 from iam_sidecar.http.util import error_response, request_id
 from iam_sidecar.keys.store import Clock
 from iam_sidecar.reconcile import TenantStep, reconcile_forever
@@ -127,6 +128,7 @@ def create_app(
         Route("/v1/usage", keys.usage, methods=["GET"]),
         Route(KEYS_OPENAPI_PATH, openapi.serve_openapi, methods=["GET"]),
         Route(DOCS_PATH, openapi.serve_docs, methods=["GET"]),
+        Route(SIGNUP_GUARD_PATH, signup.guarded_signup, methods=["POST"]),
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", ops.metrics, methods=["GET"]),

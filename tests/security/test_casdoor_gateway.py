@@ -34,7 +34,13 @@ def fronted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fronted]:
     prefix.mkdir(mode=0o700)
     port = free_port()
     conf = prefix / "nginx.conf"
-    values = {"PREFIX": str(prefix), "LISTEN": f"{LOOPBACK}:{port}", "CASDOOR": casdoor.url[7:]}
+    values = {
+        "PREFIX": str(prefix),
+        "LISTEN": f"{LOOPBACK}:{port}",
+        "CASDOOR": casdoor.url[7:],
+        # the sign-up gate is the sidecar's (tests/sidecar/test_tenant_signup.py): down here
+        "SIDECAR": f"{LOOPBACK}:{free_port()}",
+    }
     text = TEMPLATE.read_text()
     for key, value in values.items():
         text = text.replace("{{" + key + "}}", value)
@@ -132,3 +138,22 @@ def test_application_credentials_never_reach_casdoor(fronted: Fronted) -> None:
         timeout=10,
     )
     assert _refused(auto)
+
+
+def test_signup_never_reaches_casdoor_but_through_the_gate(fronted: Fronted) -> None:
+    """Casdoor's own app-built-in takes sign-ups for built-in, whose users are Casdoor-wide
+    admins; through the gateway a sign-up reaches only the sidecar's gate (down here: a
+    JSON 503), in every spelling nginx routes to Casdoor."""
+    body = {
+        "application": "app-built-in",
+        "organization": "built-in",
+        "username": "intruder",
+        "password": "intruder-pw-1",
+        "email": "intruder@example.test",
+    }
+    for path in ("/api/signup", "//api/signup", "/api/./signup"):
+        reply = httpx.post(f"{fronted.gateway}{path}", json=body, timeout=10)
+        assert reply.status_code == 503, (path, reply.text)
+        assert reply.json()["error"]["code"] == "signup_unavailable"
+    for path in ("/api/signup/", "/api/Signup", "/api/signup%2F"):
+        assert _refused(httpx.post(f"{fronted.gateway}{path}", json=body, timeout=10)), path
