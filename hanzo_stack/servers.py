@@ -76,6 +76,32 @@ class NginxServer(_Server):
         return self
 
 
+class CasdoorGateway(_Server):
+    """Debian's nginx with deploy/nginx/casdoor.conf.template: Casdoor as users reach it,
+    sign-ups through the sidecar's gate at ``sidecar`` (host:port)."""
+
+    def __init__(self, workdir: Path, casdoor: str, sidecar: str) -> None:
+        self.workdir, self.casdoor, self.sidecar = workdir, casdoor, sidecar
+        self.port = free_port()
+
+    def start(self, timeout: float = 15.0) -> CasdoorGateway:
+        self.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        conf = _fill(
+            (DEPLOY_DIR / "nginx" / "casdoor.conf.template").read_text(),
+            {
+                "PREFIX": str(self.workdir),
+                "LISTEN": self.addr,
+                "CASDOOR": self.casdoor,
+                "SIDECAR": self.sidecar,
+            },
+        )
+        (self.workdir / "nginx.conf").write_text(conf)
+        argv = ["nginx", "-p", str(self.workdir), "-c", str(self.workdir / "nginx.conf")]
+        self.process = ManagedProcess("nginx", argv, log_path=self.workdir / "stdout.log")
+        self.process.start().wait_ready(lambda: tcp_open(self.port), timeout)
+        return self
+
+
 class CaddyServer(_Server):
     """Debian's caddy with deploy/caddy/Caddyfile.template."""
 

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 
 from hanzo_stack.casdoor.server import CasdoorServer
 from hanzo_stack.casdoor.ui import casdoor_ui_dir
-from hanzo_stack.process import LOOPBACK, ManagedProcess, free_port, tcp_open
-
-TEMPLATE = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "casdoor.conf.template"
+from hanzo_stack.process import LOOPBACK, free_port
+from hanzo_stack.servers import CasdoorGateway
 
 
 @dataclass
@@ -30,29 +28,13 @@ def fronted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fronted]:
     casdoor = CasdoorServer(state / "casdoor")
     casdoor.ui_dir = casdoor_ui_dir()  # the sign-in pages are part of what must pass
     casdoor.start()
-    prefix = state / "nginx"
-    prefix.mkdir(mode=0o700)
-    port = free_port()
-    conf = prefix / "nginx.conf"
-    values = {
-        "PREFIX": str(prefix),
-        "LISTEN": f"{LOOPBACK}:{port}",
-        "CASDOOR": casdoor.url[7:],
-        # the sign-up gate is the sidecar's (tests/sidecar/test_tenant_signup.py): down here
-        "SIDECAR": f"{LOOPBACK}:{free_port()}",
-    }
-    text = TEMPLATE.read_text()
-    for key, value in values.items():
-        text = text.replace("{{" + key + "}}", value)
-    conf.write_text(text)
-    nginx = ManagedProcess(
-        "nginx", ["nginx", "-p", str(prefix), "-c", str(conf)], log_path=prefix / "stdout.log"
-    ).start()
+    # the sign-up gate is the sidecar's (tests/e2e/test_signup.py): down here
+    gateway = CasdoorGateway(state / "nginx", casdoor.url[7:], f"{LOOPBACK}:{free_port()}")
     try:
-        nginx.wait_ready(lambda: tcp_open(port), 15)
-        yield Fronted(casdoor, f"http://{LOOPBACK}:{port}")
+        gateway.start()
+        yield Fronted(casdoor, gateway.url)
     finally:
-        nginx.stop()
+        gateway.stop()
         casdoor.stop()
 
 
