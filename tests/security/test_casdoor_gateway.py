@@ -139,3 +139,34 @@ def test_signup_never_reaches_casdoor_but_through_the_gate(fronted: Fronted) -> 
         assert reply.json()["error"]["code"] == "signup_unavailable"
     for path in ("/api/signup/", "/api/Signup", "/api/signup%2F"):
         assert _refused(httpx.post(f"{fronted.gateway}{path}", json=body, timeout=10)), path
+
+
+def test_get_application_through_the_gateway_is_always_anonymous(fronted: Fronted) -> None:
+    """The sign-up page reads its application; a global admin's session cookie sent along
+    would make Casdoor answer with the client secret, so the gateway drops the cookie."""
+    casdoor = fronted.casdoor
+    assert casdoor.secrets is not None
+    with httpx.Client(base_url=casdoor.url, timeout=10) as direct:
+        signed_in = direct.post(
+            "/api/login",
+            json={
+                "application": "app-built-in",
+                "organization": "built-in",
+                "username": "admin",
+                "password": casdoor.secrets.builtin_admin_password.get_secret_value(),
+                "type": "login",
+            },
+        )
+        assert signed_in.json()["status"] == "ok", signed_in.text
+        cookies = dict(direct.cookies)
+        assert cookies
+        target = {"id": "admin/app-built-in"}
+        # straight to Casdoor, the session sees the application's secret
+        seen = direct.get("/api/get-application", params=target).json()["data"]
+        assert seen["clientSecret"] not in ("", "***")
+    through = httpx.get(
+        f"{fronted.gateway}/api/get-application", params=target, cookies=cookies, timeout=10
+    )
+    assert through.status_code == 200, through.text
+    assert through.json()["data"]["clientSecret"] == "***"
+    assert seen["clientSecret"] not in through.text
