@@ -28,24 +28,8 @@ from iam_sidecar.tenants.apply import apply_plan
 from iam_sidecar.tenants.loader import parse_tenant_text
 from iam_sidecar.tenants.model import login_application
 from tests.support.browser import chromium
-from tests.support.casdoor_admin import admin_client
-
-TENANTS = """
-version: 1
-organizations:
-  - name: {open}
-    signup: true
-    signup_role: reader
-    roles:
-      - name: reader
-        scopes: [memory:read]
-      - name: admin
-        scopes: [memory:read, memory:write, keys:manage]
-  - name: {closed}
-    roles:
-      - name: member
-        scopes: [memory:read, memory:write]
-"""
+from tests.support.casdoor_admin import admin_client, sidecar_casdoor_env
+from tests.support.signup import signup_form, tenants_text
 
 
 @dataclass
@@ -66,7 +50,7 @@ def signup_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SignupSta
     casdoor.start()
     started: list[CasdoorServer | SidecarServer | CasdoorGateway] = [casdoor]
     try:
-        spec = parse_tenant_text(TENANTS.format(open=open_org, closed=closed_org))
+        spec = parse_tenant_text(tenants_text(open_org, closed_org))
 
         async def apply() -> None:
             async with admin_client(casdoor) as client:
@@ -75,11 +59,7 @@ def signup_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SignupSta
         asyncio.run(apply())
         sidecar = SidecarServer(
             state / "sidecar",
-            env={
-                "HANZO_SIDECAR_CASDOOR_URL": casdoor.url,
-                "HANZO_SIDECAR_CASDOOR_CLIENT_ID": casdoor.client_id,
-                "HANZO_SIDECAR_CASDOOR_CLIENT_SECRET": casdoor.client_secret,
-            },
+            env=sidecar_casdoor_env(casdoor),
         ).start()
         started.append(sidecar)
         gateway = CasdoorGateway(state / "nginx", casdoor.url[7:], sidecar.addr).start()
@@ -146,12 +126,7 @@ def test_a_closed_tenant_takes_no_signups(signup_stack: SignupStack, browser: Br
     expect(page.get_by_text("does not allow to sign up", exact=False)).to_be_visible(timeout=30_000)
     expect(page.locator("#signup_username")).to_have_count(0)
     page.close()
-    form = {
-        "username": f"intruder{uuid.uuid4().hex[:6]}",
-        "name": "Intruder",
-        "password": "Intruder-pw-12345",
-        "email": "intruder@example.test",
-    }
+    intruder = f"intruder{uuid.uuid4().hex[:6]}"
     cases = [
         (login_application(stack.closed_org), stack.closed_org),  # sign-up off
         (login_application(stack.open_org), stack.closed_org),  # crossing tenants
@@ -159,8 +134,8 @@ def test_a_closed_tenant_takes_no_signups(signup_stack: SignupStack, browser: Br
         ("app-built-in", "built-in"),  # Casdoor's own application
     ]
     for application, organization in cases:
-        body = {**form, "application": application, "organization": organization}
+        body = signup_form(organization, intruder, application=application)
         reply = httpx.post(f"{stack.gateway}/api/signup", json=body, timeout=15)
         assert reply.status_code == 403, (application, organization, reply.text)
         assert reply.json()["error"]["code"] == "signup_refused"
-        assert _user(stack, organization, form["username"]) is None
+        assert _user(stack, organization, intruder) is None

@@ -20,43 +20,13 @@ from iam_sidecar.tenants.apply import apply_plan, make_plan
 from iam_sidecar.tenants.loader import parse_tenant_text
 from iam_sidecar.tenants.model import TenantFile, login_application, signup_group
 from tests.support.casdoor_admin import admin_client
+from tests.support.signup import signup_form, tenants_text
 
 from .helpers import casdoor_settings, running_app
 
-TENANTS = """
-version: 1
-organizations:
-  - name: {open}
-    signup: {signup}
-    signup_role: reader
-    roles:
-      - name: reader
-        scopes: [memory:read]
-      - name: admin
-        scopes: [memory:read, memory:write, keys:manage]
-  - name: {closed}
-    roles:
-      - name: member
-        scopes: [memory:read, memory:write]
-"""
-
 
 def _spec(open_org: str, closed_org: str, signup: bool = True) -> TenantFile:
-    text = TENANTS.format(open=open_org, closed=closed_org, signup=str(signup).lower())
-    return parse_tenant_text(text)
-
-
-def signup_form(org: str, username: str, *, application: str | None = None) -> dict[str, Any]:
-    """What Casdoor's sign-up page posts to ``/api/signup``."""
-    return {
-        "application": application or login_application(org),
-        "organization": org,
-        "username": username,
-        "name": username,
-        "password": f"pw-{uuid.uuid4().hex}",
-        "confirm": "",
-        "email": f"{username}@example.test",
-    }
+    return parse_tenant_text(tenants_text(open_org, closed_org, signup))
 
 
 async def test_signup_is_planned_applied_and_idempotent(
@@ -139,9 +109,7 @@ async def test_signup_is_planned_applied_and_idempotent(
     [("ghost", "unknown role 'ghost'"), ("admin", "may not grant keys:manage")],
 )
 def test_signup_role_must_be_a_plain_role_of_the_tenant(role: str, message: str) -> None:
-    text = TENANTS.format(open="o", closed="c", signup="true").replace(
-        "signup_role: reader", f"signup_role: {role}"
-    )
+    text = tenants_text("o", "c").replace("signup_role: reader", f"signup_role: {role}")
     with pytest.raises(TenantFileError) as info:
         parse_tenant_text(text)
     assert message in str(info.value.details) or message in info.value.message
