@@ -73,6 +73,14 @@ async def test_signup_is_planned_applied_and_idempotent(
         assert user is not None and user["owner"] == open_org and user["isAdmin"] is False
         roles, scopes = scopes_of_user_object(user)
         assert roles == ("reader",) and scopes == {"memory:read"}
+        # the password is in no page, journal or WAL of Casdoor's SQLite database (the
+        # user row keeps a bcrypt hash)
+        password = signup_form(open_org, name)["password"].encode()
+        db_path = casdoor.state.db_path
+        stored = b"".join(
+            path.read_bytes() for path in db_path.parent.glob(db_path.name + "*") if path.is_file()
+        )
+        assert password not in stored
 
         # the closed tenant: Casdoor's own sign-up API refuses it, and nothing is created
         refused = await sign_up(closed_org, f"intruder{tag}")
