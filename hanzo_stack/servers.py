@@ -16,6 +16,7 @@ import httpx
 from hanzo_stack.gateway_install import caddy, nginx
 from hanzo_stack.gateway_install.layout import one_upstream
 from hanzo_stack.gateway_install.templates import DEPLOY_DIR as DEPLOY_DIR
+from hanzo_stack.gateway_install.templates import fill
 from hanzo_stack.process import LOOPBACK, ManagedProcess, free_port, http_ok, tcp_open
 
 
@@ -56,6 +57,32 @@ class NginxServer(_Server):
         files = nginx.render(layout, self.workdir, self.workers, self.extra)
         for name, text in files.items():
             (self.workdir / name).write_text(text)
+        argv = ["nginx", "-p", str(self.workdir), "-c", str(self.workdir / "nginx.conf")]
+        self.process = ManagedProcess("nginx", argv, log_path=self.workdir / "stdout.log")
+        self.process.start().wait_ready(lambda: tcp_open(self.port), timeout)
+        return self
+
+
+class CasdoorGateway(_Server):
+    """Debian's nginx with deploy/nginx/casdoor.conf.template: Casdoor as users reach it,
+    sign-ups through the sidecar's gate at ``sidecar`` (host:port)."""
+
+    def __init__(self, workdir: Path, casdoor: str, sidecar: str) -> None:
+        self.workdir, self.casdoor, self.sidecar = workdir, casdoor, sidecar
+        self.port = free_port()
+
+    def start(self, timeout: float = 15.0) -> CasdoorGateway:
+        self.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        conf = fill(
+            (DEPLOY_DIR / "nginx" / "casdoor.conf.template").read_text(),
+            {
+                "PREFIX": str(self.workdir),
+                "LISTEN": self.addr,
+                "CASDOOR": self.casdoor,
+                "SIDECAR": self.sidecar,
+            },
+        )
+        (self.workdir / "nginx.conf").write_text(conf)
         argv = ["nginx", "-p", str(self.workdir), "-c", str(self.workdir / "nginx.conf")]
         self.process = ManagedProcess("nginx", argv, log_path=self.workdir / "stdout.log")
         self.process.start().wait_ready(lambda: tcp_open(self.port), timeout)

@@ -104,6 +104,10 @@ class TooManyKeys(GrantRefused, code="too_many_keys", status=409):
     """The owner already holds the most live keys the sidecar allows one owner."""
 
 
+class SignupRefused(SidecarError, code="signup_refused", status=403):
+    """A sign-up for an organization that takes none through that application."""
+
+
 class UnknownPrincipal(SidecarError, code="unknown_principal", status=404):
     """No such user or application, or it is disabled in Casdoor."""
 

@@ -26,8 +26,9 @@ from hanzo_contract.telemetry import TracingMiddleware
 from hanzo_contract.verify import RESOLVE_PATH, VERIFY_PATH
 from iam_sidecar.casdoor.errors import CasdoorError
 from iam_sidecar.errors import SidecarError, UpstreamRefused
-from iam_sidecar.http import keys, openapi, ops, verify
-from iam_sidecar.http.util import error_response
+from iam_sidecar.http import keys, openapi, ops, signup, verify
+from iam_sidecar.http.signup import SIGNUP_GUARD_PATH
+from iam_sidecar.http.util import error_response, request_id
 from iam_sidecar.keys.store import Clock
 from iam_sidecar.reconcile import TenantStep, reconcile_forever
 from iam_sidecar.records.denials import WINDOW_SECONDS, write_buckets
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 
 async def _sidecar_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, SidecarError)
-    return error_response(exc)
+    return error_response(exc, request)
 
 
 async def _casdoor_error(request: Request, exc: Exception) -> Response:
@@ -51,20 +52,27 @@ async def _casdoor_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, CasdoorError)
     log.error("Casdoor refused %s: %s", exc.action or "a call", exc.message)
     refused = UpstreamRefused(f"Casdoor refused the request ({exc.action or 'call'})")
-    return error_response(refused)
+    return error_response(refused, request)
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
-    return JSONResponse(error_body("not_found", "no such route"), status_code=404)
+    return JSONResponse(
+        error_body("not_found", "no such route", None, request_id(request)), status_code=404
+    )
 
 
 async def _method_not_allowed(request: Request, exc: Exception) -> Response:
-    return JSONResponse(error_body("method_not_allowed", "method not allowed"), status_code=405)
+    return JSONResponse(
+        error_body("method_not_allowed", "method not allowed", None, request_id(request)),
+        status_code=405,
+    )
 
 
 async def _internal(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
-    return JSONResponse(error_body("internal_error", "internal error"), status_code=500)
+    return JSONResponse(
+        error_body("internal_error", "internal error", None, request_id(request)), status_code=500
+    )
 
 
 async def _write_closed_denials(state: SidecarState) -> None:
@@ -123,6 +131,7 @@ def create_app(
         Route("/v1/usage", keys.usage, methods=["GET"]),
         Route(KEYS_OPENAPI_PATH, openapi.serve_openapi, methods=["GET"]),
         Route(DOCS_PATH, openapi.serve_docs, methods=["GET"]),
+        Route(SIGNUP_GUARD_PATH, signup.guarded_signup, methods=["POST"]),
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", ops.metrics, methods=["GET"]),

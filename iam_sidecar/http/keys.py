@@ -146,7 +146,7 @@ async def list_keys(request: Request) -> Response:
         response=MintedKey,
         body=CreateKey,
         status=201,
-        errors=(404, 422),
+        errors=(404, 409, 422),
     )
 )
 async def create_key(request: Request) -> Response:
@@ -202,7 +202,7 @@ async def show_key(request: Request) -> Response:
         response=MintedKey,
         body=RotateKey,
         body_required=False,
-        errors=(404, 422),
+        errors=(404, 409, 422),
     )
 )
 async def rotate_key(request: Request) -> Response:

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse
 
 from hanzo_contract.errors import error_body
 from hanzo_contract.forwarded import ClientAddress
+from hanzo_contract.headers import REQUEST_ID, safe_request_id
 from iam_sidecar.errors import InvalidRequest, SidecarError, Unauthenticated
 from iam_sidecar.state import SidecarState
 
@@ -25,8 +26,14 @@ def sidecar_state(request: Request) -> SidecarState:
     return request.app.state.sidecar
 
 
-def error_response(exc: SidecarError) -> JSONResponse:
-    return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=exc.status)
+def request_id(request: Request) -> str | None:
+    """The gateway's ``X-Request-Id``, quoted in every error body so a client can name it."""
+    return safe_request_id(request.headers.get(REQUEST_ID))
+
+
+def error_response(exc: SidecarError, request: Request) -> JSONResponse:
+    body = error_body(exc.code, exc.message, exc.details, request_id(request))
+    return JSONResponse(body, status_code=exc.status)
 
 
 async def parse_body(request: Request, model: type[M]) -> M:

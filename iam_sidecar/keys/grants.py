@@ -80,11 +80,47 @@ def bound_new_key(
     return replace(new, expires_at=expires_at, parent_key_id=parent.key_id)
 
 
-def check_rotation(caller: Principal) -> None:
-    """Rotating with a key hands out a fresh secret: it needs ``keys:manage`` like minting.
+def check_rotation(
+    caller: Principal,
+    target: KeyRecord,
+    *,
+    plan: Limits,
+    parent: KeyRecord | None,
+    now: float,
+) -> None:
+    """Rotating hands the caller a fresh secret of ``target``: it is held to what minting
+    that very key would be (``keys:manage`` on a calling key, scopes within the caller's,
+    an expiry no later than the calling key's, limits no looser than the caller's), or a
+    key with ``keys:manage`` could take over any wider or lasting key of its organization.
 
-    The rotated key keeps its id, scopes and original expiry (``KeyStore.rotate`` never
-    touches them), so rotation never makes an expiring key a lasting one.
+    The rotated key keeps its id, scopes, limits and original expiry (``KeyStore.rotate``
+    never touches them), so where minting would have narrowed the key (inherited the
+    caller's expiry, its tighter limits) rotation is refused instead.
     """
     if caller.key_id is not None and not caller.has(KEYS_MANAGE):
         raise ManageRequired(f"a key needs {KEYS_MANAGE} to rotate keys")
+    as_minted = bound_new_key(
+        NewKey(
+            organization=target.organization,
+            owner=target.owner,
+            owner_kind=target.owner_kind,
+            name=target.name,
+            scopes=target.scopes,
+            expires_at=target.expires_at,
+            limits=target.limits,
+        ),
+        plan=plan,
+        minter=caller,
+        parent=parent,
+        now=now,
+    )
+    if as_minted.expires_at != target.expires_at:
+        raise ExpiryEscalation(
+            "a key cannot take over a key that outlives it",
+            {"key_expires_at": target.expires_at, "caller_expires_at": as_minted.expires_at},
+        )
+    if plan.tightened_by(as_minted.limits) != plan.tightened_by(target.limits):
+        raise LimitEscalation(
+            "a caller cannot take over a key with looser limits than its own",
+            {"caller_limits": plan.tightened_by(caller.limits).model_dump(exclude_none=True)},
+        )

@@ -63,6 +63,15 @@ class KeyIssuer:
             )
             raise
 
+    async def _calling_key(self, organization: str, caller: Principal | None) -> KeyRecord | None:
+        """The stored record of the key that asks (the assertion's view may be stale)."""
+        if caller is None or caller.key_id is None:
+            return None
+        try:
+            return await self.store.show(organization, caller.key_id)
+        except KeyNotFound:
+            return None
+
     async def issue(
         self,
         new: NewKey,
@@ -79,12 +88,7 @@ class KeyIssuer:
 
         async def step() -> tuple[str, KeyRecord]:
             requested = validate_scopes(new.scopes)
-            parent = None
-            if minter is not None and minter.key_id is not None:
-                try:
-                    parent = await self.store.show(organization, minter.key_id)
-                except KeyNotFound:
-                    parent = None
+            parent = await self._calling_key(organization, minter)
             bounded = bound_new_key(
                 replace(new, scopes=requested),
                 plan=self.plan_of(organization),
@@ -125,11 +129,18 @@ class KeyIssuer:
         actor: str = "system",
         source: str | None = None,
     ) -> str:
-        """A fresh secret for ``key_id``; a key asking needs ``keys:manage``."""
+        """A fresh secret for ``key_id``, handed to ``caller`` (``None``: the operator):
+        held to what the caller could mint (``grants.check_rotation``)."""
 
         async def step() -> str:
             if caller is not None:
-                check_rotation(caller)
+                check_rotation(
+                    caller,
+                    await self.store.show(organization, key_id),
+                    plan=self.plan_of(organization),
+                    parent=await self._calling_key(organization, caller),
+                    now=self.store.clock(),
+                )
             return await self.store.rotate(
                 organization, key_id, grace_seconds, actor=actor, source=source
             )

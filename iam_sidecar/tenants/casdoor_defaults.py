@@ -49,3 +49,36 @@ def default_account_items() -> list[dict[str, Any]]:
         {"name": name, "visible": True, "viewRule": view, "modifyRule": modify, "regex": ""}
         for name, view, modify in _ITEMS
     ]
+
+
+#: the sign-up form of a tenant with ``signup: true``: Casdoor's default items
+#: (``object/init.go``) without phone and agreement, and the email taken without a code
+#: (no mail provider is needed; it is not proof of the address)
+_SIGNUP_ITEMS: tuple[tuple[str, bool, str], ...] = (
+    ("ID", False, "Random"),
+    ("Username", True, "None"),
+    ("Display name", True, "None"),
+    ("Password", True, "None"),
+    ("Confirm password", True, "None"),
+    ("Email", True, "No verification"),
+)
+
+
+def signup_items() -> list[dict[str, Any]]:
+    """Every field of Casdoor's ``SignupItem``, so what Casdoor returns compares equal."""
+    return [
+        {
+            "name": name,
+            "visible": visible,
+            "required": True,
+            "prompted": False,
+            "type": "",
+            "customCss": "",
+            "label": "",
+            "placeholder": "",
+            "options": None,
+            "regex": "",
+            "rule": rule,
+        }
+        for name, visible, rule in _SIGNUP_ITEMS
+    ]

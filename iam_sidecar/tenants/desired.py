@@ -12,15 +12,22 @@ from pydantic import BaseModel, ConfigDict
 
 from hanzo_contract.signin import org_cli_application
 from iam_sidecar.casdoor.scopes import MANAGED_MARKER, managed_description, permission_name
-from iam_sidecar.tenants.casdoor_defaults import default_account_items
-from iam_sidecar.tenants.model import TenantFile, login_application
+from iam_sidecar.tenants.casdoor_defaults import default_account_items, signup_items
+from iam_sidecar.tenants.model import TenantFile, login_application, signup_group
 from iam_sidecar.tenants.policy import TenantPolicy
 
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
-Kind = Literal["organization", "application", "user", "role", "permission"]
+Kind = Literal["organization", "group", "application", "user", "role", "permission"]
 #: creation order; deletion runs in reverse
-KIND_ORDER: tuple[Kind, ...] = ("organization", "application", "user", "role", "permission")
+KIND_ORDER: tuple[Kind, ...] = (
+    "organization",
+    "group",
+    "application",
+    "user",
+    "role",
+    "permission",
+)
 MANAGED_TAG = "hanzo-managed"
 MANAGED_PROPERTY = "hanzo-managed"
 
@@ -50,6 +57,8 @@ def is_managed_object(kind: str, obj: dict[str, Any]) -> bool:
         return MANAGED_TAG in (obj.get("tags") or [])
     if kind == "user":
         return (obj.get("properties") or {}).get(MANAGED_PROPERTY) == "true"
+    if kind == "group":  # a Casdoor group has no description
+        return str(obj.get("displayName") or "").startswith(MANAGED_MARKER)
     return str(obj.get("description") or "").startswith(MANAGED_MARKER)
 
 
@@ -79,6 +88,24 @@ def desired_objects(spec: TenantFile, assets_url: str | None = None) -> list[Des
                 create_only={"accountItems": default_account_items()},
             )
         )
+        # Signed-up users join the tenant's sign-up group, and the sign-up role names
+        # that group: the one role they hold (Casdoor's own default-group mechanism)
+        group = f"{org.name}/{signup_group(org.name)}" if org.signup_role else ""
+        if org.signup_role:
+            out.append(
+                Desired(
+                    kind="group",
+                    owner=org.name,
+                    name=signup_group(org.name),
+                    fields={
+                        "displayName": managed_description("signed-up users"),
+                        "type": "Virtual",
+                        "parentId": org.name,
+                        "isTopGroup": True,
+                        "isEnabled": True,
+                    },
+                )
+            )
         # Only the login application: a tenant's service applications are principals of
         # ours, never Casdoor applications (any Casdoor application's client id/secret, and
         # any client-credentials token, is a Casdoor-wide admin credential). They call with
@@ -90,7 +117,13 @@ def desired_objects(spec: TenantFile, assets_url: str | None = None) -> list[Des
                 f"{org.display_name or org.name} login",
                 "login application",
                 cert,
-                {"grantTypes": ["authorization_code", "password", "refresh_token"], **images.app},
+                {
+                    "grantTypes": ["authorization_code", "password", "refresh_token"],
+                    "enableSignUp": org.signup,
+                    "signupItems": signup_items() if org.signup else [],
+                    "defaultGroup": group,
+                    **images.app,
+                },
             )
         )
         # the CLI's device sign-in: its device page signs users in to this organization
@@ -151,6 +184,7 @@ def desired_objects(spec: TenantFile, assets_url: str | None = None) -> list[Des
                         ),
                         "isEnabled": True,
                         "users": members,
+                        "groups": [group] if group and role.name == org.signup_role else [],
                     },
                     seed_users=seed,
                 )

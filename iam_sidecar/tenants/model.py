@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from hanzo_contract.principal import Limits
-from hanzo_contract.scopes import KNOWN_SCOPES
+from hanzo_contract.scopes import KEYS_MANAGE, KNOWN_SCOPES
 from hanzo_contract.signin import org_cli_application
 
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
@@ -71,6 +71,14 @@ class OrganizationSpec(_Strict):
     name: Name
     display_name: str | None = Field(default=None, max_length=100)
     plan: Name | None = None
+    #: self sign-up on the tenant's login application (Casdoor's sign-up page, the email
+    #: taken without a verification code); off by default: users come from this file,
+    #: an admin, or an invitation
+    signup: bool = False
+    #: the one role a signed-up user holds (through the tenant's sign-up group); unset, a
+    #: signed-up user holds no scope until an admin grants a role. Turning ``signup`` off
+    #: later keeps it for those who signed up.
+    signup_role: Name | None = None
     roles: list[RoleSpec] = Field(default_factory=list)
     applications: list[ApplicationSpec] = Field(default_factory=list)
     users: list[UserSpec] = Field(default_factory=list)
@@ -104,6 +112,11 @@ def _duplicates(names: list[str]) -> list[int]:
 def login_application(organization: str) -> str:
     """Every organization gets a login application (Casdoor needs one before users)."""
     return f"{organization}-login"
+
+
+def signup_group(organization: str) -> str:
+    """The Casdoor group signed-up users join (group names are global in Casdoor)."""
+    return f"{organization}-signup"
 
 
 def semantic_problems(spec: TenantFile) -> list[tuple[Path, str]]:
@@ -153,6 +166,22 @@ def semantic_problems(spec: TenantFile) -> list[tuple[Path, str]]:
                             )
                         )
         role_names = {r.name for r in org.roles}
+        if org.signup_role is not None and org.signup_role not in role_names:
+            problems.append(
+                (
+                    ("organizations", oi, "signup_role"),
+                    f"unknown role {org.signup_role!r} in organization {org.name!r}",
+                )
+            )
+        managing = {r.name for r in org.roles if KEYS_MANAGE in r.scopes}
+        if org.signup_role in managing:
+            # anyone who signs up would manage every key of the organization
+            problems.append(
+                (
+                    ("organizations", oi, "signup_role"),
+                    f"the sign-up role may not grant {KEYS_MANAGE}",
+                )
+            )
         for ui, user in enumerate(org.users):
             for ri, role in enumerate(user.roles):
                 if role not in role_names:

@@ -17,8 +17,17 @@ from iam_sidecar.casdoor.client import CasdoorClient
 from iam_sidecar.tenants.desired import KIND_ORDER, Desired, Kind, is_managed_object
 
 Action = Literal["create", "update", "delete", "conflict", "keep"]
-_LIST_FIELDS = {"tags", "grantTypes", "users", "roles", "resources", "actions", "signupItems"}
-_SORTED_FIELDS = {"tags", "grantTypes", "users", "roles"}
+_LIST_FIELDS = {
+    "tags",
+    "grantTypes",
+    "users",
+    "roles",
+    "groups",
+    "resources",
+    "actions",
+    "signupItems",
+}
+_SORTED_FIELDS = {"tags", "grantTypes", "users", "roles", "groups"}
 
 
 class FieldDiff(BaseModel):
@@ -110,7 +119,7 @@ async def snapshot(client: CasdoorClient, organizations: set[str]) -> Snapshot:
     for app in apps:  # all of them: application names are global
         snap.objects[("application", "admin", app["name"])] = app
     for org in scan:
-        for kind in ("user", "role", "permission"):
+        for kind in ("group", "user", "role", "permission"):
             for obj in await client.list_objects(kind, org):  # type: ignore[arg-type]
                 snap.objects[(kind, org, obj["name"])] = obj
     snap.scanned_orgs = scan

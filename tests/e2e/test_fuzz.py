@@ -2,8 +2,8 @@
 
 Schemathesis generates requests from the document the service publishes and sends them
 through nginx with a real key: no answer may be a 5xx, and every answer must match the
-document (status, content type, headers, body schema). Bounded: a fixed seed
-(``derandomize``), a cap on examples per operation and a time budget for the whole run.
+document (status, content type, headers, body schema). Bounded (``tests/support/openapi_fuzz.py``):
+a fixed seed, a cap on examples per operation and a time budget for the whole run.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import uuid
 from typing import Any
 
 import httpx
-import hypothesis
 import schemathesis
 from schemathesis import checks
 
 from hanzo_client import HanzoClient
 from hanzo_contract.openapi import MEMORY_OPENAPI_PATH
 from memory_service.openapi import openapi_document
+from tests.support.openapi_fuzz import fuzz
 
 from .support import RunningStack, pkce_login
 
@@ -48,35 +48,6 @@ def _key(stack: RunningStack) -> str:
         return client.create_key(f"fuzz-{uuid.uuid4().hex[:6]}", scopes)["key"]
 
 
-def fuzz(operation: Any, base_url: str, key: str, deadline: float) -> tuple[dict, list[str]]:
-    """Send ``operation``'s generated cases until its examples or the budget run out:
-    the status codes seen, and every check that failed."""
-    counts: dict[int, int] = {}
-    failures: list[str] = []
-
-    @hypothesis.settings(
-        max_examples=MAX_EXAMPLES,
-        deadline=None,
-        derandomize=True,  # the fixed seed: the same cases on every run
-        database=None,
-        phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
-        suppress_health_check=list(hypothesis.HealthCheck),
-    )
-    @hypothesis.given(case=operation.as_strategy())
-    def run(case: Any) -> None:
-        if time.monotonic() > deadline:
-            return
-        response = case.call(base_url=base_url, headers={"X-API-Key": key}, timeout=30)
-        counts[response.status_code] = counts.get(response.status_code, 0) + 1
-        try:
-            case.validate_response(response, checks=CHECKS)
-        except Exception as exc:  # a FailureGroup: keep going, report them all
-            failures.append(f"{operation.label} -> {response.status_code}: {exc}"[:2000])
-
-    run()
-    return counts, failures
-
-
 def test_memory_openapi_fuzz_through_the_gateway(running_stack: RunningStack) -> None:
     key = _key(running_stack)
     schema = schemathesis.openapi.from_dict(openapi_document())
@@ -89,7 +60,14 @@ def test_memory_openapi_fuzz_through_the_gateway(running_stack: RunningStack) ->
     ]
     assert len(operations) == 10
     for operation in operations:
-        sent[operation.label], failed = fuzz(operation, running_stack.gateway, key, deadline)
+        sent[operation.label], failed = fuzz(
+            operation,
+            running_stack.gateway,
+            {"X-API-Key": key},
+            deadline,
+            max_examples=MAX_EXAMPLES,
+            checks=CHECKS,
+        )
         failures += failed
 
     print("status codes by operation:", sent)  # shown with -s, and in CI logs on failure

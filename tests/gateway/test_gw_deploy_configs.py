@@ -25,6 +25,9 @@ def test_apisix_forward_auth() -> None:
     assert {"retry-after", "ratelimit-limit"} <= {h.lower() for h in fa["client_headers"]}
     assert fa["allow_degradation"] is False
     assert (DEPLOY_DIR / "apisix" / "apisix.yaml").read_text().rstrip().endswith("#END")
+    # APISIX passes header names with "_" by default (X_Org_Id -> X-Org-Id upstream)
+    nginx = _load(DEPLOY_DIR / "apisix" / "config.yaml")["nginx_config"]["http"]
+    assert nginx["underscores_in_headers"] == "off"
 
 
 def test_envoy_ext_authz() -> None:
@@ -36,6 +39,9 @@ def test_envoy_ext_authz() -> None:
     assert http["path_prefix"] == "/envoy"
     upstream = http["authorization_response"]["allowed_upstream_headers"]["patterns"]
     assert {p["exact"] for p in upstream} == IDENTITY
+    # Envoy passes header names with "_" by default (X_Org_Id -> X-Org-Id upstream)
+    options = hcm["typed_config"]["common_http_protocol_options"]
+    assert options["headers_with_underscores_action"] in ("DROP_HEADER", "REJECT_REQUEST")
 
 
 def test_traefik_forward_auth() -> None:

@@ -25,7 +25,7 @@ from hanzo_contract.principal import Principal, PrincipalKind
 from hanzo_contract.signin import ORG_CLI_APPLICATION, org_cli_application
 from hanzo_stack.casdoor.server import CasdoorServer
 from hanzo_stack.servers import CaddyServer, ForwardAuthServer, NginxServer, SidecarServer
-from tests.support.casdoor_admin import admin_client
+from tests.support.casdoor_admin import admin_client, sidecar_casdoor_env
 from tests.support.clock import FakeClock
 
 KID = "cert-hanzo"
@@ -131,11 +131,7 @@ def jwt_stack(
     try:
         sidecar = SidecarServer(
             work / "sidecar",
-            env={
-                "HANZO_SIDECAR_CASDOOR_URL": casdoor.url,
-                "HANZO_SIDECAR_CASDOOR_CLIENT_ID": casdoor.client_id,
-                "HANZO_SIDECAR_CASDOOR_CLIENT_SECRET": casdoor.client_secret,
-            },
+            env=sidecar_casdoor_env(casdoor),
         ).start()
         started.append(sidecar)
         env = make_gateway_env(

@@ -18,7 +18,7 @@ from hanzo_stack.casdoor.server import CasdoorServer
 from hanzo_stack.servers import ForwardAuthServer, NginxServer, SidecarServer
 from iam_sidecar.keys.models import NewKey
 from iam_sidecar.keys.store import KeyStore
-from tests.support.casdoor_admin import admin_client
+from tests.support.casdoor_admin import admin_client, sidecar_casdoor_env
 from tests.support.clock import wait_for_window_room
 
 
@@ -48,9 +48,7 @@ organizations:
         sidecar = SidecarServer(
             tmp_path / "sidecar",
             env={
-                "HANZO_SIDECAR_CASDOOR_URL": casdoor.url,
-                "HANZO_SIDECAR_CASDOOR_CLIENT_ID": casdoor.client_id,
-                "HANZO_SIDECAR_CASDOOR_CLIENT_SECRET": casdoor.client_secret,
+                **sidecar_casdoor_env(casdoor),
                 "HANZO_SIDECAR_TENANT_FILE": str(tenant_file),
             },
         ).start()

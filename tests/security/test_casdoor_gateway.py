@@ -6,16 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 
 from hanzo_stack.casdoor.server import CasdoorServer
 from hanzo_stack.casdoor.ui import casdoor_ui_dir
-from hanzo_stack.process import LOOPBACK, ManagedProcess, free_port, tcp_open
-
-TEMPLATE = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "casdoor.conf.template"
+from hanzo_stack.process import LOOPBACK, free_port
+from hanzo_stack.servers import CasdoorGateway
 
 
 @dataclass
@@ -30,23 +28,13 @@ def fronted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fronted]:
     casdoor = CasdoorServer(state / "casdoor")
     casdoor.ui_dir = casdoor_ui_dir()  # the sign-in pages are part of what must pass
     casdoor.start()
-    prefix = state / "nginx"
-    prefix.mkdir(mode=0o700)
-    port = free_port()
-    conf = prefix / "nginx.conf"
-    values = {"PREFIX": str(prefix), "LISTEN": f"{LOOPBACK}:{port}", "CASDOOR": casdoor.url[7:]}
-    text = TEMPLATE.read_text()
-    for key, value in values.items():
-        text = text.replace("{{" + key + "}}", value)
-    conf.write_text(text)
-    nginx = ManagedProcess(
-        "nginx", ["nginx", "-p", str(prefix), "-c", str(conf)], log_path=prefix / "stdout.log"
-    ).start()
+    # the sign-up gate is the sidecar's (tests/e2e/test_signup.py): down here
+    gateway = CasdoorGateway(state / "nginx", casdoor.url[7:], f"{LOOPBACK}:{free_port()}")
     try:
-        nginx.wait_ready(lambda: tcp_open(port), 15)
-        yield Fronted(casdoor, f"http://{LOOPBACK}:{port}")
+        gateway.start()
+        yield Fronted(casdoor, gateway.url)
     finally:
-        nginx.stop()
+        gateway.stop()
         casdoor.stop()
 
 
@@ -132,3 +120,53 @@ def test_application_credentials_never_reach_casdoor(fronted: Fronted) -> None:
         timeout=10,
     )
     assert _refused(auto)
+
+
+def test_signup_never_reaches_casdoor_but_through_the_gate(fronted: Fronted) -> None:
+    """Casdoor's own app-built-in takes sign-ups for built-in, whose users are Casdoor-wide
+    admins; through the gateway a sign-up reaches only the sidecar's gate (down here: a
+    JSON 503), in every spelling nginx routes to Casdoor."""
+    body = {
+        "application": "app-built-in",
+        "organization": "built-in",
+        "username": "intruder",
+        "password": "intruder-pw-1",
+        "email": "intruder@example.test",
+    }
+    for path in ("/api/signup", "//api/signup", "/api/./signup"):
+        reply = httpx.post(f"{fronted.gateway}{path}", json=body, timeout=10)
+        assert reply.status_code == 503, (path, reply.text)
+        assert reply.json()["error"]["code"] == "signup_unavailable"
+    for path in ("/api/signup/", "/api/Signup", "/api/signup%2F"):
+        assert _refused(httpx.post(f"{fronted.gateway}{path}", json=body, timeout=10)), path
+
+
+def test_get_application_through_the_gateway_is_always_anonymous(fronted: Fronted) -> None:
+    """The sign-up page reads its application; a global admin's session cookie sent along
+    would make Casdoor answer with the client secret, so the gateway drops the cookie."""
+    casdoor = fronted.casdoor
+    assert casdoor.secrets is not None
+    with httpx.Client(base_url=casdoor.url, timeout=10) as direct:
+        signed_in = direct.post(
+            "/api/login",
+            json={
+                "application": "app-built-in",
+                "organization": "built-in",
+                "username": "admin",
+                "password": casdoor.secrets.builtin_admin_password.get_secret_value(),
+                "type": "login",
+            },
+        )
+        assert signed_in.json()["status"] == "ok", signed_in.text
+        cookies = dict(direct.cookies)
+        assert cookies
+        target = {"id": "admin/app-built-in"}
+        # straight to Casdoor, the session sees the application's secret
+        seen = direct.get("/api/get-application", params=target).json()["data"]
+        assert seen["clientSecret"] not in ("", "***")
+    through = httpx.get(
+        f"{fronted.gateway}/api/get-application", params=target, cookies=cookies, timeout=10
+    )
+    assert through.status_code == 200, through.text
+    assert through.json()["data"]["clientSecret"] == "***"
+    assert seen["clientSecret"] not in through.text

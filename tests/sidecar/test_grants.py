@@ -192,11 +192,53 @@ def test_a_key_needs_keys_manage_to_mint_or_rotate() -> None:
     with pytest.raises(ManageRequired):
         bound_new_key(same, plan=Limits(), minter=caller, parent=plain, now=NOW)
     with pytest.raises(ManageRequired):
-        check_rotation(caller)
+        check_rotation(caller, plain, plan=Limits(), parent=plain, now=NOW)
     # a signed-in user (no key) needs nothing more to mint or rotate its own keys
     user = Principal(organization="acme", subject="acme/alice", scopes={"memory:read"})
-    check_rotation(user)
+    check_rotation(user, plain, plan=Limits(), parent=None, now=NOW)
     assert bound_new_key(same, plan=Limits(), minter=user, parent=None, now=NOW) == same
+
+
+def test_rotation_hands_out_no_more_than_the_caller_has() -> None:
+    """Rotating gives the caller the key's fresh secret: a managing key may not take over a
+    wider, longer-lived or less limited key (found by tests/security/test_keys_fuzz.py);
+    it may still rotate itself and keys within its own reach."""
+    plan = Limits(requests_per_minute=600, units_per_day=100000)
+    tight = Limits(requests_per_minute=300)
+    manager = _caller_key(frozenset({"memory:read", KEYS_MANAGE}), NOW + 3600, tight)
+    caller = key_principal(manager, None, plan)
+    within = manager.model_copy(update={"key_id": "withinkey001", "scopes": {"memory:read"}})
+
+    def rotate(target: KeyRecord) -> None:
+        check_rotation(caller, target, plan=plan, parent=manager, now=NOW)
+
+    rotate(manager)  # itself
+    rotate(within)
+    with pytest.raises(ScopeEscalation):
+        rotate(within.model_copy(update={"scopes": {"memory:read", "memory:delete"}}))
+    with pytest.raises(ExpiryEscalation):
+        rotate(within.model_copy(update={"expires_at": None}))
+    with pytest.raises(ExpiryEscalation):
+        rotate(within.model_copy(update={"expires_at": NOW + 7200}))
+    with pytest.raises(LimitEscalation):
+        rotate(within.model_copy(update={"limits": None}))  # charged at the plan's 600
+    with pytest.raises(ParentKeyInactive):
+        check_rotation(
+            caller,
+            within,
+            plan=plan,
+            parent=manager.model_copy(update={"revoked_at": NOW - 1}),
+            now=NOW,
+        )
+    # a manager signed in (no key) is bounded by its scopes and limits, not by an expiry
+    user = Principal(organization="acme", subject="acme/alice", scopes={"memory:read"})
+    check_rotation(user, within.model_copy(update={"expires_at": None}), plan=plan, parent=None,
+                   now=NOW)  # fmt: skip
+    with pytest.raises(ScopeEscalation):
+        check_rotation(
+            user, within.model_copy(update={"scopes": {KEYS_MANAGE}}), plan=plan, parent=None,
+            now=NOW,
+        )  # fmt: skip
 
 
 def test_a_child_inherits_its_parents_expiry_and_may_not_outlive_it() -> None:

@@ -12,3 +12,12 @@ from iam_sidecar.casdoor.client import CasdoorClient
 
 def admin_client(server: CasdoorServer, **kwargs: float | int) -> CasdoorClient:
     return CasdoorClient(server.url, server.client_id, server.client_secret, **kwargs)  # type: ignore[arg-type]
+
+
+def sidecar_casdoor_env(server: CasdoorServer) -> dict[str, str]:
+    """A sidecar process's settings for this Casdoor (``hanzo_stack.servers.SidecarServer``)."""
+    return {
+        "HANZO_SIDECAR_CASDOOR_URL": server.url,
+        "HANZO_SIDECAR_CASDOOR_CLIENT_ID": server.client_id,
+        "HANZO_SIDECAR_CASDOOR_CLIENT_SECRET": server.client_secret,
+    }

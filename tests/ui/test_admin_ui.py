@@ -31,9 +31,9 @@ def casdoor_with_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Casdoo
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
+def browser() -> Iterator[Browser]:
+    with chromium() as browser:
+        yield browser
 
 
 def _sign_in(browser: Browser, server: CasdoorServer, password: str, shots: Path):
