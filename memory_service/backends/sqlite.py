@@ -12,8 +12,10 @@ from __future__ import annotations
 # SQL text here is assembled only from constants and "?" placeholders; values are bound.
 # ruff: noqa: S608
 import asyncio
+import fcntl
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -214,6 +216,28 @@ def _where(q: Query) -> tuple[str, list[Any]]:
     return " AND ".join(conds), params
 
 
+class SecondServerError(RuntimeError):
+    """Another process serves this SQLite file."""
+
+
+def _serve_alone(path: Path) -> int:
+    """Hold ``<file>.serving`` locked while this backend is open. Each serving process keeps
+    every tenant's vectors in memory (``TenantVectors``), so a second process on the same
+    file would answer from vectors that miss the first one's writes: refuse it plainly.
+    The kernel drops the lock when the holder dies, even by ``kill -9``."""
+    lock_path = path.with_name(path.name + ".serving")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SecondServerError(
+            f"another process is serving {path}: the sqlite backend allows one serving "
+            "process per file (replicas need the postgres or redis backend)"
+        ) from None
+    return fd
+
+
 class SqliteBackend(MemoryBackend):
     name = "sqlite"
 
@@ -223,6 +247,7 @@ class SqliteBackend(MemoryBackend):
         self._db: aiosqlite.Connection | None = None
         self._write = asyncio.Lock()
         self._cache: dict[str, TenantVectors] = {}
+        self._serving: int | None = None  # the lock file's descriptor while open
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -230,6 +255,7 @@ class SqliteBackend(MemoryBackend):
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._serving = _serve_alone(self.path)
         self._db = await aiosqlite.connect(self.path)
         await self._db.execute("PRAGMA journal_mode=WAL")
         await self._db.execute("PRAGMA synchronous=FULL")
@@ -241,6 +267,9 @@ class SqliteBackend(MemoryBackend):
         if self._db is not None:
             await self._db.close()
             self._db = None
+        if self._serving is not None:
+            os.close(self._serving)  # releases the lock
+            self._serving = None
 
     async def _vectors(self, tenant: str) -> TenantVectors:
         tv = self._cache.get(tenant)
