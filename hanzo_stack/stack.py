@@ -35,6 +35,7 @@ from hanzo_contract.signin import ORG_CLI_APPLICATION
 from hanzo_stack.casdoor.server import CasdoorServer
 from hanzo_stack.casdoor.state import CASDOOR_STATIC_DIR
 from hanzo_stack.casdoor.ui import casdoor_ui_dir, localize_ui
+from hanzo_stack.gateway_install.templates import fill
 from hanzo_stack.ports import HOSTED_BY, StackPorts
 from hanzo_stack.process import (
     LOOPBACK,
@@ -335,8 +336,7 @@ class Stack:
                 else f"{LOOPBACK}:{ports['memory_grpc']}"
             ),
         }
-        for key, value in values.items():
-            text = text.replace("{{" + key + "}}", value)
+        text = fill(text, values)  # a placeholder left over is an error, not a broken conf
         conf = prefix / "nginx.conf"
         conf.write_text(text)
         return conf

@@ -18,6 +18,7 @@ from openapi_spec_validator import validate
 
 from hanzo_contract.openapi import DOCS_PATH, KEYS_OPENAPI_PATH, MEMORY_OPENAPI_PATH
 from hanzo_stack.casdoor.state import CASDOOR_STATIC_DIR
+from hanzo_stack.gateway_install.templates import fill
 from hanzo_stack.process import LOOPBACK, ManagedProcess, free_port, http_ok, tcp_open
 from hanzo_stack.servers import ForwardAuthServer, SidecarServer
 from iam_sidecar.http.app import create_app
@@ -65,10 +66,10 @@ def _nginx(prefix: Path, auth: str, memory: str, sidecar: str) -> tuple[ManagedP
         "SIDECAR": sidecar,
         "INFERENCE": f"{LOOPBACK}:{free_port()}",  # nothing there: not under test
         "CASDOOR_STATIC": str(CASDOOR_STATIC_DIR),
+        "GRPC_LISTEN": f"{LOOPBACK}:{free_port()}",
+        "MEMORY_GRPC": f"{LOOPBACK}:{free_port()}",  # nothing there: not under test
     }
-    text = (NGINX_DIR / "stack.conf.template").read_text()
-    for key, value in values.items():
-        text = text.replace("{{" + key + "}}", value)
+    text = fill((NGINX_DIR / "stack.conf.template").read_text(), values)
     (prefix / "nginx.conf").write_text(text)
     argv = ["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")]
     proc = ManagedProcess("nginx", argv, log_path=prefix / "stdout.log").start()
