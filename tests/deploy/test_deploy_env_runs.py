@@ -138,9 +138,10 @@ def _process_env(service: str, work: Path, env: dict[str, str]) -> dict[str, str
     }
 
 
-def _cli(env: dict[str, str], *args: str) -> str:
+def _run_python(env: dict[str, str], *args: str) -> str:
+    """``python <args>`` with exactly ``env``, as a container runs a command; must succeed."""
     proc = subprocess.run(
-        [sys.executable, "-m", "hanzo_stack", *args],
+        [sys.executable, *args],
         env=env,
         cwd=REPO,
         capture_output=True,
@@ -150,6 +151,10 @@ def _cli(env: dict[str, str], *args: str) -> str:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
+
+
+def _cli(env: dict[str, str], *args: str) -> str:
+    return _run_python(env, "-m", "hanzo_stack", *args)
 
 
 def _start(name: str, argv: list[str], env: dict[str, str], log: Path) -> ManagedProcess:
@@ -192,27 +197,13 @@ def deployed(
             POSTGRES_USER="postgres",
             POSTGRES_PASSWORD=postgres.password,
         )
-        made = subprocess.run(
-            [sys.executable, *services["postgres-init"]["command"][1:]],
-            env=_process_env("postgres-init", work, init_env),
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert made.returncode == 0, made.stdout + made.stderr
+        command = services["postgres-init"]["command"]
+        assert command[0] == "python"
+        _run_python(_process_env("postgres-init", work, init_env), *command[1:])
         # the compose `init` one-shot: the assertion key pair
         script, args = compose_init_script(model, work)
-        init = subprocess.run(
-            [sys.executable, "-c", script, *args],
-            env=_process_env("init", work, dict(services["init"]["environment"])),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert init.returncode == 0, init.stderr
+        init_env = dict(services["init"]["environment"])
+        _run_python(_process_env("init", work, init_env), "-c", script, *args)
         envs = {
             name: _process_env(
                 name, work, {k: local(name, v) for k, v in services[name]["environment"].items()}
