@@ -35,7 +35,7 @@ from hanzo_stack.postgres import PostgresServer
 from hanzo_stack.process import LOOPBACK, ManagedProcess, free_port, http_ok
 from hanzo_stack.valkey import ValkeyCluster
 
-from .apisix_fake import ApisixForwardAuthFake
+from .apisix_fake import ApisixForwardAuthFake, FakeResponse
 from .conftest import COMPOSE_DIR, REPO, compose, compose_init_script, read_env_file
 
 pytestmark = pytest.mark.casdoor
@@ -282,16 +282,22 @@ def test_services_are_healthy_and_the_sidecar_reaches_casdoor(deployed: Deployed
         assert ready.json()["casdoor"] == "ok"
 
 
-def test_each_part_keeps_its_state_in_its_own_database(deployed: Deployed) -> None:
-    """The sidecar's keys and the memory service's memories are in their PostgreSQL
-    databases, written as the application roles postgres-init made (not the owners)."""
+def _store(deployed: Deployed, content: str) -> FakeResponse:
+    """One memory stored through the gateway (to the first memory replica)."""
     stored = deployed.gateway.request(
         "POST",
         "/v1/memory/store",
         headers={"X-API-Key": deployed.key},
-        json={"memories": [{"content": "kept in the memory database"}]},
+        json={"memories": [{"content": content}]},
     )
     assert stored.status_code in (200, 201), stored.body
+    return stored
+
+
+def test_each_part_keeps_its_state_in_its_own_database(deployed: Deployed) -> None:
+    """The sidecar's keys and the memory service's memories are in their PostgreSQL
+    databases, written as the application roles postgres-init made (not the owners)."""
+    _store(deployed, "kept in the memory database")
     for part in ("sidecar", "memory"):
         name = f"hanzo_{part}"
         with psycopg.connect(deployed.postgres.dsn(database=name)) as conn:
@@ -309,13 +315,7 @@ def test_each_part_keeps_its_state_in_its_own_database(deployed: Deployed) -> No
 def test_a_write_through_one_memory_replica_is_read_through_the_other(
     deployed: Deployed,
 ) -> None:
-    stored = deployed.gateway.request(
-        "POST",
-        "/v1/memory/store",
-        headers={"X-API-Key": deployed.key},
-        json={"memories": [{"content": "replica a saw the green lantern"}]},
-    )
-    assert stored.status_code in (200, 201), stored.body
+    stored = _store(deployed, "replica a saw the green lantern")
     (memory_id,) = stored.json()["ids"]
     found = deployed.gateway_b.request(
         "POST",
