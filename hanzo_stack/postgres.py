@@ -24,6 +24,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -211,52 +212,14 @@ class PostgresServer:
     def create_database(self, name: str, roles: str | None = None) -> Database:
         """A database owned by ``<roles>_owner``, used by ``<roles>_app`` (``roles``
         defaults to ``name``; databases naming the same ``roles`` share the pair): two login
-        roles with generated passwords (kept in ``state_dir``, 0600). Neither is a superuser
-        nor may bypass row-level security; only the owner may change the schema. Idempotent."""
-        import psycopg
-        from psycopg import sql
-
+        roles with generated passwords (kept in ``state_dir``, 0600). Idempotent; see
+        :func:`provision_database`."""
         owner, app = f"{roles or name}_owner", f"{roles or name}_app"
         secrets_of = {
             role: ensure_secret(self.state_dir, f"postgres-{role}.password")
             for role in (owner, app)
         }
-        with psycopg.connect(self.dsn(), autocommit=True) as conn:
-            for role, password in secrets_of.items():
-                exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
-                verb = "ALTER" if exists.fetchone() else "CREATE"
-                conn.execute(
-                    sql.SQL(
-                        "{} ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE "
-                        "PASSWORD {}"
-                    ).format(sql.SQL(verb), sql.Identifier(role), sql.Literal(password))
-                )
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-                conn.execute(
-                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                        sql.Identifier(name), sql.Identifier(owner)
-                    )
-                )
-        with psycopg.connect(self.dsn(database=name), autocommit=True) as conn:
-            # Extensions need a superuser; the schema is the owner's, the app only uses it.
-            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-            # Under row-level security PostgreSQL uses a condition as an index condition
-            # only if its function is LEAKPROOF; the full-text match is not marked so,
-            # which would leave keyword search scanning every row of the tenant instead of
-            # the GIN index. It reports nothing about its inputs but true/false.
-            conn.execute("ALTER FUNCTION ts_match_vq(tsvector, tsquery) LEAKPROOF")
-            conn.execute(sql.SQL("REVOKE ALL ON SCHEMA public FROM PUBLIC"))
-            conn.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(owner)))
-            conn.execute(
-                sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(
-                    sql.Identifier(name)
-                )
-            )
-            conn.execute(
-                sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
-                    sql.Identifier(name), sql.Identifier(app)
-                )
-            )
+        provision_database(self.dsn, name, secrets_of[owner], secrets_of[app], roles)
         return Database(
             name=name,
             owner_dsn=self.dsn(name, owner, secrets_of[owner]),
@@ -272,3 +235,57 @@ class PostgresServer:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+def provision_database(
+    superuser_dsn: Callable[..., str],
+    name: str,
+    owner_password: str,
+    app_password: str,
+    roles: str | None = None,
+) -> None:
+    """Database ``name`` owned by ``<roles>_owner`` (migrations), used by ``<roles>_app``,
+    both login roles with the given passwords (set again on each call). Neither is a
+    superuser nor may bypass row-level security; only the owner may change the schema.
+    Idempotent. ``superuser_dsn(database=...)`` connects as a superuser: the local server's
+    and the deployments' one-shot (:mod:`hanzo_stack.deploy_databases`) share this code."""
+    import psycopg
+    from psycopg import sql
+
+    owner, app = f"{roles or name}_owner", f"{roles or name}_app"
+    secrets_of = {owner: owner_password, app: app_password}
+    with psycopg.connect(superuser_dsn(), autocommit=True) as conn:
+        for role, password in secrets_of.items():
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+            verb = "ALTER" if exists.fetchone() else "CREATE"
+            conn.execute(
+                sql.SQL(
+                    "{} ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE PASSWORD {}"
+                ).format(sql.SQL(verb), sql.Identifier(role), sql.Literal(password))
+            )
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(name), sql.Identifier(owner)
+                )
+            )
+    with psycopg.connect(superuser_dsn(database=name), autocommit=True) as conn:
+        # Extensions need a superuser; the schema is the owner's, the app only uses it.
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        # Under row-level security PostgreSQL uses a condition as an index condition
+        # only if its function is LEAKPROOF; the full-text match is not marked so,
+        # which would leave keyword search scanning every row of the tenant instead of
+        # the GIN index. It reports nothing about its inputs but true/false.
+        conn.execute("ALTER FUNCTION ts_match_vq(tsvector, tsquery) LEAKPROOF")
+        conn.execute(sql.SQL("REVOKE ALL ON SCHEMA public FROM PUBLIC"))
+        conn.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(owner)))
+        conn.execute(
+            sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(
+                sql.Identifier(name)
+            )
+        )
+        conn.execute(
+            sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                sql.Identifier(name), sql.Identifier(app)
+            )
+        )

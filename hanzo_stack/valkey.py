@@ -11,6 +11,7 @@ import importlib.util
 import socket
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 
@@ -57,18 +58,28 @@ class ValkeyServer:
         *,
         cluster: bool = False,
         bus_port: int | None = None,
+        password: str | None = None,
     ) -> None:
+        """``password``: clients must AUTH with it (``requirepass``) and a cluster node
+        gives it to its peers (``masterauth``), as the deployments run Valkey. It goes to
+        a 0600 config file in ``data_dir``, never onto the command line."""
         self.data_dir = data_dir
         self.port = port or free_port()
         self.persist = persist
         self.cluster = cluster
         #: the cluster bus port (the default, port + 10000, is out of range for a high port)
         self.bus_port = (bus_port or free_port()) if cluster else 0
+        self.password = password
         self.process: ManagedProcess | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://{LOOPBACK}:{self.port}/0"
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}{LOOPBACK}:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        """A client of this node, authenticated if it needs a password."""
+        return redis.Redis(host=LOOPBACK, port=self.port, password=self.password, socket_timeout=5)
 
     def start(self, timeout: float = 30.0) -> ValkeyServer:
         self.spawn().wait_ready(lambda: tcp_open(self.port), timeout)
@@ -77,8 +88,16 @@ class ValkeyServer:
     def spawn(self) -> ManagedProcess:
         """Start the server without waiting: what a supervisor restarts."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        argv = [
-            str(valkey_server_binary()),
+        argv = [str(valkey_server_binary())]
+        if self.password is not None:
+            conf = self.data_dir / "auth.conf"
+            conf.touch(mode=0o600)
+            conf.chmod(0o600)
+            # the config syntax quotes like C strings: the password is a quoted literal
+            literal = self.password.replace("\\", "\\\\").replace('"', '\\"')
+            conf.write_text(f'requirepass "{literal}"\nmasterauth "{literal}"\n')
+            argv.append(str(conf))  # a config file comes first, options after it
+        argv += [
             "--bind",
             LOOPBACK,
             "--port",
@@ -113,15 +132,23 @@ class ValkeyCluster:
     short-lived and a lost primary is the fail mode's business, not a failover's.
     """
 
-    def __init__(self, data_dir: Path, primaries: int = 3, ports: list[int] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        primaries: int = 3,
+        ports: list[int] | None = None,
+        password: str | None = None,
+    ) -> None:
         """``ports`` (client and bus port of each node in turn) keeps a cluster on fixed
-        ports across restarts (the stack's); unset, they are chosen now."""
+        ports across restarts (the stack's); unset, they are chosen now. ``password``: every
+        node requires it of clients and of its peers (see :class:`ValkeyServer`)."""
         if primaries < 1:
             raise ValueError("a cluster needs at least one primary")
         if ports is not None and len(ports) != 2 * primaries:
             raise ValueError(f"{primaries} primaries need {2 * primaries} ports")
         self.data_dir = data_dir
         self.primaries = primaries
+        self.password = password
         self.nodes = self._new_nodes(ports)
 
     def _new_nodes(self, ports: list[int] | None = None) -> list[ValkeyServer]:
@@ -130,7 +157,11 @@ class ValkeyCluster:
         ports = ports or _distinct_ports(2 * self.primaries)
         return [
             ValkeyServer(
-                self.data_dir / f"node{i}", ports[2 * i], cluster=True, bus_port=ports[2 * i + 1]
+                self.data_dir / f"node{i}",
+                ports[2 * i],
+                cluster=True,
+                bus_port=ports[2 * i + 1],
+                password=self.password,
             )
             for i in range(self.primaries)
         ]
@@ -164,7 +195,7 @@ class ValkeyCluster:
         """Form the cluster of running nodes unless they already are one. A node restarted
         on its data dir rejoins by itself (``nodes.conf`` keeps its slots and peers), so
         this is idempotent: what a supervisor runs after every start of the last node."""
-        clients = [redis.Redis(host=LOOPBACK, port=n.port, socket_timeout=5) for n in self.nodes]
+        clients = [n.client() for n in self.nodes]
         try:
             if all(_slots_assigned(c) == 0 for c in clients):
                 self._form(timeout)
@@ -179,7 +210,7 @@ class ValkeyCluster:
                 client.close()
 
     def _form(self, timeout: float) -> None:
-        clients = [redis.Redis(host=LOOPBACK, port=n.port, socket_timeout=5) for n in self.nodes]
+        clients = [n.client() for n in self.nodes]
         try:
             share = CLUSTER_SLOTS // len(self.nodes)
             for i, client in enumerate(clients):

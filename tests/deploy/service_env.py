@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path, PurePosixPath
+from urllib.parse import unquote, urlparse
 
 import pytest
 import typer
@@ -13,6 +14,7 @@ import typer
 from gateway_plugins.routes import RouteTable
 from gateway_plugins.settings import GatewaySettings
 from hanzo_contract.settings import CONFIG_ENV, HanzoSettings
+from hanzo_stack.production import DATABASES
 from iam_sidecar.settings import SidecarSettings
 from memory_service.settings import MemorySettings
 
@@ -72,13 +74,27 @@ def probe_paths_exist(service: str, paths: set[str]) -> None:
         assert f'"{path}"' in source, f"{service} declares no route {path}"
 
 
+def check_database(url: str, part: str, role: str, password: str) -> None:
+    """``url`` reaches ``part``'s database of the production profile on the deployment's
+    PostgreSQL service, as ``role`` (owner or app) with the secret file's password."""
+    parsed = urlparse(url)
+    name = DATABASES[part]
+    assert parsed.scheme in ("postgresql", "postgres"), url
+    assert (parsed.hostname, parsed.port, parsed.path) == ("postgres", 5432, f"/{name}")
+    assert parsed.username == f"{name}_{role}"
+    assert unquote(parsed.password or "") == password
+
+
 def check_agreement(
     monkeypatch: pytest.MonkeyPatch,
     envs: dict[str, dict[str, str]],
     secrets: dict[str, str],
     origin: str,
+    valkey_nodes: set[str],
 ) -> None:
-    """Load each service's settings from the deployment's env and check they fit together."""
+    """Load each service's settings from the deployment's env and check they fit together,
+    on the production profile's topology: the sidecar and memory on their PostgreSQL
+    databases, the limiter on the Valkey cluster whose node hosts are ``valkey_nodes``."""
     for service, env in envs.items():
         check_names(service, env)
     sidecar = load(monkeypatch, SidecarSettings, envs["sidecar"])
@@ -105,9 +121,18 @@ def check_agreement(
         secrets["CASDOOR_CLI_CLIENT_ID"],
     ]
     assert gateway.issuer() == origin.rstrip("/")
-    # shared limits in Redis, authenticated with the deployment's password
+    # shared limits on the Valkey cluster, authenticated with the deployment's password
     assert gateway.limiter_backend == "redis"
-    assert gateway.redis_url == f"redis://:{secrets['REDIS_PASSWORD']}@redis:6379/0"
+    assert gateway.redis_cluster is True
+    seed = urlparse(gateway.redis_url)
+    assert seed.hostname in valkey_nodes and seed.port == 6379
+    assert unquote(seed.password or "") == secrets["REDIS_PASSWORD"]
+    # the key store on PostgreSQL: the app role serves, the owner role migrates
+    assert sidecar.database_url is not None and sidecar.database_migrate_url is not None
+    sidecar_url = sidecar.database_url.get_secret_value()
+    check_database(sidecar_url, "sidecar", "app", secrets["SIDECAR_DB_PASSWORD"])
+    migrate = sidecar.database_migrate_url.get_secret_value()
+    check_database(migrate, "sidecar", "owner", secrets["SIDECAR_DB_OWNER_PASSWORD"])
     assert set(gateway.limit_levels) == {"credential", "organization"}
     # the route table baked into the image routes the memory and key APIs
     assert gateway.routes_file is not None
@@ -121,7 +146,12 @@ def check_agreement(
     assert gateway.assertion_key_file.name == "assertion.key"
     assert sidecar.assertion_public_key_path == memory.assertion_public_key
     assert memory.assertion_public_key.name == "assertion.pub"
-    # persistent, durable memory backend with the bundled embedder
-    assert memory.backend == "lancedb"
+    # memories on PostgreSQL (shared by the replicas) with the bundled embedder
+    assert memory.backend == "postgres"
+    assert memory.postgres_dsn is not None and memory.postgres_migrate_dsn is not None
+    dsn = memory.postgres_dsn.get_secret_value()
+    check_database(dsn, "memory", "app", secrets["MEMORY_DB_PASSWORD"])
+    migrate = memory.postgres_migrate_dsn.get_secret_value()
+    check_database(migrate, "memory", "owner", secrets["MEMORY_DB_OWNER_PASSWORD"])
     assert memory.embedder == "local"
     assert sidecar.tenant_file is not None

@@ -19,8 +19,9 @@ from . import service_env
 from .conftest import COMPOSE_DIR, COMPOSE_FILE, DEPLOY, compose, empty_keys, read_env_file
 
 EXAMPLE = COMPOSE_DIR / ".env.example"
-LONG_RUNNING = {"postgres", "redis", "casdoor", "sidecar", "auth", "memory", "apisix"}
-ONE_SHOT = {"init", "casdoor-bootstrap"}
+VALKEY_NODES = {"valkey-0", "valkey-1", "valkey-2"}
+LONG_RUNNING = {"postgres", *VALKEY_NODES, "casdoor", "sidecar", "auth", "memory", "apisix"}
+ONE_SHOT = {"init", "casdoor-bootstrap", "postgres-init", "valkey-init"}
 SERVICE_PORTS = {"sidecar": 8090, "auth": 8200, "memory": 8600}
 
 
@@ -151,7 +152,7 @@ def test_images_are_pinned_and_casdoor_matches_the_stack(compose_model: dict[str
 
 def test_services_run_as_non_root_with_least_privilege(compose_model: dict[str, Any]) -> None:
     for name, svc in compose_model["services"].items():
-        assert svc.get("cap_drop") == ["ALL"] or name in {"postgres", "redis"}, name
+        assert svc.get("cap_drop") == ["ALL"] or name == "postgres", name
         if "build" in svc:  # our image: read-only root, writable only where mounted
             assert svc["read_only"] is True, name
             assert "no-new-privileges:true" in svc["security_opt"]
@@ -165,7 +166,7 @@ def test_commands_and_env_match_the_services(
         service_env.check_command(name, services[name]["command"], port)
     secrets = read_env_file(filled_env)
     envs = {name: dict(services[name]["environment"]) for name in SERVICE_PORTS}
-    service_env.check_agreement(monkeypatch, envs, secrets, secrets["CASDOOR_ORIGIN"])
+    service_env.check_agreement(monkeypatch, envs, secrets, secrets["CASDOOR_ORIGIN"], VALKEY_NODES)
 
 
 def test_apisix_routes_reach_the_services() -> None:
@@ -231,3 +232,36 @@ def test_apisix_runs_standalone_with_known_plugin_settings() -> None:
     assert set(forward_auth) <= FORWARD_AUTH_ATTRIBUTES
     assert forward_auth["request_method"] in ("GET", "POST")
     assert 1 <= forward_auth["timeout"] <= 60000
+
+
+def test_topology_is_the_production_profiles(compose_model: dict[str, Any]) -> None:
+    """Two stateless replicas each of the sidecar, the plugin and memory; their databases
+    made by postgres-init first; the limiter's cluster of three primaries formed by
+    valkey-init from exactly those nodes, before the plugin starts."""
+    services = compose_model["services"]
+    for name in ("sidecar", "auth", "memory"):
+        assert services[name]["deploy"]["replicas"] == 2, name
+    for name in ("sidecar", "memory"):
+        assert "postgres-init" in services[name]["depends_on"], name
+        # no writable named volume: a replica keeps nothing the other must see
+        mounts = services[name].get("volumes", [])
+        assert all(v.get("read_only") for v in mounts if v["type"] == "volume"), name
+    init = services["postgres-init"]
+    assert init["command"] == ["python", "-m", "hanzo_stack.deploy_databases"]
+    assert init["environment"]["POSTGRES_HOST"] == "postgres"
+    assert services["postgres"]["image"].startswith("pgvector/pgvector:")
+    assert set(services["auth"]["depends_on"]) >= {"valkey-init"}
+    script = services["valkey-init"]["command"][-1]
+    create = re.search(r"--cluster create ((?:\S+:6379 ?)+)", script)
+    assert create is not None
+    assert set(create.group(1).replace(":6379", "").split()) == VALKEY_NODES
+    assert "--cluster-replicas 0" in script
+    for node in VALKEY_NODES:
+        svc = services[node]
+        assert svc["environment"]["VALKEY_NODE"] == node
+        command = svc["command"][-1]
+        assert "--cluster-enabled yes" in command
+        assert '--cluster-announce-hostname "$$VALKEY_NODE"' in command
+        # the password is in the node's 0600 file (clients and peers), never on argv
+        assert "requirepass" in command and "masterauth" in command and "umask 077" in command
+        assert "--requirepass" not in command

@@ -162,7 +162,11 @@ def test_render_escapes_values_and_refuses_a_missing_one(
 
 def _bootstrap_scripts(compose_model: dict[str, Any], k8s_objects: list[dict[str, Any]]) -> str:
     compose_script = compose_model["services"]["casdoor-bootstrap"]["command"][2]
-    (job,) = [o for o in k8s_objects if o["kind"] == "Job"]
+    (job,) = [
+        o
+        for o in k8s_objects
+        if o["kind"] == "Job" and o["metadata"]["name"] == "casdoor-bootstrap"
+    ]
     (container,) = job["spec"]["template"]["spec"]["containers"]
     assert container["command"][2] == compose_script
     return compose_script

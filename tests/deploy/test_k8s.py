@@ -25,6 +25,8 @@ K8S_VERSIONS = ("1.29.0", "1.33.0")
 WORKLOADS = {"Deployment", "StatefulSet", "Job"}
 OUR_IMAGE = "hanzo-unified"
 SERVICE_PORTS = {"sidecar": 8090, "auth": 8200, "memory": 8600}
+#: the cluster's nodes: StatefulSet pods under the headless Service ``valkey``
+VALKEY_NODES = ("valkey-0.valkey", "valkey-1.valkey", "valkey-2.valkey")
 
 
 def _by_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
@@ -89,7 +91,8 @@ def test_every_container_is_probed_limited_and_non_root(
 ) -> None:
     workloads = _workloads(k8s_objects)
     assert {w["metadata"]["name"] for w in workloads} == {
-        "postgres", "redis", "casdoor", "casdoor-bootstrap", "sidecar", "auth", "memory", "apisix",
+        "postgres", "postgres-init", "valkey", "valkey-init", "casdoor", "casdoor-bootstrap",
+        "sidecar", "auth", "memory", "apisix",
     }  # fmt: skip
     for workload in workloads:
         name = workload["metadata"]["name"]
@@ -162,11 +165,13 @@ def test_only_the_gateway_is_reachable_from_outside(k8s_objects: list[dict[str, 
         "memory": {"apisix"},
         "sidecar": {"apisix", "auth"},
         "casdoor": {"apisix", "sidecar", "auth", "casdoor-bootstrap"},
-        "postgres": {"casdoor"},
-        "redis": {"auth"},
+        "postgres": {"casdoor", "sidecar", "memory", "postgres-init"},
+        "valkey": {"auth", "valkey", "valkey-init"},
     }
     # every pod is selected by some allow policy, so none relies on a missing one
-    names = {w["metadata"]["name"] for w in _workloads(k8s_objects)} - {"casdoor-bootstrap"}
+    jobs = set(_by_kind(k8s_objects, "Job"))
+    assert jobs == {"casdoor-bootstrap", "postgres-init", "valkey-init"}
+    names = {w["metadata"]["name"] for w in _workloads(k8s_objects)} - jobs
     assert names == set(open_to)
 
 
@@ -218,7 +223,7 @@ def test_commands_and_env_match_the_services(
         envs[name] = _resolve_env(container, k8s_objects)
     secrets = _generated(k8s_objects, "Secret", "hanzo-secrets")
     origin = _generated(k8s_objects, "ConfigMap", "hanzo-config")["CASDOOR_ORIGIN"]
-    service_env.check_agreement(monkeypatch, envs, secrets, origin)
+    service_env.check_agreement(monkeypatch, envs, secrets, origin, set(VALKEY_NODES))
 
 
 def test_same_settings_as_compose(k8s_objects: list[dict[str, Any]]) -> None:
@@ -249,3 +254,39 @@ def test_mounted_config_is_the_repo_config(k8s_objects: list[dict[str, Any]]) ->
         "assertion.key",
         "assertion.pub",
     }
+
+
+def test_topology_is_the_production_profiles(k8s_objects: list[dict[str, Any]]) -> None:
+    """Two stateless replicas each of the sidecar, the plugin and memory (Deployments, no
+    volume of their own); postgres-init makes their databases; a StatefulSet of three
+    Valkey primaries behind a headless Service, formed into one cluster by valkey-init."""
+    deployments = _by_kind(k8s_objects, "Deployment")
+    for name in ("sidecar", "auth", "memory"):
+        assert deployments[name]["spec"]["replicas"] == 2, name
+        volumes = _pod(deployments[name]).get("volumes", [])
+        assert not any("persistentVolumeClaim" in v for v in volumes), name
+    stateful = _by_kind(k8s_objects, "StatefulSet")
+    assert set(stateful) == {"postgres", "valkey"}
+    (pg,) = _pod(stateful["postgres"])["containers"]
+    assert pg["image"].startswith("pgvector/pgvector:")
+    jobs = _by_kind(k8s_objects, "Job")
+    (init,) = _pod(jobs["postgres-init"])["containers"]
+    assert init["command"] == ["python", "-m", "hanzo_stack.deploy_databases"]
+    init_env = {e["name"]: e for e in init["env"]}
+    assert init_env["POSTGRES_HOST"]["value"] == "postgres"
+    assert {"SIDECAR_DB_PASSWORD", "MEMORY_DB_OWNER_PASSWORD"} <= set(init_env)
+    valkey = stateful["valkey"]
+    assert valkey["spec"]["replicas"] == len(VALKEY_NODES)
+    assert valkey["spec"]["serviceName"] == "valkey"
+    service = _by_kind(k8s_objects, "Service")["valkey"]
+    assert service["spec"]["clusterIP"] == "None"
+    (node,) = _pod(valkey)["containers"]
+    command = node["command"][-1]
+    assert "--cluster-enabled yes" in command
+    assert '--cluster-announce-hostname "$VALKEY_NODE"' in command
+    assert {"name": "VALKEY_NODE", "value": "$(POD_NAME).valkey"} in node["env"]
+    assert "requirepass" in command and "--requirepass" not in command
+    (former,) = _pod(jobs["valkey-init"])["containers"]
+    create = re.search(r"--cluster create ((?:\S+:6379 ?)+)", former["command"][-1])
+    assert create is not None
+    assert tuple(create.group(1).replace(":6379", "").split()) == VALKEY_NODES
