@@ -651,6 +651,11 @@ class Stack:
             raise RuntimeError(f"hanzo {args[0]} {args[1]} failed:\n{proc.stdout}{proc.stderr}")
         return proc.stdout
 
+    def sidecar_cli(self, tenant_file: Path, *args: str) -> str:
+        """``hanzo <args>`` against this stack's config (keys, tenants): its stdout. For
+        drills and tests that mint keys as the operator does, without a browser."""
+        return self._sidecar_cli(self._env(tenant_file), *args)
+
     def _active_demo_key(self, env: dict[str, str], organization: str, path: Path) -> bool:
         """Whether ``path`` holds a key of ``organization`` that is still active."""
         with contextlib.suppress(OSError):
