@@ -10,6 +10,11 @@ What changes against the default profile, and nothing else:
 - **Two memory replicas** (``memory`` and ``memory_b``) on the ``postgres`` backend behind
   one nginx ``upstream``: stateless, so a write through either is seen by both at once,
   and nginx passes a request a dead replica refused to the other.
+- **Two plugin processes** (``gateway``, ``gateway_b``) and **two sidecars** (``sidecar``,
+  ``sidecar_b``, both on the PostgreSQL key store) behind nginx ``upstream`` blocks the
+  same way: the auth subrequest goes to the other plugin when one refuses the connection.
+  Both plugins verify keys at ``sidecar`` (the config has one ``sidecar_url``);
+  ``sidecar_b`` shares the self-service key API's traffic behind nginx.
 - **The limiter on a three-primary Valkey cluster** (:class:`hanzo_stack.valkey.
   ValkeyCluster` on fixed ports): counts shared by every plugin process, keys hash-tagged.
 
@@ -36,19 +41,26 @@ PROFILES: tuple[Profile, ...] = ("default", "production")
 
 #: the second memory replica (the first is the default profile's ``memory``)
 MEMORY_REPLICAS = ("memory", "memory_b")
+#: the second plugin process and the second sidecar, each beside the default profile's
+GATEWAY_REPLICAS = ("gateway", "gateway_b")
+SIDECAR_REPLICAS = ("sidecar", "sidecar_b")
+#: each added replica -> the default part it doubles (same command, its own port)
+REPLICA_OF = {"memory_b": "memory", "gateway_b": "gateway", "sidecar_b": "sidecar"}
 VALKEY_NODES = ("valkey0", "valkey1", "valkey2")
 #: every port the profile adds to ``ports.json`` (a cluster node has a client and a bus port)
 PORT_NAMES = (
     "postgres",
     "memory_b",
     "memory_b_grpc",
+    "gateway_b",
+    "sidecar_b",
     *VALKEY_NODES,
     *(f"{node}_bus" for node in VALKEY_NODES),
 )
 #: the second replica's gRPC listener (the first one's is the default profile's)
 REPLICA_HOSTED_BY = {"memory_b_grpc": "memory_b"}
 #: parts with a process and a pid file, started in this order before the default ones
-PART_NAMES = ("postgres", *VALKEY_NODES, "memory_b")
+PART_NAMES = ("postgres", *VALKEY_NODES, "memory_b", "sidecar_b", "gateway_b")
 #: one database (and role pair) per part that keeps state
 DATABASES = {"casdoor": "hanzo_casdoor", "sidecar": "hanzo_sidecar", "memory": "hanzo_memory"}
 
@@ -127,14 +139,19 @@ class ProductionTopology:
             },
         }
 
-    def memory_upstream(self) -> str:
-        """The memory ``upstream`` block's servers, both replicas. nginx passes a request
-        to the other replica when one refuses the connection (``proxy_next_upstream``'s
-        default ``error``: the request was not sent, so a POST moves too) and rests a
-        failed replica for ``fail_timeout``."""
+    def upstream(self, names: tuple[str, ...]) -> str:
+        """An nginx ``upstream`` block's servers: each of ``names`` on its kept port. nginx
+        passes a request to the other server when one refuses the connection
+        (``proxy_next_upstream``'s default ``error``: the request was not sent, so a POST
+        moves too; one sent is never re-sent, as ``non_idempotent`` is not set) and rests
+        a failed server for ``fail_timeout``."""
         return "; server ".join(
-            f"{LOOPBACK}:{self.ports[name]} max_fails=1 fail_timeout=2s" for name in MEMORY_REPLICAS
+            f"{LOOPBACK}:{self.ports[name]} max_fails=1 fail_timeout=2s" for name in names
         )
+
+    def memory_upstream(self) -> str:
+        """The memory ``upstream`` block's servers, both replicas."""
+        return self.upstream(MEMORY_REPLICAS)
 
     def memory_grpc_upstream(self) -> str:
         """The memory gRPC ``upstream`` block's servers: each replica's gRPC listener."""

@@ -48,10 +48,13 @@ from hanzo_stack.process import (
     tcp_open,
 )
 from hanzo_stack.production import (
+    GATEWAY_REPLICAS,
     MEMORY_REPLICAS,
     PART_NAMES,
     PORT_NAMES,
     REPLICA_HOSTED_BY,
+    REPLICA_OF,
+    SIDECAR_REPLICAS,
     ProductionTopology,
     Profile,
     read_profile,
@@ -320,13 +323,21 @@ class Stack:
             "USER": _nginx_user(self.layout.state_dir),
             "PREFIX": str(prefix),
             "LISTEN": f"{LOOPBACK}:{ports['nginx']}",
-            "AUTH": f"{LOOPBACK}:{ports['gateway']}",
+            "AUTH": (
+                self.production.upstream(GATEWAY_REPLICAS)
+                if self.production
+                else f"{LOOPBACK}:{ports['gateway']}"
+            ),
             "MEMORY": (
                 self.production.memory_upstream()
                 if self.production
                 else f"{LOOPBACK}:{ports['memory']}"
             ),
-            "SIDECAR": f"{LOOPBACK}:{ports['sidecar']}",
+            "SIDECAR": (
+                self.production.upstream(SIDECAR_REPLICAS)
+                if self.production
+                else f"{LOOPBACK}:{ports['sidecar']}"
+            ),
             "INFERENCE": inference or f"{LOOPBACK}:{ports['inference']}",
             "CASDOOR_STATIC": str(CASDOOR_STATIC_DIR),
             "GRPC_LISTEN": f"{LOOPBACK}:{ports['nginx_grpc']}",
@@ -371,7 +382,7 @@ class Stack:
                 ).start(),
                 ready=lambda: http_ok(f"{url}/healthz") and listening(also),
                 marker=" ".join(argv[3:]),
-                needs=("casdoor",) if name == "sidecar" else (),
+                needs=("casdoor",) if name in SIDECAR_REPLICAS else (),
                 also_ports=also,
             )
 
@@ -431,22 +442,30 @@ class Stack:
         if self.production is None:
             return parts
         # production: the engines first; Casdoor and both memory replicas wait for
-        # PostgreSQL (and its databases), the plugin for the formed Valkey cluster
+        # PostgreSQL (and its databases), the plugins for the formed Valkey cluster; each
+        # replica runs its default part's command on its own port, right after it
         by_name = {part.name: part for part in parts}
         by_name["casdoor"].needs = ("postgres",)
-        by_name["gateway"].needs = ("valkey2",)
-        replica = python_part(
-            "memory_b",
-            _python_cli("memory-service", "serve", "--port", str(ports["memory_b"])),
-            {**self._env(), "HANZO_MEMORY_GRPC_PORT": str(ports["memory_b_grpc"])},
-        )
-        for name in MEMORY_REPLICAS:
-            by_name[name] = replica if name == "memory_b" else by_name[name]
-            by_name[name].needs = ("postgres",)
+        by_name["memory"].needs = ("postgres",)
+        env = {"sidecar": self._env(tenant_file), "gateway": self._env(), "memory": self._env()}
+        replicas: dict[str, Part] = {}
+        for name, of in REPLICA_OF.items():
+            cli = {"sidecar": "sidecar", "gateway": "gateway", "memory": "memory-service"}[of]
+            extra = (
+                {"HANZO_MEMORY_GRPC_PORT": str(ports["memory_b_grpc"])} if of == "memory" else {}
+            )
+            replicas[of] = python_part(
+                name, _python_cli(cli, "serve", "--port", str(ports[name])), {**env[of], **extra}
+            )
+        by_name["gateway"].needs = replicas["gateway"].needs = ("valkey2",)
+        replicas["memory"].needs = ("postgres",)
         engines = self.production.parts(layout.run_dir, self.held)
-        ordered = [by_name[p.name] for p in parts[: parts.index(by_name["memory"]) + 1]]
-        rest = [by_name[p.name] for p in parts[len(ordered) :]]
-        return [*engines, *ordered, replica, *rest]
+        ordered: list[Part] = []
+        for part in parts:
+            ordered.append(part)
+            if part.name in replicas:
+                ordered.append(replicas[part.name])
+        return [*engines, *ordered]
 
     def _hold_path(self, name: str) -> Path:
         return self.layout.run_dir / "hold" / name
@@ -632,6 +651,11 @@ class Stack:
             raise RuntimeError(f"hanzo {args[0]} {args[1]} failed:\n{proc.stdout}{proc.stderr}")
         return proc.stdout
 
+    def sidecar_cli(self, tenant_file: Path, *args: str) -> str:
+        """``hanzo <args>`` against this stack's config (keys, tenants): its stdout. For
+        drills and tests that mint keys as the operator does, without a browser."""
+        return self._sidecar_cli(self._env(tenant_file), *args)
+
     def _active_demo_key(self, env: dict[str, str], organization: str, path: Path) -> bool:
         """Whether ``path`` holds a key of ``organization`` that is still active."""
         with contextlib.suppress(OSError):
@@ -716,7 +740,7 @@ class Stack:
         """Whether each part answers on its kept port."""
         ports = self.ports.ports
         health = {"casdoor": self.casdoor.running_pid() is not None and self.casdoor.healthy()}
-        for name in ("sidecar", "gateway", *MEMORY_REPLICAS, "inference"):
+        for name in (*SIDECAR_REPLICAS, *GATEWAY_REPLICAS, *MEMORY_REPLICAS, "inference"):
             if name in ports:  # a stack started before this part existed
                 health[name] = http_ok(f"http://{LOOPBACK}:{ports[name]}/healthz")
         health["nginx"] = tcp_open(ports["nginx"])

@@ -94,7 +94,10 @@ def test_the_production_topology_runs_on_its_engines(production: RunningStack) -
     assert report["healthy"] is True
     parts = report["parts"]
     assert isinstance(parts, dict)
-    assert {"postgres", "memory", "memory_b", *VALKEY_NODES} <= parts.keys()
+    pairs = {"memory", "memory_b", "gateway", "gateway_b", "sidecar", "sidecar_b"}
+    assert {"postgres", *pairs, *VALKEY_NODES} <= parts.keys()
+    for name in pairs:  # `hanzo status` shows each replica, supervised and healthy
+        assert parts[name]["healthy"] is True and parts[name]["pid"] is not None, name
     assert not any(name.endswith("_bus") for name in parts)
 
 

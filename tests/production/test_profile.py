@@ -44,7 +44,14 @@ def test_parts_start_in_dependency_order(tmp_path: Path) -> None:
     assert names[:4] == ["postgres", "valkey0", "valkey1", "valkey2"]
     assert needs["casdoor"] == needs["memory"] == needs["memory_b"] == ("postgres",)
     assert needs["valkey2"] == ("valkey0", "valkey1")  # it forms the cluster
-    assert needs["gateway"] == ("valkey2",)
+    assert needs["gateway"] == needs["gateway_b"] == ("valkey2",)
+    assert needs["sidecar"] == needs["sidecar_b"] == ("casdoor",)
+    # each replica right after the part it doubles, on its own port, the same command
+    for replica, of in (("sidecar_b", "sidecar"), ("gateway_b", "gateway")):
+        assert names.index(replica) == names.index(of) + 1
+        by_name = {p.name: p for p in parts}
+        assert by_name[replica].marker.split()[:-1] == by_name[of].marker.split()[:-1]
+        assert by_name[replica].port == stack.ports.ports[replica] != by_name[of].port
     # every part a pid file names is stopped by `hanzo down`
     assert set(stack.services()) == set(names) - {"casdoor"}
     assert [
@@ -69,6 +76,23 @@ def test_config_and_nginx_name_the_production_engines(tmp_path: Path) -> None:
     upstream = next(line for line in conf.splitlines() if "upstream hanzo_memory" in line)
     for replica in ("memory", "memory_b"):
         assert f"server 127.0.0.1:{ports[replica]} max_fails=1" in upstream
+    # the plugins and the sidecars: two servers each behind their upstream block
+    for block, pair in (
+        ("hanzo_auth", ("gateway", "gateway_b")),
+        ("hanzo_sidecar", ("sidecar", "sidecar_b")),
+    ):
+        line = next(x for x in conf.splitlines() if f"upstream {block} " in x)
+        for name in pair:
+            assert f"server 127.0.0.1:{ports[name]} max_fails=1" in line, (block, name)
+    # the auth subrequest fails over on a refused connection or a timeout, and no location
+    # re-sends a request nginx has already sent (a memory or key POST)
+    auth = (stack.layout.nginx_dir / "hanzo-auth-locations.conf").read_text()
+    block = auth[auth.index("location = /_hanzo_auth {") :]
+    block = block[: block.index("}")]
+    assert "proxy_next_upstream error timeout;" in block
+    every = conf + auth + (stack.layout.nginx_dir / "hanzo-protect.conf").read_text()
+    directives = [x.split("#")[0] for x in every.splitlines()]
+    assert not [x for x in directives if "non_idempotent" in x]
     sections = stack.production.config()
     memory, sidecar = sections["memory"], sections["sidecar"]
     assert memory["backend"] == "postgres"
