@@ -34,7 +34,9 @@ import yaml
 from gateway_plugins.routes import AUTHENTICATED, RouteSpec, RouteTableSpec
 from hanzo_contract.apikey import generate_key
 from hanzo_contract.errors import ErrorBody
+from hanzo_contract.mcp_tools import MCP_PATH
 from hanzo_contract.principal import Principal
+from hanzo_stack.gateway_install.layout import is_grpc_method
 from iam_sidecar.errors import (
     ExpiredKey,
     GrantRefused,
@@ -66,9 +68,21 @@ NO_ROLE_KINDS = ("none", "malformed", "unknown_key")
 CYCLED_KINDS = ("expired_key", "revoked_key")
 
 
+def _spoken_elsewhere(path: str) -> bool:
+    """gRPC methods (nginx's HTTP/2 listener) and MCP (a JSON-RPC session) are not plain
+    HTTP requests: tests/grpc and tests/mcp check their refusals in their own protocols,
+    per method and per tool."""
+    return is_grpc_method(path) or path == MCP_PATH
+
+
 def _route_methods() -> dict[tuple[str, str], RouteSpec]:
     spec = RouteTableSpec.model_validate(yaml.safe_load(ROUTES_FILE.read_text()))
-    return {(method, route.path): route for route in spec.routes for method in route.methods}
+    return {
+        (method, route.path): route
+        for route in spec.routes
+        for method in route.methods
+        if not _spoken_elsewhere(route.path)
+    }
 
 
 #: (method, path pattern) -> the route as declared
