@@ -3,23 +3,40 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import yaml
 
 from hanzo_stack.servers import EchoUpstream
 from hanzo_stack.stack import DEFAULT_TENANT_FILE, Stack
 
 from .support import RunningStack
 
+#: the tenant whose device sign-in the e2e stack turns on; the other keeps the default (off)
+DEVICE_ORG = "acme"
+
+
+def tenants_with_device_login(directory: Path) -> Path:
+    """The example tenant file with ``device_login: true`` for :data:`DEVICE_ORG` only."""
+    data = yaml.safe_load(DEFAULT_TENANT_FILE.read_text())
+    for org in data["organizations"]:
+        if org["name"] == DEVICE_ORG:
+            org["device_login"] = True
+    path = directory / "tenants.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
 
 @pytest.fixture(scope="module")
 def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     state = tmp_path_factory.mktemp("stack")
+    tenants = tenants_with_device_login(tmp_path_factory.mktemp("tenants"))
     echo = EchoUpstream(state).start()  # stands in for the inference gateway
     stack = Stack(state, progress=lambda _: None)
     try:
-        info = stack.up(DEFAULT_TENANT_FILE, inference_upstream=f"127.0.0.1:{echo.port}")
-        yield RunningStack(stack, info, stack.layout.seed_passwords(DEFAULT_TENANT_FILE), echo)
+        info = stack.up(tenants, inference_upstream=f"127.0.0.1:{echo.port}")
+        yield RunningStack(stack, info, stack.layout.seed_passwords(tenants), echo)
     finally:
         stack.down(quiet=True)
         echo.stop()
