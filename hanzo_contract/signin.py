@@ -13,8 +13,10 @@ reads as a shared application's ``<app>-org-<organization>`` suffix: ``_`` keeps
 organization named ``acme-org`` from forming one.
 
 Device sign-in is off unless the tenant file sets ``device_login: true`` for the tenant:
-Casdoor (v1.1000.0) binds a device code to a user *name* only, so the flaw below lets
-whoever can reach Casdoor sign in as a user of a tenant whose device grant is on. While it
+Casdoor (v1.1000.0) identifies the user of a device-code token by *name* only (its token
+endpoint even takes a bare ``username`` with no code: hanzo_client/README.md, "Known
+Casdoor flaws"), so whoever can reach Casdoor can sign in as a user of a tenant whose device
+grant is on. While it
 is off the CLI application keeps its name but answers to another client id
 (:func:`org_cli_client_id`), so Casdoor refuses ``hanzo login --device`` at once, and it has
 no device grant, so no device-code token is ever issued for it.
