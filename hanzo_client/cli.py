@@ -25,10 +25,10 @@ from rich.table import Table
 
 from hanzo_client.api import HanzoClient, ndjson
 from hanzo_client.credentials import Credentials
-from hanzo_client.errors import HanzoAPIError, HanzoConnectionError, HanzoError
+from hanzo_client.errors import DeviceLoginOff, HanzoAPIError, HanzoConnectionError, HanzoError
 from hanzo_client.local_stack import read_local_stack, stack_file
 from hanzo_client.login import PkceLogin, device_login, shared_client_id
-from hanzo_contract.signin import org_cli_application
+from hanzo_contract.signin import DEVICE_LOGIN_OFF_REASON, DEVICE_LOGIN_SETTING, org_cli_application
 
 login_cli = typer.Typer()
 memory_cli = typer.Typer(
@@ -138,7 +138,15 @@ def login(
                 typer.echo(f"(sign in there as a user of the organization {org})")
 
             # the tenant's own CLI application: its device page signs users in to ``org``
-            tokens = device_login(casdoor, org_cli_application(org), show, timeout=timeout)
+            try:
+                tokens = device_login(casdoor, org_cli_application(org), show, timeout=timeout)
+            except DeviceLoginOff as exc:
+                raise _fail(
+                    f"login failed: {exc}. Device sign-in is not on for the organization {org} "
+                    f"(or it does not exist): its tenant file entry needs "
+                    f"`{DEVICE_LOGIN_SETTING}: true`, {DEVICE_LOGIN_OFF_REASON}. "
+                    "Sign in with `hanzo login` (browser) instead."
+                ) from None
         else:
             flow = PkceLogin(casdoor, shared_client_id(client, org))
 

@@ -40,3 +40,8 @@ class HanzoConnectionError(HanzoError):
 
 class LoginError(HanzoError):
     """The sign-in did not complete; the message says which step failed."""
+
+
+class DeviceLoginOff(LoginError):
+    """Casdoor will not run the device grant for this client id: no such application, or
+    the tenant's device sign-in is off (``device_login`` in the tenant file)."""

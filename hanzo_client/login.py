@@ -20,7 +20,8 @@ from urllib.parse import parse_qs, urlencode, urlparse
 
 import httpx
 
-from hanzo_client.errors import LoginError
+from hanzo_client.errors import DeviceLoginOff, LoginError
+from hanzo_contract.signin import DEVICE_CODE_GRANT
 
 __all__ = ["LoginError", "PkceLogin", "device_login", "pkce_pair", "shared_client_id"]
 
@@ -144,7 +145,10 @@ def device_login(
         f"{base}/api/device-auth", data={"client_id": client_id, "scope": scope}, timeout=15
     ).json()
     if "device_code" not in start:
-        raise LoginError(f"device authorization refused: {start}")
+        # Casdoor refuses a device code only for a client id it does not know, which is
+        # what a tenant's CLI application answers to while its device sign-in is off
+        reason = start.get("error_description") or start.get("error") or start
+        raise DeviceLoginOff(f"Casdoor gives no device code to {client_id}: {reason}")
     show(start)
     interval = float(start.get("interval", 5))
     deadline = time.monotonic() + min(timeout, float(start.get("expires_in", timeout)))
@@ -153,7 +157,7 @@ def device_login(
         body = httpx.post(
             f"{base}/api/login/oauth/access_token",
             data={
-                "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+                "grant_type": DEVICE_CODE_GRANT,
                 "client_id": client_id,
                 "device_code": start["device_code"],
             },
@@ -163,6 +167,8 @@ def device_login(
             return body
         if body.get("error") == "slow_down":
             interval += 5
+        elif body.get("error") == "unsupported_grant_type":
+            raise DeviceLoginOff(f"{client_id} has no device grant in Casdoor")
         elif body.get("error") not in ("authorization_pending", None):
             raise LoginError(f"device sign-in failed: {body.get('error_description') or body}")
     raise LoginError("device code expired before it was approved")

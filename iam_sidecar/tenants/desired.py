@@ -10,13 +10,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from hanzo_contract.signin import org_cli_application
+from hanzo_contract.signin import DEVICE_CODE_GRANT, org_cli_application, org_cli_client_id
 from iam_sidecar.casdoor.scopes import MANAGED_MARKER, managed_description, permission_name
 from iam_sidecar.tenants.casdoor_defaults import default_account_items, signup_items
 from iam_sidecar.tenants.model import TenantFile, login_application, signup_group
 from iam_sidecar.tenants.policy import TenantPolicy
-
-DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 Kind = Literal["organization", "group", "application", "user", "role", "permission"]
 #: creation order; deletion runs in reverse
@@ -127,8 +125,11 @@ def desired_objects(spec: TenantFile, assets_url: str | None = None) -> list[Des
             )
         )
         # the CLI's device sign-in: its device page signs users in to this organization
-        # (the shared hanzo-cli application's page would use built-in: hanzo_contract.signin)
+        # (the shared hanzo-cli application's page would use built-in: hanzo_contract.signin).
+        # Off unless the file turns it on: then no device grant, and a client id nobody
+        # asks for, so Casdoor refuses the device request itself (it checks no grant there)
         cli = org_cli_application(org.name)
+        grants = [DEVICE_CODE_GRANT, "refresh_token"] if org.device_login else ["refresh_token"]
         out.append(
             _application(
                 cli,
@@ -137,8 +138,9 @@ def desired_objects(spec: TenantFile, assets_url: str | None = None) -> list[Des
                 "CLI device sign-in",
                 cert,
                 {
-                    "clientId": cli,  # public: a device-code client has no secret to keep
-                    "grantTypes": [DEVICE_CODE_GRANT, "refresh_token"],
+                    # public: a device-code client has no secret to keep
+                    "clientId": org_cli_client_id(org.name, org.device_login),
+                    "grantTypes": grants,
                     "enablePassword": True,
                     "enableSignUp": False,
                     # Casdoor's default is 0: a token that expires as it is issued

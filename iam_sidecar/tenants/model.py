@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from hanzo_contract.principal import Limits
 from hanzo_contract.scopes import KEYS_MANAGE, KNOWN_SCOPES
-from hanzo_contract.signin import org_cli_application
+from hanzo_contract.signin import DEVICE_LOGIN_OFF_REASON, org_cli_application
 
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 Scope = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}:[a-z][a-z0-9_]{0,39}$")]
@@ -79,9 +79,21 @@ class OrganizationSpec(_Strict):
     #: signed-up user holds no scope until an admin grants a role. Turning ``signup`` off
     #: later keeps it for those who signed up.
     signup_role: Name | None = None
+    #: ``hanzo login --device`` for this tenant (hanzo_contract.signin): the device grant on
+    #: its CLI application
+    device_login: bool = Field(default=False, description=DEVICE_LOGIN_OFF_REASON)
     roles: list[RoleSpec] = Field(default_factory=list)
     applications: list[ApplicationSpec] = Field(default_factory=list)
     users: list[UserSpec] = Field(default_factory=list)
+
+    @field_validator("device_login", mode="before")
+    @classmethod
+    def _device_login_is_a_yaml_bool(cls, value: object) -> object:
+        """Only ``true``/``false``: a quoted ``"no"`` must not pass for a yes, and whoever
+        writes the field learns why it is off by default."""
+        if not isinstance(value, bool):
+            raise ValueError(f"device_login must be true or false ({DEVICE_LOGIN_OFF_REASON})")
+        return value
 
 
 class CasdoorSpec(_Strict):

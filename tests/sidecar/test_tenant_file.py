@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hanzo_contract.principal import Limits
-from hanzo_contract.signin import org_cli_application
+from hanzo_contract.signin import DEVICE_CODE_GRANT, DEVICE_LOGIN_OFF_REASON, org_cli_application
 from iam_sidecar.errors import TenantFileError
 from iam_sidecar.tenants.desired import desired_objects, policy_of
 from iam_sidecar.tenants.loader import load_tenant_file, parse_tenant_text
@@ -43,19 +43,36 @@ def test_example_file_is_valid_and_yields_policy() -> None:
 
 def test_each_tenant_gets_its_own_device_sign_in_application() -> None:
     """The device page of a tenant's CLI app signs in to that tenant (hanzo_contract.signin);
-    its tokens live an hour (Casdoor's default of 0 would expire them as they are issued)."""
+    its tokens live an hour (Casdoor's default of 0 would expire them as they are issued).
+    Device sign-in is off unless the file says ``device_login: true``: then the app has the
+    device grant and answers to its own name as client id."""
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["organizations"][0]["device_login"] = True  # acme on, globex by default
+    spec = parse_tenant_text(yaml.safe_dump(data))
     apps = {
         d.name: d.fields
-        for d in desired_objects(load_tenant_file(EXAMPLE), "http://127.0.0.1:1/casdoor-static")
+        for d in desired_objects(spec, "http://127.0.0.1:1/casdoor-static")
         if d.kind == "application"
     }
     for org in ("acme", "globex"):
         cli = apps[org_cli_application(org)]
-        assert cli["organization"] == org and cli["clientId"] == org_cli_application(org)
-        assert "urn:ietf:params:oauth:grant-type:device_code" in cli["grantTypes"]
+        assert cli["organization"] == org
         assert cli["expireInHours"] >= 1
         assert cli["logo"] == "http://127.0.0.1:1/casdoor-static/img/hanzo.svg"
+    acme, globex = apps[org_cli_application("acme")], apps[org_cli_application("globex")]
+    assert acme["clientId"] == "acme_cli" and DEVICE_CODE_GRANT in acme["grantTypes"]
+    assert globex["clientId"] == "globex_cli_off" and globex["grantTypes"] == ["refresh_token"]
     assert "logo" not in next(d for d in desired_objects(load_tenant_file(EXAMPLE))).fields
+
+
+def test_device_login_is_off_in_the_example_and_must_be_a_yaml_bool() -> None:
+    """The shipped example turns no tenant's device sign-in on (deployments copy it); a
+    quoted value is refused, and the error says why the setting is off by default."""
+    assert not any(o.device_login for o in load_tenant_file(EXAMPLE).organizations)
+    text = 'version: 1\norganizations:\n  - name: acme\n    device_login: "yes"\n'
+    ((line, field, error),) = _problems(text)
+    assert (line, field) == (4, "organizations[0].device_login")
+    assert DEVICE_LOGIN_OFF_REASON in error and "true or false" in error
 
 
 def test_organization_names_that_casdoor_reads_as_shared_app_suffixes_are_refused() -> None:

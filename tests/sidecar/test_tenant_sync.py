@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hanzo_contract.signin import org_cli_application
 from hanzo_stack.casdoor.server import CasdoorServer
 from iam_sidecar.casdoor.client import CasdoorClient
 from iam_sidecar.db.database import open_database
@@ -101,6 +102,53 @@ async def test_hand_edit_in_casdoor_shows_in_next_plan(
         role["users"] = [*role["users"], f"{acme}/someone-else"]
         await client.update_object("role", acme, "reader", role)
         assert (await make_plan(client, spec)).is_noop
+
+
+async def test_device_login_is_turned_on_and_off_by_the_tenant_file(
+    casdoor: CasdoorServer, tmp_path: Path
+) -> None:
+    """``device_login`` is the device grant (and the client id) of the tenant's CLI app in
+    Casdoor: off on create, one update each way, idempotent; while off Casdoor gives no
+    device code for the app's name."""
+    path, names = unique_example(tmp_path)
+    acme = names["acme"]
+    cli = org_cli_application(acme)
+    off = load_tenant_file(path)
+    on_path = tmp_path / "on.yaml"
+    on_path.write_text(
+        re.sub(rf"(- name: {acme}\n)", r"\1    device_login: true\n", path.read_text())
+    )
+    on = load_tenant_file(on_path)
+    assert [o.device_login for o in on.organizations] == [True, False]
+
+    async def device_code_for(client_id: str) -> dict[str, object]:
+        async with httpx.AsyncClient() as http:
+            response = await http.post(
+                f"{casdoor.url}/api/device-auth", data={"client_id": client_id}
+            )
+            return response.json()
+
+    async with admin_client(casdoor) as client:
+        await apply_plan(client, off, env=SEED_PASSWORDS)
+        app = await client.get_object("application", "admin", cli)
+        assert app is not None and app["grantTypes"] == ["refresh_token"]
+        assert "device_code" not in await device_code_for(cli)
+
+        plan = await make_plan(client, on)
+        assert [(c.action, c.kind, c.ident) for c in plan.changes] == [
+            ("update", "application", f"admin/{cli}")
+        ]
+        assert {d.field for d in plan.changes[0].diffs} == {"clientId", "grantTypes"}
+        await apply_plan(client, on, env=SEED_PASSWORDS)
+        assert (await make_plan(client, on)).is_noop
+        app = await client.get_object("application", "admin", cli)
+        assert app is not None and app["clientId"] == cli
+        assert "urn:ietf:params:oauth:grant-type:device_code" in app["grantTypes"]
+        assert "device_code" in await device_code_for(cli)
+
+        await apply_plan(client, off, env=SEED_PASSWORDS)
+        assert (await make_plan(client, off)).is_noop
+        assert "device_code" not in await device_code_for(cli)
 
 
 async def test_prune_removes_only_managed_objects(casdoor: CasdoorServer, tmp_path: Path) -> None:
