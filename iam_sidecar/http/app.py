@@ -28,6 +28,7 @@ from iam_sidecar.casdoor.errors import CasdoorError
 from iam_sidecar.errors import SidecarError, UpstreamRefused
 from iam_sidecar.http import keys, openapi, ops, signup, verify
 from iam_sidecar.http.signup import SIGNUP_GUARD_PATH
+from iam_sidecar.http.token_gate import TOKEN_GUARD_PATH, guarded_token
 from iam_sidecar.http.util import error_response, request_id
 from iam_sidecar.keys.store import Clock
 from iam_sidecar.reconcile import TenantStep, reconcile_forever
@@ -132,6 +133,7 @@ def create_app(
         Route(KEYS_OPENAPI_PATH, openapi.serve_openapi, methods=["GET"]),
         Route(DOCS_PATH, openapi.serve_docs, methods=["GET"]),
         Route(SIGNUP_GUARD_PATH, signup.guarded_signup, methods=["POST"]),
+        Route(TOKEN_GUARD_PATH, guarded_token, methods=["POST"]),
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", ops.metrics, methods=["GET"]),

@@ -10,16 +10,18 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from hanzo_contract.signin import DEVICE_CODE_GRANT
 from hanzo_stack.casdoor.server import CasdoorServer
 from hanzo_stack.casdoor.ui import casdoor_ui_dir
-from hanzo_stack.process import LOOPBACK, free_port
-from hanzo_stack.servers import CasdoorGateway
+from hanzo_stack.servers import CasdoorGateway, SidecarServer
+from tests.support.casdoor_admin import sidecar_casdoor_env
 
 
 @dataclass
 class Fronted:
     casdoor: CasdoorServer
     gateway: str
+    sidecar: SidecarServer
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +30,17 @@ def fronted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fronted]:
     casdoor = CasdoorServer(state / "casdoor")
     casdoor.ui_dir = casdoor_ui_dir()  # the sign-in pages are part of what must pass
     casdoor.start()
-    # the sign-up gate is the sidecar's (tests/e2e/test_signup.py): down here
-    gateway = CasdoorGateway(state / "nginx", casdoor.url[7:], f"{LOOPBACK}:{free_port()}")
+    started: list[CasdoorServer | SidecarServer | CasdoorGateway] = [casdoor]
     try:
-        gateway.start()
-        yield Fronted(casdoor, gateway.url)
+        # the sidecar holds the gates for sign-up and the token endpoint
+        sidecar = SidecarServer(state / "sidecar", env=sidecar_casdoor_env(casdoor)).start()
+        started.append(sidecar)
+        gateway = CasdoorGateway(state / "nginx", casdoor.url[7:], sidecar.addr).start()
+        started.append(gateway)
+        yield Fronted(casdoor, gateway.url, sidecar)
     finally:
-        gateway.stop()
-        casdoor.stop()
+        for server in reversed(started):
+            server.stop()
 
 
 def _app_token(base: str, casdoor: CasdoorServer) -> httpx.Response:
@@ -124,8 +129,8 @@ def test_application_credentials_never_reach_casdoor(fronted: Fronted) -> None:
 
 def test_signup_never_reaches_casdoor_but_through_the_gate(fronted: Fronted) -> None:
     """Casdoor's own app-built-in takes sign-ups for built-in, whose users are Casdoor-wide
-    admins; through the gateway a sign-up reaches only the sidecar's gate (down here: a
-    JSON 503), in every spelling nginx routes to Casdoor."""
+    admins; through the gateway a sign-up reaches only the sidecar's gate, which refuses
+    it, in every spelling nginx routes to Casdoor."""
     body = {
         "application": "app-built-in",
         "organization": "built-in",
@@ -135,8 +140,8 @@ def test_signup_never_reaches_casdoor_but_through_the_gate(fronted: Fronted) -> 
     }
     for path in ("/api/signup", "//api/signup", "/api/./signup"):
         reply = httpx.post(f"{fronted.gateway}{path}", json=body, timeout=10)
-        assert reply.status_code == 503, (path, reply.text)
-        assert reply.json()["error"]["code"] == "signup_unavailable"
+        assert reply.status_code == 403, (path, reply.text)
+        assert reply.json()["error"]["code"] == "signup_refused"
     for path in ("/api/signup/", "/api/Signup", "/api/signup%2F"):
         assert _refused(httpx.post(f"{fronted.gateway}{path}", json=body, timeout=10)), path
 
@@ -170,3 +175,36 @@ def test_get_application_through_the_gateway_is_always_anonymous(fronted: Fronte
     assert through.status_code == 200, through.text
     assert through.json()["data"]["clientSecret"] == "***"
     assert seen["clientSecret"] not in through.text
+
+
+def test_token_grants_for_a_bare_user_name_stop_at_the_gate(fronted: Fronted) -> None:
+    """Casdoor mints a token for a user name alone on the device-code grant (no device
+    code) and on the implicit grant types; through the gateway the sidecar's gate refuses
+    them in a form body, a JSON body and the query string, and passes the rest."""
+    url = f"{fronted.gateway}/api/login/oauth/access_token"
+    client = fronted.casdoor.client_id
+    bare = [
+        {"grant_type": DEVICE_CODE_GRANT, "client_id": client, "username": "admin"},
+        {"grant_type": DEVICE_CODE_GRANT, "client_id": client},
+        {"grant_type": "token", "client_id": client, "username": "admin"},
+        {"grant_type": "id_token", "client_id": client, "username": "admin"},
+    ]
+    for fields in bare:
+        for sent in ({"data": fields}, {"json": fields}, {"params": fields}):
+            reply = httpx.post(url, timeout=10, **sent)  # type: ignore[arg-type]
+            assert reply.status_code == 400, (fields, sent, reply.text)
+            assert reply.json()["error"]["code"] == "invalid_request"
+    # a device grant that carries its device code goes on to Casdoor, which judges it
+    passed = httpx.post(
+        url,
+        data={"grant_type": DEVICE_CODE_GRANT, "client_id": client, "device_code": "nope"},
+        timeout=10,
+    )
+    assert "error" not in passed.json() or not isinstance(passed.json()["error"], dict)
+    # the gate down: a JSON 503, never Casdoor answering unguarded
+    fronted.sidecar.stop()
+    try:
+        down = httpx.post(url, data=bare[0], timeout=10)
+        assert down.status_code == 503 and down.json()["error"]["code"] == "token_unavailable"
+    finally:
+        fronted.sidecar.start()
