@@ -26,9 +26,11 @@ def build_signer(settings: GatewaySettings) -> AssertionSigner:
 
 def build_core(settings: GatewaySettings) -> DecisionCore:
     sidecar = SidecarClient(
-        settings.sidecar_url,
+        settings.resolved_sidecar_urls(),
         settings.verify_token.get_secret_value(),
         settings.sidecar_timeout_seconds,
+        connect_timeout=settings.sidecar_connect_timeout_seconds,
+        backoff=settings.sidecar_backoff_seconds,
     )
     return DecisionCore(
         routes=RouteTable.load(settings.routes_file),

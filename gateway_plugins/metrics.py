@@ -40,3 +40,9 @@ AUDIT_DROPPED = Counter(
     "Denial audit events dropped (queue full or sidecar unreachable)",
     registry=REGISTRY,
 )
+SIDECAR_FAILOVERS = Counter(
+    "hanzo_gateway_sidecar_failovers",
+    "Calls passed over to the next sidecar (or failed) because this one could not answer",
+    ["sidecar"],
+    registry=REGISTRY,
+)

@@ -26,8 +26,15 @@ class GatewaySettings(HanzoSettings, JwtSettings, CacheSettings, LimiterSettings
 
     #: the IAM sidecar that verifies keys and resolves JWT principals
     sidecar_url: str = "http://127.0.0.1:8090"
+    #: several sidecars, asked in order (``HANZO_GATEWAY_SIDECAR_URLS='["http://a",
+    #: "http://b"]'``); when set, ``sidecar_url`` is not used
+    sidecar_urls: list[str] = Field(default_factory=list)
     verify_token: SecretStr = SecretStr("")
     sidecar_timeout_seconds: float = Field(default=2.0, gt=0)
+    #: a sidecar that does not accept the connection this fast is passed over
+    sidecar_connect_timeout_seconds: float = Field(default=0.25, gt=0)
+    #: how long a sidecar that failed rests before it is asked again
+    sidecar_backoff_seconds: float = Field(default=5.0, ge=0)
 
     #: YAML route table; ``None`` uses the bundled default (the Hanzo memory API)
     routes_file: Path | None = None
@@ -53,6 +60,10 @@ class GatewaySettings(HanzoSettings, JwtSettings, CacheSettings, LimiterSettings
     audit_queue_size: int = Field(default=1000, ge=1)
     #: how often allowed-request counts go to the sidecar's usage counters
     usage_report_seconds: float = Field(default=10.0, gt=0)
+
+    def resolved_sidecar_urls(self) -> list[str]:
+        """The sidecars to ask, in order: ``sidecar_urls``, else the one ``sidecar_url``."""
+        return list(self.sidecar_urls) or [self.sidecar_url]
 
     def state_dir(self) -> Path:
         return default_state_dir() / "gateway"

@@ -1,12 +1,26 @@
-"""HTTP client for the sidecar's verify, resolve and audit endpoints."""
+"""HTTP client for the sidecar's verify, resolve and audit endpoints, over one or more
+sidecars.
+
+With several sidecars (``sidecar_urls``) each call goes to the first one that is not
+resting: one that refuses the connection, does not connect within the short connect
+timeout, times out or answers 5xx is passed over for the next and rests for
+``backoff`` seconds (a small circuit breaker on an injected clock), so a dead sidecar costs
+one request its timeout, not every request. A 4xx is an answer, never a reason to ask
+another: a key one sidecar calls revoked must not be asked about elsewhere until some
+sidecar says yes. When every sidecar is resting or failing the call raises
+:class:`Unavailable` (the core's 503 ``auth_unavailable``).
+"""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 import httpx
 from pydantic import ValidationError
 
+from gateway_plugins import metrics
 from gateway_plugins.errors import Rejected, Unavailable
 from hanzo_contract.reports import AUDIT_DENIALS_PATH, USAGE_REPORT_PATH
 from hanzo_contract.request_id import propagate
@@ -20,6 +34,8 @@ from hanzo_contract.verify import (
 
 __all__ = ["KeySource", "PrincipalResolver", "Rejected", "SidecarClient", "Unavailable"]
 
+_T = TypeVar("_T")
+
 
 class KeySource(Protocol):
     async def verify(self, key: str) -> VerifyResponse: ...
@@ -29,59 +45,142 @@ class PrincipalResolver(Protocol):
     async def resolve(self, request: ResolveRequest) -> VerifyResponse: ...
 
 
-class SidecarClient:
-    """Talks to the sidecar with the shared verify token; one pooled connection set."""
+class _Sidecar:
+    """One sidecar: its pooled connections and until when it rests after a failure."""
 
-    def __init__(self, base_url: str, verify_token: str, timeout: float = 2.0) -> None:
-        self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
-            headers={"Authorization": f"Bearer {verify_token}"},
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
-            event_hooks={"request": [propagate]},
-        )
+    def __init__(self, url: str, http: httpx.AsyncClient) -> None:
+        self.url = url
+        self.http = http
+        self.resting_until = 0.0
+
+
+class _Failed(Exception):
+    """This sidecar could not answer (transport error or 5xx); try the next."""
+
+
+class SidecarClient:
+    """Talks to the sidecars with the shared verify token; one pooled connection set each."""
+
+    def __init__(
+        self,
+        base_urls: str | Sequence[str],
+        verify_token: str,
+        timeout: float = 2.0,
+        *,
+        connect_timeout: float = 0.25,
+        backoff: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
+        if not urls:
+            raise ValueError("at least one sidecar URL is required")
+        self._backoff = backoff
+        self._clock = clock
+        self._sidecars = [
+            _Sidecar(
+                url.rstrip("/"),
+                httpx.AsyncClient(
+                    base_url=url.rstrip("/"),
+                    headers={"Authorization": f"Bearer {verify_token}"},
+                    timeout=httpx.Timeout(timeout, connect=min(connect_timeout, timeout)),
+                    limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+                    event_hooks={"request": [propagate]},
+                ),
+            )
+            for url in urls
+        ]
+        self._failovers = {
+            s.url: metrics.SIDECAR_FAILOVERS.labels(sidecar=s.url) for s in self._sidecars
+        }
 
     async def verify(self, key: str) -> VerifyResponse:
-        return await self._post(VERIFY_PATH, VerifyRequest(key=key).model_dump())
+        return await self._principal(VERIFY_PATH, VerifyRequest(key=key).model_dump())
 
     async def resolve(self, request: ResolveRequest) -> VerifyResponse:
-        return await self._post(RESOLVE_PATH, request.model_dump(mode="json", exclude_none=True))
+        payload = request.model_dump(mode="json", exclude_none=True)
+        return await self._principal(RESOLVE_PATH, payload)
 
     async def report_denial(self, denial: dict[str, Any]) -> None:
         """One ``DenialReport`` (status, reason, organization, subject, key_id, ...)."""
-        response = await self._http.post(AUDIT_DENIALS_PATH, json=denial)
-        response.raise_for_status()
+        await self._report(AUDIT_DENIALS_PATH, denial)
 
     async def report_usage(self, entries: list[dict[str, Any]]) -> None:
         """Allowed-request counts since the last report (``POST /v1/usage/report``)."""
-        response = await self._http.post(USAGE_REPORT_PATH, json={"entries": entries})
-        response.raise_for_status()
+        await self._report(USAGE_REPORT_PATH, {"entries": entries})
 
-    async def _post(self, path: str, payload: dict[str, Any]) -> VerifyResponse:
-        try:
-            response = await self._http.post(path, json=payload)
-        except httpx.HTTPError as exc:
-            raise Unavailable(f"sidecar unreachable: {type(exc).__name__}") from None
-        if response.status_code == 200:
+    async def _principal(self, path: str, payload: dict[str, Any]) -> VerifyResponse:
+        """A read: safe to ask the next sidecar after any failure of this one."""
+
+        async def ask(sidecar: _Sidecar) -> VerifyResponse:
             try:
-                return VerifyResponse.model_validate_json(response.content)
-            except ValidationError:
-                raise Unavailable("sidecar answered an unreadable principal") from None
-        if response.status_code in (400, 401, 404, 422):
-            code, message = _error_of(response)
-            raise Rejected(code, message)
-        raise Unavailable(f"sidecar answered {response.status_code}")
+                response = await sidecar.http.post(path, json=payload)
+            except httpx.TransportError as exc:
+                raise _Failed(f"unreachable: {type(exc).__name__}") from None
+            if response.status_code == 200:
+                try:
+                    return VerifyResponse.model_validate_json(response.content)
+                except ValidationError:
+                    raise _Failed("answered an unreadable principal") from None
+            if response.status_code in (400, 401, 404, 422):
+                code, message = _error_of(response)
+                raise Rejected(code, message)
+            if response.status_code >= 500:
+                raise _Failed(f"answered {response.status_code}")
+            # any other 4xx (a wrong verify token: 403) is this deployment's answer: the
+            # other sidecars share its configuration
+            raise Unavailable(f"sidecar answered {response.status_code}")
+
+        return await self._first(ask)
+
+    async def _report(self, path: str, body: dict[str, Any]) -> None:
+        """A write: moved to the next sidecar only when it was never sent (no connection)
+        or answered 5xx (not applied); one whose answer was lost is not sent again, so a
+        usage report is never counted twice. The reporters keep and retry what fails."""
+
+        async def send(sidecar: _Sidecar) -> None:
+            try:
+                response = await sidecar.http.post(path, json=body)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                raise _Failed(f"unreachable: {type(exc).__name__}") from None
+            if response.status_code >= 500:
+                raise _Failed(f"answered {response.status_code}")
+            response.raise_for_status()
+
+        await self._first(send)
+
+    async def _first(self, call: Callable[[_Sidecar], Awaitable[_T]]) -> _T:
+        """``call`` on each sidecar that is not resting, in order, until one answers."""
+        now = self._clock()
+        why: list[str] = []
+        for sidecar in self._sidecars:
+            if sidecar.resting_until > now:
+                why.append(f"{sidecar.url} resting")
+                continue
+            try:
+                return await call(sidecar)
+            except _Failed as exc:
+                sidecar.resting_until = self._clock() + self._backoff
+                self._failovers[sidecar.url].inc()
+                why.append(f"{sidecar.url} {exc}")
+        raise Unavailable("no sidecar answered: " + "; ".join(why))
 
     async def ready(self) -> str:
-        """``ok`` when the sidecar answers its readiness probe, else why not."""
-        try:
-            response = await self._http.get("/readyz")
-        except httpx.HTTPError as exc:
-            return f"unreachable: {type(exc).__name__}"
-        return "ok" if response.status_code == 200 else f"answered {response.status_code}"
+        """``ok`` when some sidecar answers its readiness probe, else why none does."""
+        why: list[str] = []
+        for sidecar in self._sidecars:
+            try:
+                response = await sidecar.http.get("/readyz")
+            except httpx.HTTPError as exc:
+                why.append(f"unreachable: {type(exc).__name__}")
+                continue
+            if response.status_code == 200:
+                return "ok"
+            why.append(f"answered {response.status_code}")
+        return "; ".join(why)
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        for sidecar in self._sidecars:
+            await sidecar.http.aclose()
 
 
 def _error_of(response: httpx.Response) -> tuple[str, str]:

@@ -13,8 +13,9 @@ What changes against the default profile, and nothing else:
 - **Two plugin processes** (``gateway``, ``gateway_b``) and **two sidecars** (``sidecar``,
   ``sidecar_b``, both on the PostgreSQL key store) behind nginx ``upstream`` blocks the
   same way: the auth subrequest goes to the other plugin when one refuses the connection.
-  Both plugins verify keys at ``sidecar`` (the config has one ``sidecar_url``);
-  ``sidecar_b`` shares the self-service key API's traffic behind nginx.
+  Both plugins verify keys at both sidecars (``sidecar_urls``: ``sidecar`` first, the
+  other when one refuses, times out or answers 5xx), and ``sidecar_b`` shares the
+  self-service key API's traffic behind nginx.
 - **The limiter on a three-primary Valkey cluster** (:class:`hanzo_stack.valkey.
   ValkeyCluster` on fixed ports): counts shared by every plugin process, keys hash-tagged.
 
@@ -133,6 +134,9 @@ class ProductionTopology:
                 "postgres_migrate_dsn": memory.owner_dsn,
             },
             "gateway": {
+                "sidecar_urls": [
+                    f"http://{LOOPBACK}:{self.ports[name]}" for name in SIDECAR_REPLICAS
+                ],
                 "limiter_backend": "redis",
                 "redis_url": self.cluster.url,
                 "redis_cluster": True,

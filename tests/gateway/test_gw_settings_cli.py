@@ -23,6 +23,20 @@ def test_env_wins_over_the_toml_section(tmp_path: Path, monkeypatch: pytest.Monk
     assert settings.sidecar_url == "http://from-env:3"
     assert settings.limiter_fail_mode == "closed"
     assert settings.jwt_audiences == ["a", "b"]
+    # one sidecar_url (existing configs and env) is a list of one
+    assert settings.resolved_sidecar_urls() == ["http://from-env:3"]
+
+
+def test_sidecar_urls_list_wins_over_the_one_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "hanzo.toml"
+    config.write_text('[gateway]\nsidecar_urls = ["http://a:1", "http://b:2"]\n')
+    monkeypatch.setenv("HANZO_CONFIG", str(config))
+    monkeypatch.setenv("HANZO_GATEWAY_SIDECAR_URL", "http://one:3")
+    assert GatewaySettings().resolved_sidecar_urls() == ["http://a:1", "http://b:2"]
+    monkeypatch.setenv("HANZO_GATEWAY_SIDECAR_URLS", '["http://c:4", "http://d:5"]')
+    assert GatewaySettings().resolved_sidecar_urls() == ["http://c:4", "http://d:5"]
 
 
 def test_bad_setting_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -102,6 +102,8 @@ def test_config_and_nginx_name_the_production_engines(tmp_path: Path) -> None:
     assert "hanzo_memory_app:" in str(memory["postgres_dsn"])
     assert "hanzo_sidecar_app:" in str(sidecar["database_url"])
     assert sections["gateway"] == {
+        # both plugins ask both sidecars, ``sidecar`` first
+        "sidecar_urls": [f"http://127.0.0.1:{ports[name]}" for name in ("sidecar", "sidecar_b")],
         "limiter_backend": "redis",
         "redis_url": f"redis://127.0.0.1:{ports['valkey0']}/0",
         "redis_cluster": True,
@@ -115,6 +117,7 @@ def test_config_and_nginx_name_the_production_engines(tmp_path: Path) -> None:
     written = tomllib.loads(path.read_text())
     assert written["memory"]["postgres_dsn"] == memory["postgres_dsn"]
     assert written["gateway"]["redis_cluster"] is True
+    assert written["gateway"]["sidecar_urls"] == sections["gateway"]["sidecar_urls"]
 
 
 def test_backup_refuses_a_production_state_dir(tmp_path: Path) -> None:

@@ -1,0 +1,213 @@
+"""The plugin over two real sidecar processes: one dies (SIGKILL) or hangs (SIGSTOP) and
+keys still verify at the other; a refusal is an answer, never passed on; both gone is the
+precise 503.
+
+Both sidecars serve one SQLite key store (as the production profile's two serve one
+PostgreSQL store), except where a test gives the second its own copy on purpose."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway_plugins import metrics
+from gateway_plugins.errors import Rejected, Unavailable
+from gateway_plugins.sidecar_client import SidecarClient
+from hanzo_stack.servers import ForwardAuthServer, SidecarServer
+from iam_sidecar.keys.models import NewKey
+from iam_sidecar.keys.store import KeyStore
+from tests.gateway.test_gw_hostile import json_error
+from tests.support.clock import FakeClock
+from tests.support.keys import mint_key
+
+BACKOFF = 5.0
+
+
+def twin(first: SidecarServer, workdir: Path, db_path: Path | None = None) -> SidecarServer:
+    """A second sidecar with the first one's secrets, on ``db_path`` (default: the same
+    store)."""
+    second = SidecarServer(workdir)
+    second.db_path = db_path or first.db_path
+    second.hash_secret, second.verify_token = first.hash_secret, first.verify_token
+    second.env |= {
+        "HANZO_SIDECAR_DB_PATH": str(second.db_path),
+        "HANZO_SIDECAR_KEY_HASH_SECRET": first.hash_secret,
+        "HANZO_SIDECAR_VERIFY_TOKEN": first.verify_token,
+    }
+    return second.start()
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[SidecarServer, SidecarServer]]:
+    first = SidecarServer(tmp_path / "a").start()
+    try:
+        second = twin(first, tmp_path / "b")
+    except BaseException:
+        first.stop()
+        raise
+    try:
+        yield first, second
+    finally:
+        for server in (first, second):
+            server.stop()
+
+
+async def mint(server: SidecarServer, scopes: tuple[str, ...] = ("memory:read",)) -> tuple:
+    new = NewKey(
+        organization="acme",
+        owner="acme/alice",
+        name=f"failover-{secrets.token_hex(4)}",
+        scopes=list(scopes),
+    )
+    return await mint_key(server.db_path, server.hash_secret, new, cap=1000)
+
+
+async def revoke(server: SidecarServer, key_id: str) -> None:
+    store = await KeyStore.open(server.db_path, server.hash_secret.encode())
+    try:
+        await store.revoke("acme", key_id)
+    finally:
+        await store.close()
+
+
+def failovers(url: str) -> float:
+    value = metrics.REGISTRY.get_sample_value(
+        "hanzo_gateway_sidecar_failovers_total", {"sidecar": url}
+    )
+    return value or 0.0
+
+
+def client(*servers: SidecarServer, clock: FakeClock, timeout: float = 2.0) -> SidecarClient:
+    urls = [s.url for s in servers]
+    return SidecarClient(urls, servers[0].verify_token, timeout, backoff=BACKOFF, clock=clock)
+
+
+async def test_keys_verify_at_the_second_sidecar_when_the_first_is_killed(pair) -> None:
+    first, second = pair
+    clock = FakeClock()
+    sidecars = client(first, second, clock=clock)
+    try:
+        key, key_id = await mint(first)
+        assert (await sidecars.verify(key)).principal.key_id == key_id
+        before = failovers(first.url)
+        first.kill()  # SIGKILL: the connection is refused from now on
+        assert (await sidecars.verify(key)).principal.key_id == key_id
+        assert failovers(first.url) == before + 1
+        # resting: the dead one is not asked again (no second failover) until the backoff ends
+        assert (await sidecars.verify(key)).principal.key_id == key_id
+        assert failovers(first.url) == before + 1
+        clock.advance(BACKOFF + 0.1)
+        assert (await sidecars.verify(key)).principal.key_id == key_id
+        assert failovers(first.url) == before + 2
+        assert failovers(second.url) == 0
+    finally:
+        await sidecars.aclose()
+
+
+async def test_a_hung_sidecar_times_out_and_the_next_answers(pair) -> None:
+    first, second = pair
+    sidecars = client(first, second, clock=FakeClock(), timeout=0.5)
+    assert first.process is not None and first.process.pid is not None
+    try:
+        key, key_id = await mint(first)
+        os.killpg(first.process.pid, signal.SIGSTOP)  # accepts connections, never answers
+        try:
+            assert (await sidecars.verify(key)).principal.key_id == key_id
+            assert failovers(first.url) == 1
+        finally:
+            os.killpg(first.process.pid, signal.SIGCONT)
+    finally:
+        await sidecars.aclose()
+
+
+async def test_a_revoked_key_is_refused_by_whichever_sidecar_answers(pair) -> None:
+    first, second = pair
+    sidecars = client(first, second, clock=FakeClock())
+    try:
+        key, key_id = await mint(first)
+        await revoke(first, key_id)
+        with pytest.raises(Rejected):
+            await sidecars.verify(key)
+        first.kill()
+        with pytest.raises(Rejected):
+            await sidecars.verify(key)
+        # and both gone: no answer at all, never a principal
+        second.kill()
+        with pytest.raises(Unavailable):
+            await sidecars.verify(key)
+    finally:
+        await sidecars.aclose()
+
+
+async def test_a_refusal_is_an_answer_never_passed_to_the_next_sidecar(tmp_path: Path) -> None:
+    """The second sidecar keeps an old copy of the store where the key is still active: a
+    client that asked on after the first one's 401 would get it allowed."""
+    first = SidecarServer(tmp_path / "a").start()
+    second = None
+    sidecars = None
+    try:
+        key, key_id = await mint(first)
+        stale = tmp_path / "stale.db"
+        with sqlite3.connect(first.db_path) as source, sqlite3.connect(stale) as copy:
+            source.backup(copy)
+        await revoke(first, key_id)
+        second = twin(first, tmp_path / "b", stale)
+        sidecars = client(first, second, clock=FakeClock())
+        with pytest.raises(Rejected):
+            await sidecars.verify(key)
+        assert failovers(first.url) == 0
+        # the stale one would have said yes: the refusal above came from the first alone
+        first.kill()
+        assert (await sidecars.verify(key)).principal.key_id == key_id
+    finally:
+        if sidecars is not None:
+            await sidecars.aclose()
+        for server in (first, second):
+            if server is not None:
+                server.stop()
+
+
+async def test_plugin_process_fails_over_then_answers_503_json_when_both_are_gone(
+    pair, tmp_path: Path, make_gateway_env
+) -> None:
+    first, second = pair
+    env = make_gateway_env(
+        first,
+        tmp_path / "plugin",
+        HANZO_GATEWAY_SIDECAR_URLS=json.dumps([first.url, second.url]),
+        HANZO_GATEWAY_POSITIVE_CACHE_MAX_SECONDS="0.001",
+        HANZO_GATEWAY_NEGATIVE_CACHE_SECONDS="0.001",
+    )
+    env.pop("HANZO_GATEWAY_SIDECAR_URL")
+    plugin = ForwardAuthServer(tmp_path / "plugin", env).start()
+    try:
+        async with httpx.AsyncClient(base_url=plugin.url, timeout=10) as http:
+
+            async def decide(key: str) -> httpx.Response:
+                headers = {
+                    "X-Forwarded-Method": "POST",
+                    "X-Forwarded-Uri": "/v1/memory/search",
+                    "X-API-Key": key,
+                }
+                return await http.get("/auth", headers=headers)
+
+            key, _ = await mint(first)
+            assert (await decide(key)).status_code == 200
+            first.kill()
+            fresh, _ = await mint(second)
+            assert (await decide(fresh)).status_code == 200
+            scraped = (await http.get("/metrics")).text
+            line = f'hanzo_gateway_sidecar_failovers_total{{sidecar="{first.url}"}} 1.0'
+            assert line in scraped, scraped
+            second.kill()
+            json_error(await decide(key), 503, "auth_unavailable")
+    finally:
+        plugin.stop()
