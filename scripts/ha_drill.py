@@ -3,8 +3,9 @@
 Starts ``hanzo up --profile production`` in a temp state dir (PostgreSQL, a Valkey
 cluster, two plugin processes, two sidecars and two memory replicas behind nginx), drives
 a mixed load through nginx from a few concurrent clients, and kills one of each pair in
-turn with SIGKILL: ``gateway_b``, ``sidecar_b``, ``memory_b``. The killed part is held down
-for its window (the supervisor does not restart it), then released; the supervisor starts
+turn with SIGKILL: ``gateway_b``, ``sidecar_b``, then ``sidecar`` (the one both plugins ask
+first: they must verify keys at ``sidecar_b`` meanwhile), then ``memory_b``. The killed
+part is held down for its window (the supervisor does not restart it), then released; the supervisor starts
 it again and the drill waits until it answers before the next kill.
 
 The load, each request judged as it is answered:
@@ -19,8 +20,9 @@ again plus a settle time), failed requests (a request normal operation serves th
 served: a 5xx or a transport error), the failure window (ms from the kill to the end of the
 last failed request; 0 when none failed), wrong decisions (a 2xx for a refused key, a 401
 or 403 for a good one) and acknowledged writes lost (every store answered 2xx in the window
-is read back at the end through nginx). What must hold: 0 wrong decisions and 0 writes
-lost for every kill; failures are what nginx could not move to the other process (a
+is read back at the end through nginx), and for a sidecar the key checks both plugins
+passed from it to the other one (their ``hanzo_gateway_sidecar_failovers_total``). What
+must hold: 0 wrong decisions and 0 writes lost for every kill; failures are what nginx could not move to the other process (a
 request already sent to the killed one is never re-sent: POSTs are not idempotent).
 
 Bounded: ``--requests`` caps the load, ``--time-cap`` the drill (the stack's start not
@@ -49,7 +51,9 @@ from hanzo_stack.servers import EchoUpstream
 from hanzo_stack.stack import Stack, StackInfo
 
 #: one of each pair, killed in this order
-KILLED = ("gateway_b", "sidecar_b", "memory_b")
+KILLED = ("gateway_b", "sidecar_b", "sidecar", "memory_b")
+#: the plugin processes, whose ``/metrics`` count the calls passed over a dead sidecar
+PLUGINS = ("gateway", "gateway_b")
 KINDS = ("store", "search", "get", "reader_store", "revoked", "keys_doc")
 #: requests per second per client: a steady load on a shared machine, not a flood
 CLIENT_RATE = 8.0
@@ -164,6 +168,8 @@ class KillReport:
     acked_writes: int
     writes_lost: int = 0
     restart_s: float = 0.0
+    #: key checks the plugins passed from the killed sidecar to the other one
+    sidecar_failovers: int = 0
     failures: list[str] = field(default_factory=list)
 
 
@@ -191,6 +197,7 @@ async def kill_one(
     restart = time.monotonic() - released
     await asyncio.sleep(settle)
     end = time.monotonic()
+    passed_over = await asyncio.to_thread(sidecar_failovers, info, part)
     window = [o for o in load.outcomes if start <= o.started < end]
     failed = [o for o in window if o.failed]
     report = KillReport(
@@ -201,9 +208,23 @@ async def kill_one(
         wrong_decisions=sum(o.wrong for o in window),
         acked_writes=sum(start <= t < end for t, _, _ in load.acked),
         restart_s=round(restart, 2),
+        sidecar_failovers=passed_over,
         failures=[f"{o.kind}:{o.status}" for o in failed],
     )
     return report, start, end
+
+
+def sidecar_failovers(info: StackInfo, sidecar: str) -> int:
+    """Calls both plugins passed over ``sidecar`` so far (their ``/metrics``); 0 for a
+    part that is not a sidecar."""
+    url = f"http://{LOOPBACK}:{info.ports[sidecar]}"
+    total = 0.0
+    for plugin in PLUGINS:
+        scraped = httpx.get(f"http://{LOOPBACK}:{info.ports[plugin]}/metrics", timeout=5).text
+        for line in scraped.splitlines():
+            if line.startswith(f'hanzo_gateway_sidecar_failovers_total{{sidecar="{url}"}}'):
+                total += float(line.rsplit(" ", 1)[1])
+    return int(total)
 
 
 async def read_back(gateway: str, keys: Keys, acked: list[tuple[float, str, str]]) -> set[str]:
@@ -291,14 +312,14 @@ async def drill(args: argparse.Namespace, state: Path, say: Callable[[str], None
 def print_table(results: dict) -> None:
     print(
         "| part killed | requests in window | failed | failure window | wrong decisions "
-        "| acked writes | writes lost | back after |"
+        "| acked writes | writes lost | back after | plugin failovers |"
     )
-    print("|---" * 8 + "|")
+    print("|---" * 9 + "|")
     for k in results["kills"]:
         print(
             f"| {k['part']} | {k['requests']} | {k['failed']} | {k['failure_window_ms']:.0f} ms "
             f"| {k['wrong_decisions']} | {k['acked_writes']} | {k['writes_lost']} "
-            f"| {k['restart_s']:.2f} s |"
+            f"| {k['restart_s']:.2f} s | {k['sidecar_failovers']} |"
         )
     print(
         f"\nwhole run: {results['requests']} requests from {results['clients']} clients, "

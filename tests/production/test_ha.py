@@ -1,4 +1,5 @@
-"""The HA drill's short version: one of each pair (plugin, sidecar, memory replica) killed
+"""The HA drill's short version: one of each pair (plugin, sidecar, memory replica) killed,
+and the other sidecar too (the one both plugins ask first),
 under a mixed load through nginx, on a production stack of its own.
 
 Runs ``scripts/ha_drill.py --short`` (the same code as the full run) and checks what
@@ -14,7 +15,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-KILLED = ["gateway_b", "sidecar_b", "memory_b"]
+KILLED = ["gateway_b", "sidecar_b", "sidecar", "memory_b"]
 
 
 def test_killing_one_of_each_pair_decides_nothing_wrong_and_loses_no_write(
@@ -41,5 +42,7 @@ def test_killing_one_of_each_pair_decides_nothing_wrong_and_loses_no_write(
         assert kill["requests"] > 20 and kill["acked_writes"] > 2, (part, kill)
     # the other plugin took every decision: an auth subrequest is moved, never failed
     assert kills["gateway_b"]["failed"] == 0, kills["gateway_b"]
+    # the sidecar both plugins ask first: they verified keys at the other one meanwhile
+    assert kills["sidecar"]["sidecar_failovers"] > 0, kills["sidecar"]
     assert results["healthy_after"] is True
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
