@@ -5,8 +5,8 @@ cluster, two plugin processes, two sidecars and two memory replicas behind nginx
 a mixed load through nginx from a few concurrent clients, and kills one of each pair in
 turn with SIGKILL: ``gateway_b``, ``sidecar_b``, then ``sidecar`` (the one both plugins ask
 first: they must verify keys at ``sidecar_b`` meanwhile), then ``memory_b``. The killed
-part is held down for its window (the supervisor does not restart it), then released; the supervisor starts
-it again and the drill waits until it answers before the next kill.
+part is held down for its window (the supervisor does not restart it), then released;
+the supervisor starts it again and the drill waits until it answers before the next kill.
 
 The load, each request judged as it is answered:
 
