@@ -22,8 +22,9 @@ last failed request; 0 when none failed), wrong decisions (a 2xx for a refused k
 or 403 for a good one) and acknowledged writes lost (every store answered 2xx in the window
 is read back at the end through nginx), and for a sidecar the key checks both plugins
 passed from it to the other one (their ``hanzo_gateway_sidecar_failovers_total``). What
-must hold: 0 wrong decisions and 0 writes lost for every kill; failures are what nginx could not move to the other process (a
-request already sent to the killed one is never re-sent: POSTs are not idempotent).
+must hold: 0 wrong decisions and 0 writes lost for every kill; failures are what nginx
+could not move to the other process (a request already sent to the killed one is never
+re-sent: POSTs are not idempotent).
 
 Bounded: ``--requests`` caps the load, ``--time-cap`` the drill (the stack's start not
 counted); both stop it by itself. Loopback only, ports chosen at run time.
