@@ -137,7 +137,7 @@ class DecisionCore:
             decision = deny(403, "forbidden", f"permission {route.permission!r} required")
             decision.principal = principal
             return decision
-        limited = await self._limit(principal, route)
+        limited = await self._limit(principal, route, request.decision_id)
         if not limited.allowed:
             if limited.code == "limiter_unavailable":
                 return deny(503, "limiter_unavailable", "rate limiter unavailable, retry later")
@@ -187,7 +187,9 @@ class DecisionCore:
     def _mode(self, route: RouteMatch) -> str:
         return route.on_limiter_down or self._fail_mode
 
-    async def _limit(self, principal: Principal, route: RouteMatch) -> LimitResult:
+    async def _limit(
+        self, principal: Principal, route: RouteMatch, decision_id: str | None = None
+    ) -> LimitResult:
         limits = principal.limits
         buckets = self.buckets(principal)
         # the organization's bucket is charged at its plan, never at one key's limits
@@ -198,7 +200,9 @@ class DecisionCore:
         ):
             return LimitResult(True)
         try:
-            return await self._limiter.hit(buckets, limits, bucket_limits=shared)
+            return await self._limiter.hit(
+                buckets, limits, bucket_limits=shared, request_id=decision_id
+            )
         except LimiterUnavailable as exc:
             mode = self._mode(route)
             metrics.LIMITER_ERRORS.labels(fail_mode=mode).inc()
@@ -208,7 +212,10 @@ class DecisionCore:
             if mode == "local":
                 share = {b: _share(lim, self._local_share) for b, lim in shared.items()}
                 return await self._local.hit(
-                    buckets, _share(limits, self._local_share), bucket_limits=share
+                    buckets,
+                    _share(limits, self._local_share),
+                    bucket_limits=share,
+                    request_id=decision_id,
                 )
             return LimitResult(False, "limiter_unavailable")
 

@@ -46,6 +46,7 @@ from gateway_plugins.request import AuthRequest, lower_headers
 from hanzo_contract import telemetry
 from hanzo_contract.errors import error_body
 from hanzo_contract.forwarded import DEFAULT_TRUSTED_PROXIES, ClientAddress
+from hanzo_contract.headers import DECISION_ID, safe_request_id
 from hanzo_contract.request_id import RequestIdMiddleware, current_request_id
 from hanzo_contract.telemetry import TracingMiddleware
 from hanzo_contract.tokens import (
@@ -64,6 +65,7 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 ENVOY_PREFIX = "/envoy"
+_DECISION_ID = DECISION_ID.lower()
 _MISSING = "the gateway sent no original method/URI (X-Forwarded-Method/-Uri or X-Original-*)"
 
 
@@ -98,6 +100,7 @@ def _auth_request(
     """The original request; its client address from forwarded headers only when the
     gateway that asks is a trusted proxy (``addresses``)."""
     headers = lower_headers(scope["headers"])
+    decision_id = None
     if envoy:
         method = scope["method"]
         uri = scope["path"][len(ENVOY_PREFIX) :] or "/"
@@ -107,6 +110,10 @@ def _auth_request(
         # only what the shipped nginx config sets; a client's X-Forwarded-* is ignored
         method = headers.get("x-original-method", "")
         uri = headers.get("x-original-uri", "")
+        # set by the shipped config to nginx's own $request_id over whatever a client sent
+        # (proxy_set_header replaces it); no other gateway's config does, so no other
+        # dialect reads it: a client repeating an id must never get an uncounted request
+        decision_id = safe_request_id(headers.get(_DECISION_ID))
     else:
         method = headers.get("x-forwarded-method", "")
         uri = headers.get("x-forwarded-uri", "")
@@ -116,7 +123,7 @@ def _auth_request(
     client_ip = addresses.resolve(
         peer[0] if peer else None, headers.get("x-forwarded-for"), headers.get("x-real-ip")
     )
-    return AuthRequest(method.upper(), uri, headers, client_ip)
+    return AuthRequest(method.upper(), uri, headers, client_ip, decision_id)
 
 
 class ForwardAuthApp:

@@ -46,3 +46,9 @@ SIDECAR_FAILOVERS = Counter(
     ["sidecar"],
     registry=REGISTRY,
 )
+LIMITER_DEDUPLICATED = Counter(
+    "hanzo_gateway_limiter_deduplicated",
+    "Decisions asked again with the gateway's id of a counted one (nginx retried at the "
+    "other plugin): answered as the first time, not counted again",
+    registry=REGISTRY,
+)

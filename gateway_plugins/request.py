@@ -22,6 +22,10 @@ class AuthRequest:
     uri: str
     headers: Mapping[str, str] = field(default_factory=dict)
     client_ip: str | None = None
+    #: the id the gateway made for this request, sent with every try of its decision
+    #: (nginx's ``$request_id`` in ``X-Hanzo-Decision-Id``): a retried decision is counted
+    #: once. Only an adapter whose gateway sets it over anything a client sent fills it.
+    decision_id: str | None = None
 
     @property
     def path(self) -> str:

@@ -15,6 +15,10 @@ SCOPES = "X-Scopes"
 IS_ORG_ADMIN = "X-User-IsOrgAdmin"
 REQUEST_ID = "X-Request-Id"
 ASSERTION = "X-Hanzo-Identity"
+#: nginx's own id for a request (``$request_id``), set on its auth subrequest over anything
+#: a client sent: the same on both tries of a decision nginx retries at another plugin,
+#: which counts it once (never a client's ``X-Request-Id``: a client could repeat that)
+DECISION_ID = "X-Hanzo-Decision-Id"
 
 #: a request id a client may choose: a plain token, safe in logs, headers and JSON
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")

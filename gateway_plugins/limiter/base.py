@@ -27,6 +27,17 @@ Clock = Callable[[], float]
 wall_clock: Clock = time.time
 
 
+#: how long a decision's gateway-made id is remembered beside its counters: past nginx's
+#: longest wait on one plugin (its 60 s proxy timeout) before it asks the other
+DEDUP_SECONDS = 120
+
+
+def dedup_key(buckets: list[str], request_id: str) -> str:
+    """The name a counted decision is remembered under: the credential's bucket and the id
+    the gateway made, so an id counts once for that credential and no other."""
+    return f"seen:{buckets[0]}:{request_id}"
+
+
 class LimiterUnavailable(Exception):
     """The counter store could not be reached; the fail mode decides."""
 
@@ -301,10 +312,16 @@ class Limiter(Protocol):
         limits: Limits,
         cost: int = 1,
         bucket_limits: Mapping[str, Limits] | None = None,
+        request_id: str | None = None,
     ) -> LimitResult:
         """Count one request of ``cost`` units against every bucket, or deny it.
 
-        ``bucket_limits`` charges the buckets it names at their own limits."""
+        ``bucket_limits`` charges the buckets it names at their own limits. ``request_id``
+        is an id the gateway made for this request (never one a client chose): the same
+        decision asked again with it (nginx retried it at the other plugin, after the first
+        counted it and timed out) returns the first allowed answer and counts nothing,
+        checked and recorded in the same atomic step as the count, for
+        :data:`DEDUP_SECONDS`. A denial is not recorded: nothing was counted."""
         ...
 
     async def check_tokens(

@@ -17,13 +17,16 @@ import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 
+from gateway_plugins import metrics
 from gateway_plugins.background import BackgroundTask
 from gateway_plugins.limiter.base import (
+    DEDUP_SECONDS,
     UNLIMITED,
     Clock,
     LimitResult,
     Window,
     check_counts,
+    dedup_key,
     new_reservation_id,
     summarize,
     token_windows,
@@ -68,6 +71,8 @@ class MemoryLimiter:
         self._flush_seconds = flush_seconds
         self._flusher = BackgroundTask(self._flush_loop)
         self._last_sweep = clock()
+        #: dedup key -> (until when, the first answer) of decisions counted with an id
+        self._seen: dict[str, tuple[float, LimitResult]] = {}
         if db_path is not None:
             self._load(db_path)
 
@@ -99,6 +104,7 @@ class MemoryLimiter:
         limits: Limits,
         cost: int = 1,
         bucket_limits: Mapping[str, Limits] | None = None,
+        request_id: str | None = None,
     ) -> LimitResult:
         now = self._clock()
         windows = windows_for(buckets, limits, now, bucket_limits)
@@ -106,6 +112,14 @@ class MemoryLimiter:
             return UNLIMITED
         if now - self._last_sweep > 60:
             self._sweep(now)
+        # no await from here to the end: the dedup check, the count and its record are one
+        # step, as the event loop runs nothing else meanwhile
+        seen = dedup_key(buckets, request_id) if request_id else None
+        if seen is not None:
+            first = self._seen.get(seen)
+            if first is not None and first[0] > now:
+                metrics.LIMITER_DEDUPLICATED.inc()
+                return first[1]
         counts = self._counts
         current = [counts.get(w.key, 0) for w in windows]
         for i, w in enumerate(windows):
@@ -120,7 +134,10 @@ class MemoryLimiter:
                 self._dirty.add(w.key)
         if self._dirty and self._db_path is not None:
             self._flusher.start()
-        return summarize(windows, current, None)
+        result = summarize(windows, current, None)
+        if seen is not None:
+            self._seen[seen] = (now + DEDUP_SECONDS, result)
+        return result
 
     # ------------------------------------------------------------------ token quotas
     # No await between reading and writing a counter: the event loop is the lock, so a
@@ -211,6 +228,8 @@ class MemoryLimiter:
         for key in [k for k, exp in self._expires.items() if exp <= now]:
             self._counts.pop(key, None)
             self._expires.pop(key, None)
+        for key in [k for k, (until, _) in self._seen.items() if until <= now]:
+            del self._seen[key]
 
     async def _flush_loop(self) -> None:
         while True:

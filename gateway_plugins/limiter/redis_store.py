@@ -33,13 +33,16 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
+from gateway_plugins import metrics
 from gateway_plugins.limiter.base import (
+    DEDUP_SECONDS,
     UNLIMITED,
     Clock,
     LimiterUnavailable,
     LimitResult,
     Window,
     check_counts,
+    dedup_key,
     new_reservation_id,
     sliding_retry_after,
     summarize,
@@ -51,23 +54,36 @@ from hanzo_contract.principal import Limits
 from hanzo_contract.redis_keys import LIMITER_PREFIX
 
 # KEYS: per counter i, its key (2i-1) and its previous minute's key (2i; the key itself for
-# a fixed window). ARGV: cost, then limit_i, ttl_i, weight_i per counter (weight 0: fixed).
-# A counter's level is floor(previous * weight) + current.
+# a fixed window), then, when deduplicating, the decision's dedup key (last). ARGV: cost,
+# the dedup key's TTL (0: no dedup key), then limit_i, ttl_i, weight_i per counter (weight
+# 0: fixed). A counter's level is floor(previous * weight) + current.
 # Returns {0, i, current, previous} when counter i (1-based) has no room, else
-# {1, level_1, ..., level_n} after counting.
+# {1, level_1, ..., level_n} after counting, or {2, level_1, ...}: the first answer to the
+# same decision (its dedup key is there), nothing counted.
 _HIT = """
 local cost = tonumber(ARGV[1])
-local n = #KEYS / 2
+local seen_ttl = tonumber(ARGV[2])
+local n = math.floor(#KEYS / 2)
+local seen = false
+if seen_ttl > 0 then
+  seen = KEYS[#KEYS]
+  local first = redis.call('GET', seen)
+  if first then
+    local out = cjson.decode(first)
+    out[1] = 2
+    return out
+  end
+end
 local carried = {}
 for i = 1, n do
   local current = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
-  local weight = tonumber(ARGV[3 * i + 1])
+  local weight = tonumber(ARGV[3 * i + 2])
   local previous = 0
   if weight > 0 then
     previous = tonumber(redis.call('GET', KEYS[2 * i]) or '0')
   end
   carried[i] = math.floor(previous * weight)
-  if current + carried[i] + cost > tonumber(ARGV[3 * i - 1]) then
+  if current + carried[i] + cost > tonumber(ARGV[3 * i]) then
     return {0, i, current, previous}
   end
 end
@@ -75,9 +91,12 @@ local out = {1}
 for i = 1, n do
   local v = redis.call('INCRBY', KEYS[2 * i - 1], cost)
   if v == cost then
-    redis.call('EXPIRE', KEYS[2 * i - 1], tonumber(ARGV[3 * i]))
+    redis.call('EXPIRE', KEYS[2 * i - 1], tonumber(ARGV[3 * i + 1]))
   end
   out[#out + 1] = v + carried[i]
+end
+if seen then
+  redis.call('SET', seen, cjson.encode(out), 'NX', 'EX', seen_ttl)
 end
 return out
 """
@@ -274,20 +293,23 @@ class RedisLimiter:
         limits: Limits,
         cost: int = 1,
         bucket_limits: Mapping[str, Limits] | None = None,
+        request_id: str | None = None,
     ) -> LimitResult:
         now = self._clock()
         windows = windows_for(buckets, limits, now, bucket_limits, sliding=True)
         if not windows:
             return UNLIMITED
+        seen = dedup_key(buckets, request_id) if request_id else None
         levels = [0] * len(windows)
         done: list[list[int]] = []
+        repeated = False
         try:
             await self._connected()
             for group in self._by_slot(windows):
-                reply = await self._hit_slot([windows[i] for i in group], cost)
+                reply = await self._hit_slot([windows[i] for i in group], cost, seen)
                 if int(reply[0]) == 0:
                     if done:
-                        await self._refund([windows[i] for g in done for i in g], cost)
+                        await self._refund([windows[i] for g in done for i in g], cost, seen)
                     denied = group[int(reply[1]) - 1]
                     w = windows[denied]
                     current, previous = int(reply[2]), int(reply[3])
@@ -295,26 +317,39 @@ class RedisLimiter:
                         sliding_retry_after(w, now, current, previous, cost) if w.prev_key else None
                     )
                     return summarize(windows, levels, denied, reset)
-                for i, level in zip(group, reply[1:], strict=True):
+                repeated = repeated or int(reply[0]) == 2
+                # a repeated decision's first levels: as many, unless the principal's
+                # limits changed between the two tries (then the levels shown are approximate)
+                for i, level in zip(group, reply[1:], strict=False):
                     levels[i] = int(level)
                 done.append(group)
         except _STORE_ERRORS as exc:
             raise LimiterUnavailable(f"redis: {type(exc).__name__}: {exc}") from None
+        if repeated:
+            metrics.LIMITER_DEDUPLICATED.inc()
         return summarize(windows, levels, None)
 
-    async def _hit_slot(self, windows: list[Window], cost: int) -> list[Any]:
+    async def _hit_slot(self, windows: list[Window], cost: int, seen: str | None) -> list[Any]:
+        """One slot's counters in one script call; ``seen``: the decision's dedup key,
+        kept in this slot (its hash tag) beside the counters it records."""
         keys: list[str] = []
-        args: list[int | float] = [cost]
+        args: list[int | float] = [cost, DEDUP_SECONDS if seen else 0]
         for w in windows:
             key = self._key(w.key, w.bucket)
             keys += [key, self._key(w.prev_key, w.bucket) if w.prev_key else key]
             args += [w.limit, w.ttl, round(w.prev_weight, 6)]
+        if seen:
+            keys.append(self._key(seen, windows[0].bucket))
         return await self._script(keys=keys, args=args)
 
-    async def _refund(self, windows: list[Window], cost: int) -> None:
+    async def _refund(self, windows: list[Window], cost: int, seen: str | None) -> None:
+        """Hand back what earlier slots counted for a decision a later slot denied, and
+        forget it was counted there (a retry must count it again, not find it done)."""
         for group in self._by_slot(windows):
             keys = [self._key(windows[i].key, windows[i].bucket) for i in group]
             await self._add(keys=keys, args=[-cost, *(windows[i].ttl for i in group)])
+            if seen:
+                await self._redis.delete(self._key(seen, windows[group[0]].bucket))
 
     # ------------------------------------------------------------------ token quotas
     def _reservation_keys(self, windows: list[Window]) -> list[str]:

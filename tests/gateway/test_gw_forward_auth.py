@@ -9,6 +9,7 @@ import pytest
 
 from gateway_plugins.core import DecisionCore
 from gateway_plugins.forward_auth import create_app
+from hanzo_contract.headers import DECISION_ID
 from hanzo_contract.principal import Limits, Principal
 
 KEY = "hk-abcdefghijkl_" + "A" * 43
@@ -79,3 +80,33 @@ async def test_unknown_endpoint_is_json_404(client: httpx.AsyncClient) -> None:
     r = await client.get("/nope")
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
     assert (await client.get("/healthz")).json() == {"status": "ok"}
+
+
+async def test_nginx_retry_with_its_decision_id_is_counted_once(
+    client: httpx.AsyncClient,
+) -> None:
+    """nginx asks the other plugin after one counted and timed out, with the same
+    ``$request_id`` in X-Hanzo-Decision-Id: the first answer again, nothing counted."""
+    nginx = {"X-Original-Method": "GET", "X-Original-URI": "/v1/memory/retrieve"}
+    nginx["X-API-Key"] = KEY  # its key allows one request a minute
+    first = await client.get("/auth/nginx", headers={**nginx, DECISION_ID: "a" * 32})
+    again = await client.get("/auth/nginx", headers={**nginx, DECISION_ID: "a" * 32})
+    assert first.status_code == again.status_code == 200
+    assert again.headers["ratelimit-remaining"] == first.headers["ratelimit-remaining"] == "0"
+    # a new request (nginx makes a new id) finds the minute's one request spent
+    other = await client.get("/auth/nginx", headers={**nginx, DECISION_ID: "b" * 32})
+    assert other.headers["x-hanzo-status"] == "429"
+
+
+async def test_a_client_repeating_an_id_is_counted_every_time(client: httpx.AsyncClient) -> None:
+    """Ids a client can choose never dedup: its own X-Request-Id (any dialect), and a
+    decision id sent to a dialect whose gateway does not overwrite that header."""
+    same = {"X-Request-Id": "my-fixed-id", DECISION_ID: "c" * 32}
+    assert (
+        await client.get("/auth", headers=fwd("GET", "/v1/memory/retrieve", **same))
+    ).status_code == 200
+    again = await client.get("/auth", headers=fwd("GET", "/v1/memory/retrieve", **same))
+    assert again.status_code == 429
+    nginx = {"X-Original-Method": "GET", "X-Original-URI": "/v1/memory/retrieve", "X-API-Key": KEY}
+    replay = await client.get("/auth/nginx", headers={**nginx, "X-Request-Id": "my-fixed-id"})
+    assert replay.headers["x-hanzo-status"] == "429"
