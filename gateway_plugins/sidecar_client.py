@@ -7,8 +7,9 @@ timeout, times out or answers 5xx is passed over for the next and rests for
 ``backoff`` seconds (a small circuit breaker on an injected clock), so a dead sidecar costs
 one request its timeout, not every request. A 4xx is an answer, never a reason to ask
 another: a key one sidecar calls revoked must not be asked about elsewhere until some
-sidecar says yes. When every sidecar is resting or failing the call raises
-:class:`Unavailable` (the core's 503 ``auth_unavailable``).
+sidecar says yes. When every sidecar is resting, the one whose rest ends first is asked
+anyway; when none answers the call raises :class:`Unavailable` (the core's 503
+``auth_unavailable``).
 """
 
 from __future__ import annotations
@@ -151,11 +152,11 @@ class SidecarClient:
     async def _first(self, call: Callable[[_Sidecar], Awaitable[_T]]) -> _T:
         """``call`` on each sidecar that is not resting, in order, until one answers."""
         now = self._clock()
+        awake = [s for s in self._sidecars if s.resting_until <= now]
+        # every one resting: ask the one whose rest ends first rather than refuse unasked,
+        # so a lone sidecar that came back serves at once (a dead one refuses fast)
         why: list[str] = []
-        for sidecar in self._sidecars:
-            if sidecar.resting_until > now:
-                why.append(f"{sidecar.url} resting")
-                continue
+        for sidecar in awake or [min(self._sidecars, key=lambda s: s.resting_until)]:
             try:
                 return await call(sidecar)
             except _Failed as exc:

@@ -31,10 +31,12 @@ from tests.support.keys import mint_key
 BACKOFF = 5.0
 
 
-def twin(first: SidecarServer, workdir: Path, db_path: Path | None = None) -> SidecarServer:
+def twin(
+    first: SidecarServer, workdir: Path, db_path: Path | None = None, port: int | None = None
+) -> SidecarServer:
     """A second sidecar with the first one's secrets, on ``db_path`` (default: the same
-    store)."""
-    second = SidecarServer(workdir)
+    store) and ``port`` (default: its own)."""
+    second = SidecarServer(workdir, port=port)
     second.db_path = db_path or first.db_path
     second.hash_secret, second.verify_token = first.hash_secret, first.verify_token
     second.env |= {
@@ -211,3 +213,23 @@ async def test_plugin_process_fails_over_then_answers_503_json_when_both_are_gon
             json_error(await decide(key), 503, "auth_unavailable")
     finally:
         plugin.stop()
+
+
+async def test_a_lone_sidecar_back_from_the_dead_serves_at_once(tmp_path: Path) -> None:
+    """Every sidecar resting: the one resting least is asked anyway, so a restarted lone
+    sidecar is not refused unasked for the rest of its backoff."""
+    first = SidecarServer(tmp_path / "a").start()
+    again = None
+    sidecars = client(first, clock=FakeClock())
+    try:
+        key, key_id = await mint(first)
+        first.kill()
+        with pytest.raises(Unavailable):
+            await sidecars.verify(key)
+        again = twin(first, tmp_path / "a-again", port=first.port)  # same store and port
+        assert (await sidecars.verify(key)).principal.key_id == key_id
+    finally:
+        await sidecars.aclose()
+        first.stop()
+        if again is not None:
+            again.stop()
