@@ -9,8 +9,10 @@ Expiring memories also get a Redis key expiry, so storage is reclaimed without a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import zlib
 from typing import Any
 
 import numpy as np
@@ -34,7 +36,15 @@ _FIELDS = ("id", "user", "namespace", "content", "chash", "created_at", "updated
 
 
 _CHUNK = 100
-EF_CONSTRUCTION = 200
+#: HNSW build parameters of a new tenant's index (an existing index keeps the ones it was
+#: created with). RediSearch inserts each vector into the graph on Valkey's one thread as
+#: the HSET lands, and that insert is nearly all of a store's server time: see
+#: ``scripts/bench_redis_store.py --breakdown`` and the README for the measured trade.
+M = 16
+EF_CONSTRUCTION = 64
+#: a batch goes out as this many pipelines at once (on separate connections), so the
+#: client encodes one while Valkey indexes another; a key always falls in the same one
+PIPELINES = 4
 
 
 def _hex(value: str) -> str:
@@ -55,12 +65,20 @@ class RedisBackend(MemoryBackend):
     name = "redis"
 
     def __init__(
-        self, url: str, dim: int, ef_runtime: int = 200, ef_construction: int = EF_CONSTRUCTION
+        self,
+        url: str,
+        dim: int,
+        ef_runtime: int = 200,
+        ef_construction: int = EF_CONSTRUCTION,
+        m: int = M,
+        pipelines: int = PIPELINES,
     ) -> None:
         self.url = url
         self.dim = dim
         self.ef_runtime = ef_runtime
         self.ef_construction = ef_construction
+        self.m = m
+        self.pipelines = pipelines
         self._r: aioredis.Redis | None = None
         self._indexed: set[str] = set()
 
@@ -85,21 +103,25 @@ class RedisBackend(MemoryBackend):
     def _index(tenant: str) -> str:
         return f"hmidx:{_hex(tenant)}"
 
+    def schema(self) -> list[str]:
+        """The ``FT.CREATE ... SCHEMA`` arguments of a tenant's index."""
+        return [
+            "user", "TAG", "namespace", "TAG", "chash", "TAG",
+            "tags", "TAG", "SEPARATOR", ",", "meta", "TAG", "SEPARATOR", ",",
+            "content", "TEXT",
+            "created_at", "NUMERIC", "SORTABLE", "expires_at", "NUMERIC", "size", "NUMERIC",
+            "vec", "VECTOR", "HNSW", "10", "TYPE", "FLOAT32", "DIM", str(self.dim),
+            "DISTANCE_METRIC", "COSINE", "M", str(self.m),
+            "EF_CONSTRUCTION", str(self.ef_construction),
+        ]  # fmt: skip
+
     async def _ensure_index(self, tenant: str) -> None:
         if tenant in self._indexed:
             return
         try:
             await self.r.execute_command(
                 "FT.CREATE", self._index(tenant), "ON", "HASH",
-                "PREFIX", "1", self._prefix(tenant),
-                "SCHEMA",
-                "user", "TAG", "namespace", "TAG", "chash", "TAG",
-                "tags", "TAG", "SEPARATOR", ",", "meta", "TAG", "SEPARATOR", ",",
-                "content", "TEXT",
-                "created_at", "NUMERIC", "SORTABLE", "expires_at", "NUMERIC", "size", "NUMERIC",
-                "vec", "VECTOR", "HNSW", "10", "TYPE", "FLOAT32", "DIM", str(self.dim),
-                "DISTANCE_METRIC", "COSINE", "M", "16",
-                "EF_CONSTRUCTION", str(self.ef_construction),
+                "PREFIX", "1", self._prefix(tenant), "SCHEMA", *self.schema(),
             )  # fmt: skip
         except ResponseError as exc:
             if "already exists" not in str(exc).lower():
@@ -146,9 +168,18 @@ class RedisBackend(MemoryBackend):
     async def upsert(self, records: list[Record]) -> None:
         for tenant in {r.tenant for r in records}:
             await self._ensure_index(tenant)
-        # One round trip for the whole batch, outside MULTI/EXEC: each HSET writes every
-        # field of the hash (so a replaced memory keeps no stale one) and is indexed as it
-        # lands; a memory that no longer expires loses any expiry its predecessor set.
+        # Pipelined outside MULTI/EXEC: each HSET writes every field of the hash (so a
+        # replaced memory keeps no stale one) and is indexed as it lands, so the store is
+        # searchable once acknowledged; a memory that no longer expires loses any expiry its
+        # predecessor set. The batch is split by key (crc32), so two writes of one key in a
+        # batch stay in order on one connection, and the parts are sent concurrently.
+        parts: list[list[Record]] = [[] for _ in range(max(1, self.pipelines))]
+        for r in records:
+            parts[zlib.crc32(r.id.encode()) % len(parts)].append(r)
+        await asyncio.gather(*(self._send(part) for part in parts if part))
+
+    async def _send(self, records: list[Record]) -> None:
+        """One pipeline, one round trip: the HSET and expiry of each memory in order."""
         pipe = self.r.pipeline(transaction=False)
         for r in records:
             key = self._prefix(r.tenant) + r.id
