@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 #: Tenants up to this many rows are searched exactly (a few ms); larger ones use HNSW.
 EXACT_MAX_ROWS = 2_000
+#: HNSW candidates kept per search (``hnsw.ef_search``); ``postgres_ef_search`` sets it.
+EF_SEARCH = 200
 _SIZE_TTL_S = 30.0
 _LOCK_KEY = 0x68616E7A6F6D656D  # "hanzomem": serialises concurrent migrations
 
@@ -266,7 +268,7 @@ class PostgresBackend(MemoryBackend):
         dim: int,
         *,
         migrate_dsn: str | None = None,
-        ef_search: int = 200,
+        ef_search: int = EF_SEARCH,
         pool_size: int = 10,
     ) -> None:
         self._dsn = dsn
@@ -425,13 +427,26 @@ class PostgresBackend(MemoryBackend):
         self, tenant: str, **settings: str
     ) -> AsyncIterator[psycopg.AsyncConnection]:
         """A transaction that sees only ``tenant``'s rows, whatever its queries say."""
-        names = ["hanzo.tenant", *settings]
-        values = [tenant, *settings.values()]
-        setters = ", ".join(f"set_config('{n}', %s, true)" for n in names)
         # Pipeline mode: BEGIN, the settings and the first query go in one round trip.
         async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
-            await conn.execute(f"SELECT {setters}", values)
+            await self._set(conn, tenant, settings)
             yield conn
+
+    @staticmethod
+    async def _set(conn: psycopg.AsyncConnection, tenant: str, settings: dict[str, str]) -> None:
+        names = ["hanzo.tenant", *settings]
+        setters = ", ".join(f"set_config('{n}', %s, true)" for n in names)
+        await conn.execute(f"SELECT {setters}", [tenant, *settings.values()])
+
+    async def _fetch(self, tenant: str, query: str, params: Any, **settings: str) -> list[Any]:
+        """One statement in :meth:`tenant_transaction`, in one round trip: BEGIN, the
+        settings, the statement and COMMIT are sent together, and its rows are read once
+        the commit's sync has brought them (fetching inside would cost a second trip)."""
+        async with self.pool.connection() as conn:
+            async with conn.pipeline(), conn.transaction():
+                await self._set(conn, tenant, settings)
+                cur = await conn.execute(query, params, binary=True)
+            return await cur.fetchall()
 
     # -- writes --------------------------------------------------------------------------
 
@@ -484,85 +499,91 @@ class PostgresBackend(MemoryBackend):
     async def get(self, tenant: str, ids: list[str]) -> list[Record]:
         if not ids:
             return []
-        async with self.tenant_transaction(tenant) as conn:
-            cur = await conn.execute(
-                f"SELECT {_SELECT} FROM memories m WHERE m.tenant = %s AND m.id = ANY(%s)",
-                (tenant, ids),
-                binary=True,
-            )
-            found = {r.id: r for r in map(_record, await cur.fetchall())}
+        rows = await self._fetch(
+            tenant,
+            f"SELECT {_SELECT} FROM memories m WHERE m.tenant = %s AND m.id = ANY(%s)",
+            (tenant, ids),
+        )
+        found = {r.id: r for r in map(_record, rows)}
         return [found[i] for i in ids if i in found]
 
     async def live_with_hashes(
         self, tenant: str, hashes: list[str], now: int, cap: int
     ) -> list[tuple[str, str, str, str]]:
-        async with self.tenant_transaction(tenant) as conn:
-            cur = await conn.execute(
-                "SELECT user_name, namespace, content_hash, id FROM memories "
-                "WHERE tenant = %s AND content_hash = ANY(%s) AND expires_at > %s",
-                (tenant, hashes, now),
-            )
-            return [(u, ns, h, mid) for u, ns, h, mid in await cur.fetchall()]
+        rows = await self._fetch(
+            tenant,
+            "SELECT user_name, namespace, content_hash, id FROM memories "
+            "WHERE tenant = %s AND content_hash = ANY(%s) AND expires_at > %s",
+            (tenant, hashes, now),
+        )
+        return [(u, ns, h, mid) for u, ns, h, mid in rows]
 
     async def list(self, q: Query, after: tuple[int, str] | None, limit: int) -> list[Record]:
         where, params = _where(q)
         if after is not None:
             where += " AND (m.created_at, m.id) > (%s, %s)"
             params += [after[0], after[1]]
-        async with self.tenant_transaction(q.tenant) as conn:
-            cur = await conn.execute(
-                f"SELECT {_SELECT_NO_VEC} FROM memories m WHERE {where} "
-                "ORDER BY m.created_at, m.id LIMIT %s",
-                (*params, limit),
-                binary=True,
-            )
-            return [_record(r) for r in await cur.fetchall()]
+        rows = await self._fetch(
+            q.tenant,
+            f"SELECT {_SELECT_NO_VEC} FROM memories m WHERE {where} "
+            "ORDER BY m.created_at, m.id LIMIT %s",
+            (*params, limit),
+        )
+        return [_record(r) for r in rows]
 
-    async def _tenant_size(self, conn: psycopg.AsyncConnection, tenant: str) -> int:
+    async def _tenant_size(self, tenant: str) -> int:
         """The tenant's row count, capped just above :data:`EXACT_MAX_ROWS`; cached."""
         cached = self._sizes.get(tenant)
         if cached is not None and time.monotonic() - cached[1] < _SIZE_TTL_S:
             return cached[0]
-        cur = await conn.execute(
+        rows = await self._fetch(
+            tenant,
             "SELECT count(*) FROM (SELECT 1 FROM memories WHERE tenant = %s LIMIT %s) s",
             (tenant, EXACT_MAX_ROWS + 1),
         )
-        size = int((await cur.fetchone() or (0,))[0])
+        size = int(rows[0][0])
         self._sizes[tenant] = (size, time.monotonic())
         return size
+
+    def ann_query(
+        self, q: Query, vector: np.ndarray, k: int
+    ) -> tuple[str, list[Any], dict[str, str]]:
+        """The HNSW statement of :meth:`vector_search`, its parameters and settings (the
+        benchmark EXPLAINs exactly this). ``m.tenant = %s`` also prunes the scan to the
+        tenant's partition: its own graph when it has one.
+
+        Relaxed order lets the iterative scan go on until ``k`` rows pass the filters (the
+        caller re-sorts what it found); with sorts off the only plan left is the HNSW scan,
+        rather than one chosen from statistics that lag behind bulk loads."""
+        where, params = _where(q)
+        query = (
+            f"SELECT {_SELECT_NO_VEC}, m.embedding <=> %s AS dist FROM memories m "
+            f"WHERE {where} ORDER BY m.embedding <=> %s LIMIT %s"
+        )
+        settings = {
+            "hnsw.ef_search": str(max(self.ef_search, k)),
+            "hnsw.iterative_scan": "relaxed_order",
+            "enable_sort": "off",
+        }
+        return query, [vector, *params, vector, k], settings
 
     async def vector_search(
         self, q: Query, vector: np.ndarray, k: int
     ) -> list[tuple[Record, float]]:
         vec = np.asarray(vector, dtype=np.float32)
-        where, params = _where(q)
-        # "+ 0" keeps the planner off the HNSW index: an exact scan of the admitted rows.
-        exact = (
-            f"SELECT {_SELECT_NO_VEC}, m.embedding <=> %s AS dist FROM memories m WHERE {where} "
-            "ORDER BY (m.embedding <=> %s) + 0, m.id LIMIT %s"
-        )
-        # Relaxed order lets the iterative scan go on until k rows pass the filters; the
-        # sort below restores exact order among what it found.
-        ann = (
-            f"SELECT {_SELECT_NO_VEC}, m.embedding <=> %s AS dist FROM memories m "
-            f"WHERE {where} ORDER BY m.embedding <=> %s LIMIT %s"
-        )
-        ef = str(max(self.ef_search, k))
-        async with self.tenant_transaction(
-            q.tenant, **{"hnsw.ef_search": ef, "hnsw.iterative_scan": "relaxed_order"}
-        ) as conn:
-            size = await self._tenant_size(conn, q.tenant)
-            rows: list[Any] = []
-            if size > EXACT_MAX_ROWS:
-                # Without a sort the only plan left is the HNSW scan: the planner's choice
-                # otherwise rests on statistics that lag behind bulk loads.
-                await conn.execute("SET LOCAL enable_sort = off")
-                cur = await conn.execute(ann, (vec, *params, vec, k), binary=True)
-                rows = await cur.fetchall()
-                await conn.execute("SET LOCAL enable_sort = on")
-            if len(rows) < k:
-                cur = await conn.execute(exact, (vec, *params, vec, k), binary=True)
-                rows = await cur.fetchall()
+        rows: list[Any] = []
+        if await self._tenant_size(q.tenant) > EXACT_MAX_ROWS:
+            query, params, settings = self.ann_query(q, vec, k)
+            rows = await self._fetch(q.tenant, query, params, **settings)
+        if len(rows) < k:
+            where, params = _where(q)
+            # "+ 0" keeps the planner off the HNSW index: an exact scan of the admitted rows.
+            rows = await self._fetch(
+                q.tenant,
+                f"SELECT {_SELECT_NO_VEC}, m.embedding <=> %s AS dist FROM memories m "
+                f"WHERE {where} ORDER BY (m.embedding <=> %s) + 0, m.id LIMIT %s",
+                (vec, *params, vec, k),
+            )
         rows.sort(key=lambda r: (r[15], r[1]))
         return [(_record(r), 1.0 - float(r[15])) for r in rows]
 
@@ -577,26 +598,22 @@ class PostgresBackend(MemoryBackend):
         # on tenant, which would rank every memory of a large tenant): GIN intersects the
         # tenant's postings with the words', and only those rows are ranked.
         where = where.replace("m.tenant = %s", "m.tenant || '' = %s", 1)
-        async with self.tenant_transaction(q.tenant) as conn:
-            cur = await conn.execute(
-                f"SELECT {_SELECT_NO_VEC}, ts_rank(m.tsv, tq, 1) AS score "
-                "FROM memories m, to_tsquery('hanzo_english', %s) tq "
-                "WHERE m.tsv @@ (to_tsquery('simple', %s) && to_tsquery('hanzo_english', %s)) "
-                f"AND {where} ORDER BY score DESC, m.id LIMIT %s",
-                (tsquery, _tenant_token(q.tenant), tsquery, *params, k),
-                binary=True,
-            )
-            rows = await cur.fetchall()
+        rows = await self._fetch(
+            q.tenant,
+            f"SELECT {_SELECT_NO_VEC}, ts_rank(m.tsv, tq, 1) AS score "
+            "FROM memories m, to_tsquery('hanzo_english', %s) tq "
+            "WHERE m.tsv @@ (to_tsquery('simple', %s) && to_tsquery('hanzo_english', %s)) "
+            f"AND {where} ORDER BY score DESC, m.id LIMIT %s",
+            (tsquery, _tenant_token(q.tenant), tsquery, *params, k),
+        )
         return [(_record(r), float(r[15])) for r in rows]
 
     async def usage(self, tenant: str) -> Usage:
-        async with self.tenant_transaction(tenant) as conn:
-            cur = await conn.execute(
-                "SELECT count(*), COALESCE(sum(size), 0) FROM memories WHERE tenant = %s",
-                (tenant,),
-            )
-            row = await cur.fetchone()
-        assert row is not None
+        (row,) = await self._fetch(
+            tenant,
+            "SELECT count(*), COALESCE(sum(size), 0) FROM memories WHERE tenant = %s",
+            (tenant,),
+        )
         return Usage(count=int(row[0]), bytes=int(row[1]))
 
 
