@@ -8,6 +8,7 @@ from __future__ import annotations
 
 # Partition names in SQL text come from the module under test, not from input.
 # ruff: noqa: S608
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -103,6 +104,21 @@ async def test_refuses_a_role_that_bypasses_rls(database):
     with pytest.raises(pg.SchemaError, match="row-level security"):
         await owner.open()
     await owner.close()
+
+
+async def test_refuses_an_app_role_that_may_read_a_partition(backend, database):
+    """A partition read directly answers to no policy: a grant on one is refused at open
+    (and taken back by the next migrating start)."""
+    grant = f"GRANT SELECT ON {pg.SHARED_PARTITION} TO hanzo_memory_rls_app"
+    async with await psycopg.AsyncConnection.connect(database.owner_dsn, autocommit=True) as c:
+        await c.execute(grant)
+    plain = pg.PostgresBackend(database.app_dsn, DIM)  # no migrate DSN: nothing revokes it
+    with pytest.raises(pg.SchemaError, match="partitions it may read directly=1"):
+        await plain.open()
+    await plain.close()
+    migrating = pg.PostgresBackend(database.app_dsn, DIM, migrate_dsn=database.owner_dsn)
+    await migrating.open()
+    await migrating.close()
 
 
 async def test_refuses_an_unmigrated_database(postgres):
@@ -244,3 +260,27 @@ async def test_bulk_load_moves_the_tenants_rows_and_keeps_the_wall(backend, data
     async with await psycopg.AsyncConnection.connect(database.owner_dsn) as conn:
         cur = await conn.execute("SELECT to_regclass(%s)", (pg.partition_name(third),))
         assert await cur.fetchone() == (None,)
+
+
+async def test_own_partition_command_moves_a_tenant(backend, database, monkeypatch):
+    """The operator's command: the tenant's rows move, searches find them in their place."""
+    from typer.testing import CliRunner
+
+    from memory_service.cli import cli
+
+    tenant = f"grown-{uuid.uuid4().hex[:8]}"
+    vecs = unit(np.random.default_rng(9), 3)
+    await backend.upsert([record(tenant, f"m{i}", vecs[i]) for i in range(3)])
+    monkeypatch.setenv("HANZO_MEMORY_BACKEND", "postgres")
+    monkeypatch.setenv("HANZO_MEMORY_POSTGRES_DSN", database.app_dsn)
+    monkeypatch.delenv("HANZO_MEMORY_POSTGRES_MIGRATE_DSN", raising=False)
+    refused = await asyncio.to_thread(CliRunner().invoke, cli, ["own-partition", "--org", tenant])
+    assert refused.exit_code != 0 and "MIGRATE_DSN" in refused.output
+    monkeypatch.setenv("HANZO_MEMORY_POSTGRES_MIGRATE_DSN", database.owner_dsn)
+    result = await asyncio.to_thread(CliRunner().invoke, cli, ["own-partition", "--org", tenant])
+    assert result.exit_code == 0, result.output
+    assert f"3 memories now in {pg.partition_name(tenant)}" in result.output
+    assert database.owner_dsn not in result.output
+    assert await partition_of(backend, tenant, "m2") == pg.partition_name(tenant)
+    hits = await backend.vector_search(Query(tenant=tenant, user="alice", now=now_us()), vecs[2], 3)
+    assert hits[0][0].id == "m2"
