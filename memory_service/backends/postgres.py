@@ -13,7 +13,13 @@ Schema changes are versioned migrations run at start over a separate owner conne
 Vector search: a tenant smaller than :data:`EXACT_MAX_ROWS` is scanned exactly (its rows
 through the tenant index, cosine in SQL); a larger one walks the HNSW index with pgvector's
 iterative scan, so filters that reject most candidates still fill ``k`` (falling back to
-an exact scan if they cannot).
+an exact scan if they cannot). Each read is one round trip (:meth:`PostgresBackend._fetch`).
+
+The table is LIST-partitioned by tenant (migration 2). Every tenant starts in the shared
+default partition; a large one gets a partition of its own, and so an HNSW graph of its
+own, from the operator (:func:`bulk_load`, ``memory-service own-partition``): its searches
+then walk 100k nodes of its own rather than filter a graph of every tenant's rows. The
+policy is on the parent; the application role may not read any partition directly.
 """
 
 from __future__ import annotations
