@@ -175,7 +175,10 @@ class PostgresServer:
             *self._run_as(), str(bin_dir() / "postgres"), "-D", str(self.pgdata),
             "-c", f"listen_addresses={LOOPBACK}", "-c", f"port={self.port}",
             "-c", "unix_socket_directories=", "-c", "password_encryption=scram-sha-256",
-            "-c", "max_connections=200", "-c", "shared_buffers=256MB",
+            "-c", "max_connections=200",
+            # Room for a large tenant's HNSW graph and rows (100k x 384-d: ~200 MB of
+            # index, ~250 MB of table): a search then reads no page from outside.
+            "-c", "shared_buffers=1GB",
             "-c", "maintenance_work_mem=512MB", "-c", "max_parallel_maintenance_workers=1",
             "-c", "fsync=on", "-c", "synchronous_commit=on", "-c", "autovacuum_naptime=10s",
             # A failing statement is not echoed to the log: it may carry a role password.

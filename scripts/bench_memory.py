@@ -22,10 +22,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +38,7 @@ from hanzo_stack.postgres import PostgresServer
 from hanzo_stack.valkey import ValkeyServer
 from memory_service.backends.base import NEVER, MemoryBackend, Query, Record
 from memory_service.backends.lance import LanceBackend
-from memory_service.backends.postgres import PostgresBackend
+from memory_service.backends.postgres import EF_SEARCH, BulkLoad, PostgresBackend, bulk_load
 from memory_service.backends.redis import EF_CONSTRUCTION, RedisBackend
 from memory_service.backends.sqlite import SqliteBackend
 from memory_service.clock import now_us
@@ -56,8 +58,11 @@ class Corpus:
 
 
 def make_corpus(n: int, seed: int) -> Corpus:
+    # Every tenant draws around the same topics (as real tenants share one embedding
+    # model): another tenant's vectors are near a query too, which a shared index must
+    # filter out.
+    centroids = np.random.default_rng(12345).standard_normal((2000, DIM)).astype(np.float32)
     rng = np.random.default_rng(seed)
-    centroids = rng.standard_normal((2000, DIM)).astype(np.float32)
     topic = rng.integers(0, len(centroids), n)
     vecs = centroids[topic] + 0.9 * rng.standard_normal((n, DIM)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
@@ -72,7 +77,11 @@ def make_corpus(n: int, seed: int) -> Corpus:
 
 
 def records(tenant: str, corpus: Corpus, start: int, stop: int, t0: int) -> list[Record]:
-    return [
+    return list(iter_records(tenant, corpus, start, stop, t0))
+
+
+def iter_records(tenant: str, corpus: Corpus, start: int, stop: int, t0: int) -> Iterator[Record]:
+    return (
         Record(
             tenant=tenant,
             id=f"m{i}",
@@ -89,7 +98,7 @@ def records(tenant: str, corpus: Corpus, start: int, stop: int, t0: int) -> list
             vector=corpus.vectors[i],
         )
         for i in range(start, stop)
-    ]
+    )
 
 
 def pct(values: list[float], p: float) -> float:
@@ -104,6 +113,42 @@ async def load(backend: MemoryBackend, tenant: str, corpus: Corpus) -> float:
     for s in range(0, n, BATCH):
         await backend.upsert(records(tenant, corpus, s, min(s + BATCH, n), t0))
     return n / (time.perf_counter() - start)
+
+
+async def bulk_load_postgres(owner_dsn: str, tenant: str, corpus: Corpus) -> BulkLoad:
+    """The operator's bulk path: binary COPY into the tenant's own partition, then one
+    index build (HNSW with parallel workers), then ATTACH (``postgres.bulk_load``)."""
+    n = len(corpus.contents)
+    return await bulk_load(owner_dsn, tenant, iter_records(tenant, corpus, 0, n, now_us()))
+
+
+def query_vectors(corpus: Corpus, queries: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which memories the queries aim at, and the query vectors (near those memories)."""
+    rng = np.random.default_rng(seed + 1)
+    picks = rng.integers(0, len(corpus.contents), queries)
+    qvecs = corpus.vectors[picks] + 0.05 * rng.standard_normal((queries, DIM)).astype(np.float32)
+    qvecs /= np.linalg.norm(qvecs, axis=1, keepdims=True)
+    return picks, qvecs
+
+
+async def explain_ann(backend: PostgresBackend, tenant: str, qvecs: np.ndarray) -> dict[str, float]:
+    """Server-side figures of the HNSW statement the backend runs (EXPLAIN ANALYZE, BUFFERS),
+    less sensitive to a loaded machine than the client's wall clock."""
+    exec_ms, plan_ms, buffers = [], [], []
+    q = Query(tenant=tenant, user="bench", now=now_us())
+    for vec in qvecs:
+        query, params, settings = backend.ann_query(q, vec, 10)
+        (row,) = await backend._fetch(
+            tenant, "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + query, params, **settings
+        )
+        plan = (json.loads(row[0]) if isinstance(row[0], str) else row[0])[0]
+        exec_ms.append(plan["Execution Time"])
+        plan_ms.append(plan["Planning Time"])
+        buffers.append(plan["Plan"]["Shared Hit Blocks"] + plan["Plan"]["Shared Read Blocks"])
+    return {"server_exec_p50_ms": round(statistics.median(exec_ms), 2),
+            "server_exec_p99_ms": round(pct(exec_ms, 99), 2),
+            "server_plan_p50_ms": round(statistics.median(plan_ms), 2),
+            "buffers_mean": round(float(np.mean(buffers)))}  # fmt: skip
 
 
 async def service_store(backend: MemoryBackend, n: int, batch: int = 100) -> float:
@@ -124,15 +169,13 @@ async def service_store(backend: MemoryBackend, n: int, batch: int = 100) -> flo
 
 
 async def measure(
-    backend: MemoryBackend, tenant: str, corpus: Corpus, queries: int, seed: int
-) -> dict[str, object]:
+    backend: MemoryBackend, tenant: str, corpus: Corpus, queries: int, seed: int,
+    modes: tuple[str, ...] = ("vector", "keyword", "hybrid"),
+) -> dict[str, object]:  # fmt: skip
     settings = MemorySettings(backend=backend.name, embedder="deterministic", max_top_k=100)
     svc = MemoryService(backend, DeterministicEmbedder(DIM), settings)
     who = Principal(organization=tenant, subject=f"{tenant}/bench")
-    rng = np.random.default_rng(seed + 1)
-    picks = rng.integers(0, len(corpus.contents), queries)
-    qvecs = corpus.vectors[picks] + 0.05 * rng.standard_normal((queries, DIM)).astype(np.float32)
-    qvecs /= np.linalg.norm(qvecs, axis=1, keepdims=True)
+    picks, qvecs = query_vectors(corpus, queries, seed)
     freq: dict[str, int] = {}
     for text in corpus.contents:
         for w in text.split()[2:]:
@@ -142,7 +185,7 @@ async def measure(
              for i in picks]  # fmt: skip
     out: dict[str, object] = {}
     recalls = []
-    for mode in ("vector", "keyword", "hybrid"):
+    for mode in modes:
         lat = []
         for j in range(queries + 10):
             q = j % queries
@@ -162,11 +205,17 @@ async def measure(
 
 async def run_one(kind: str, n: int, root: Path, valkey: ValkeyServer | None, queries: int,
                   tenants: int = 1, postgres: PostgresServer | None = None,
-                  ef_construction: int = EF_CONSTRUCTION) -> dict[str, object]:  # fmt: skip
+                  ef_construction: int = EF_CONSTRUCTION,
+                  ef_search: list[int] | None = None) -> dict[str, object]:  # fmt: skip
+    owner_dsn = ""
     if kind == "postgres":
         assert postgres is not None
         db = postgres.create_database(f"bench_{n}_{tenants}")
-        backend: MemoryBackend = PostgresBackend(db.app_dsn, DIM, migrate_dsn=db.owner_dsn)
+        owner_dsn = db.owner_dsn
+        efs = ef_search or [EF_SEARCH]
+        backend: MemoryBackend = PostgresBackend(
+            db.app_dsn, DIM, migrate_dsn=db.owner_dsn, ef_search=efs[0]
+        )
     elif kind == "sqlite":
         backend = SqliteBackend(root / f"sqlite-{n}-{tenants}.db", DIM)
     elif kind == "lancedb":
@@ -179,18 +228,42 @@ async def run_one(kind: str, n: int, root: Path, valkey: ValkeyServer | None, qu
         per = n // tenants
         rates = []
         corpus = None
+        maintain_s = 0.0
         for t in range(tenants):
             corpus = make_corpus(per, seed=t)
-            rates.append(await load(backend, f"bench-{n}-{tenants}-{t}", corpus))
-            print(f"  {kind} n={n} tenant {t + 1}/{tenants}: {rates[-1]:.0f} stores/s", flush=True)
+            tenant = f"bench-{n}-{tenants}-{t}"
+            if kind == "postgres":
+                t0 = time.perf_counter()
+                done = await bulk_load_postgres(owner_dsn, tenant, corpus)
+                rates.append(per / (time.perf_counter() - t0))
+                maintain_s += done.index_s
+                print(f"  postgres n={n} tenant {t + 1}/{tenants}: COPY {done.copy_s:.1f} s, "
+                      f"indexes {done.index_s:.1f} s, attach {done.attach_s:.1f} s; "
+                      f"load avg {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+            else:
+                rates.append(await load(backend, tenant, corpus))
+                print(f"  {kind} n={n} tenant {t + 1}/{tenants}: {rates[-1]:.0f} stores/s",
+                      flush=True)  # fmt: skip
         assert corpus is not None
         last = f"bench-{n}-{tenants}-{tenants - 1}"
         warm = Query(tenant=last, user="bench", now=now_us())
         await backend.vector_search(warm, corpus.vectors[0], 1)  # loads SQLite's tenant cache
         t = time.perf_counter()
         await backend.maintain()
-        maintain_s = time.perf_counter() - t
+        maintain_s += time.perf_counter() - t
         result = await measure(backend, last, corpus, queries, 0)
+        if isinstance(backend, PostgresBackend):
+            result.update(await explain_ann(backend, last, query_vectors(corpus, queries, 0)[1]))
+            sweep = {}
+            for ef in efs[1:]:
+                backend.ef_search = ef
+                one = await measure(backend, last, corpus, queries, 0, modes=("vector",))
+                one.update(await explain_ann(backend, last, query_vectors(corpus, queries, 0)[1]))
+                sweep[ef] = one
+                print(f"  postgres ef_search {ef}: {one}", flush=True)
+            backend.ef_search = efs[0]
+            result["ef_search"] = efs[0]
+            result["ef_sweep"] = sweep
         api_rate = await service_store(backend, 2000)
         return {"backend": kind, "memories": n, "tenants": tenants, "per_tenant": per,
                 "store_per_s": round(statistics.mean(rates)), "api_store_per_s": round(api_rate),
@@ -216,6 +289,25 @@ def table(rows: list[dict[str, object]]) -> str:
             f"{r['index_build_s']} | {pp('vector')} | {pp('keyword')} | {pp('hybrid')} | "
             f"{r['recall_at_10']} |"
         )
+    return "\n".join(lines)
+
+
+def postgres_table(rows: list[dict[str, object]]) -> str:
+    """Vector search per ``hnsw.ef_search``: client wall clock beside the server's own time."""
+    lines = ["| memories (tenants) | ef_search | vector p50 / p99 ms | recall@10 | "
+             "server exec p50 / p99 ms | buffers / query |", "|" + "---|" * 6]  # fmt: skip
+    for r in rows:
+        if "server_exec_p50_ms" not in r:
+            continue
+        sweep = r.get("ef_sweep")
+        assert isinstance(sweep, dict)
+        for ef, m in [(r["ef_search"], r), *sweep.items()]:
+            v = m["vector"]
+            lines.append(
+                f"| {r['memories']:,} ({r['tenants']}) | {ef} | {v['p50_ms']} / {v['p99_ms']} | "
+                f"{m['recall_at_10']} | {m['server_exec_p50_ms']} / {m['server_exec_p99_ms']} | "
+                f"{m['buffers_mean']} |"
+            )
     return "\n".join(lines)
 
 
@@ -247,6 +339,18 @@ async def main() -> None:
     ap.add_argument("--postgres-1m", action="store_true", help="also 1M over 10 tenants (postgres)")
     ap.add_argument("--redis-ef-construction", type=int, default=EF_CONSTRUCTION,
                     help="Redis HNSW EF_CONSTRUCTION: store rate against recall")  # fmt: skip
+    ap.add_argument(
+        "--postgres-ef-search",
+        default=None,
+        help="postgres hnsw.ef_search values, comma-separated: the first serves "
+        "the full run, the others are swept (vector search only)",
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes for a smoke run: --sizes 10000, 50 queries, the 1M runs "
+        "become 10 x 10,000",
+    )
     ap.add_argument("--json", type=Path, help="write the results here as JSON")
     ap.add_argument("--query-embedding", action="store_true",
                     help="also time the local model embedding a query")  # fmt: skip
@@ -254,7 +358,11 @@ async def main() -> None:
     if args.query_embedding:
         await query_embedding(args.queries)
     kinds = ["sqlite", "lancedb", "redis", "postgres"] if args.backend == "all" else [args.backend]
+    if args.quick:
+        args.sizes, args.queries = "10000", min(args.queries, 50)
     sizes = [int(s) for s in args.sizes.split(",")]
+    big = 100_000 if args.quick else 1_000_000
+    efs = [int(e) for e in args.postgres_ef_search.split(",")] if args.postgres_ef_search else None
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         root = Path(tmp)
@@ -266,13 +374,15 @@ async def main() -> None:
                 for n in sizes:
                     ef = args.redis_ef_construction
                     rows.append(await run_one(kind, n, root, valkey, args.queries,
-                                              postgres=postgres, ef_construction=ef))  # fmt: skip
+                                              postgres=postgres, ef_construction=ef,
+                                              ef_search=efs))  # fmt: skip
                     print(table(rows[-1:]).splitlines()[-1], flush=True)
             if args.sqlite_1m:
-                rows.append(await run_one("sqlite", 1_000_000, root, None, args.queries, 10))
+                rows.append(await run_one("sqlite", big, root, None, args.queries, 10))
             if args.postgres_1m:
-                rows.append(await run_one("postgres", 1_000_000, root, None, args.queries, 10,
-                                          postgres=postgres))  # fmt: skip
+                rows.append(await run_one("postgres", big, root, None, args.queries, 10,
+                                          postgres=postgres, ef_search=efs))  # fmt: skip
+                print(table(rows[-1:]).splitlines()[-1], flush=True)
         finally:
             if valkey:
                 valkey.stop()
@@ -280,6 +390,10 @@ async def main() -> None:
                 postgres.stop()
     print()
     print(table(rows))
+    if any("server_exec_p50_ms" in r for r in rows):
+        print()
+        print(postgres_table(rows))
+    print(f"load average at the end: {os.getloadavg()}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 
