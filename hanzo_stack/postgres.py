@@ -94,7 +94,9 @@ class PostgresServer:
 
     def _choose_pgdata(self) -> Path:
         wanted = self.state_dir / "pgdata"
-        if not self._as_root or _reachable_by_others(wanted):
+        # a state dir not made yet will be made 0700 (``spawn``): the server user could
+        # not enter it, so only an existing, traversable one keeps the data dir inside
+        if not self._as_root or (self.state_dir.is_dir() and _reachable_by_others(wanted)):
             return wanted
         if self.persist:
             key = hashlib.sha256(str(self.state_dir.resolve()).encode()).hexdigest()[:16]
