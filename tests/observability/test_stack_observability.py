@@ -186,6 +186,9 @@ def test_metrics_and_readiness_on_private_ports_only(running: Running) -> None:
     plugin = httpx.get(running.private("gateway") + "/readyz", timeout=10)
     assert plugin.status_code == 200 and plugin.json() == {"status": "ok", "sidecar": "ok"}
     assert httpx.get(running.private("sidecar") + "/readyz", timeout=10).status_code == 200
+    inference = httpx.get(running.private("inference") + "/readyz", timeout=10)
+    assert inference.status_code == 200, inference.text
+    assert inference.json() == {"status": "ok", "quota": "ok", "upstream:memory-embeddings": "ok"}
 
 
 def _exported(text: str) -> set[str]:
@@ -213,7 +216,7 @@ def test_the_grafana_dashboard_queries_only_exported_metrics(running: Running) -
     ]
     assert len(targets) >= 15
     exported: set[str] = set()
-    for part in ("memory", "gateway", "sidecar"):
+    for part in ("memory", "gateway", "sidecar", "inference"):
         scrape = httpx.get(running.private(part) + "/metrics", timeout=10)
         assert scrape.status_code == 200, part
         exported |= _exported(scrape.text)
@@ -224,4 +227,5 @@ def test_the_grafana_dashboard_queries_only_exported_metrics(running: Running) -
         queried |= names
     assert queried - exported == set(), sorted(queried - exported)
     prefixes = {name.split("_")[1] for name in queried}
-    assert prefixes == {"memory", "gateway", "sidecar"}  # the dashboard covers every part
+    # the dashboard covers every part
+    assert prefixes == {"memory", "gateway", "sidecar", "inference"}
