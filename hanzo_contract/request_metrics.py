@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.routing import BaseRoute, Match
 
 from hanzo_contract.request_id import ASGIApp, Message, Receive, Scope, Send
@@ -20,6 +20,27 @@ UNMATCHED = "unmatched"
 #: latency buckets, in seconds, from a cached read to a slow upstream call
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                    5.0)  # fmt: skip
+
+
+def request_metrics(
+    prefix: str, registry: CollectorRegistry, buckets: tuple[float, ...] = LATENCY_BUCKETS
+) -> tuple[Counter, Histogram]:
+    """``<prefix>_requests`` (method, route, status) and ``<prefix>_request_seconds``
+    (method, route) in ``registry``: what :class:`RequestMetricsMiddleware` fills."""
+    requests = Counter(
+        f"{prefix}_requests",
+        "HTTP requests by method, route template and status",
+        ["method", "route", "status"],
+        registry=registry,
+    )
+    seconds = Histogram(
+        f"{prefix}_request_seconds",
+        "Time to answer one request (a stream: to its last byte), by method and route",
+        ["method", "route"],
+        buckets=buckets,
+        registry=registry,
+    )
+    return requests, seconds
 
 
 def route_template(routes: Sequence[BaseRoute], scope: Scope) -> str:

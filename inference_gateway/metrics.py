@@ -10,25 +10,15 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from hanzo_contract.request_metrics import request_metrics
+
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 #: a model call takes from milliseconds (embeddings) to minutes (a long completion)
 _MODEL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                   120.0, 300.0)  # fmt: skip
 
-REQUESTS = Counter(
-    "hanzo_inference_requests",
-    "HTTP requests by method, route template and status",
-    ["method", "route", "status"],
-    registry=REGISTRY,
-)
-REQUEST_SECONDS = Histogram(
-    "hanzo_inference_request_seconds",
-    "Time to answer one request (a stream: to its last event), by method and route",
-    ["method", "route"],
-    buckets=_MODEL_BUCKETS,
-    registry=REGISTRY,
-)
+REQUESTS, REQUEST_SECONDS = request_metrics("hanzo_inference", REGISTRY, _MODEL_BUCKETS)
 UPSTREAM_SECONDS = Histogram(
     "hanzo_inference_upstream_seconds",
     "Time from sending a call to its upstream until the answer began, by upstream and path",

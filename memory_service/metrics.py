@@ -9,23 +9,11 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from hanzo_contract.request_metrics import LATENCY_BUCKETS
+from hanzo_contract.request_metrics import LATENCY_BUCKETS, request_metrics
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-REQUESTS = Counter(
-    "hanzo_memory_requests",
-    "HTTP requests by method, route template and status",
-    ["method", "route", "status"],
-    registry=REGISTRY,
-)
-REQUEST_SECONDS = Histogram(
-    "hanzo_memory_request_seconds",
-    "Time to answer one request, by method and route template",
-    ["method", "route"],
-    buckets=LATENCY_BUCKETS,
-    registry=REGISTRY,
-)
+REQUESTS, REQUEST_SECONDS = request_metrics("hanzo_memory", REGISTRY)
 BACKEND_SECONDS = Histogram(
     "hanzo_memory_backend_seconds",
     "Time of one storage backend operation, by backend and operation",
