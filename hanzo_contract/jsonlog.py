@@ -33,6 +33,9 @@ _SECRET_NAMES = "|".join(
         "passwd",
         "secret",
         "client_secret",
+        "clientsecret",  # Casdoor's camelCase clientSecret (the match ignores case)
+        "newpassword",
+        "oldpassword",
         "token",
         "access_token",
         "refresh_token",
@@ -116,7 +119,9 @@ class JsonFormatter(logging.Formatter):
                 client=client, method=method, path=path, http_version=version, status=status
             )
         else:
-            line["message"] = record.getMessage()
+            # before the line is dumped: JSON text inside a message has its quotes
+            # escaped afterwards, where a "name": "value" pair no longer matches
+            line["message"] = redact(record.getMessage())
         fields = vars(record)
         for name in fields.keys() - _STANDARD - line.keys():
             value = fields[name]

@@ -86,7 +86,16 @@ def log_tail(path: Path, lines: int = 30) -> str:
 
 
 class ManagedProcess:
-    """A child server in its own process group, logging to one file."""
+    """A child server in its own process group, logging to one file.
+
+    A server that does not write our JSON lines (Casdoor) names a ``relay``: a command
+    that reads the server's stdout and stderr from a pipe (its stdin) and writes the log
+    file. The relay runs in a session of its own, so signals to the server's group never
+    reach it; it ends when the pipe does, after the server's last line.
+    """
+
+    #: how long a stop waits for the relay to write the server's last lines
+    RELAY_DRAIN_SECONDS = 10.0
 
     def __init__(
         self,
@@ -96,13 +105,16 @@ class ManagedProcess:
         log_path: Path,
         cwd: Path | None = None,
         env: Mapping[str, str] | None = None,
+        relay: Sequence[str] | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
         self.cwd = cwd
         self.env = {**os.environ, **(env or {})}
+        self.relay = list(relay) if relay else None
         self.proc: subprocess.Popen[bytes] | None = None
+        self.relay_proc: subprocess.Popen[bytes] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -113,23 +125,46 @@ class ManagedProcess:
         fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.fchmod(fd, 0o600)  # a log left by an older run may be 0644
         log = os.fdopen(fd, "ab")
+        read_end, write_end = os.pipe() if self.relay else (None, None)
         try:
+            if self.relay:
+                self.relay_proc = subprocess.Popen(
+                    self.relay,
+                    stdin=read_end,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,
+                    umask=PRIVATE_UMASK,
+                )
             self.proc = subprocess.Popen(
                 self.argv,
                 cwd=self.cwd,
                 env=self.env,
-                stdout=log,
+                stdout=write_end if self.relay else log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
                 umask=PRIVATE_UMASK,
             )
         finally:
+            # the server holds the only write end now: the relay sees the end of the pipe
+            # when the server (and anything it passed its stdout to) has exited
+            for end in (read_end, write_end):
+                if end is not None:
+                    os.close(end)
             log.close()
         return self
 
     def running(self) -> bool:
+        if self.relay_proc is not None:
+            self.relay_proc.poll()  # reaps a relay whose server has gone
         return self.proc is not None and self.proc.poll() is None
+
+    def _drain(self) -> None:
+        """Wait (bounded) for the relay to write the server's last lines."""
+        if self.relay_proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.relay_proc.wait(self.RELAY_DRAIN_SECONDS)
 
     def wait_ready(self, probe: Callable[[], bool], timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -151,6 +186,7 @@ class ManagedProcess:
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM the group, then SIGKILL whatever is left after ``timeout``."""
         if self.proc is None or self.proc.poll() is not None:
+            self._drain()
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -160,6 +196,7 @@ class ManagedProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
+        self._drain()
 
     def kill(self) -> None:
         """SIGKILL at once: for crash tests."""
@@ -167,3 +204,4 @@ class ManagedProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
+        self._drain()

@@ -270,6 +270,8 @@ class Stack:
                         "base_url": f"http://{LOOPBACK}:{ports['memory']}/v1",
                         "models": [EMBEDDING_MODEL],
                         "identity": True,
+                        # loaded before the memory service serves: ready means loaded
+                        "ready_url": f"http://{LOOPBACK}:{ports['memory']}/readyz",
                     },
                     *self.chat_upstreams,
                 ],

@@ -118,6 +118,10 @@ class Unauthenticated(SidecarError, code="unauthenticated", status=401): ...
 class UpstreamUnavailable(SidecarError, code="casdoor_unavailable", status=503): ...
 
 
+class NotReady(SidecarError, code="not_ready", status=503):
+    """The key store does not answer: a load balancer should send requests elsewhere."""
+
+
 class UpstreamRefused(SidecarError, code="casdoor_error", status=502):
     """Casdoor answered with an error (wrong credentials, refused write...)."""
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ from starlette.routing import Route
 
 from hanzo_contract.principal import Principal
 from hanzo_contract.request_id import RequestIdMiddleware, propagate
+from hanzo_contract.request_metrics import RequestMetricsMiddleware
 from hanzo_contract.telemetry import TracingMiddleware
 from inference_gateway.auth import Authenticator
 from inference_gateway.charge import TokenCharger
@@ -39,6 +41,16 @@ from inference_gateway.errors import (
     upstream_error,
 )
 from inference_gateway.estimate import Estimate, chat_estimate, embeddings_estimate
+from inference_gateway.metrics import (
+    REQUEST_SECONDS,
+    REQUESTS,
+    RESERVATIONS,
+    TOKENS_RESERVED,
+    TOKENS_SETTLED,
+    UPSTREAM_ERRORS,
+    UPSTREAM_SECONDS,
+)
+from inference_gateway.ops import OPS_ROUTES
 from inference_gateway.relay import RelayResponse, UsageWatch, relay_events
 from inference_gateway.settings import InferenceSettings
 from inference_gateway.upstreams import Upstream, UpstreamTable
@@ -73,6 +85,10 @@ class Metered:
             prompt, completion = self.estimate.prompt, self.estimate.completion
         else:
             prompt, completion = _count(usage, "prompt_tokens"), _count(usage, "completion_tokens")
+        TOKENS_SETTLED.labels(self.model, "prompt").inc(prompt)
+        TOKENS_SETTLED.labels(self.model, "completion").inc(completion)
+        if self.reservation is not None:
+            RESERVATIONS.labels(self.model, "settled").inc()
         await self.charger.charge(self.principal, self.model, prompt, completion, self.reservation)
 
     async def release(self) -> None:
@@ -81,6 +97,7 @@ class Metered:
             return
         self.settled = True
         if self.reservation is not None:
+            RESERVATIONS.labels(self.model, "released").inc()
             await self.charger.charge(self.principal, self.model, 0, 0, self.reservation)
 
 
@@ -121,27 +138,39 @@ class InferenceGateway:
     async def _send(
         self, upstream: Upstream, path: str, body: dict[str, Any], assertion: str
     ) -> httpx.Response:
+        """The upstream's answer, begun (its body still to read); the time it took and any
+        failure counted under the upstream's name."""
+        name = upstream.spec.name
         request = self.http.build_request(
             "POST", upstream.url(path), json=body, headers=upstream.headers(assertion)
         )
+        start = time.perf_counter()
         try:
             response = await self.http.send(request, stream=True)
         except httpx.TimeoutException:
+            UPSTREAM_ERRORS.labels(name, "upstream_timeout").inc()
             raise InferenceError(504, "upstream_timeout", "the model upstream timed out") from None
         except httpx.HTTPError as exc:
+            UPSTREAM_ERRORS.labels(name, "upstream_unavailable").inc()
             raise InferenceError(
                 502, "upstream_unavailable", f"model upstream unreachable: {type(exc).__name__}"
             ) from None
+        finally:
+            UPSTREAM_SECONDS.labels(name, path).observe(time.perf_counter() - start)
         if response.status_code >= 400:
+            UPSTREAM_ERRORS.labels(name, "upstream_error").inc()
             raw = await response.aread()
             await response.aclose()
             raise upstream_error(response.status_code, raw)
         return response
 
-    async def _json_answer(self, response: httpx.Response, call: Metered) -> Response:
+    async def _json_answer(
+        self, upstream: Upstream, response: httpx.Response, call: Metered
+    ) -> Response:
         try:
             raw = await response.aread()
         except httpx.HTTPError:
+            UPSTREAM_ERRORS.labels(upstream.spec.name, "upstream_error").inc()
             await call.release()
             raise InferenceError(502, "upstream_error", "the model upstream broke off") from None
         finally:
@@ -149,6 +178,7 @@ class InferenceGateway:
         try:
             usage = json.loads(raw).get("usage")
         except (ValueError, AttributeError):
+            UPSTREAM_ERRORS.labels(upstream.spec.name, "upstream_error").inc()
             await call.release()
             raise InferenceError(502, "upstream_error", "the model upstream sent no JSON") from None
         await call.settle(usage)
@@ -156,7 +186,14 @@ class InferenceGateway:
 
     async def _metered(self, principal: Principal, model: str, estimate: Estimate) -> Metered:
         """The call's estimate held against the principal's token quotas (or a 429)."""
-        reservation = await self.charger.reserve(principal, model, estimate.total)
+        try:
+            reservation = await self.charger.reserve(principal, model, estimate.total)
+        except InferenceError as exc:
+            outcome = "refused" if exc.status == 429 else "unavailable"
+            RESERVATIONS.labels(model, outcome).inc()
+            raise
+        if reservation is not None:
+            TOKENS_RESERVED.labels(model).inc(estimate.total)
         return Metered(self.charger, principal, model, estimate, reservation)
 
     async def _call(
@@ -188,7 +225,7 @@ class InferenceGateway:
         call = await self._metered(principal, model, chat_estimate(body, default_cap))
         response = await self._call(upstream, "/chat/completions", body, assertion, call)
         if not stream:
-            return await self._json_answer(response, call)
+            return await self._json_answer(upstream, response, call)
         watch = UsageWatch(
             client_asked=client_asked,
             on_usage=call.settle,
@@ -197,7 +234,7 @@ class InferenceGateway:
             prompt_estimate=call.estimate.prompt,
         )
         return RelayResponse(
-            relay_events(response, watch),
+            relay_events(response, watch, upstream.spec.name),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -210,7 +247,7 @@ class InferenceGateway:
         assert isinstance(model, str)
         call = await self._metered(principal, model, embeddings_estimate(body))
         response = await self._call(upstream, "/embeddings", body, assertion, call)
-        return await self._json_answer(response, call)
+        return await self._json_answer(upstream, response, call)
 
     async def models(self, request: Request) -> Response:
         principal, _ = self.auth.caller(request)
@@ -249,16 +286,21 @@ def create_app(
         finally:
             await gateway.aclose()
 
+    routes = [
+        Route("/v1/chat/completions", gateway.chat, methods=["POST"]),
+        Route("/v1/embeddings", gateway.embeddings, methods=["POST"]),
+        Route("/v1/models", gateway.models, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        *OPS_ROUTES,
+    ]
     app = Starlette(
-        routes=[
-            Route("/v1/chat/completions", gateway.chat, methods=["POST"]),
-            Route("/v1/embeddings", gateway.embeddings, methods=["POST"]),
-            Route("/v1/models", gateway.models, methods=["GET"]),
-            Route("/healthz", healthz, methods=["GET"]),
-        ],
+        routes=routes,
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(TracingMiddleware, service="inference"),
+            Middleware(
+                RequestMetricsMiddleware, routes=routes, requests=REQUESTS, seconds=REQUEST_SECONDS
+            ),
         ],
         lifespan=lifespan,
         exception_handlers={

@@ -23,6 +23,9 @@ from hanzo_contract.tokens import (
 )
 from inference_gateway.errors import InferenceError
 
+#: every part's readiness path (the plugin's too)
+READYZ_PATH = "/readyz"
+
 log = logging.getLogger("inference_gateway")
 
 #: the plugin's headers a refused reservation passes on to the client
@@ -112,6 +115,15 @@ class TokenCharger:
                 log.warning("token charge attempt %d failed: %s", attempt + 1, type(exc).__name__)
         log.error("token charge for %s not recorded (%s)", principal.organization, model)
         return False
+
+    async def ready(self) -> str:
+        """``ok`` when the plugin, which holds the token counters, says it is ready; else
+        why not (readiness: no metered call can start without it)."""
+        try:
+            response = await self._http.get(READYZ_PATH, timeout=2.0)
+        except httpx.HTTPError as exc:
+            return f"unreachable: {type(exc).__name__}"
+        return "ok" if response.status_code == 200 else f"not ready: {response.status_code}"
 
     async def aclose(self) -> None:
         await self._http.aclose()

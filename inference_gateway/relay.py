@@ -22,6 +22,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from hanzo_contract.errors import error_body
+from inference_gateway.metrics import UPSTREAM_ERRORS
 
 _BOUNDARY = re.compile(rb"\r?\n\r?\n")
 
@@ -93,7 +94,9 @@ class UsageWatch:
         return raw
 
 
-async def relay_events(upstream: httpx.Response, watch: UsageWatch) -> AsyncIterator[bytes]:
+async def relay_events(
+    upstream: httpx.Response, watch: UsageWatch, upstream_name: str
+) -> AsyncIterator[bytes]:
     buffer = b""
     try:
         async for piece in upstream.aiter_bytes():
@@ -106,6 +109,7 @@ async def relay_events(upstream: httpx.Response, watch: UsageWatch) -> AsyncIter
         if buffer.strip():
             yield buffer
     except httpx.HTTPError as exc:
+        UPSTREAM_ERRORS.labels(upstream_name, "upstream_error").inc()
         # headers are sent already: the error goes out as a last event, in our body
         body = error_body("upstream_error", f"the model upstream broke off: {type(exc).__name__}")
         yield b"data: " + json.dumps(body).encode() + b"\n\n"

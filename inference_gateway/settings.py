@@ -29,6 +29,9 @@ class UpstreamSettings(BaseModel):
     identity: bool = False
     #: ``max_tokens`` sent for a chat call that names none (default: the gateway's)
     default_max_tokens: int | None = Field(default=None, ge=1)
+    #: where the upstream says it is ready (200), checked by our ``/readyz``: for the
+    #: memory service's embeddings its ``/readyz``, which answers once the model is loaded
+    ready_url: str | None = Field(default=None, pattern=r"^https?://")
 
 
 class InferenceSettings(HanzoSettings):

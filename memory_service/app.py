@@ -14,6 +14,7 @@ from starlette.routing import Route
 
 from hanzo_contract.mcp_tools import MCP_PATH
 from hanzo_contract.request_id import RequestIdMiddleware
+from hanzo_contract.request_metrics import RequestMetricsMiddleware
 from hanzo_contract.telemetry import TracingMiddleware
 from memory_service.auth import (
     AssertionAuthenticator,
@@ -29,7 +30,7 @@ from memory_service.embeddings import Embedder, make_embedder
 from memory_service.errors import EXCEPTION_HANDLERS
 from memory_service.instrument import instrument_backend, instrument_embedder
 from memory_service.mcp.server import MCPEndpoint, build_mcp
-from memory_service.metrics import RequestMetricsMiddleware
+from memory_service.metrics import REQUEST_SECONDS, REQUESTS
 from memory_service.ops import OPS_ROUTES
 from memory_service.routes import ROUTES
 from memory_service.sealing import keyring_from_file
@@ -107,7 +108,9 @@ def create_app(
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(TracingMiddleware, service="memory"),
-            Middleware(RequestMetricsMiddleware, routes=routes),
+            Middleware(
+                RequestMetricsMiddleware, routes=routes, requests=REQUESTS, seconds=REQUEST_SECONDS
+            ),
             Middleware(
                 AuthenticationMiddleware,
                 backend=PrincipalBackend(authenticator),

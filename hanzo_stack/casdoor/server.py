@@ -22,6 +22,7 @@ import logging
 import os
 import secrets
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -233,6 +234,8 @@ class CasdoorServer:
             log_path=self.state.log_path,
             cwd=self.state.run_dir,
             env=self.env(),
+            # beego has no JSON adapter: its lines become ours (log_relay.py)
+            relay=[sys.executable, "-m", "hanzo_stack.casdoor.log_relay"],
         ).start()
         self.state.pid_path.write_text(str(self.process.pid))
         return self.process

@@ -29,9 +29,12 @@ def _matcher(index: int, route: ProxyRoute) -> str:
     return f"{comment}\t@hanzo_r{index} {spec}\n"
 
 
-def proxy(addr: str, matcher: str = "", stream: bool = False) -> str:
+def proxy(
+    addr: str, matcher: str = "", stream: bool = False, read_timeout: int | None = None
+) -> str:
     """One ``reverse_proxy``: the plugin's RateLimit answer goes to the client, never to the
-    upstream, and the upstream's own RateLimit headers never reach the client."""
+    upstream, and the upstream's own RateLimit headers never reach the client. A slow
+    route's (``read_timeout``) wait is bounded like the stack's nginx bounds it."""
     target = f"{matcher} {addr}" if matcher else addr
     lines = [
         f"\t\treverse_proxy {target} {{",
@@ -42,6 +45,13 @@ def proxy(addr: str, matcher: str = "", stream: bool = False) -> str:
     ]
     if stream:
         lines.append("\t\t\tflush_interval -1")  # server-sent events, each as it comes
+    if read_timeout is not None:
+        lines += [
+            "\t\t\ttransport http {",
+            f"\t\t\t\tresponse_header_timeout {read_timeout}s",
+            f"\t\t\t\tread_timeout {read_timeout}s",
+            "\t\t\t}",
+        ]
     lines.append("\t\t}")
     return "\n".join(lines) + "\n"
 
@@ -49,7 +59,7 @@ def proxy(addr: str, matcher: str = "", stream: bool = False) -> str:
 def render(layout: Layout) -> dict[str, str]:
     matchers = "".join(_matcher(i, route) for i, route in enumerate(layout.routes))
     proxies = "".join(
-        proxy(layout.addr(route.upstream), f"@hanzo_r{i}", route.stream)
+        proxy(layout.addr(route.upstream), f"@hanzo_r{i}", route.stream, route.read_timeout_seconds)
         for i, route in enumerate(layout.routes)
     )
     proxies += proxy(layout.fallback) if layout.fallback else _NOT_FOUND

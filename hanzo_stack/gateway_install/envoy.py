@@ -56,6 +56,8 @@ def _route(route: ProxyRoute) -> dict[str, Any]:
     action: dict[str, Any] = {"cluster": _cluster_name(route.upstream)}
     if route.stream:
         action["timeout"] = "0s"  # server-sent events: no whole-response deadline
+    elif route.read_timeout_seconds is not None:
+        action["timeout"] = f"{route.read_timeout_seconds}s"  # not Envoy's 15 s default
     return {"match": _match(route), "route": action}
 
 

@@ -40,6 +40,11 @@ class InstallSettings(BaseModel):
     body_limit_mb: int = Field(default=64, ge=1, le=4096)
     #: paths answered as server-sent events: unbuffered, long read timeout
     stream_paths: tuple[str, ...] = ("/v1/chat/completions",)
+    #: paths whose answer may come late: an import embeds every row before it answers
+    #: (minutes for a file near the body limit), where a gateway's usual 60 s (Envoy's 15 s)
+    #: would answer 504 while the rows still land. The stack's nginx waits as long.
+    slow_paths: tuple[str, ...] = ("/v1/memory/import",)
+    slow_read_timeout_seconds: int = Field(default=3600, ge=1)
 
     @field_validator("listen", "auth")
     @classmethod
@@ -66,6 +71,8 @@ class ProxyRoute:
     upstream: str  # a key of InstallSettings.upstreams
     stream: bool
     methods: tuple[str, ...]
+    #: how long the gateway waits for the upstream's answer (``None``: the gateway's default)
+    read_timeout_seconds: int | None = None
 
     @property
     def regex(self) -> str:
@@ -154,14 +161,22 @@ def build_layout(table: RouteTableSpec, settings: InstallSettings) -> Layout:
                     " has one upstream"
                 )
             by_path[route.path] = ProxyRoute(
-                seen.path, seen.kind, upstream, seen.stream, seen.methods + methods
+                seen.path,
+                seen.kind,
+                upstream,
+                seen.stream,
+                seen.methods + methods,
+                seen.read_timeout_seconds,
             )
             continue
         if upstream not in settings.upstreams:
             hint = f"--upstream {upstream}=HOST:PORT"
             raise InstallError(f"route {route.path} goes to upstream {upstream!r}: give {hint}")
         stream = route.path in settings.stream_paths
-        by_path[route.path] = ProxyRoute(route.path, _kind(route.path), upstream, stream, methods)
+        slow = settings.slow_read_timeout_seconds if route.path in settings.slow_paths else None
+        by_path[route.path] = ProxyRoute(
+            route.path, _kind(route.path), upstream, stream, methods, slow
+        )
     return Layout(tuple(by_path.values()), settings)
 
 

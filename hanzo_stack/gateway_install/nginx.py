@@ -37,7 +37,9 @@ def _match(route: ProxyRoute) -> str:
     return f'~ "{route.regex}"'
 
 
-def _location(match: str, upstream: str, stream: bool, comment: str) -> str:
+def _location(
+    match: str, upstream: str, stream: bool, comment: str, read_timeout: int | None = None
+) -> str:
     lines = [
         f"        # {comment}",
         f"        location {match} {{",
@@ -53,6 +55,9 @@ def _location(match: str, upstream: str, stream: bool, comment: str) -> str:
             "            proxy_cache off;",
             "            proxy_read_timeout 300s;",
         ]
+    if read_timeout is not None:
+        # a slow answer (an import embeds every row first): wait for it, not 504 at 60 s
+        lines.append(f"            proxy_read_timeout {read_timeout}s;")
     lines += [f"            proxy_pass http://hanzo_up_{_ident(upstream)};", "        }", ""]
     return "\n".join(lines) + "\n"
 
@@ -82,7 +87,11 @@ def locations(layout: Layout) -> str:
         comment = f"{' '.join(route.methods)} {route.path} -> {route.upstream}"
         if route.stream:
             comment += " (streamed)"
-        out.append(_location(_match(route), route.upstream, route.stream, comment))
+        out.append(
+            _location(
+                _match(route), route.upstream, route.stream, comment, route.read_timeout_seconds
+            )
+        )
     if layout.fallback:
         out.append(_location("/", "default", False, "any other path -> default"))
     else:

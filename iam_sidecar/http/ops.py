@@ -6,7 +6,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from iam_sidecar.http.util import sidecar_state
+from iam_sidecar.errors import NotReady
+from iam_sidecar.http.util import error_response, sidecar_state
 
 
 async def healthz(request: Request) -> Response:
@@ -17,15 +18,15 @@ async def readyz(request: Request) -> Response:
     """Ready when the store answers; Casdoor being down degrades, it does not unready.
 
     Verification serves from the store, so a gateway should keep sending traffic here
-    while Casdoor is away; the body says what is degraded.
+    while Casdoor is away; the body says what is degraded. Not ready is the shared error
+    body (503, ``not_ready``, the request id), like every other part's.
     """
     state = sidecar_state(request)
     try:
         await state.keys.db.ping()
     except Exception as exc:  # any store failure means not ready
-        return JSONResponse(
-            {"status": "unready", "store": f"error: {type(exc).__name__}"}, status_code=503
-        )
+        refusal = NotReady("the key store is unavailable", {"store": type(exc).__name__})
+        return error_response(refusal, request)
     casdoor_ok = await state.casdoor.health()
     state.metrics.casdoor_up.set(1 if casdoor_ok else 0)
     return JSONResponse(

@@ -297,3 +297,58 @@ def test_grpc_methods_are_left_to_an_http2_listener(tmp_path) -> None:
     rendered = (tmp_path / "dynamic.yml").read_text()
     assert "MemoryService" not in rendered
     assert "Path(`/v1/mcp`)" in rendered and "/v1/memory/store" in rendered
+
+
+def _seconds(value: str) -> int:
+    """An nginx/Caddy/Envoy duration (``1h``, ``3600s``) in seconds."""
+    number, unit = re.fullmatch(r"([0-9]+)([smh]?)", value).groups()  # type: ignore[union-attr]
+    return int(number) * {"": 1, "s": 1, "m": 60, "h": 3600}[unit]
+
+
+def stack_import_timeout() -> int:
+    """How long the stack's own nginx waits for ``/v1/memory/import`` (its template)."""
+    template = (DEPLOY_DIR / "nginx" / "stack.conf.template").read_text()
+    block = re.search(r"location = /v1/memory/import \{(.*?)\n        \}", template, re.S)
+    assert block is not None
+    timeout = re.search(r"proxy_read_timeout (\S+);", block.group(1))
+    assert timeout is not None
+    return _seconds(timeout.group(1))
+
+
+def test_installed_gateways_wait_for_an_import_as_long_as_the_stack_nginx(tmp_path) -> None:
+    """An import embeds every row before it answers: a gateway that gives up at its default
+    answers 504 while the rows still land. Each rendered config waits as the stack's does,
+    and only there (other routes keep their gateway's default)."""
+    wait = stack_import_timeout()
+    assert wait >= 3600
+    for gateway in ("nginx", "caddy", "envoy"):
+        out = tmp_path / gateway
+        code, output = hanzo("gateway", "install", gateway, "--out", str(out), *STACK_UPSTREAMS)
+        assert code == 0, output
+        if gateway == "nginx":
+            conf = (out / "nginx.conf").read_text()
+            blocks = dict(re.findall(r"location ([^{]+)\{(.*?)\n        \}", conf, re.S))
+            timeouts = {
+                m.strip(): _seconds(t)
+                for m, body in blocks.items()
+                for t in re.findall(r"proxy_read_timeout (\S+);", body)
+            }
+            assert timeouts == {"= /v1/memory/import": wait, "= /v1/chat/completions": 300}
+        elif gateway == "caddy":
+            conf = (out / "Caddyfile").read_text()
+            matcher = re.search(r"(@hanzo_r[0-9]+) path /v1/memory/import\n", conf)
+            assert matcher is not None
+            proxy = re.search(
+                rf"reverse_proxy {matcher.group(1)} \S+ \{{(.*?)\n\t\t\}}\n", conf, re.S
+            )
+            assert proxy is not None
+            for setting in ("response_header_timeout", "read_timeout"):
+                found = re.findall(rf"{setting} (\S+)", proxy.group(1))
+                assert [_seconds(v) for v in found] == [wait], setting
+            assert len(re.findall(r"_timeout ", conf)) == 2  # the import's proxy only
+        else:
+            config = yaml.safe_load((out / "envoy.yaml").read_text())["static_resources"]
+            hcm = config["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+            routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+            found = next(r for r in routes if r["match"].get("path") == "/v1/memory/import")
+            assert _seconds(found["route"]["timeout"]) == wait

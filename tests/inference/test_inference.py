@@ -14,7 +14,9 @@ import httpx
 import numpy as np
 import pytest
 
+from hanzo_stack.process import LOOPBACK
 from inference_gateway.estimate import prompt_estimate
+from tests.support.metrics import value
 
 from .conftest import (
     CHAT_MODEL,
@@ -472,3 +474,55 @@ def test_the_charge_endpoint_is_not_reachable_through_the_gateway(
     direct = httpx.post(plugin, json=charge, headers=bearer(ann))
     assert direct.status_code == 401
     assert direct.json()["error"]["code"] == "invalid_charge_token"
+
+
+def test_metrics_and_readiness_on_the_private_port(inference_stack: InferenceStack) -> None:
+    """``/metrics`` counts requests by route and status, each upstream's time and failures,
+    and the tokens held and settled per model; ``/readyz`` checks the plugin that holds the
+    token counters and the memory service that holds the embedding model."""
+    gw = inference_stack.gateway
+    private = f"http://{LOOPBACK}:{inference_stack.info.ports['inference']}"
+    key = inference_stack.key("infa", "ann", INVOKER, "--tokens-per-day", "100000")[0]
+    _clear_of_midnight()
+    before = httpx.get(f"{private}/metrics", timeout=10).text
+    assert _chat(gw, key, COMPLETION_TOKENS).status_code == 200
+    embed = {"model": EMBEDDING_MODEL, "input": "hello world"}
+    embedded = httpx.post(f"{gw}/v1/embeddings", json=embed, headers=bearer(key), timeout=30)
+    assert embedded.status_code == 200, embedded.text
+    refusing = {"model": REFUSING_MODEL, "messages": LONG_PROMPT, "max_tokens": 60}
+    refused = httpx.post(f"{gw}/v1/chat/completions", json=refusing, headers=bearer(key))
+    assert refused.status_code == 400, refused.text
+    scrape = httpx.get(f"{private}/metrics", timeout=10)
+    assert scrape.status_code == 200 and scrape.headers["content-type"].startswith("text/plain")
+    after = scrape.text
+
+    def grew(name: str, **labels: str) -> float:
+        return value(after, f"hanzo_inference_{name}", **labels) - value(
+            before, f"hanzo_inference_{name}", **labels
+        )
+
+    chat = "/v1/chat/completions"
+    assert grew("requests_total", route=chat, status="200") == 1
+    assert grew("requests_total", route=chat, status="400") == 1
+    assert grew("requests_total", route="/v1/embeddings", status="200") == 1
+    assert grew("request_seconds_count", route=chat) == 2
+    assert grew("upstream_seconds_count", upstream="fake", path="/chat/completions") == 2
+    assert grew("upstream_seconds_count", upstream="memory-embeddings", path="/embeddings") == 1
+    assert grew("upstream_errors_total", upstream="fake", code="upstream_error") == 1
+    assert grew("upstream_errors_total", upstream="memory-embeddings") == 0
+    # held: the estimate; settled: what the upstream reported; the refusal handed back
+    assert grew("tokens_reserved_total", model=CHAT_MODEL) == PROMPT_HELD + COMPLETION_TOKENS
+    assert grew("tokens_settled_total", model=CHAT_MODEL, kind="prompt") == PROMPT_TOKENS
+    assert grew("tokens_settled_total", model=CHAT_MODEL, kind="completion") == COMPLETION_TOKENS
+    assert grew("tokens_settled_total", model=EMBEDDING_MODEL, kind="prompt") == 4
+    assert grew("reservations_total", model=CHAT_MODEL, outcome="settled") == 1
+    assert grew("reservations_total", model=REFUSING_MODEL, outcome="released") == 1
+    assert grew("tokens_settled_total", model=REFUSING_MODEL) == 0
+    assert key not in after
+
+    ready = httpx.get(f"{private}/readyz", timeout=10)
+    assert ready.status_code == 200, ready.text
+    assert ready.json() == {"status": "ok", "quota": "ok", "upstream:memory-embeddings": "ok"}
+    for path in ("/metrics", "/readyz"):  # never through the gateway
+        through = httpx.get(gw + path, timeout=10)
+        assert through.status_code == 404 and "hanzo_inference" not in through.text, path

@@ -19,6 +19,7 @@ from gateway_plugins.request import AuthRequest
 from hanzo_contract.assertion import INFERENCE_AUDIENCE, AssertionSigner, ensure_keypair
 from hanzo_contract.principal import Limits, Principal
 from hanzo_contract.tokens import TOKEN_CHARGE_PATH, TokenCharge
+from hanzo_stack.process import LOOPBACK, free_port
 from hanzo_stack.stack import _toml, parse_chat_upstream
 from hanzo_stack.valkey import ValkeyServer
 from inference_gateway.app import create_app as create_inference_app
@@ -301,3 +302,36 @@ def test_the_estimate_holds_the_prompt_and_the_most_the_completion_may_produce()
         with pytest.raises(InferenceError) as refused:
             chat_estimate(dict(bad), 1024)
         assert refused.value.status == 400 and refused.value.code.startswith("invalid_")
+
+
+async def test_readyz_names_each_dependency_that_is_down_in_the_shared_error_body(
+    tmp_path: Path,
+) -> None:
+    """Nothing listens where the plugin and the embeddings upstream should be (real
+    refused connections): 503, ``not_ready``, each check saying why, the request id."""
+    _, public = ensure_keypair(tmp_path / "keys")
+    gone = f"http://{LOOPBACK}:{free_port()}"
+    settings = InferenceSettings(
+        upstreams=[
+            {"name": "emb", "base_url": f"{gone}/v1", "models": ["e"], "ready_url": gone},
+            {"name": "chat", "base_url": f"{gone}/v1", "models": ["c"]},  # names no check
+        ],
+        assertion_public_key=public,
+        plugin_url=gone,
+    )
+    app = create_inference_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://inference") as client:
+        reply = await client.get("/readyz", headers={"X-Request-Id": "ready-inf-1"})
+    assert reply.status_code == 503
+    assert reply.json() == {
+        "error": {
+            "code": "not_ready",
+            "message": "a dependency of the inference gateway is not ready",
+            "details": {
+                "quota": "unreachable: ConnectError",
+                "upstream:emb": "unreachable: ConnectError",
+            },
+            "request_id": "ready-inf-1",
+        }
+    }

@@ -19,8 +19,7 @@ from memory_service.auth import AssertionAuthenticator
 from memory_service.backends.redis import RedisBackend
 from tests.memory.assertions import memory_client
 from tests.memory.conftest import DIM, Caller, build_app
-
-from .conftest import value
+from tests.support.metrics import value
 
 
 class Served:

@@ -25,6 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from hanzo_stack.process import LOOPBACK
 from hanzo_stack.stack import DEFAULT_TENANT_FILE, Stack, StackInfo
 
+from .test_casdoor_logs import STARTED, events
+
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "hanzo-services.json"
 #: the parts that log through the shared formatter, by log file name
 JSON_PARTS = ("sidecar", "gateway", "memory", "inference", "supervisor")
@@ -139,6 +141,9 @@ def test_every_line_of_every_part_is_shared_json(running: Running) -> None:
                 pytest.fail(f"{part} wrote a line that is not JSON: {raw[:300]}")
             assert set(line) >= LINE_KEYS, (part, line)
             assert line["service"] == part, (part, line)
+    # Casdoor's own lines too, through the relay the launcher puts on its output
+    casdoor = events(running.stack.casdoor.state.log_path)
+    assert any(STARTED in str(line["message"]) for line in casdoor)
 
 
 def test_secrets_sent_through_the_stack_are_in_no_log(running: Running) -> None:
@@ -164,8 +169,12 @@ def test_secrets_sent_through_the_stack_are_in_no_log(running: Running) -> None:
     running.wait_for(marker, ("gateway", "memory"))
     secret_part = key.split("_", 1)[1]
     seeds = list(running.stack.layout.seed_passwords(DEFAULT_TENANT_FILE).values())
-    logs = [*running.logs.glob("*.log"), *running.stack.layout.nginx_dir.glob("*.log")]
-    assert len(logs) >= 6, logs
+    logs = [
+        *running.logs.glob("*.log"),
+        *running.stack.layout.nginx_dir.glob("*.log"),
+        running.stack.casdoor.state.log_path,
+    ]
+    assert len(logs) >= 7, logs
     for log in logs:
         text = log.read_text(errors="replace")
         for secret in (key, secret_part, password, *seeds):
@@ -186,6 +195,9 @@ def test_metrics_and_readiness_on_private_ports_only(running: Running) -> None:
     plugin = httpx.get(running.private("gateway") + "/readyz", timeout=10)
     assert plugin.status_code == 200 and plugin.json() == {"status": "ok", "sidecar": "ok"}
     assert httpx.get(running.private("sidecar") + "/readyz", timeout=10).status_code == 200
+    inference = httpx.get(running.private("inference") + "/readyz", timeout=10)
+    assert inference.status_code == 200, inference.text
+    assert inference.json() == {"status": "ok", "quota": "ok", "upstream:memory-embeddings": "ok"}
 
 
 def _exported(text: str) -> set[str]:
@@ -213,7 +225,7 @@ def test_the_grafana_dashboard_queries_only_exported_metrics(running: Running) -
     ]
     assert len(targets) >= 15
     exported: set[str] = set()
-    for part in ("memory", "gateway", "sidecar"):
+    for part in ("memory", "gateway", "sidecar", "inference"):
         scrape = httpx.get(running.private(part) + "/metrics", timeout=10)
         assert scrape.status_code == 200, part
         exported |= _exported(scrape.text)
@@ -224,4 +236,5 @@ def test_the_grafana_dashboard_queries_only_exported_metrics(running: Running) -
         queried |= names
     assert queried - exported == set(), sorted(queried - exported)
     prefixes = {name.split("_")[1] for name in queried}
-    assert prefixes == {"memory", "gateway", "sidecar"}  # the dashboard covers every part
+    # the dashboard covers every part
+    assert prefixes == {"memory", "gateway", "sidecar", "inference"}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from hanzo_contract.errors import ErrorBody, ErrorDetail
 from hanzo_contract.principal import Limits, Principal
 from hanzo_contract.verify import VERIFY_PATH, VerifyResponse
 from iam_sidecar.keys.models import NewKey, OwnerGrant
@@ -136,6 +137,24 @@ async def test_ops_endpoints_with_casdoor_down(tmp_path: Path, store_target: Sto
         assert 'hanzo_sidecar_key_verify_total{outcome="ok"} 1.0' in metrics
         assert "hanzo_sidecar_casdoor_up 0.0" in metrics
         assert plaintext not in metrics
+
+
+async def test_readyz_with_the_store_down_is_503_in_the_shared_error_body(
+    tmp_path: Path, store_target: StoreTarget
+) -> None:
+    settings = make_settings(tmp_path, **store_target.settings_overrides())
+    async with running_app(settings, run_reconcile=False) as (_, state, client):
+        assert (await client.get("/readyz")).status_code == 200
+        await state.keys.db.close()  # the store is gone: its connection no longer answers
+        down = await client.get("/readyz", headers={"X-Request-Id": "ready-store-1"})
+        assert down.status_code == 503
+        assert ErrorBody.model_validate(down.json()).error == ErrorDetail(
+            code="not_ready",
+            message="the key store is unavailable",
+            details={"store": down.json()["error"]["details"]["store"]},
+            request_id="ready-store-1",
+        )
+        assert down.json()["error"]["details"]["store"]  # names the failure's type
 
 
 async def test_reconcile_survives_casdoor_down_and_keeps_last_grants(tmp_path: Path) -> None:
