@@ -51,7 +51,7 @@ async def test_search_after_index_build(kind: str, tmp_path: Path, monkeypatch):
             assert backend._cache["t"].ann is not None  # type: ignore[attr-defined]
         else:
             table = backend._tables["t"]  # type: ignore[attr-defined]
-            assert "vector_idx" in {i.name for i in table.list_indices()}
+            assert "vector_idx" in {i.name for i in await table.list_indices()}
 
         overlap = []
         for i in range(0, N, 50):
