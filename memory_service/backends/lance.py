@@ -286,35 +286,41 @@ class LanceBackend(MemoryBackend):
         found = {r["id"]: self._record(q.tenant, r) for r in rows}
         return [found[i] for i in page if i in found]
 
+    async def _filtered(self, q: Query, k: int, query: Any) -> list[tuple[Record, dict[str, Any]]]:
+        """The ``k`` best of ``query`` that ``q`` admits.
+
+        Lance filters cost more than they save here: a pre-filter evaluates the filter on
+        every row of the table, a post-filter adds a take of the filter's columns. The
+        ``k`` best are fetched unfiltered (the table is the tenant's) and filtered here by
+        the reference semantics, :meth:`Query.matches`. That answer is exact when every
+        one passes, or when fewer than ``k`` came back (nothing else matched); otherwise
+        the search runs again with the filter applied before the index.
+        """
+        rows = await self._rows(query.select(self.result_columns).limit(k))
+        hits = [(self._record(q.tenant, row), row) for row in rows]
+        passed = [(record, row) for record, row in hits if q.matches(record)]
+        if len(passed) == len(hits) or len(hits) < k:
+            return passed
+        rows = await self._rows(query.where(_where(q)).select(self.result_columns).limit(k))
+        return [(self._record(q.tenant, row), row) for row in rows]
+
     async def vector_search(
         self, q: Query, vector: np.ndarray, k: int
     ) -> list[tuple[Record, float]]:
-        """Filter the ``k`` nearest (cheap when they all pass, the usual case); if fewer
-        pass, search again with the filter applied before the index (exact for any filter)."""
         table = await self._table(q.tenant, create=False)
         if table is None:
             return []
-        where = _where(q)
-        query_vec = np.asarray(vector, dtype=np.float32)
-
-        async def search(prefilter: bool) -> list[dict[str, Any]]:
-            query = (
-                table.query()
-                .nearest_to(query_vec)
-                .column("vector")
-                .distance_type("cosine")
-                .nprobes(self.nprobes)
-                .refine_factor(self.refine_factor)
-                .where(where)
-            )
-            if not prefilter:
-                query = query.postfilter()
-            return await self._rows(query.select(self.result_columns).limit(k))
-
-        rows = await search(prefilter=False)
-        if len(rows) < k:
-            rows = await search(prefilter=True)
-        return [(self._record(q.tenant, r), 1.0 - float(r["_distance"])) for r in rows]
+        query = (
+            table.query()
+            .nearest_to(np.asarray(vector, dtype=np.float32))
+            .column("vector")
+            .distance_type("cosine")
+            .minimum_nprobes(self.nprobes)
+            .maximum_nprobes(0)  # more partitions only when a filter leaves too few
+            .refine_factor(self.refine_factor)
+        )
+        hits = await self._filtered(q, k, query)
+        return [(record, 1.0 - float(row["_distance"])) for record, row in hits]
 
     async def keyword_search(self, q: Query, text: str, k: int) -> list[tuple[Record, float]]:
         terms = keyword_terms(text)
@@ -323,14 +329,9 @@ class LanceBackend(MemoryBackend):
         table = await self._table(q.tenant, create=False)
         if table is None:
             return []
-        rows = await self._rows(
-            table.query()
-            .nearest_to_text(" ".join(terms), columns="content")
-            .where(_where(q))
-            .select(self.result_columns)
-            .limit(k)
-        )
-        return [(self._record(q.tenant, r), float(r["_score"])) for r in rows]
+        query = table.query().nearest_to_text(" ".join(terms), columns="content")
+        hits = await self._filtered(q, k, query)
+        return [(record, float(row["_score"])) for record, row in hits]
 
     async def usage(self, tenant: str) -> Usage:
         table = await self._table(tenant, create=False)
