@@ -12,6 +12,8 @@ tenant limits, deterministic embedding) in batches of 100, into a fresh tenant. 
 vector search with an exact numpy scan run in this process. Index builds (LanceDB's
 IVF_SQ, the SQLite backend's usearch HNSW) run once after loading, as the service's
 maintenance task would, and are timed separately.
+``--lance-baseline REV`` runs LanceDB twice per size, first with ``lance.py`` as it was at the
+git revision REV, then as it is, and prints each mode's p99 and process CPU ratios (new / old).
 ``--sqlite-1m`` adds a SQLite run with 1,000,000 memories over 10 tenants of 100,000.
 Valkey + RediSearch is started on a loopback port for the Redis backend, PostgreSQL 18 +
 pgvector (as an unprivileged user, SCRAM auth) for the postgres backend.
@@ -21,9 +23,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
+import itertools
 import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -184,29 +190,50 @@ async def measure(
     qtext = [" ".join(sorted(corpus.contents[i].split()[2:], key=freq.__getitem__)[:2])
              for i in picks]  # fmt: skip
     out: dict[str, object] = {}
+    # The exact top 10 of every query, computed before any is timed: a BLAS call between
+    # timed queries left its threads spinning into the next query's time (on 2 cores that
+    # doubled LanceDB's vector p50, whose search runs in threads of its own).
+    exact = np.argpartition(-(qvecs @ corpus.vectors.T), 10, axis=1)[:, :10]
     recalls = []
     for mode in modes:
-        lat = []
+        lat, cpu = [], 0.0
         for j in range(queries + 10):
             q = j % queries
             req = SearchRequest(query=qtext[q], mode=mode, top_k=10, embedding=qvecs[q].tolist())
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             hits = await svc.search(who, req)
             if j >= 10:
                 lat.append((time.perf_counter() - t) * 1000)
+                cpu += time.process_time() - c  # every thread's: LanceDB searches in its own
             if mode == "vector" and j >= 10:
-                exact = np.argpartition(-(corpus.vectors @ qvecs[q]), 10)[:10]
-                want = {f"m{i}" for i in exact}
+                want = {f"m{i}" for i in exact[q]}
                 recalls.append(len(want & {h.memory.id for h in hits}) / 10)
-        out[mode] = {"p50_ms": round(statistics.median(lat), 2), "p99_ms": round(pct(lat, 99), 2)}
+        out[mode] = {"p50_ms": round(statistics.median(lat), 2), "p99_ms": round(pct(lat, 99), 2),
+                     "cpu_ms": round(cpu * 1000 / queries, 2)}  # fmt: skip
     out["recall_at_10"] = round(float(np.mean(recalls)), 4)
     return out
+
+
+def lance_at(rev: str, root: Path) -> type[MemoryBackend]:
+    """``LanceBackend`` as ``lance.py`` was at git revision ``rev``: the baseline of a run."""
+    source = subprocess.run(["git", "show", f"{rev}:memory_service/backends/lance.py"],
+                            check=True, capture_output=True, text=True).stdout  # fmt: skip
+    path = root / "lance_baseline.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("lance_baseline", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module.LanceBackend
 
 
 async def run_one(kind: str, n: int, root: Path, valkey: ValkeyServer | None, queries: int,
                   tenants: int = 1, postgres: PostgresServer | None = None,
                   ef_construction: int = EF_CONSTRUCTION,
-                  ef_search: list[int] | None = None) -> dict[str, object]:  # fmt: skip
+                  ef_search: list[int] | None = None,
+                  lance: type[MemoryBackend] = LanceBackend,
+                  label: str = "") -> dict[str, object]:  # fmt: skip
     owner_dsn = ""
     if kind == "postgres":
         assert postgres is not None
@@ -219,7 +246,7 @@ async def run_one(kind: str, n: int, root: Path, valkey: ValkeyServer | None, qu
     elif kind == "sqlite":
         backend = SqliteBackend(root / f"sqlite-{n}-{tenants}.db", DIM)
     elif kind == "lancedb":
-        backend = LanceBackend(root / f"lance-{n}", DIM)
+        backend = lance(root / f"lance-{n}{'-baseline' if label else ''}", DIM)  # type: ignore[call-arg]
     else:
         assert valkey is not None
         backend = RedisBackend(valkey.url, DIM, ef_construction=ef_construction)
@@ -265,7 +292,7 @@ async def run_one(kind: str, n: int, root: Path, valkey: ValkeyServer | None, qu
             result["ef_search"] = efs[0]
             result["ef_sweep"] = sweep
         api_rate = await service_store(backend, 2000)
-        return {"backend": kind, "memories": n, "tenants": tenants, "per_tenant": per,
+        return {"backend": kind + label, "memories": n, "tenants": tenants, "per_tenant": per,
                 "store_per_s": round(statistics.mean(rates)), "api_store_per_s": round(api_rate),
                 "index_build_s": round(maintain_s, 1), **result}  # fmt: skip
     finally:
@@ -351,6 +378,8 @@ async def main() -> None:
         help="small sizes for a smoke run: --sizes 10000, 50 queries, the 1M runs "
         "become 10 x 10,000",
     )
+    ap.add_argument("--lance-baseline", metavar="REV",
+                    help="also run LanceDB's backend as it was at this git revision")  # fmt: skip
     ap.add_argument("--json", type=Path, help="write the results here as JSON")
     ap.add_argument("--query-embedding", action="store_true",
                     help="also time the local model embedding a query")  # fmt: skip
@@ -373,6 +402,12 @@ async def main() -> None:
             for kind in kinds:
                 for n in sizes:
                     ef = args.redis_ef_construction
+                    if kind == "lancedb" and args.lance_baseline:
+                        old = f" @{args.lance_baseline}"
+                        rows.append(await run_one(kind, n, root, valkey, args.queries,
+                                                  lance=lance_at(args.lance_baseline, root),
+                                                  label=old))  # fmt: skip
+                        print(table(rows[-1:]).splitlines()[-1], flush=True)
                     rows.append(await run_one(kind, n, root, valkey, args.queries,
                                               postgres=postgres, ef_construction=ef,
                                               ef_search=efs))  # fmt: skip
@@ -390,6 +425,13 @@ async def main() -> None:
                 postgres.stop()
     print()
     print(table(rows))
+    for old, new in itertools.pairwise(rows):
+        if str(old["backend"]).startswith("lancedb @") and new["backend"] == "lancedb":
+            ratios = ", ".join(f"{m} {new[m]['p99_ms'] / old[m]['p99_ms']:.2f}"  # type: ignore[index]
+                               for m in ("vector", "keyword", "hybrid"))  # fmt: skip
+            cpus = ", ".join(f"{m} {new[m]['cpu_ms'] / old[m]['cpu_ms']:.2f}"  # type: ignore[index]
+                             for m in ("vector", "keyword", "hybrid"))  # fmt: skip
+            print(f"lancedb {new['memories']:,}: p99 new/old {ratios}; CPU/query new/old {cpus}")
     if any("server_exec_p50_ms" in r for r in rows):
         print()
         print(postgres_table(rows))

@@ -1,19 +1,27 @@
 """LanceDB backend: one table per tenant, ANN index (IVF_SQ) and native full-text index.
 
 A table per tenant makes search cost follow the tenant's size and keeps tenants apart
-physically. Rows written after an index build are still found (Lance scans unindexed
+physically, so reads filter on nothing but what the caller asked for (the table is the
+tenant). Rows written after an index build are still found (Lance scans unindexed
 fragments exactly); :meth:`maintain` builds the vector index once a table is large enough
-and folds new rows into both indexes. IVF_SQ builds in seconds (IVF_HNSW_SQ took minutes
-at 100k here) and, probing 20 partitions with the top candidates re-ranked on the full
-vectors (refine factor 2), measured recall@10 of 1.0. LanceDB's API is synchronous, so calls run in
-worker threads; writes to a table are serialised by one lock.
+and folds new rows into both indexes.
+
+What a query costs here (profiled at 100k rows, issue 14): LanceDB's synchronous API runs
+each call on a background event loop, so a query from a worker thread took two thread
+hops and about 2 ms more than the same query awaited on LanceDB's async API, which this
+backend uses throughout. Each column fetched costs a take per row, so searches fetch
+only what a result shows (not the vector, the tenant or the size). lancedb 0.40's IVF_SQ
+builds few partitions by default (probing 1 of them found 35% of the top 10 at 100k
+rows), so probing 20 read every row: the index is built with ``sqrt(rows)`` partitions,
+and 20 probed with the top candidates re-ranked on the full vectors (refine factor 2)
+measured recall@10 of 1.0 on the benchmark. Writes to a table are serialised by one lock.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import threading
+import math
 import warnings
 from datetime import timedelta
 from pathlib import Path
@@ -48,8 +56,8 @@ def _list(values: list[str] | tuple[str, ...]) -> str:
 
 
 def _where(q: Query) -> str:
+    """The query's filters within the tenant's own table (so no condition on the tenant)."""
     conds = [
-        f"tenant = {_lit(q.tenant)}",
         f"user IN ({', '.join(_lit(u) for u in q.users)})",
         f"expires_at > {int(q.now)}",
     ]
@@ -66,6 +74,11 @@ def _where(q: Query) -> str:
     return " AND ".join(conds)
 
 
+def index_partitions(rows: int) -> int:
+    """IVF partitions for a table of ``rows``: about as many as rows per partition."""
+    return max(1, round(math.sqrt(rows)))
+
+
 class LanceBackend(MemoryBackend):
     name = "lancedb"
 
@@ -76,7 +89,7 @@ class LanceBackend(MemoryBackend):
         self.refine_factor = refine_factor
         self._db: Any = None
         self._tables: dict[str, Any] = {}
-        self._lock = threading.Lock()
+        self._lock = anyio.Lock()
         self.schema = pa.schema(
             [
                 pa.field("tenant", pa.string()),
@@ -99,14 +112,17 @@ class LanceBackend(MemoryBackend):
 
     @property
     def result_columns(self) -> list[str]:
-        """Everything but the vector, which searches and listings do not return."""
-        return [f.name for f in self.schema if f.name != "vector"]
+        """What a returned record is made of: not the vector, which searches and listings
+        do not return, nor the tenant (the table's) or the size (the content's)."""
+        return [f.name for f in self.schema if f.name not in ("vector", "tenant", "size")]
 
     async def open(self) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._db = await anyio.to_thread.run_sync(lancedb.connect, str(self.path))
+        await anyio.to_thread.run_sync(lambda: self.path.mkdir(parents=True, exist_ok=True))
+        self._db = await lancedb.connect_async(str(self.path))
 
     async def close(self) -> None:
+        for table in self._tables.values():
+            table.close()
         self._tables.clear()
         self._db = None
 
@@ -114,20 +130,23 @@ class LanceBackend(MemoryBackend):
     def table_name(tenant: str) -> str:
         return "t_" + hashlib.sha256(tenant.encode()).hexdigest()[:40]
 
-    def _table(self, tenant: str, create: bool) -> Any:
+    async def _table(self, tenant: str, create: bool) -> Any:
         """The tenant's table, or None when it has none and ``create`` is false."""
         table = self._tables.get(tenant)
         if table is not None:
             return table
-        with self._lock:
+        async with self._lock:
+            table = self._tables.get(tenant)
+            if table is not None:
+                return table
             name = self.table_name(tenant)
             try:
-                table = self._db.open_table(name)
+                table = await self._db.open_table(name)
             except (FileNotFoundError, ValueError):
                 if not create:
                     return None
-                table = self._db.create_table(name, schema=self.schema)
-                table.create_index("content", config=FTS(with_position=False), replace=True)
+                table = await self._db.create_table(name, schema=self.schema)
+                await table.create_index("content", config=FTS(with_position=False), replace=True)
             self._tables[tenant] = table
             return table
 
@@ -144,9 +163,9 @@ class LanceBackend(MemoryBackend):
         return pa.table(cols, schema=self.schema)
 
     @staticmethod
-    def _record(row: dict[str, Any]) -> Record:
+    def _record(tenant: str, row: dict[str, Any]) -> Record:
         return Record(
-            tenant=row["tenant"], id=row["id"], user=row["user"], namespace=row["namespace"],
+            tenant=tenant, id=row["id"], user=row["user"], namespace=row["namespace"],
             content=row["content"], content_hash=row["content_hash"],
             metadata=readable_metadata(row["metadata"]), tags=list(row["tags"] or []),
             importance=row["importance"], created_at=row["created_at"],
@@ -155,53 +174,45 @@ class LanceBackend(MemoryBackend):
             if "vector" in row else np.zeros(0, dtype=np.float32),
         )  # fmt: skip
 
+    @staticmethod
+    async def _rows(query: Any) -> list[dict[str, Any]]:
+        return (await query.to_arrow()).to_pylist()
+
     async def upsert(self, records: list[Record]) -> None:
-        groups = by_tenant(records)
-
-        def write() -> None:
-            for tenant, recs in groups.items():
-                table = self._table(tenant, create=True)
-                data = self._arrow(recs)
-                with self._lock:
-                    (
-                        table.merge_insert("id")
-                        .when_matched_update_all()
-                        .when_not_matched_insert_all()
-                        .execute(data)
-                    )
-
-        await anyio.to_thread.run_sync(write)
-
-    def _query(self, tenant: str, where: str, limit: int) -> list[dict[str, Any]]:
-        table = self._table(tenant, create=False)
-        if table is None:
-            return []
-        return table.search().where(where).limit(limit).to_list()
+        for tenant, recs in by_tenant(records).items():
+            table = await self._table(tenant, create=True)
+            data = self._arrow(recs)
+            async with self._lock:
+                await (
+                    table.merge_insert("id")
+                    .when_matched_update_all()
+                    .when_not_matched_insert_all()
+                    .execute(data)
+                )
 
     async def get(self, tenant: str, ids: list[str]) -> list[Record]:
         if not ids:
             return []
+        table = await self._table(tenant, create=False)
+        if table is None:
+            return []
         where = f"tenant = {_lit(tenant)} AND id IN ({', '.join(_lit(i) for i in ids)})"
-        rows = await anyio.to_thread.run_sync(self._query, tenant, where, len(ids))
-        found = {r.id: r for r in map(self._record, rows)}
+        rows = await self._rows(table.query().where(where).limit(len(ids)))
+        found = {r.id: r for r in (self._record(tenant, row) for row in rows)}
         return [found[i] for i in ids if i in found]
 
     async def live_with_hashes(
         self, tenant: str, hashes: list[str], now: int, cap: int
     ) -> list[tuple[str, str, str, str]]:
+        table = await self._table(tenant, create=False)
+        if table is None:
+            return []
         where = (
             f"tenant = {_lit(tenant)} AND expires_at > {int(now)} AND "
             f"content_hash IN ({', '.join(_lit(h) for h in hashes)})"
         )
         cols = ["user", "namespace", "content_hash", "id"]
-
-        def run() -> list[dict[str, Any]]:
-            table = self._table(tenant, create=False)
-            if table is None:
-                return []
-            return table.search().where(where).select(cols).limit(cap).to_list()
-
-        rows = await anyio.to_thread.run_sync(run)
+        rows = await self._rows(table.query().where(where).select(cols).limit(cap))
         return [(r["user"], r["namespace"], r["content_hash"], r["id"]) for r in rows]
 
     async def delete(self, tenant: str, ids: list[str]) -> int:
@@ -213,155 +224,137 @@ class LanceBackend(MemoryBackend):
 
     async def _delete_where(self, tenant: str, where: str) -> int:
         """Delete the tenant's rows matching ``where``; returns how many there were."""
-
-        def run() -> int:
-            table = self._table(tenant, create=False)
-            if table is None:
-                return 0
-            with self._lock:
-                n = table.count_rows(where)
-                if n:
-                    table.delete(where)
-            return n
-
-        return await anyio.to_thread.run_sync(run)
+        table = await self._table(tenant, create=False)
+        if table is None:
+            return 0
+        async with self._lock:
+            n = await table.count_rows(where)
+            if n:
+                await table.delete(where)
+        return n
 
     async def erase(self, tenant: str, user: str | None) -> list[str]:
+        table = await self._table(tenant, create=False)
+        if table is None:
+            return []
         where = f"tenant = {_lit(tenant)}"
         if user is not None:
             where += f" AND user = {_lit(user)}"
-
-        def run() -> list[str]:
-            table = self._table(tenant, create=False)
-            if table is None:
-                return []
-            with self._lock:
-                total = table.count_rows()
-                rows = table.search().where(where).select(["id"]).limit(max(total, 1)).to_list()
-                ids = [row["id"] for row in rows]
-                if user is None:
-                    # the tenant's own table: dropping it takes every version and index
-                    self._db.drop_table(self.table_name(tenant))
-                    self._tables.pop(tenant, None)
-                elif ids:
-                    table.delete(where)
-                    # a delete only hides rows: compact them away, drop old versions (which
-                    # time travel could read) and rebuild the indexes without them
-                    # (Lance warns that a reader of an older version would fail: the table
-                    # lock is held, and only this process opens the tenant's table)
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", UserWarning)
-                        table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)
-            return ids
-
-        return await anyio.to_thread.run_sync(run)
+        async with self._lock:
+            total = await table.count_rows()
+            rows = await self._rows(table.query().where(where).select(["id"]).limit(max(total, 1)))
+            ids = [row["id"] for row in rows]
+            if user is None:
+                # the tenant's own table: dropping it takes every version and index
+                table.close()
+                self._tables.pop(tenant, None)
+                await self._db.drop_table(self.table_name(tenant))
+            elif ids:
+                await table.delete(where)
+                # a delete only hides rows: compact them away, drop old versions (which
+                # time travel could read) and rebuild the indexes without them
+                # (Lance warns that a reader of an older version would fail: the table
+                # lock is held, and only this process opens the tenant's table)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    await table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)
+        return ids
 
     async def list(self, q: Query, after: tuple[int, str] | None, limit: int) -> list[Record]:
+        table = await self._table(q.tenant, create=False)
+        if table is None:
+            return []
         where = _where(q)
         if after is not None:
             c, i = int(after[0]), _lit(after[1])
             where += f" AND (created_at > {c} OR (created_at = {c} AND id > {i}))"
+        # Lance has no ORDER BY: sort the keys, then fetch one page of rows.
+        total = await table.count_rows()
+        keys = await (
+            table.query().where(where).select(["id", "created_at"]).limit(max(total, 1)).to_arrow()
+        )
+        order = sorted(zip(keys["created_at"].to_pylist(), keys["id"].to_pylist(), strict=True))
+        page = [i for _, i in order[:limit]]
+        if not page:
+            return []
+        rows = await self._rows(
+            table.query()
+            .where(f"id IN ({', '.join(_lit(i) for i in page)})")
+            .select(self.result_columns)
+            .limit(len(page))
+        )
+        found = {r["id"]: self._record(q.tenant, r) for r in rows}
+        return [found[i] for i in page if i in found]
 
-        def run() -> list[Record]:
-            table = self._table(q.tenant, create=False)
-            if table is None:
-                return []
-            # Lance has no ORDER BY: sort the keys, then fetch one page of rows.
-            keys = (
-                table.search()
-                .where(where)
-                .select(["id", "created_at"])
-                .limit(max(table.count_rows(), 1))
-                .to_arrow()
-            )
-            order = sorted(zip(keys["created_at"].to_pylist(), keys["id"].to_pylist(), strict=True))
-            page = [i for _, i in order[:limit]]
-            if not page:
-                return []
-            rows = table.search().where(
-                f"tenant = {_lit(q.tenant)} AND id IN ({', '.join(_lit(i) for i in page)})"
-            ).select(self.result_columns).limit(len(page)).to_list()  # fmt: skip
-            found = {r["id"]: self._record(r) for r in rows}
-            return [found[i] for i in page if i in found]
+    async def _filtered(self, q: Query, k: int, query: Any) -> list[tuple[Record, dict[str, Any]]]:
+        """The ``k`` best of ``query`` that ``q`` admits.
 
-        return await anyio.to_thread.run_sync(run)
+        Lance filters cost more than they save here: a pre-filter evaluates the filter on
+        every row of the table, a post-filter adds a take of the filter's columns. The
+        ``k`` best are fetched unfiltered (the table is the tenant's) and filtered here by
+        the reference semantics, :meth:`Query.matches`. That answer is exact when every
+        one passes, or when fewer than ``k`` came back (nothing else matched); otherwise
+        the search runs again with the filter applied before the index.
+        """
+        rows = await self._rows(query.select(self.result_columns).limit(k))
+        hits = [(self._record(q.tenant, row), row) for row in rows]
+        passed = [(record, row) for record, row in hits if q.matches(record)]
+        if len(passed) == len(hits) or len(hits) < k:
+            return passed
+        rows = await self._rows(query.where(_where(q)).select(self.result_columns).limit(k))
+        return [(self._record(q.tenant, row), row) for row in rows]
 
     async def vector_search(
         self, q: Query, vector: np.ndarray, k: int
     ) -> list[tuple[Record, float]]:
-        """Filter the ``4k`` nearest first (cheap when most rows pass); if fewer than ``k``
-        pass, search again with the filter applied before the index (exact for any filter)."""
-        where = _where(q)
-        query_vec = np.asarray(vector, dtype=np.float32)
-
-        def search(prefilter: bool, limit: int) -> list[dict[str, Any]]:
-            table = self._table(q.tenant, create=False)
-            if table is None:
-                return []
-            return (
-                table.search(query_vec, vector_column_name="vector")
-                .distance_type("cosine")
-                .where(where, prefilter=prefilter)
-                .nprobes(self.nprobes)
-                .refine_factor(self.refine_factor)
-                .select(self.result_columns)
-                .limit(limit)
-                .to_list()
-            )
-
-        def run() -> list[dict[str, Any]]:
-            rows = search(False, max(4 * k, 40))
-            return rows[:k] if len(rows) >= k else search(True, k)
-
-        rows = await anyio.to_thread.run_sync(run)
-        return [(self._record(r), 1.0 - float(r["_distance"])) for r in rows]
+        table = await self._table(q.tenant, create=False)
+        if table is None:
+            return []
+        query = (
+            table.query()
+            .nearest_to(np.asarray(vector, dtype=np.float32))
+            .column("vector")
+            .distance_type("cosine")
+            .minimum_nprobes(self.nprobes)
+            .maximum_nprobes(0)  # more partitions only when a filter leaves too few
+            .refine_factor(self.refine_factor)
+        )
+        hits = await self._filtered(q, k, query)
+        return [(record, 1.0 - float(row["_distance"])) for record, row in hits]
 
     async def keyword_search(self, q: Query, text: str, k: int) -> list[tuple[Record, float]]:
         terms = keyword_terms(text)
         if not terms:
             return []
-
-        def run() -> list[dict[str, Any]]:
-            table = self._table(q.tenant, create=False)
-            if table is None:
-                return []
-            return (
-                table.search(" ".join(terms), query_type="fts")
-                .where(_where(q), prefilter=True)
-                .select(self.result_columns)
-                .limit(k)
-                .to_list()
-            )
-
-        rows = await anyio.to_thread.run_sync(run)
-        return [(self._record(r), float(r["_score"])) for r in rows]
+        table = await self._table(q.tenant, create=False)
+        if table is None:
+            return []
+        query = table.query().nearest_to_text(" ".join(terms), columns="content")
+        hits = await self._filtered(q, k, query)
+        return [(record, float(row["_score"])) for record, row in hits]
 
     async def usage(self, tenant: str) -> Usage:
-        def run() -> Usage:
-            table = self._table(tenant, create=False)
-            if table is None:
-                return Usage(0, 0)
-            sizes = table.search().select(["size"]).limit(max(table.count_rows(), 1)).to_arrow()
-            col = sizes["size"].to_numpy()
-            return Usage(count=len(col), bytes=int(col.sum()))
-
-        return await anyio.to_thread.run_sync(run)
+        table = await self._table(tenant, create=False)
+        if table is None:
+            return Usage(0, 0)
+        total = await table.count_rows()
+        sizes = await table.query().select(["size"]).limit(max(total, 1)).to_arrow()
+        col = sizes["size"].to_numpy()
+        return Usage(count=len(col), bytes=int(col.sum()))
 
     async def purge_expired(self, tenant: str, now: int) -> int:
         return await self._delete_where(tenant, f"expires_at <= {int(now)}")
 
     async def maintain(self) -> None:
         """Build missing vector indexes, fold new rows into the indexes, compact files."""
-
-        def run() -> None:
-            for table in list(self._tables.values()):
-                with self._lock:
-                    indexed = {i.name for i in table.list_indices()}
-                    if "vector_idx" not in indexed and table.count_rows() >= INDEX_MIN_ROWS:
-                        # With ``config``, the first argument names the column.
-                        table.create_index(
-                            "vector", config=IvfSq(distance_type="cosine"), replace=True
-                        )
-                    table.optimize()
-
-        await anyio.to_thread.run_sync(run)
+        for table in list(self._tables.values()):
+            async with self._lock:
+                if not table.is_open():
+                    continue  # erased meanwhile
+                indexed = {i.name for i in await table.list_indices()}
+                rows = await table.count_rows()
+                if "vector_idx" not in indexed and rows >= INDEX_MIN_ROWS:
+                    # With ``config``, the first argument names the column.
+                    config = IvfSq(distance_type="cosine", num_partitions=index_partitions(rows))
+                    await table.create_index("vector", config=config, replace=True)
+                await table.optimize()

@@ -37,7 +37,8 @@ async def test_search_after_index_build(kind: str, tmp_path: Path, monkeypatch):
         vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
         t0 = now_us()
         recs = [
-            Record(tenant="t", id=f"m{i}", user="u", namespace="ns" if i % 4 else "rare",
+            Record(tenant="t", id=f"m{i}", user="u",
+                   namespace="scarce" if i % 100 == 0 else "ns" if i % 4 else "rare",
                    content=f"word{i % 7} text", content_hash=str(i), metadata={}, tags=[],
                    importance=0.5, created_at=t0 + i, updated_at=t0, expires_at=NEVER,
                    vector=vecs[i])
@@ -51,7 +52,7 @@ async def test_search_after_index_build(kind: str, tmp_path: Path, monkeypatch):
             assert backend._cache["t"].ann is not None  # type: ignore[attr-defined]
         else:
             table = backend._tables["t"]  # type: ignore[attr-defined]
-            assert "vector_idx" in {i.name for i in table.list_indices()}
+            assert "vector_idx" in {i.name for i in await table.list_indices()}
 
         overlap = []
         for i in range(0, N, 50):
@@ -62,6 +63,11 @@ async def test_search_after_index_build(kind: str, tmp_path: Path, monkeypatch):
         rare = Query(tenant="t", user="u", now=now_us(), namespace="rare")
         hits = await backend.vector_search(rare, vecs[1], 10)
         assert len(hits) == 10 and all(r.namespace == "rare" for r, _ in hits)
+        # a filter that 1% of rows pass: the exact top 10 of those, wherever the index put them
+        scarce = Query(tenant="t", user="u", now=now_us(), namespace="scarce")
+        got = [r.id for r, _ in await backend.vector_search(scarce, vecs[1], 10)]
+        rows = np.arange(0, N, 100)
+        assert got == [f"m{j}" for j in rows[np.argsort(-(vecs[rows] @ vecs[1]))[:10]]]
 
         # Writes and deletes after the build are visible at once.
         probe = vecs[7]
@@ -74,5 +80,31 @@ async def test_search_after_index_build(kind: str, tmp_path: Path, monkeypatch):
         await backend.upsert([fresh])
         top = await backend.vector_search(q, probe, 1)
         assert top[0][0].id == "fresh" and top[0][1] == pytest.approx(1.0, abs=1e-3)
+    finally:
+        await backend.close()
+
+
+async def test_lance_narrow_filter_gets_its_exact_top_k(tmp_path: Path, monkeypatch):
+    """A filter that 1% of rows pass, one partition probed: the unfiltered k best hold
+    none of them, so the pre-filtered search must answer, with the filter's exact top 10."""
+    monkeypatch.setattr(lance, "INDEX_MIN_ROWS", 500)
+    backend = LanceBackend(tmp_path / "l", DIM, nprobes=1)
+    await backend.open()
+    try:
+        rng = np.random.default_rng(5)
+        vecs = rng.standard_normal((N, DIM)).astype(np.float32)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        t0 = now_us()
+        await backend.upsert([
+            Record(tenant="t", id=f"m{i}", user="u", namespace="scarce" if i % 100 == 0 else "ns",
+                   content="text", content_hash=str(i), metadata={}, tags=[], importance=0.5,
+                   created_at=t0 + i, updated_at=t0, expires_at=NEVER, vector=vecs[i])
+            for i in range(N)
+        ])  # fmt: skip
+        await backend.maintain()
+        scarce = Query(tenant="t", user="u", now=now_us(), namespace="scarce")
+        got = [r.id for r, _ in await backend.vector_search(scarce, vecs[1], 10)]
+        rows = np.arange(0, N, 100)
+        assert got == [f"m{j}" for j in rows[np.argsort(-(vecs[rows] @ vecs[1]))[:10]]]
     finally:
         await backend.close()
