@@ -334,16 +334,21 @@ class MemoryService:
         elif req.mode == "keyword":
             hits = [SearchHit(memory=to_out(r), score=s, keyword_score=s) for r, s in kw_hits]
         else:
-            hits = self._fuse(vec_hits, kw_hits)
+            hits = self._fuse(vec_hits, kw_hits, req.top_k, req.min_score)
         if req.min_score is not None:
             hits = [h for h in hits if h.score >= req.min_score]
         return hits[: req.top_k]
 
     @staticmethod
     def _fuse(
-        vec_hits: list[tuple[Record, float]], kw_hits: list[tuple[Record, float]]
+        vec_hits: list[tuple[Record, float]],
+        kw_hits: list[tuple[Record, float]],
+        top_k: int,
+        min_score: float | None,
     ) -> list[SearchHit]:
-        """Reciprocal rank fusion: robust to the two modes' incomparable score scales."""
+        """Reciprocal rank fusion: robust to the two modes' incomparable score scales. Only
+        the ``top_k`` best at or above ``min_score`` become hits (each half is 3 x top_k
+        deep, at least 30, so most of the fused rows are cut anyway)."""
         fused: dict[str, float] = {}
         recs: dict[str, Record] = {}
         vs = {r.id: s for r, s in vec_hits}
@@ -353,10 +358,12 @@ class MemoryService:
                 fused[r.id] = fused.get(r.id, 0.0) + 1.0 / (RRF_K + rank + 1)
                 recs[r.id] = r
         order = sorted(fused, key=lambda i: (-fused[i], i))
+        if min_score is not None:
+            order = [i for i in order if fused[i] >= min_score]
         return [
             SearchHit(memory=to_out(recs[i]), score=fused[i], vector_score=vs.get(i),
                       keyword_score=ks.get(i))
-            for i in order
+            for i in order[:top_k]
         ]  # fmt: skip
 
     # -- change --------------------------------------------------------------------------

@@ -157,6 +157,35 @@ class _Weight:
     likely: float
 
 
+@dataclass(frozen=True, slots=True)
+class _Counts:
+    """What planning a keyword query reads: each word's document frequency and index
+    terms, those terms' entries in memories_terms, the index's statistics."""
+
+    df: dict[str, int]
+    stats: IndexStats
+    terms: dict[str, tuple[str, ...]]
+    seen: dict[str, list[tuple[int, int]]]
+
+
+def _weights(words: list[str], counts: _Counts) -> dict[str, _Weight]:
+    """The most each word can add to a row's bm25() score, and about what it adds in the
+    best rows holding it once. A word may be several index terms (a phrase): it occurs no
+    more often than any of them, so any one's bound holds; a word without an entry in
+    memories_terms gets the loose bound."""
+    df, stats = counts.df, counts.stats
+    if not TIGHT_BOUNDS:
+        return {w: _Weight(loose_bound(df[w], stats), math.inf) for w in words}
+    out: dict[str, _Weight] = {}
+    for w in words:
+        known = [counts.seen[t] for t in counts.terms[w] if t in counts.seen]
+        out[w] = _Weight(
+            min([tight_bound(df[w], stats, s) for s in known] + [loose_bound(df[w], stats)]),
+            max([_likely(df[w], stats, s) for s in known], default=_idf(df[w], stats.rows)),
+        )
+    return out
+
+
 def _phrases(words: list[str]) -> str:
     return "content : (" + " OR ".join(f'"{w}"' for w in words) + ")"
 
@@ -247,6 +276,15 @@ def _plans(
     }
     order = [by_rare, every] if rare_size <= RANK_BUDGET else [every, by_rare]
     return [plan for plan in order if hopeful[plan]] + [complete]
+
+
+def _index_stats(averages: bytes | None) -> IndexStats:
+    """Rows in the full-text index and their mean length, as bm25() reads them from FTS5's
+    averages record."""
+    counts = _varints(averages) if averages else []
+    if len(counts) < 2 or not counts[0]:
+        return IndexStats(rows=0, avgdl=1.0)  # nothing indexed: nothing will match
+    return IndexStats(rows=counts[0], avgdl=max(sum(counts[1:]) / counts[0], 1.0))
 
 
 def _varints(blob: bytes) -> list[int]:
@@ -593,11 +631,12 @@ class SqliteBackend(MemoryBackend):
         words = keyword_terms(text)
         if not words:
             return []
-        df = {w: await self._count(_phrases([w])) for w in words}
+        counts = await self._counts(words)
+        df = counts.df
         terms = sorted((w for w in words if df[w]), key=df.__getitem__)
         if not terms:
             return []
-        weights = await self._weights(terms, df, await self._index_stats())
+        weights = _weights(terms, counts)
         where, params = _where(q)
         for plan in _plans(terms, df, weights, tenant_token(q.tenant)):
             hits = await self._ranked(plan, where, params, k)
@@ -605,50 +644,31 @@ class SqliteBackend(MemoryBackend):
                 return hits
         raise AssertionError("the last plan is complete")  # pragma: no cover
 
-    async def _count(self, match: str) -> int:
-        async with self.db.execute(
-            "SELECT COUNT(*) FROM memories_fts WHERE memories_fts MATCH ?", (match,)
-        ) as cur:
-            return int((await cur.fetchone() or (0,))[0])
-
-    async def _index_stats(self) -> IndexStats:
-        """Rows in the full-text index and their mean length, as bm25() reads them (FTS5's
-        averages record)."""
-        async with self.db.execute("SELECT block FROM memories_fts_data WHERE id = 1") as cur:
-            found = await cur.fetchone()
-        counts = _varints(found[0]) if found is not None and found[0] else []
-        if len(counts) < 2 or not counts[0]:
-            return IndexStats(rows=0, avgdl=1.0)  # nothing indexed: nothing will match
-        return IndexStats(rows=counts[0], avgdl=max(sum(counts[1:]) / counts[0], 1.0))
-
-    async def _weights(
-        self, words: list[str], df: dict[str, int], stats: IndexStats
-    ) -> dict[str, _Weight]:
-        """The most each word can add to a row's bm25() score, and about what it adds in
-        the best rows holding it once. A word may be several index terms (a phrase): it
-        occurs no more often than any of them, so any one's bound holds; a word without an
-        entry in memories_terms gets the loose bound."""
-        if not TIGHT_BOUNDS:
-            return {w: _Weight(loose_bound(df[w], stats), math.inf) for w in words}
+    async def _counts(self, words: list[str]) -> _Counts:
+        """Each word's document frequency, its terms' entries in memories_terms and the
+        index's statistics, in one statement (one read of the index, one trip to the
+        database thread)."""
         terms = await self._index_terms(words)
         wanted = sorted({t for w in words for t in terms[w]})
+        count = "(SELECT COUNT(*) FROM memories_fts WHERE memories_fts MATCH ?)"
+        columns = [count] * len(words) + [
+            "(SELECT block FROM memories_fts_data WHERE id = 1)",
+            "(SELECT json_group_array(json_array(term, tf, dl)) FROM memories_terms "
+            f"WHERE term IN ({', '.join('?' * len(wanted))}))",
+        ]
+        params = [_phrases([w]) for w in words] + wanted
+        async with self.db.execute(f"SELECT {', '.join(columns)}", params) as cur:
+            row = await cur.fetchone()
+        assert row is not None
         seen: dict[str, list[tuple[int, int]]] = {}
-        if wanted:
-            sql = (
-                "SELECT term, tf, dl FROM memories_terms "
-                f"WHERE term IN ({', '.join('?' * len(wanted))})"
-            )
-            async with self.db.execute(sql, wanted) as cur:
-                for term, tf, dl in await cur.fetchall():
-                    seen.setdefault(term, []).append((int(tf), int(dl)))
-        out: dict[str, _Weight] = {}
-        for w in words:
-            known = [seen[t] for t in terms[w] if t in seen]
-            out[w] = _Weight(
-                min([tight_bound(df[w], stats, s) for s in known] + [loose_bound(df[w], stats)]),
-                max([_likely(df[w], stats, s) for s in known], default=_idf(df[w], stats.rows)),
-            )
-        return out
+        for term, tf, dl in json.loads(row[-1] or "[]"):
+            seen.setdefault(term, []).append((int(tf), int(dl)))
+        return _Counts(
+            df=dict(zip(words, map(int, row[:-2]), strict=True)),
+            stats=_index_stats(row[-2]),
+            terms=terms,
+            seen=seen,
+        )
 
     async def _index_terms(self, words: list[str]) -> dict[str, tuple[str, ...]]:
         """Each word's terms as the index stores them (stemmed, diacritics folded),

@@ -114,11 +114,10 @@ async def test_each_words_bound_holds_and_is_tight(zipf_db):
     within a tenth of it (idf x (k1 + 1), the bound before, is half as high again
     here, twice in the benchmark's corpus)."""
     q = Query(tenant="z", user="u", now=2000)
-    stats = await zipf_db._index_stats()
-    words = [f"w{i}" for i in range(60)]
-    df = {w: await zipf_db._count(sqlite._phrases([w])) for w in words}
-    words = [w for w in words if df[w]]
-    weights = await zipf_db._weights(words, df, stats)
+    counts = await zipf_db._counts([f"w{i}" for i in range(60)])
+    df, stats = counts.df, counts.stats
+    words = [w for w in df if df[w]]
+    weights = sqlite._weights(words, counts)
     for w in words:
         best = (await zipf_db.keyword_search(q, w, 1))[0][1]
         assert best <= weights[w].bound < 1.1 * best, w
