@@ -73,12 +73,20 @@ CREATE TRIGGER IF NOT EXISTS memories_au AFTER UPDATE OF content ON memories BEG
 END;
 -- (term, tf) -> dl: some row's content holds the FTS5 term tf times among dl tokens, and
 -- no row holding it tf times is shorter. bm25 grows with tf and falls with length, so a
--- term's best possible score is read here without its postings (see ``_term_bounds``).
--- Written with every upsert; a deleted row's entry stays (still an upper bound) until
--- an erase rebuilds the table from the index.
+-- term's best possible score is read here without its postings (see ``tight_bound``).
+-- A written row waits in memories_pending (same transaction) until the next keyword
+-- search or maintenance folds it in (``_fold_terms``), so stores do not pay for it; a
+-- deleted row's entry stays (still an upper bound) until an erase rebuilds the table.
 CREATE TABLE IF NOT EXISTS memories_terms (
     term TEXT NOT NULL, tf INTEGER NOT NULL, dl INTEGER NOT NULL, PRIMARY KEY (term, tf)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS memories_pending (rid INTEGER PRIMARY KEY);
+CREATE TRIGGER IF NOT EXISTS memories_terms_ai AFTER INSERT ON memories BEGIN
+    INSERT OR IGNORE INTO memories_pending (rid) VALUES (new.rid);
+END;
+CREATE TRIGGER IF NOT EXISTS memories_terms_au AFTER UPDATE OF content ON memories BEGIN
+    INSERT OR IGNORE INTO memories_pending (rid) VALUES (new.rid);
+END;
 """
 
 #: the index's instance vocabulary, for rebuilding memories_terms from the index alone
@@ -123,6 +131,8 @@ K1 = 1.2
 B = 0.75
 #: query words whose index terms are remembered (tokenizing is deterministic)
 _TERMS_CACHED = 4_096
+#: contents tokenized at a time when folding written rows into memories_terms
+_FOLD_CHUNK = 2_000
 #: bound words by memories_terms (False: idf x (k1 + 1) and no guess at which plan proves,
 #: the plan before memories_terms existed; ``scripts/bench_keyword.py`` measures both)
 TIGHT_BOUNDS = True
@@ -426,6 +436,7 @@ class SqliteBackend(MemoryBackend):
         self._serving: int | None = None  # the lock file's descriptor while open
         self._terms: dict[str, tuple[str, ...]] = {}  # query word -> its index terms
         self._tokenizer: _Tokenizer | None = None  # while open
+        self._pending = True  # rows may wait in memories_pending
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -459,18 +470,36 @@ class SqliteBackend(MemoryBackend):
             os.close(self._serving)  # releases the lock
             self._serving = None
 
+    async def _fold_terms(self) -> None:
+        """Fold the rows written since the last fold (memories_pending) into
+        memories_terms, in one transaction."""
+        async with self._write:
+            async with self.db.execute(
+                "SELECT m.content FROM memories_pending p JOIN memories m ON m.rid = p.rid"
+            ) as cur:
+                contents = [row[0] for row in await cur.fetchall()]
+            try:
+                for start in range(0, len(contents), _FOLD_CHUNK):
+                    await self._note_terms(contents[start : start + _FOLD_CHUNK])
+                await self.db.execute("DELETE FROM memories_pending")
+                await self.db.commit()
+            except BaseException:
+                await self.db.rollback()
+                raise
+            self._pending = False
+
     async def _note_terms(self, contents: list[str]) -> None:
-        """Fold new contents' (term, tf, length) into memories_terms, in the caller's
-        transaction."""
+        """Fold contents' (term, tf, length) into memories_terms."""
         rows = await anyio.to_thread.run_sync(opened(self._tokenizer).term_rows, contents)
         await self.db.executemany(
             "INSERT INTO memories_terms (term, tf, dl) VALUES (?, ?, ?) "
-            "ON CONFLICT (term, tf) DO UPDATE SET dl = min(dl, excluded.dl)",
+            "ON CONFLICT (term, tf) DO UPDATE SET dl = excluded.dl WHERE excluded.dl < dl",
             rows,
         )
 
     async def _rebuild_terms(self) -> None:
         """memories_terms from the index alone (migration, and after an erase)."""
+        await self.db.execute("DELETE FROM memories_pending")
         await self.db.execute("DELETE FROM memories_terms")
         await self.db.execute(
             "INSERT INTO memories_terms (term, tf, dl) " + _TERM_ROWS.format(src="temp.hanzo_fts_v")
@@ -497,7 +526,10 @@ class SqliteBackend(MemoryBackend):
         return tv
 
     async def maintain(self) -> None:
-        """Build HNSW indexes for large cached tenants, in a worker thread."""
+        """Fold written rows into memories_terms; build HNSW indexes for large cached
+        tenants, in a worker thread."""
+        if self._pending:
+            await self._fold_terms()
         for tv in list(self._cache.values()):
             if not tv.needs_index():
                 continue
@@ -517,8 +549,8 @@ class SqliteBackend(MemoryBackend):
         async with self._write:
             try:
                 await self.db.executemany(_UPSERT, [_row(r) for r in records])
-                await self._note_terms([r.content for r in records])
                 await self.db.commit()
+                self._pending = True
             except BaseException:
                 await self.db.rollback()
                 raise
@@ -631,6 +663,8 @@ class SqliteBackend(MemoryBackend):
         words = keyword_terms(text)
         if not words:
             return []
+        if self._pending:
+            await self._fold_terms()
         counts = await self._counts(words)
         df = counts.df
         terms = sorted((w for w in words if df[w]), key=df.__getitem__)

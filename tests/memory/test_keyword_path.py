@@ -114,6 +114,7 @@ async def test_each_words_bound_holds_and_is_tight(zipf_db):
     within a tenth of it (idf x (k1 + 1), the bound before, is half as high again
     here, twice in the benchmark's corpus)."""
     q = Query(tenant="z", user="u", now=2000)
+    await zipf_db.maintain()  # folds the written rows into memories_terms
     counts = await zipf_db._counts([f"w{i}" for i in range(60)])
     df, stats = counts.df, counts.stats
     words = [w for w in df if df[w]]
@@ -131,16 +132,20 @@ def _terms_table(path) -> list[tuple[str, int, int]]:
 
 
 async def test_terms_written_with_rows_match_the_index_and_an_old_file_is_upgraded(tmp_path):
-    """memories_terms kept on every upsert equals what the index itself says (the
-    migration's source): FTS5's tokenizer (porter, folding) in both. A file from before
-    the table existed (user_version 0) gets it at open."""
+    """memories_terms kept for written rows (folded in by maintenance or the next keyword
+    search) equals what the index itself says (the migration's source): FTS5's tokenizer
+    (porter, folding) in both. A file from before the table existed (user_version 0) gets
+    it at open."""
     path = tmp_path / "old.sqlite3"
     backend = SqliteBackend(path, 8)
     await backend.open()
     texts = ["Running runs ran", "café CAFE cafe", "a b a b a", "x-ray x ray", "solo"]
     await backend.upsert([record("t", i, c) for i, c in enumerate(texts)])
+    await backend.maintain()
     # content changed; and a longer row holding "solo" once, as "solo" alone did
     await backend.upsert([record("t", 1, "cafe again and again"), record("t", 5, "solo too")])
+    # not folded yet: the next keyword search folds them in before it plans
+    assert await backend.keyword_search(Query(tenant="t", user="u", now=2000), "too", 5)
     await backend.close()
     written = _terms_table(path)
     assert ("run", 2, 3) in written and ("cafe", 3, 3) in written and ("a", 3, 5) in written
