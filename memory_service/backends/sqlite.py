@@ -81,11 +81,14 @@ CREATE TABLE IF NOT EXISTS memories_terms (
     term TEXT NOT NULL, tf INTEGER NOT NULL, dl INTEGER NOT NULL, PRIMARY KEY (term, tf)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS memories_pending (rid INTEGER PRIMARY KEY);
+-- (no OR IGNORE: an upsert's own conflict clause overrides a trigger's)
 CREATE TRIGGER IF NOT EXISTS memories_terms_ai AFTER INSERT ON memories BEGIN
-    INSERT OR IGNORE INTO memories_pending (rid) VALUES (new.rid);
+    INSERT INTO memories_pending (rid) SELECT new.rid
+    WHERE NOT EXISTS (SELECT 1 FROM memories_pending WHERE rid = new.rid);
 END;
 CREATE TRIGGER IF NOT EXISTS memories_terms_au AFTER UPDATE OF content ON memories BEGIN
-    INSERT OR IGNORE INTO memories_pending (rid) VALUES (new.rid);
+    INSERT INTO memories_pending (rid) SELECT new.rid
+    WHERE NOT EXISTS (SELECT 1 FROM memories_pending WHERE rid = new.rid);
 END;
 """
 

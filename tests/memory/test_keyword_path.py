@@ -174,3 +174,17 @@ async def test_erase_leaves_no_erased_word_in_the_term_table(tmp_path):
     await backend.close()
     terms = {t for t, _, _ in _terms_table(tmp_path / "erase.sqlite3")}
     assert "zanzibar" not in terms and "quokka" in terms
+
+
+async def test_a_row_changed_before_its_terms_are_folded_in(tmp_path):
+    """A store then an update of the same memory, with no keyword search between: the
+    row waits in memories_pending once, and its final content is what gets folded in."""
+    backend = SqliteBackend(tmp_path / "twice.sqlite3", 8)
+    await backend.open()
+    await backend.upsert([record("t", 0, "tulips")])
+    await backend.upsert([record("t", 0, "roses roses")])
+    await backend.upsert([record("t", 0, "roses roses")])  # same content: not pending again
+    hits = await backend.keyword_search(Query(tenant="t", user="u", now=2000), "roses", 5)
+    await backend.close()
+    assert [r.id for r, _ in hits] == ["t-0"]
+    assert _terms_table(tmp_path / "twice.sqlite3") == [("rose", 2, 2)]
