@@ -5,6 +5,7 @@ Every method takes the caller's :class:`Principal`; the tenant and user come onl
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 from collections.abc import AsyncIterator
@@ -307,32 +308,47 @@ class MemoryService:
         if req.top_k > self.settings.max_top_k:
             raise ApiError(422, "top_k_too_large", f"top_k is at most {self.settings.max_top_k}")
         q = self.query(p, req.filters, self.clock())
-        vec_hits: list[tuple[Record, float]] = []
-        kw_hits: list[tuple[Record, float]] = []
         depth = req.top_k if req.mode != "hybrid" else min(max(3 * req.top_k, 30), 300)
-        if req.mode in ("vector", "hybrid"):
-            if req.embedding is not None:
-                vector = self._check_vector(req.embedding)
-            else:
-                vector = await self._embed_query(req.query)
-            vec_hits = await self.backend.vector_search(q, vector, depth)
-        if req.mode in ("keyword", "hybrid"):
-            kw_hits = await self.backend.keyword_search(q, req.query, depth)
+
+        wants_vector = req.mode in ("vector", "hybrid")
+        given = None
+        if wants_vector and req.embedding is not None:  # a bad one fails before either half
+            given = self._check_vector(req.embedding)
+
+        async def by_vector() -> list[tuple[Record, float]]:
+            if not wants_vector:
+                return []
+            vector = given if given is not None else await self._embed_query(req.query)
+            return await self.backend.vector_search(q, vector, depth)
+
+        async def by_keyword() -> list[tuple[Record, float]]:
+            if req.mode not in ("keyword", "hybrid"):
+                return []
+            return await self.backend.keyword_search(q, req.query, depth)
+
+        # hybrid's halves overlap: the keyword half's SQL (or network) waits while the
+        # vector half embeds and scans, and the other way round
+        kw_hits, vec_hits = await asyncio.gather(by_keyword(), by_vector())
         if req.mode == "vector":
             hits = [SearchHit(memory=to_out(r), score=s, vector_score=s) for r, s in vec_hits]
         elif req.mode == "keyword":
             hits = [SearchHit(memory=to_out(r), score=s, keyword_score=s) for r, s in kw_hits]
         else:
-            hits = self._fuse(vec_hits, kw_hits)
+            hits = self._fuse(vec_hits, kw_hits, req.top_k, req.min_score)
         if req.min_score is not None:
             hits = [h for h in hits if h.score >= req.min_score]
         return hits[: req.top_k]
 
     @staticmethod
     def _fuse(
-        vec_hits: list[tuple[Record, float]], kw_hits: list[tuple[Record, float]]
+        vec_hits: list[tuple[Record, float]],
+        kw_hits: list[tuple[Record, float]],
+        top_k: int,
+        min_score: float | None,
     ) -> list[SearchHit]:
-        """Reciprocal rank fusion: robust to the two modes' incomparable score scales."""
+        """Reciprocal rank fusion: robust to the two modes' incomparable score scales. Only
+        the ``top_k`` best at or above ``min_score`` become hits (each half is 3 x top_k
+        deep, at least 30, so most of the fused rows are cut anyway)."""
         fused: dict[str, float] = {}
         recs: dict[str, Record] = {}
         vs = {r.id: s for r, s in vec_hits}
@@ -342,10 +358,12 @@ class MemoryService:
                 fused[r.id] = fused.get(r.id, 0.0) + 1.0 / (RRF_K + rank + 1)
                 recs[r.id] = r
         order = sorted(fused, key=lambda i: (-fused[i], i))
+        if min_score is not None:
+            order = [i for i in order if fused[i] >= min_score]
         return [
             SearchHit(memory=to_out(recs[i]), score=fused[i], vector_score=vs.get(i),
                       keyword_score=ks.get(i))
-            for i in order
+            for i in order[:top_k]
         ]  # fmt: skip
 
     # -- change --------------------------------------------------------------------------

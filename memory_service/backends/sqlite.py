@@ -16,6 +16,8 @@ import fcntl
 import json
 import math
 import os
+import sqlite3
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,7 +71,42 @@ CREATE TRIGGER IF NOT EXISTS memories_au AFTER UPDATE OF content ON memories BEG
     INSERT INTO memories_fts (rowid, content, tenant_tok)
     VALUES (new.rid, new.content, new.tenant_tok);
 END;
+-- (term, tf) -> dl: some row's content holds the FTS5 term tf times among dl tokens, and
+-- no row holding it tf times is shorter. bm25 grows with tf and falls with length, so a
+-- term's best possible score is read here without its postings (see ``tight_bound``).
+-- A written row waits in memories_pending (same transaction) until the next keyword
+-- search or maintenance folds it in (``_fold_terms``), so stores do not pay for it; a
+-- deleted row's entry stays (still an upper bound) until an erase rebuilds the table.
+CREATE TABLE IF NOT EXISTS memories_terms (
+    term TEXT NOT NULL, tf INTEGER NOT NULL, dl INTEGER NOT NULL, PRIMARY KEY (term, tf)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS memories_pending (rid INTEGER PRIMARY KEY);
+-- (no OR IGNORE: an upsert's own conflict clause overrides a trigger's)
+CREATE TRIGGER IF NOT EXISTS memories_terms_ai AFTER INSERT ON memories BEGIN
+    INSERT INTO memories_pending (rid) SELECT new.rid
+    WHERE NOT EXISTS (SELECT 1 FROM memories_pending WHERE rid = new.rid);
+END;
+CREATE TRIGGER IF NOT EXISTS memories_terms_au AFTER UPDATE OF content ON memories BEGIN
+    INSERT INTO memories_pending (rid) SELECT new.rid
+    WHERE NOT EXISTS (SELECT 1 FROM memories_pending WHERE rid = new.rid);
+END;
 """
+
+#: the index's instance vocabulary, for rebuilding memories_terms from the index alone
+_INDEX_VOCAB = (
+    "CREATE VIRTUAL TABLE IF NOT EXISTS temp.hanzo_fts_v "
+    "USING fts5vocab (main, memories_fts, instance)"
+)
+
+#: (term, tf, dl) of an instance vocabulary ``{src}``: see memories_terms
+_TERM_ROWS = """
+WITH t AS (SELECT term, doc, count(*) AS tf FROM {src} WHERE col = 'content' GROUP BY term, doc),
+     d AS (SELECT doc, sum(tf) AS dl FROM t GROUP BY doc)
+SELECT term, tf, min(dl) FROM t JOIN d USING (doc) GROUP BY term, tf
+"""
+
+#: ``PRAGMA user_version`` of the current schema; 1 added memories_terms
+_VERSION = 1
 
 _COLS = (
     "tenant, id, user, namespace, content, content_hash, metadata, meta_kv, tags, "
@@ -91,9 +128,17 @@ ON CONFLICT (tenant, id) DO UPDATE SET
 #: past it, only the tenant's (see ``keyword_search``)
 WORDS_ONLY_MAX = 20_000
 #: rows bm25() scores for a query before keyword search narrows to its rarer words
-RANK_BUDGET = 4_000
+RANK_BUDGET = 1_000
 #: FTS5's bm25() constants: a word adds at most idf * (K1 + 1) to a row's score
 K1 = 1.2
+B = 0.75
+#: query words whose index terms are remembered (tokenizing is deterministic)
+_TERMS_CACHED = 4_096
+#: contents tokenized at a time when folding written rows into memories_terms
+_FOLD_CHUNK = 2_000
+#: bound words by memories_terms (False: idf x (k1 + 1) and no guess at which plan proves,
+#: the plan before memories_terms existed; ``scripts/bench_keyword.py`` measures both)
+TIGHT_BOUNDS = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,26 +152,109 @@ class _Plan:
     outside: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class IndexStats:
+    """What bm25() weighs a row against: rows in the index and their mean length in tokens
+    (every column), from FTS5's averages record."""
+
+    rows: int
+    avgdl: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Weight:
+    """What one query word can add to a row's bm25() score: at most ``bound``, and about
+    ``likely`` in the best rows holding it once (to guess which plans will prove)."""
+
+    bound: float
+    likely: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Counts:
+    """What planning a keyword query reads: each word's document frequency and index
+    terms, those terms' entries in memories_terms, the index's statistics."""
+
+    df: dict[str, int]
+    stats: IndexStats
+    terms: dict[str, tuple[str, ...]]
+    seen: dict[str, list[tuple[int, int]]]
+
+
+def _weights(words: list[str], counts: _Counts) -> dict[str, _Weight]:
+    """The most each word can add to a row's bm25() score, and about what it adds in the
+    best rows holding it once. A word may be several index terms (a phrase): it occurs no
+    more often than any of them, so any one's bound holds; a word without an entry in
+    memories_terms gets the loose bound."""
+    df, stats = counts.df, counts.stats
+    if not TIGHT_BOUNDS:
+        return {w: _Weight(loose_bound(df[w], stats), math.inf) for w in words}
+    out: dict[str, _Weight] = {}
+    for w in words:
+        known = [counts.seen[t] for t in counts.terms[w] if t in counts.seen]
+        out[w] = _Weight(
+            min([tight_bound(df[w], stats, s) for s in known] + [loose_bound(df[w], stats)]),
+            max([_likely(df[w], stats, s) for s in known], default=_idf(df[w], stats.rows)),
+        )
+    return out
+
+
 def _phrases(words: list[str]) -> str:
     return "content : (" + " OR ".join(f'"{w}"' for w in words) + ")"
 
 
-def _bound(df: int, rows: int) -> float:
-    """The most one word can add to a row's bm25() score: FTS5's idf (floored at 1e-6 as
-    FTS5 does) times (k1 + 1), which the term-frequency factor approaches but never reaches."""
+def _idf(df: int, rows: int) -> float:
+    """FTS5's idf, floored at 1e-6 as FTS5 floors it."""
     idf = math.log((rows - df + 0.5) / (df + 0.5))
-    return (idf if idf > 0 else 1e-6) * (K1 + 1)
+    return idf if idf > 0 else 1e-6
 
 
-def _plans(terms: list[str], df: dict[str, int], rows: int, tenant_tok: str) -> list[_Plan]:
+def _factor(tf: int, dl: int, avgdl: float) -> float:
+    """bm25()'s term-frequency factor for a row of ``dl`` tokens holding a term ``tf``
+    times: it grows with tf (towards k1 + 1) and falls with dl."""
+    return tf * (K1 + 1) / (tf + K1 * (1 - B + B * dl / avgdl))
+
+
+def loose_bound(df: int, stats: IndexStats) -> float:
+    """The most a word can add to any row's bm25() score knowing only its document
+    frequency: idf x (k1 + 1), which the factor approaches but never reaches."""
+    return _idf(df, stats.rows) * (K1 + 1)
+
+
+def tight_bound(df: int, stats: IndexStats, seen: list[tuple[int, int]]) -> float:
+    """The most a word can add to any row's bm25() score, from ``seen`` (tf, fewest
+    content tokens of a row holding it tf times; ``memories_terms``): the best factor any
+    row can have. A row's length counts every column, so its content alone is a shorter
+    length and a higher factor: still a bound."""
+    return _idf(df, stats.rows) * max(_factor(tf, dl, stats.avgdl) for tf, dl in seen)
+
+
+def _likely(df: int, stats: IndexStats, seen: list[tuple[int, int]]) -> float:
+    """About what the best rows holding a word once score for it (a guess, never a proof:
+    it only orders the plans)."""
+    once = [dl for tf, dl in seen if tf == 1]
+    return _idf(df, stats.rows) * (_factor(1, min(once), stats.avgdl) if once else 1.0)
+
+
+def _proved(kth: float, outside: float) -> bool:
+    """The k-th score beats every outside row's, with room for floating point (a row at
+    the bound itself would tie, and ties may order differently)."""
+    return kth > outside + 1e-9 * (1.0 + abs(outside))
+
+
+def _plans(
+    terms: list[str], df: dict[str, int], weights: dict[str, _Weight], tenant_tok: str
+) -> list[_Plan]:
     """Ways to rank ``terms`` (rarest first), cheapest first; the last one is complete.
 
     bm25() costs about a microsecond for each row it scores, and a query of common words
     matches tens of thousands. Rows holding none of the rare words score at most the common
     words' bounds, so ranking the rows that hold a rare word (and scoring their common words
     too) is exact once the k-th of them beats that bound; likewise rows holding every word,
-    against the bound of all but the rarest. A plan that cannot prove it hands on to the
-    next; the last ranks every matching row, as bm25() over the whole query would.
+    against the bound of all but the least. A plan that cannot prove it hands on to the
+    next; the last ranks every matching row, as bm25() over the whole query would. A
+    narrowed plan whose likely k-th score does not beat its bound is not tried: failing
+    costs as much as proving.
     """
     total = sum(df[t] for t in terms)
     words = _phrases(terms)
@@ -136,7 +264,6 @@ def _plans(terms: list[str], df: dict[str, int], rows: int, tenant_tok: str) -> 
     complete = _Plan((scope + words,), total, None)
     if total <= RANK_BUDGET or len(terms) == 1:
         return [complete]
-    bounds = {t: _bound(df[t], rows) for t in terms}
     rare = [terms[0]]
     for t in terms[1:]:
         if sum(df[r] for r in rare) + df[t] > RANK_BUDGET:
@@ -145,31 +272,52 @@ def _plans(terms: list[str], df: dict[str, int], rows: int, tenant_tok: str) -> 
     # the budget holds fewer rows than all the words match, so some word is left over
     common = terms[len(rare) :]
     rare_size = sum(df[r] for r in rare)
+    bounds = [weights[t].bound for t in terms]
     by_rare = _Plan(
         (_phrases(rare), f"{_phrases(rare)} AND {_phrases(common)}"),
         rare_size,
-        sum(bounds[t] for t in common),
+        sum(weights[t].bound for t in common),
     )
     every = _Plan(
         (" AND ".join(_phrases([t]) for t in terms),),
         df[terms[0]],
-        sum(bounds.values()) - min(bounds.values()),
+        sum(bounds) - min(bounds),
     )
-    if rare_size <= RANK_BUDGET:
-        return [by_rare, every, complete]
-    return [every, by_rare, complete]
+    hopeful = {
+        by_rare: max(weights[t].likely for t in rare) > (by_rare.outside or 0.0),
+        every: sum(weights[t].likely for t in terms) > (every.outside or 0.0),
+    }
+    order = [by_rare, every] if rare_size <= RANK_BUDGET else [every, by_rare]
+    return [plan for plan in order if hopeful[plan]] + [complete]
 
 
-def _varint(blob: bytes) -> int:
-    """The first SQLite varint of ``blob`` (FTS5 stores its row count as one)."""
-    value = 0
-    for i, byte in enumerate(blob[:9]):
-        if i == 8:
-            return (value << 8) | byte
-        value = (value << 7) | (byte & 0x7F)
-        if byte < 0x80:
-            return value
-    return value
+def _index_stats(averages: bytes | None) -> IndexStats:
+    """Rows in the full-text index and their mean length, as bm25() reads them from FTS5's
+    averages record."""
+    counts = _varints(averages) if averages else []
+    if len(counts) < 2 or not counts[0]:
+        return IndexStats(rows=0, avgdl=1.0)  # nothing indexed: nothing will match
+    return IndexStats(rows=counts[0], avgdl=max(sum(counts[1:]) / counts[0], 1.0))
+
+
+def _varints(blob: bytes) -> list[int]:
+    """The SQLite varints of ``blob`` (FTS5's averages record: rows, then each column's
+    total tokens)."""
+    out: list[int] = []
+    pos = 0
+    while pos < len(blob):
+        value = 0
+        for i in range(9):
+            byte = blob[pos]
+            pos += 1
+            if i == 8:
+                value = (value << 8) | byte
+                break
+            value = (value << 7) | (byte & 0x7F)
+            if byte < 0x80 or pos == len(blob):
+                break
+        out.append(value)
+    return out
 
 
 def tenant_token(tenant: str) -> str:
@@ -216,6 +364,47 @@ def _where(q: Query) -> tuple[str, list[Any]]:
     return " AND ".join(conds), params
 
 
+class _Tokenizer:
+    """FTS5's own tokenizer, configured as the index's, on a private in-memory database:
+    the terms of new contents and of query words exactly as the index stores them
+    (stemmed, folded), without writing on the serving connection (whose transactions
+    belong to the writes). Calls block: run them in a worker thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        self._db.executescript(
+            "CREATE VIRTUAL TABLE tok USING fts5 "
+            "(content, content='', tokenize='porter unicode61');"
+            "CREATE VIRTUAL TABLE tok_v USING fts5vocab (tok, instance);"
+        )
+
+    def _run(self, texts: list[str], sql: str) -> list[Any]:
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT INTO tok (rowid, content) VALUES (?, ?)", enumerate(texts)
+                )
+                return self._db.execute(sql).fetchall()
+            finally:
+                self._db.execute("ROLLBACK")
+
+    def terms(self, texts: list[str]) -> list[tuple[str, ...]]:
+        """Each text's terms in order."""
+        found: list[list[tuple[int, str]]] = [[] for _ in texts]
+        for doc, offset, term in self._run(texts, "SELECT doc, offset, term FROM tok_v"):
+            found[doc].append((offset, term))
+        return [tuple(t for _, t in sorted(f)) for f in found]
+
+    def term_rows(self, texts: list[str]) -> list[tuple[str, int, int]]:
+        """(term, tf, dl) of ``texts``, as memories_terms holds them."""
+        return self._run(texts, _TERM_ROWS.format(src="tok_v"))
+
+    def close(self) -> None:
+        self._db.close()
+
+
 class SecondServerError(RuntimeError):
     """Another process serves this SQLite file."""
 
@@ -248,6 +437,9 @@ class SqliteBackend(MemoryBackend):
         self._write = asyncio.Lock()
         self._cache: dict[str, TenantVectors] = {}
         self._serving: int | None = None  # the lock file's descriptor while open
+        self._terms: dict[str, tuple[str, ...]] = {}  # query word -> its index terms
+        self._tokenizer: _Tokenizer | None = None  # while open
+        self._pending = True  # rows may wait in memories_pending
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -257,19 +449,64 @@ class SqliteBackend(MemoryBackend):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._serving = _serve_alone(self.path)
         self._db = await aiosqlite.connect(self.path)
+        self._tokenizer = _Tokenizer()
         await self._db.execute("PRAGMA journal_mode=WAL")
         await self._db.execute("PRAGMA synchronous=FULL")
         await self._db.execute("PRAGMA busy_timeout=5000")
         await self._db.executescript(_SCHEMA)
+        await self._db.execute(_INDEX_VOCAB)
+        async with self._db.execute("PRAGMA user_version") as cur:
+            version = int((await cur.fetchone() or (0,))[0])
+        if version < _VERSION:  # memories_terms is new: read it off the index once
+            await self._rebuild_terms()
+            await self._db.execute(f"PRAGMA user_version = {_VERSION}")
         await self._db.commit()
 
     async def close(self) -> None:
         if self._db is not None:
             await self._db.close()
             self._db = None
+        if self._tokenizer is not None:
+            self._tokenizer.close()
+            self._tokenizer = None
         if self._serving is not None:
             os.close(self._serving)  # releases the lock
             self._serving = None
+
+    async def _fold_terms(self) -> None:
+        """Fold the rows written since the last fold (memories_pending) into
+        memories_terms, in one transaction."""
+        async with self._write:
+            async with self.db.execute(
+                "SELECT m.content FROM memories_pending p JOIN memories m ON m.rid = p.rid"
+            ) as cur:
+                contents = [row[0] for row in await cur.fetchall()]
+            try:
+                for start in range(0, len(contents), _FOLD_CHUNK):
+                    await self._note_terms(contents[start : start + _FOLD_CHUNK])
+                await self.db.execute("DELETE FROM memories_pending")
+                await self.db.commit()
+            except BaseException:
+                await self.db.rollback()
+                raise
+            self._pending = False
+
+    async def _note_terms(self, contents: list[str]) -> None:
+        """Fold contents' (term, tf, length) into memories_terms."""
+        rows = await anyio.to_thread.run_sync(opened(self._tokenizer).term_rows, contents)
+        await self.db.executemany(
+            "INSERT INTO memories_terms (term, tf, dl) VALUES (?, ?, ?) "
+            "ON CONFLICT (term, tf) DO UPDATE SET dl = excluded.dl WHERE excluded.dl < dl",
+            rows,
+        )
+
+    async def _rebuild_terms(self) -> None:
+        """memories_terms from the index alone (migration, and after an erase)."""
+        await self.db.execute("DELETE FROM memories_pending")
+        await self.db.execute("DELETE FROM memories_terms")
+        await self.db.execute(
+            "INSERT INTO memories_terms (term, tf, dl) " + _TERM_ROWS.format(src="temp.hanzo_fts_v")
+        )
 
     async def _vectors(self, tenant: str) -> TenantVectors:
         tv = self._cache.get(tenant)
@@ -292,7 +529,10 @@ class SqliteBackend(MemoryBackend):
         return tv
 
     async def maintain(self) -> None:
-        """Build HNSW indexes for large cached tenants, in a worker thread."""
+        """Fold written rows into memories_terms; build HNSW indexes for large cached
+        tenants, in a worker thread."""
+        if self._pending:
+            await self._fold_terms()
         for tv in list(self._cache.values()):
             if not tv.needs_index():
                 continue
@@ -313,6 +553,7 @@ class SqliteBackend(MemoryBackend):
             try:
                 await self.db.executemany(_UPSERT, [_row(r) for r in records])
                 await self.db.commit()
+                self._pending = True
             except BaseException:
                 await self.db.rollback()
                 raise
@@ -375,6 +616,7 @@ class SqliteBackend(MemoryBackend):
                     (tenant, *chunk),
                 )
             await self.db.execute("INSERT INTO memories_fts (memories_fts) VALUES ('optimize')")
+            await self._rebuild_terms()  # no erased row's words or lengths stay behind
             await self.db.commit()
             await self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         if tv := self._cache.get(tenant):
@@ -424,32 +666,57 @@ class SqliteBackend(MemoryBackend):
         words = keyword_terms(text)
         if not words:
             return []
-        df = {w: await self._count(_phrases([w])) for w in words}
+        if self._pending:
+            await self._fold_terms()
+        counts = await self._counts(words)
+        df = counts.df
         terms = sorted((w for w in words if df[w]), key=df.__getitem__)
         if not terms:
             return []
-        rows = await self._row_count()
+        weights = _weights(terms, counts)
         where, params = _where(q)
-        for plan in _plans(terms, df, rows, tenant_token(q.tenant)):
+        for plan in _plans(terms, df, weights, tenant_token(q.tenant)):
             hits = await self._ranked(plan, where, params, k)
             if hits is not None:
                 return hits
         raise AssertionError("the last plan is complete")  # pragma: no cover
 
-    async def _count(self, match: str) -> int:
-        async with self.db.execute(
-            "SELECT COUNT(*) FROM memories_fts WHERE memories_fts MATCH ?", (match,)
-        ) as cur:
-            return int((await cur.fetchone() or (0,))[0])
+    async def _counts(self, words: list[str]) -> _Counts:
+        """Each word's document frequency, its terms' entries in memories_terms and the
+        index's statistics, in one statement (one read of the index, one trip to the
+        database thread)."""
+        terms = await self._index_terms(words)
+        wanted = sorted({t for w in words for t in terms[w]})
+        count = "(SELECT COUNT(*) FROM memories_fts WHERE memories_fts MATCH ?)"
+        columns = [count] * len(words) + [
+            "(SELECT block FROM memories_fts_data WHERE id = 1)",
+            "(SELECT json_group_array(json_array(term, tf, dl)) FROM memories_terms "
+            f"WHERE term IN ({', '.join('?' * len(wanted))}))",
+        ]
+        params = [_phrases([w]) for w in words] + wanted
+        async with self.db.execute(f"SELECT {', '.join(columns)}", params) as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        seen: dict[str, list[tuple[int, int]]] = {}
+        for term, tf, dl in json.loads(row[-1] or "[]"):
+            seen.setdefault(term, []).append((int(tf), int(dl)))
+        return _Counts(
+            df=dict(zip(words, map(int, row[:-2]), strict=True)),
+            stats=_index_stats(row[-2]),
+            terms=terms,
+            seen=seen,
+        )
 
-    async def _row_count(self) -> int:
-        """Rows in the full-text index, as bm25() counts them (FTS5's averages record)."""
-        async with self.db.execute("SELECT block FROM memories_fts_data WHERE id = 1") as cur:
-            found = await cur.fetchone()
-        if found is not None and found[0]:
-            return _varint(found[0])
-        async with self.db.execute("SELECT COUNT(*) FROM memories") as cur:
-            return int((await cur.fetchone() or (0,))[0])
+    async def _index_terms(self, words: list[str]) -> dict[str, tuple[str, ...]]:
+        """Each word's terms as the index stores them (stemmed, diacritics folded),
+        tokenized by FTS5 with the index's tokenizer."""
+        new = [w for w in words if w not in self._terms]
+        if new:
+            if len(self._terms) + len(new) > _TERMS_CACHED:
+                self._terms.clear()
+            found = await anyio.to_thread.run_sync(opened(self._tokenizer).terms, new)
+            self._terms.update(zip(new, found, strict=True))
+        return {w: self._terms[w] for w in words}
 
     async def _ranked(
         self, plan: _Plan, where: str, params: list[Any], k: int
@@ -480,7 +747,7 @@ class SqliteBackend(MemoryBackend):
             depth *= 8
         if plan.outside is None:
             return found
-        if len(found) >= k and found[k - 1][1] >= plan.outside:
+        if len(found) >= k and _proved(found[k - 1][1], plan.outside):
             return found
         return None
 
