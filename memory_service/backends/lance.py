@@ -286,7 +286,9 @@ class LanceBackend(MemoryBackend):
         found = {r["id"]: self._record(q.tenant, r) for r in rows}
         return [found[i] for i in page if i in found]
 
-    async def _filtered(self, q: Query, k: int, query: Any) -> list[tuple[Record, dict[str, Any]]]:
+    async def _filtered(
+        self, q: Query, k: int, query: Any, score: str
+    ) -> list[tuple[Record, dict[str, Any]]]:
         """The ``k`` best of ``query`` that ``q`` admits.
 
         Lance filters cost more than they save here: a pre-filter evaluates the filter on
@@ -294,14 +296,17 @@ class LanceBackend(MemoryBackend):
         ``k`` best are fetched unfiltered (the table is the tenant's) and filtered here by
         the reference semantics, :meth:`Query.matches`. That answer is exact when every
         one passes, or when fewer than ``k`` came back (nothing else matched); otherwise
-        the search runs again with the filter applied before the index.
+        the search runs again with the filter applied before the index. ``score`` (Lance's
+        ``_distance`` or ``_score``) is selected by name: left implicit, Lance logs a
+        deprecation warning on every search.
         """
-        rows = await self._rows(query.select(self.result_columns).limit(k))
+        columns = [*self.result_columns, score]
+        rows = await self._rows(query.select(columns).limit(k))
         hits = [(self._record(q.tenant, row), row) for row in rows]
         passed = [(record, row) for record, row in hits if q.matches(record)]
         if len(passed) == len(hits) or len(hits) < k:
             return passed
-        rows = await self._rows(query.where(_where(q)).select(self.result_columns).limit(k))
+        rows = await self._rows(query.where(_where(q)).select(columns).limit(k))
         return [(self._record(q.tenant, row), row) for row in rows]
 
     async def vector_search(
@@ -319,7 +324,7 @@ class LanceBackend(MemoryBackend):
             .maximum_nprobes(0)  # more partitions only when a filter leaves too few
             .refine_factor(self.refine_factor)
         )
-        hits = await self._filtered(q, k, query)
+        hits = await self._filtered(q, k, query, "_distance")
         return [(record, 1.0 - float(row["_distance"])) for record, row in hits]
 
     async def keyword_search(self, q: Query, text: str, k: int) -> list[tuple[Record, float]]:
@@ -330,7 +335,7 @@ class LanceBackend(MemoryBackend):
         if table is None:
             return []
         query = table.query().nearest_to_text(" ".join(terms), columns="content")
-        hits = await self._filtered(q, k, query)
+        hits = await self._filtered(q, k, query, "_score")
         return [(record, float(row["_score"])) for record, row in hits]
 
     async def usage(self, tenant: str) -> Usage:

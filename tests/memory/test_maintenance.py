@@ -108,3 +108,26 @@ async def test_lance_narrow_filter_gets_its_exact_top_k(tmp_path: Path, monkeypa
         assert got == [f"m{j}" for j in rows[np.argsort(-(vecs[rows] @ vecs[1]))[:10]]]
     finally:
         await backend.close()
+
+
+async def test_lance_searches_log_no_warning_per_query(tmp_path: Path, capfd) -> None:
+    """Lance warns on every search that leaves its score column implicit: a line per query
+    in the service's log, and not JSON."""
+    backend = LanceBackend(tmp_path / "l", DIM)
+    await backend.open()
+    try:
+        vecs = np.eye(DIM, dtype=np.float32)[:20]
+        t0 = now_us()
+        await backend.upsert([
+            Record(tenant="t", id=f"m{i}", user="u", namespace="ns", content=f"tea word{i}",
+                   content_hash=str(i), metadata={}, tags=[], importance=0.5,
+                   created_at=t0 + i, updated_at=t0, expires_at=NEVER, vector=vecs[i])
+            for i in range(20)
+        ])  # fmt: skip
+        q = Query(tenant="t", user="u", now=now_us())
+        capfd.readouterr()
+        assert (await backend.vector_search(q, vecs[3], 5))[0][0].id == "m3"
+        assert len(await backend.keyword_search(q, "tea", 5)) == 5
+        assert "warn" not in capfd.readouterr().err.lower()
+    finally:
+        await backend.close()
