@@ -212,6 +212,7 @@ all healthy.
   gateway (nginx):   {gw}   (MCP: {gw}/v1/mcp)
   gRPC (nginx):      {grpc_target}   (hanzo.memory.v1, the same keys)
   casdoor:           {info.casdoor_url}   (admin UI: sign in as built-in/admin)
+  casdoor front:     {info.casdoor_front_url}   (token endpoint gated; `hanzo login` uses it)
   admin credentials: {stack.casdoor.state.secrets_path} (0600)
   logs:              {info.logs_dir}
   demo API key for {owner}: {key_path} (0600)
