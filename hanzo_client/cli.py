@@ -26,7 +26,7 @@ from rich.table import Table
 from hanzo_client.api import HanzoClient, ndjson
 from hanzo_client.credentials import Credentials
 from hanzo_client.errors import DeviceLoginOff, HanzoAPIError, HanzoConnectionError, HanzoError
-from hanzo_client.local_stack import read_local_stack, stack_file
+from hanzo_client.local_stack import read_local_stack, signin_url, stack_file
 from hanzo_client.login import PkceLogin, device_login, shared_client_id
 from hanzo_contract.signin import DEVICE_LOGIN_OFF_REASON, DEVICE_LOGIN_SETTING, org_cli_application
 
@@ -83,7 +83,7 @@ def _where(
     stack's ``stack.json`` (unless ``--server`` names a remote one)."""
     local = None if server else read_local_stack(state_dir)
     gateway = server or gateway_url or (local.gateway_url if local else None)
-    casdoor = casdoor_url or (local.casdoor_url if local else None)
+    casdoor = casdoor_url or (signin_url(local) if local else None)
     client = client_id or (local.cli_client_id if local else None)
     org = organization or (local.demo_organization if local else None)
     missing = [

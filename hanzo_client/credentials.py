@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from hanzo_client.local_stack import read_local_stack
+from hanzo_client.local_stack import read_local_stack, signin_url
 from hanzo_contract.settings import write_private
 
 
@@ -66,13 +66,13 @@ class Credentials(BaseModel):
         if self.state_dir is None:
             return self, None
         stack = read_local_stack(Path(self.state_dir))
-        if stack is None or (stack.gateway_url, stack.casdoor_url) == (
+        if stack is None or (stack.gateway_url, signin_url(stack)) == (
             self.gateway_url,
             self.casdoor_url,
         ):
             return self, None
         moved = self.model_copy(
-            update={"gateway_url": stack.gateway_url, "casdoor_url": stack.casdoor_url}
+            update={"gateway_url": stack.gateway_url, "casdoor_url": signin_url(stack)}
         )
         moved.save()
         return moved, (

@@ -1,6 +1,6 @@
 """What the CLI learns from a stack started by ``hanzo up`` on this machine.
 
-``hanzo up`` writes ``<state>/stack.json`` (no secrets: the Casdoor URL, the shared CLI
+``hanzo up`` writes ``<state>/stack.json`` (no secrets: the Casdoor URLs, the shared CLI
 application's client id, the gateway URL, the demo organization). The client reads that
 file itself rather than importing ``hanzo_stack`` (the layering rule), so ``hanzo login``
 needs no flags locally, and saved credentials can follow the stack when ``hanzo up`` gives
@@ -23,6 +23,9 @@ class LocalStack(BaseModel):
 
     state_dir: str
     casdoor_url: str
+    #: Casdoor behind the stack's nginx front, whose token endpoint passes the sidecar's
+    #: token gate (Casdoor's own port has none); absent in a stack.json from before it
+    casdoor_front_url: str | None = None
     cli_client_id: str
     gateway_url: str
     demo_organization: str | None = None
@@ -40,3 +43,9 @@ def read_local_stack(state_dir: Path | None = None) -> LocalStack | None:
         return LocalStack.model_validate_json(path.read_text())
     except (OSError, ValidationError):
         return None
+
+
+def signin_url(stack: LocalStack) -> str:
+    """Where the CLI signs in: the Casdoor front, so every grant (the device grant above
+    all) passes the token gate; Casdoor itself only for a stack that has no front."""
+    return stack.casdoor_front_url or stack.casdoor_url

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Any
 
 from mcp.server.fastmcp import FastMCP
 from mcp.server.fastmcp.exceptions import ToolError
@@ -20,17 +20,12 @@ from hanzo_client import calls
 from hanzo_client.api import AsyncHanzoClient
 from hanzo_client.calls import Call
 from hanzo_client.errors import HanzoAPIError, HanzoConnectionError
-from hanzo_contract.mcp_tools import SERVER_NAME, TOOL_DESCRIPTIONS
-
-Mode = Literal["vector", "keyword", "hybrid"]
-
-
-def _present(**fields: Any) -> dict[str, Any]:
-    return {k: v for k, v in fields.items() if v is not None}
+from hanzo_contract.mcp_tools import SERVER_NAME, TOOL_DESCRIPTIONS, MemoryTools
 
 
 def build_stdio_server(gateway_url: str, key: str) -> FastMCP:
-    """The same tools as the memory service's ``/v1/mcp``, each one REST call."""
+    """The same tools (:class:`MemoryTools`) as the memory service's ``/v1/mcp``, each one
+    REST call."""
     client = AsyncHanzoClient(gateway_url, key, timeout=30)
 
     @asynccontextmanager
@@ -55,66 +50,23 @@ def build_stdio_server(gateway_url: str, key: str) -> FastMCP:
         except HanzoConnectionError as exc:
             raise ToolError(f"unavailable: {exc}") from None
 
-    @mcp.tool(description=TOOL_DESCRIPTIONS["memory_store"])
-    async def memory_store(
-        content: str,
-        namespace: str | None = None,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        importance: float | None = None,
-        scope: Literal["user", "org"] | None = None,
-        ttl_seconds: int | None = None,
-        id: str | None = None,
-    ) -> dict[str, Any]:
-        item = _present(
-            content=content, namespace=namespace, tags=tags, metadata=metadata,
-            importance=importance, scope=scope, ttl_seconds=ttl_seconds, id=id,
-        )  # fmt: skip
-        return (await send(calls.store([item])))["results"][0]
-
-    @mcp.tool(description=TOOL_DESCRIPTIONS["memory_search"])
-    async def memory_search(
-        query: str,
-        mode: Mode = "hybrid",
-        top_k: int = 10,
-        namespace: str | None = None,
-        tags: list[str] | None = None,
-        min_score: float | None = None,
-    ) -> dict[str, Any]:
-        extra = _present(min_score=min_score)
-        return await send(
-            calls.search(query, mode=mode, top_k=top_k, namespace=namespace, tag=tags, **extra)
-        )
-
-    @mcp.tool(description=TOOL_DESCRIPTIONS["memory_get"])
-    async def memory_get(id: str) -> dict[str, Any]:
-        return (await send(calls.get(id)))["memories"][0]
-
-    @mcp.tool(description=TOOL_DESCRIPTIONS["memory_list"])
-    async def memory_list(
-        namespace: str | None = None, tags: list[str] | None = None, limit: int = 20
-    ) -> dict[str, Any]:
-        page = await send(calls.listing(namespace=namespace, tag=tags, limit=limit))
-        return {"memories": page["memories"]}
-
-    @mcp.tool(description=TOOL_DESCRIPTIONS["memory_update"])
-    async def memory_update(
-        id: str,
-        content: str | None = None,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        importance: float | None = None,
-    ) -> dict[str, Any]:
-        return await send(
-            calls.update(id, content=content, tags=tags, metadata=metadata, importance=importance)
-        )
-
-    @mcp.tool(description=TOOL_DESCRIPTIONS["memory_delete"])
-    async def memory_delete(id: str) -> dict[str, Any]:
-        return await send(calls.delete(id)) or {"id": id, "deleted": True}
-
-    @mcp.tool(description=TOOL_DESCRIPTIONS["memory_capabilities"])
-    async def memory_capabilities() -> dict[str, Any]:
+    async def run(tool: str, args: dict[str, Any]) -> dict[str, Any]:
+        """One tool as its REST call; ``args`` holds only the arguments given."""
+        if tool == "memory_store":
+            return (await send(calls.store([args])))["results"][0]
+        if tool == "memory_search":
+            return await send(calls.search(tag=args.pop("tags", None), **args))
+        if tool == "memory_get":
+            return (await send(calls.get(args["id"])))["memories"][0]
+        if tool == "memory_list":
+            page = await send(calls.listing(tag=args.pop("tags", None), **args))
+            return {"memories": page["memories"]}
+        if tool == "memory_update":
+            return await send(calls.update(args.pop("id"), **args))
+        if tool == "memory_delete":
+            return await send(calls.delete(args["id"])) or {"id": args["id"], "deleted": True}
         return await send(calls.capabilities())
 
+    for name, function in MemoryTools(run).functions().items():
+        mcp.tool(name=name, description=TOOL_DESCRIPTIONS[name])(function)
     return mcp

@@ -4,7 +4,8 @@ holding a key can do through MCP exactly what the key allows through REST."""
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Literal
 
 SERVER_NAME: Final = "hanzo-memory"
 MCP_PATH: Final = "/v1/mcp"
@@ -29,3 +30,74 @@ TOOL_DESCRIPTIONS: Final[dict[str, str]] = {
     "memory_delete": "Delete a memory by its id.",
     "memory_capabilities": "What this memory service supports: search modes, limits, model.",
 }
+
+Mode = Literal["vector", "keyword", "hybrid"]
+
+#: a tool's body: its name and the arguments the caller gave (``None`` ones left out)
+ToolCall = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def _given(arguments: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in arguments.items() if v is not None and k != "self"}
+
+
+class MemoryTools:
+    """The tools' signatures, written once: FastMCP reads each tool's input schema from its
+    signature, so both servers expose the same arguments only if both use these. Each server
+    passes its ``call`` (the memory service: the service itself; ``hanzo mcp``: one REST
+    call) and registers :meth:`functions`."""
+
+    def __init__(self, call: ToolCall) -> None:
+        self._call = call
+
+    def functions(self) -> dict[str, Callable[..., Awaitable[dict[str, Any]]]]:
+        """Tool name -> its function, for ``FastMCP.tool(name=..., description=...)``."""
+        return {name: getattr(self, name) for name in TOOL_PERMISSIONS}
+
+    async def memory_store(
+        self,
+        content: str,
+        namespace: str | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        importance: float | None = None,
+        scope: Literal["user", "org"] | None = None,
+        ttl_seconds: int | None = None,
+        id: str | None = None,
+    ) -> dict[str, Any]:
+        return await self._call("memory_store", _given(locals()))
+
+    async def memory_search(
+        self,
+        query: str,
+        mode: Mode = "hybrid",
+        top_k: int = 10,
+        namespace: str | None = None,
+        tags: list[str] | None = None,
+        min_score: float | None = None,
+    ) -> dict[str, Any]:
+        return await self._call("memory_search", _given(locals()))
+
+    async def memory_get(self, id: str) -> dict[str, Any]:
+        return await self._call("memory_get", _given(locals()))
+
+    async def memory_list(
+        self, namespace: str | None = None, tags: list[str] | None = None, limit: int = 20
+    ) -> dict[str, Any]:
+        return await self._call("memory_list", _given(locals()))
+
+    async def memory_update(
+        self,
+        id: str,
+        content: str | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        importance: float | None = None,
+    ) -> dict[str, Any]:
+        return await self._call("memory_update", _given(locals()))
+
+    async def memory_delete(self, id: str) -> dict[str, Any]:
+        return await self._call("memory_delete", _given(locals()))
+
+    async def memory_capabilities(self) -> dict[str, Any]:
+        return await self._call("memory_capabilities", {})

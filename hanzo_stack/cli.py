@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -211,6 +212,7 @@ all healthy.
   gateway (nginx):   {gw}   (MCP: {gw}/v1/mcp)
   gRPC (nginx):      {grpc_target}   (hanzo.memory.v1, the same keys)
   casdoor:           {info.casdoor_url}   (admin UI: sign in as built-in/admin)
+  casdoor front:     {info.casdoor_front_url}   (token endpoint gated; `hanzo login` uses it)
   admin credentials: {stack.casdoor.state.secrets_path} (0600)
   logs:              {info.logs_dir}
   demo API key for {owner}: {key_path} (0600)
@@ -235,6 +237,23 @@ def down(state_dir: Path | None = StateDir) -> None:
     Stack(state_dir or default_state_dir(), progress=typer.echo).down()
 
 
+def status_lines(report: dict[str, Any]) -> list[str]:
+    """``hanzo status`` as text: one aligned row a part. The name column is as wide as the
+    longest name, since the production profile's parts (``memory_b_grpc``) outgrow any
+    fixed width."""
+    parts: dict[str, dict[str, Any]] = report["parts"]
+    states = {name: "healthy" if part["healthy"] else "DOWN" for name, part in parts.items()}
+    name_width = max((len(name) for name in parts), default=0)
+    state_width = max((len(state) for state in states.values()), default=0)
+    lines = [
+        f"{name:<{name_width}}  {states[name]:<{state_width}}  {part['url']}  "
+        f"restarts={part['restarts']}"
+        for name, part in parts.items()
+    ]
+    sup = report["supervisor_pid"]
+    return [*lines, f"supervisor {'pid ' + str(sup) if sup else 'not running'}"]
+
+
 @app.command("status")
 def status(
     state_dir: Path | None = StateDir,
@@ -249,11 +268,8 @@ def status(
     if json_out:
         typer.echo(json.dumps(report, indent=2))
     else:
-        for name, part in report["parts"].items():  # type: ignore[union-attr]
-            state = "healthy" if part["healthy"] else "DOWN"
-            typer.echo(f"{name:8} {state:8} {part['url']}  restarts={part['restarts']}")
-        sup = report["supervisor_pid"]
-        typer.echo(f"supervisor {'pid ' + str(sup) if sup else 'not running'}")
+        for line in status_lines(report):
+            typer.echo(line)
     if not report["healthy"]:
         raise typer.Exit(1)
 

@@ -19,10 +19,12 @@ from hanzo_stack.process import LOOPBACK, free_port
 #: every port the stack keeps: one per part, plus the gRPC listeners of :data:`HOSTED_BY`
 PARTS = (
     "casdoor", "sidecar", "gateway", "memory", "inference", "nginx", "memory_grpc", "nginx_grpc",
+    "casdoor_front",
 )  # fmt: skip
 #: a port that is not a part of its own -> the part whose process listens on it (the memory
-#: service's gRPC server; nginx's HTTP/2 listener in front of it)
-HOSTED_BY = {"memory_grpc": "memory", "nginx_grpc": "nginx"}
+#: service's gRPC server; nginx's HTTP/2 listener in front of it; nginx's Casdoor front,
+#: deploy/nginx/casdoor-front.conf.template, whose token endpoint is gated)
+HOSTED_BY = {"memory_grpc": "memory", "nginx_grpc": "nginx", "casdoor_front": "nginx"}
 
 
 class StackPorts(BaseModel):

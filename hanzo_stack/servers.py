@@ -73,17 +73,17 @@ class CasdoorGateway(_Server):
 
     def start(self, timeout: float = 15.0) -> CasdoorGateway:
         self.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        conf = fill(
-            (DEPLOY_DIR / "nginx" / "casdoor.conf.template").read_text(),
-            {
-                "PREFIX": str(self.workdir),
-                "LISTEN": self.addr,
-                "CASDOOR": self.casdoor,
-                "SIDECAR": self.sidecar,
-            },
-        )
-        (self.workdir / "nginx.conf").write_text(conf)
-        argv = ["nginx", "-p", str(self.workdir), "-c", str(self.workdir / "nginx.conf")]
+        values = {
+            "PREFIX": str(self.workdir),
+            "CASDOOR_FRONT_LISTEN": self.addr,
+            "CASDOOR": self.casdoor,
+            "SIDECAR": self.sidecar,
+        }
+        for name in ("casdoor.conf", "casdoor-front.conf"):
+            template = (DEPLOY_DIR / "nginx" / f"{name}.template").read_text()
+            (self.workdir / name).write_text(fill(template, values))
+        conf = self.workdir / "casdoor.conf"
+        argv = ["nginx", "-p", str(self.workdir), "-c", str(conf)]
         self.process = ManagedProcess("nginx", argv, log_path=self.workdir / "stdout.log")
         self.process.start().wait_ready(lambda: tcp_open(self.port), timeout)
         return self

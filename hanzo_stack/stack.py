@@ -83,6 +83,9 @@ class StackInfo(BaseModel):
 
     state_dir: str
     casdoor_url: str
+    #: Casdoor through nginx's front (deploy/nginx/casdoor-front.conf.template): the token
+    #: endpoint behind the sidecar's token gate; the CLI signs in here
+    casdoor_front_url: str | None = None
     cli_client_id: str
     gateway_url: str
     ports: dict[str, int]
@@ -298,7 +301,12 @@ class Stack:
     def _nginx_conf_changed(self, ports: dict[str, int], inference: str | None) -> None:
         """Render nginx's config; a running nginx whose config changed reloads it (SIGHUP:
         graceful, same port), so ``up`` after an upgrade applies the shipped config."""
-        files = ("nginx.conf", "hanzo-auth-locations.conf", "hanzo-protect.conf")
+        files = (
+            "nginx.conf",
+            "hanzo-auth-locations.conf",
+            "hanzo-protect.conf",
+            "casdoor-front.conf",
+        )
 
         def read_all() -> list[bytes | None]:
             out: list[bytes | None] = []
@@ -350,6 +358,14 @@ class Stack:
             ),
         }
         text = fill(text, values)  # a placeholder left over is an error, not a broken conf
+        front = (REPO / "deploy" / "nginx" / "casdoor-front.conf.template").read_text()
+        (prefix / "casdoor-front.conf").write_text(
+            fill(front, {
+                "CASDOOR_FRONT_LISTEN": f"{LOOPBACK}:{ports['casdoor_front']}",
+                "CASDOOR": f"{LOOPBACK}:{ports['casdoor']}",
+                "SIDECAR": values["SIDECAR"],
+            })
+        )  # fmt: skip
         conf = prefix / "nginx.conf"
         conf.write_text(text)
         return conf
@@ -628,6 +644,7 @@ class Stack:
         info = StackInfo(
             state_dir=str(layout.state_dir),
             casdoor_url=self.casdoor.url,
+            casdoor_front_url=f"http://{LOOPBACK}:{ports['casdoor_front']}",
             cli_client_id=self.casdoor.secrets.cli_client_id if self.casdoor.secrets else "",
             gateway_url=f"http://{LOOPBACK}:{ports['nginx']}",
             ports=ports,

@@ -200,11 +200,7 @@ class ValkeyCluster:
             if all(_slots_assigned(c) == 0 for c in clients):
                 self._form(timeout)
                 return
-            deadline = time.monotonic() + timeout
-            while not all(self._ready(c) for c in clients):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"valkey cluster not ready after {timeout:.0f}s")
-                time.sleep(0.1)
+            self._await_ready(clients, timeout)
         finally:
             for client in clients:
                 client.close()
@@ -219,14 +215,18 @@ class ValkeyCluster:
                 client.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
             for node in self.nodes[1:]:
                 clients[0].execute_command("CLUSTER", "MEET", LOOPBACK, node.port, node.bus_port)
-            deadline = time.monotonic() + timeout
-            while not all(self._ready(c) for c in clients):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"valkey cluster not ready after {timeout:.0f}s")
-                time.sleep(0.1)
+            self._await_ready(clients, timeout)
         finally:
             for client in clients:
                 client.close()
+
+    def _await_ready(self, clients: list[redis.Redis], timeout: float) -> None:
+        """Until every node says the cluster is ok, for ``timeout`` seconds at most."""
+        deadline = time.monotonic() + timeout
+        while not all(self._ready(c) for c in clients):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"valkey cluster not ready after {timeout:.0f}s")
+            time.sleep(0.1)
 
     def _ready(self, client: redis.Redis) -> bool:
         info = client.execute_command("CLUSTER", "INFO")

@@ -14,7 +14,9 @@ docstrings of installed packages (``scripts/corpus.py``), in a fixed order.
    ``--clients`` concurrent clients, each request carrying a signed identity assertion as
    the gateway would send. The rate is texts stored per second; the ratio is API / baseline.
 3. **Resident size** of the service process after each quarter of ``--texts`` and again
-   after ``--more`` further texts (flat means the last is within 10% of the one before).
+   after ``--more`` further texts (flat means the last is within 10% of the one before),
+   once every ``--sample-every`` seconds throughout (with the peak, VmHWM), and
+   ``--settle`` minutes after the last store (the service idle), so a slow leak shows.
    ``--no-baseline`` skips step 1 for a footprint-only run.
 4. **Search p99**: hybrid searches (the service embeds the query) one after another, first
    with the service idle, then while the ``--more`` texts are being imported.
@@ -78,11 +80,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """``field`` of /proc/<pid>/status in MB: VmRSS now, VmHWM the peak so far."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+    raise RuntimeError(f"no {field}")
+
+
+async def sample_rss(pid: int, every: float, started: float) -> None:
+    """Print the service's resident size every ``every`` seconds until cancelled: a run of
+    10,000 texts takes most of an hour on a loaded machine, and a leak shows as a slope."""
+    while True:
+        await asyncio.sleep(every)
+        elapsed, load = time.monotonic() - started, os.getloadavg()[0]
+        print(f"  t={elapsed:.0f}s: service RSS {rss_mb(pid):.0f} MB "
+              f"(peak {rss_mb(pid, 'VmHWM'):.0f}), load {load:.1f}", flush=True)  # fmt: skip
 
 
 class Service:
@@ -183,13 +196,24 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-async def api_run(texts: list[str], more: list[str], queries: list[str], clients: int) -> dict:
+async def api_run(
+    texts: list[str],
+    more: list[str],
+    queries: list[str],
+    clients: int,
+    sample_every: float,
+    settle: list[float],
+) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         svc = Service(Path(tmp))
+        sampler: asyncio.Task[None] | None = None
         try:
             async with httpx.AsyncClient(base_url=svc.url, timeout=600) as client:
                 await svc.wait_ready(client)
                 rss_start = rss_mb(svc.proc.pid)
+                sampler = asyncio.create_task(
+                    sample_rss(svc.proc.pid, sample_every, time.monotonic())
+                )
                 # four quarters, resident size after each; the rate is over all of them
                 rss_steps: list[tuple[int, float]] = []
                 elapsed = 0.0
@@ -214,7 +238,19 @@ async def api_run(texts: list[str], more: list[str], queries: list[str], clients
                     import_more(), searches(svc, client, queries, done)
                 )
                 rss_more = rss_mb(svc.proc.pid)
+                print(f"  stored {len(texts) + len(more)}: service RSS {rss_more:.0f} MB",
+                      flush=True)  # fmt: skip
+                last_store = time.monotonic()
+                rss_settle: list[tuple[float, float]] = []
+                for minutes in settle:
+                    await asyncio.sleep(max(0.0, last_store + 60 * minutes - time.monotonic()))
+                    rss_settle.append((minutes, rss_mb(svc.proc.pid)))
+                    print(f"  {minutes:g} min after the last store: service RSS "
+                          f"{rss_settle[-1][1]:.0f} MB", flush=True)  # fmt: skip
+                rss_peak = rss_mb(svc.proc.pid, "VmHWM")
         finally:
+            if sampler is not None:
+                sampler.cancel()
             svc.stop()
     return {
         "rate": rate,
@@ -223,6 +259,8 @@ async def api_run(texts: list[str], more: list[str], queries: list[str], clients
         "rss_steps": rss_steps,
         "rss_after": rss_after,
         "rss_more": rss_more,
+        "rss_settle": rss_settle,
+        "rss_peak": rss_peak,
         "idle": idle,
         "busy": busy,
     }
@@ -236,6 +274,10 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the onnxruntime loop (a footprint-only run)")  # fmt: skip
+    parser.add_argument("--sample-every", type=float, default=60.0,
+                        help="seconds between resident-size samples during the run")  # fmt: skip
+    parser.add_argument("--settle", default="1,3",
+                        help="minutes after the last store to sample RSS again")  # fmt: skip
     args = parser.parse_args()
 
     corpus = passages(args.texts + args.more)
@@ -256,7 +298,8 @@ def main() -> None:
         base = baseline(texts)
         print(f"baseline onnxruntime loop (batch {BASELINE_BATCH}, arrival order): "
               f"{base:.1f} texts/s")  # fmt: skip
-    res = asyncio.run(api_run(texts, more, queries, args.clients))
+    settle = [float(m) for m in args.settle.split(",") if m.strip()]
+    res = asyncio.run(api_run(texts, more, queries, args.clients, args.sample_every, settle))
     rate = res["rate"]
     print(f"API store (HTTP, batches of {API_BATCH}, {args.clients} clients): "
           f"{rate:.1f} texts/s   ratio {rate / base:.2f}x (target >= 1.0x)")  # fmt: skip
@@ -266,6 +309,9 @@ def main() -> None:
     print(f"service RSS: start {res['rss_start']:.0f} MB, {steps}, "
           f"after {len(texts) + len(more)} {res['rss_more']:.0f} MB "
           f"({'flat' if flat else 'GROWING'}; target <= 1024 MB)")  # fmt: skip
+    settled = ", ".join(f"{m:g} min after {mb:.0f} MB" for m, mb in res["rss_settle"])
+    print(f"service RSS after the last store: {settled or 'not sampled'}; "
+          f"peak (VmHWM) {res['rss_peak']:.0f} MB")  # fmt: skip
     idle99, busy99 = pct(res["idle"], 99), pct(res["busy"], 99)
     print(f"hybrid search p50/p99 idle: {pct(res['idle'], 50):.1f} / {idle99:.1f} ms "
           f"({len(res['idle'])}); during import: {pct(res['busy'], 50):.1f} / {busy99:.1f} ms "

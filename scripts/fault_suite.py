@@ -52,22 +52,20 @@ import random
 import signal
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 import httpx
 import yaml
 
-from hanzo_client.login import PkceLogin
 from hanzo_stack.process import LOOPBACK, http_ok, pid_alive
 from hanzo_stack.stack import DEFAULT_TENANT_FILE, Stack, StackInfo
 from hanzo_stack.valkey import ValkeyServer
+from tests.support.headless_login import headless_sign_in
 
 PARTS = ("casdoor", "sidecar", "gateway", "memory", "valkey")
 #: the gateway's positive cache TTL (``positive_cache_max_seconds``, default 5 s)
@@ -228,39 +226,6 @@ def suite_tenant_file(dest: Path) -> Path:
     path = dest / "tenants.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
-
-
-def headless_sign_in(casdoor_url: str, cli_client_id: str, org: str, user: str, pw: str) -> str:
-    """A JWT for ``org/user``: PKCE against Casdoor, the browser played by a POST."""
-
-    def browser(authorize_url: str) -> None:
-        q = {k: v[0] for k, v in parse_qs(urlparse(authorize_url).query).items()}
-        reply = httpx.post(
-            f"{casdoor_url}/api/login",
-            params={
-                "clientId": q["client_id"],
-                "responseType": "code",
-                "redirectUri": q["redirect_uri"],
-                "scope": q["scope"],
-                "state": q["state"],
-                "code_challenge": q["code_challenge"],
-                "code_challenge_method": "S256",
-            },
-            json={
-                "application": f"hanzo-cli-org-{org}",
-                "organization": org,
-                "username": user,
-                "password": pw,
-                "type": "code",
-            },
-        ).json()
-        if reply.get("status") != "ok":
-            raise RuntimeError(f"sign-in of {org}/{user} refused: {reply.get('msg')}")
-        back = {"code": reply["data"], "state": q["state"]}
-        threading.Timer(0.1, lambda: httpx.get(q["redirect_uri"], params=back, timeout=5)).start()
-
-    flow = PkceLogin(casdoor_url, f"{cli_client_id}-org-{org}")
-    return str(flow.run(browser, timeout=30)["access_token"])
 
 
 class Parts:
@@ -559,21 +524,14 @@ def start_stack(
     try:
         info = stack.up(suite_tenant_file(state), ui=False)
         seeds = stack.layout.seed_passwords(Path(info.tenant_file))
+        users = {"acme": ("acme", "alice"), "globex": ("globex", "carol"), "bob": ("acme", "bob")}
         jwts = {
-            "acme": headless_sign_in(
-                info.casdoor_url, info.cli_client_id, "acme", "alice", seeds["ACME_ALICE_PASSWORD"]
-            ),
-            "globex": headless_sign_in(
-                info.casdoor_url,
-                info.cli_client_id,
-                "globex",
-                "carol",
-                seeds["GLOBEX_CAROL_PASSWORD"],
-            ),
-            "bob": headless_sign_in(
-                info.casdoor_url, info.cli_client_id, "acme", "bob", seeds["ACME_BOB_PASSWORD"]
-            ),
-        }
+            name: headless_sign_in(
+                info.casdoor_url, info.cli_client_id, org, user,
+                seeds[f"{org}_{user}_PASSWORD".upper()], timeout=30,
+            )["access_token"]
+            for name, (org, user) in users.items()
+        }  # fmt: skip
         keys = {}
         with httpx.Client(base_url=info.gateway_url, timeout=10) as client:
             for org, scopes in (

@@ -11,7 +11,8 @@ principal; no tool takes them as an argument.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from mcp.server.fastmcp import Context, FastMCP
 from mcp.server.fastmcp.exceptions import ToolError
@@ -20,14 +21,19 @@ from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
-from hanzo_contract.mcp_tools import MCP_PATH, SERVER_NAME, TOOL_DESCRIPTIONS, TOOL_PERMISSIONS
+from hanzo_contract.mcp_tools import (
+    MCP_PATH,
+    SERVER_NAME,
+    TOOL_DESCRIPTIONS,
+    TOOL_PERMISSIONS,
+    MemoryTools,
+)
 from hanzo_contract.principal import Principal
 from memory_service.auth import Anonymous, Caller
 from memory_service.errors import ApiError, error_response
 from memory_service.models import Filters, MemoryIn, SearchRequest, UpdateRequest
 from memory_service.service import MemoryService, to_out
 
-Mode = Literal["vector", "keyword", "hybrid"]
 M = TypeVar("M", bound=BaseModel)
 MAX_LIST = 500  # as the REST listing's limit
 
@@ -54,8 +60,78 @@ def _model(model: type[M], data: dict[str, Any]) -> M:
         raise ToolError(f"validation_error: {problems}") from None
 
 
-def _refusal(exc: ApiError) -> ToolError:
-    return ToolError(f"{exc.code}: {exc.message}")
+def _filters(args: dict[str, Any]) -> Filters:
+    return _model(
+        Filters, {"namespace": args.pop("namespace", None), "tags": args.pop("tags", None)}
+    )
+
+
+async def _store(
+    service: MemoryService, principal: Principal, args: dict[str, Any]
+) -> dict[str, Any]:
+    (result,) = await service.store(principal, [_model(MemoryIn, args)])
+    return result.model_dump(mode="json")
+
+
+async def _search(
+    service: MemoryService, principal: Principal, args: dict[str, Any]
+) -> dict[str, Any]:
+    filters = _filters(args)  # takes namespace and tags out of args
+    req = _model(SearchRequest, {**args, "filters": filters})
+    hits = await service.search(principal, req)
+    return {"mode": req.mode, "results": [h.model_dump(mode="json") for h in hits]}
+
+
+async def _get(
+    service: MemoryService, principal: Principal, args: dict[str, Any]
+) -> dict[str, Any]:
+    return to_out(await service.get(principal, args["id"])).model_dump(mode="json")
+
+
+async def _list(
+    service: MemoryService, principal: Principal, args: dict[str, Any]
+) -> dict[str, Any]:
+    filters, limit = _filters(args), args["limit"]
+    if not 1 <= limit <= MAX_LIST:
+        raise ToolError(f"validation_error: limit is 1..{MAX_LIST}")
+    records, _ = await service.list(principal, filters, None, limit)
+    return {"memories": [to_out(r).model_dump(mode="json") for r in records]}
+
+
+async def _update(
+    service: MemoryService, principal: Principal, args: dict[str, Any]
+) -> dict[str, Any]:
+    memory_id = args.pop("id")
+    return to_out(
+        await service.update(principal, memory_id, _model(UpdateRequest, args))
+    ).model_dump(mode="json")
+
+
+async def _delete(
+    service: MemoryService, principal: Principal, args: dict[str, Any]
+) -> dict[str, Any]:
+    await service.delete(principal, args["id"])
+    return {"id": args["id"], "deleted": True}
+
+
+async def _capabilities(
+    service: MemoryService, _p: Principal, _args: dict[str, Any]
+) -> dict[str, Any]:
+    return service.capabilities().model_dump(mode="json")
+
+
+#: tool name -> its body over the service, for the principal already checked
+_TOOLS: dict[
+    str, Callable[[MemoryService, Principal, dict[str, Any]], Awaitable[dict[str, Any]]]
+] = {
+    "memory_store": _store,
+    "memory_search": _search,
+    "memory_get": _get,
+    "memory_list": _list,
+    "memory_update": _update,
+    "memory_delete": _delete,
+    "memory_capabilities": _capabilities,
+}
 
 
 def build_mcp(service: MemoryService) -> FastMCP:
@@ -71,101 +147,16 @@ def build_mcp(service: MemoryService) -> FastMCP:
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
 
-    @mcp.tool(description=TOOL_DESCRIPTIONS["memory_store"])
-    async def memory_store(
-        ctx: Context,
-        content: str,
-        namespace: str | None = None,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        importance: float | None = None,
-        scope: Literal["user", "org"] | None = None,
-        ttl_seconds: int | None = None,
-        id: str | None = None,
-    ) -> dict[str, Any]:
-        p = _principal(ctx, "memory_store")
-        item = _model(MemoryIn, {"content": content, "namespace": namespace, "tags": tags,
-                                 "metadata": metadata, "importance": importance,
-                                 "scope": scope, "ttl_seconds": ttl_seconds, "id": id})  # fmt: skip
+    async def run(tool: str, args: dict[str, Any]) -> dict[str, Any]:
+        """One tool on ``service``, as the verified caller of this request."""
+        principal = _principal(mcp.get_context(), tool)
         try:
-            (result,) = await service.store(p, [item])
+            return await _TOOLS[tool](service, principal, args)
         except ApiError as exc:
-            raise _refusal(exc) from None
-        return result.model_dump(mode="json")
+            raise ToolError(f"{exc.code}: {exc.message}") from None
 
-    @mcp.tool(description=TOOL_DESCRIPTIONS["memory_search"])
-    async def memory_search(
-        ctx: Context,
-        query: str,
-        mode: Mode = "hybrid",
-        top_k: int = 10,
-        namespace: str | None = None,
-        tags: list[str] | None = None,
-        min_score: float | None = None,
-    ) -> dict[str, Any]:
-        p = _principal(ctx, "memory_search")
-        filters = _model(Filters, {"namespace": namespace, "tags": tags})
-        req = _model(SearchRequest, {"query": query, "mode": mode, "top_k": top_k,
-                                     "min_score": min_score, "filters": filters})  # fmt: skip
-        try:
-            hits = await service.search(p, req)
-        except ApiError as exc:
-            raise _refusal(exc) from None
-        return {"mode": req.mode, "results": [h.model_dump(mode="json") for h in hits]}
-
-    @mcp.tool(description=TOOL_DESCRIPTIONS["memory_get"])
-    async def memory_get(ctx: Context, id: str) -> dict[str, Any]:
-        p = _principal(ctx, "memory_get")
-        try:
-            return to_out(await service.get(p, id)).model_dump(mode="json")
-        except ApiError as exc:
-            raise _refusal(exc) from None
-
-    @mcp.tool(description=TOOL_DESCRIPTIONS["memory_list"])
-    async def memory_list(
-        ctx: Context,
-        namespace: str | None = None,
-        tags: list[str] | None = None,
-        limit: int = 20,
-    ) -> dict[str, Any]:
-        p = _principal(ctx, "memory_list")
-        filters = _model(Filters, {"namespace": namespace, "tags": tags})
-        if not 1 <= limit <= MAX_LIST:
-            raise ToolError(f"validation_error: limit is 1..{MAX_LIST}")
-        records, _ = await service.list(p, filters, None, limit)
-        return {"memories": [to_out(r).model_dump(mode="json") for r in records]}
-
-    @mcp.tool(description=TOOL_DESCRIPTIONS["memory_update"])
-    async def memory_update(
-        ctx: Context,
-        id: str,
-        content: str | None = None,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        importance: float | None = None,
-    ) -> dict[str, Any]:
-        p = _principal(ctx, "memory_update")
-        req = _model(UpdateRequest, {"content": content, "tags": tags, "metadata": metadata,
-                                     "importance": importance})  # fmt: skip
-        try:
-            return to_out(await service.update(p, id, req)).model_dump(mode="json")
-        except ApiError as exc:
-            raise _refusal(exc) from None
-
-    @mcp.tool(description=TOOL_DESCRIPTIONS["memory_delete"])
-    async def memory_delete(ctx: Context, id: str) -> dict[str, Any]:
-        p = _principal(ctx, "memory_delete")
-        try:
-            await service.delete(p, id)
-        except ApiError as exc:
-            raise _refusal(exc) from None
-        return {"id": id, "deleted": True}
-
-    @mcp.tool(description=TOOL_DESCRIPTIONS["memory_capabilities"])
-    async def memory_capabilities(ctx: Context) -> dict[str, Any]:
-        _principal(ctx, "memory_capabilities")
-        return service.capabilities().model_dump(mode="json")
-
+    for name, function in MemoryTools(run).functions().items():
+        mcp.tool(name=name, description=TOOL_DESCRIPTIONS[name])(function)
     return mcp
 
 

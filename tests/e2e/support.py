@@ -1,20 +1,19 @@
-"""Helpers for the end-to-end tests: the running stack and a headless sign-in."""
+"""Helpers for the end-to-end tests: the running stack and a headless sign-in
+(:mod:`tests.support.headless_login`)."""
 
 from __future__ import annotations
 
-import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 import httpx
 
 from hanzo_client import HanzoClient
-from hanzo_client.login import PkceLogin
 from hanzo_contract.headers import ASSERTION
 from hanzo_stack.servers import EchoUpstream
 from hanzo_stack.stack import Stack, StackInfo
+from tests.support.headless_login import headless_sign_in
 
 
 @dataclass
@@ -36,44 +35,8 @@ class RunningStack:
         return self.seeds[env_name]
 
 
-def headless_browser(casdoor_url: str, org: str, user: str, password: str):
-    """Plays the user's browser on Casdoor's sign-in page: posts the credentials the way
-    Casdoor's own login page does, then follows the redirect to the CLI's loopback port."""
-
-    def open_browser(authorize_url: str) -> None:
-        q = {k: v[0] for k, v in parse_qs(urlparse(authorize_url).query).items()}
-        application = "hanzo-cli-org-" + org  # the shared CLI app, seen from this tenant
-        reply = httpx.post(
-            f"{casdoor_url}/api/login",
-            params={
-                "clientId": q["client_id"],
-                "responseType": "code",
-                "redirectUri": q["redirect_uri"],
-                "scope": q["scope"],
-                "state": q["state"],
-                "code_challenge": q["code_challenge"],
-                "code_challenge_method": "S256",
-            },
-            json={
-                "application": application,
-                "organization": org,
-                "username": user,
-                "password": password,
-                "type": "code",
-            },
-        ).json()
-        assert reply["status"] == "ok", reply
-        redirect = {"code": reply["data"], "state": q["state"]}
-        threading.Timer(
-            0.1, lambda: httpx.get(q["redirect_uri"], params=redirect, timeout=5)
-        ).start()
-
-    return open_browser
-
-
 def pkce_login(stack: RunningStack, org: str, user: str, password: str) -> dict[str, Any]:
-    flow = PkceLogin(stack.info.casdoor_url, f"{stack.cli_client_id}-org-{org}")
-    return flow.run(headless_browser(stack.info.casdoor_url, org, user, password), timeout=20)
+    return headless_sign_in(stack.info.casdoor_url, stack.cli_client_id, org, user, password)
 
 
 def gateway_assertion(stack: RunningStack, key: str, method: str, path: str) -> str:

@@ -17,8 +17,7 @@ from hanzo_client.login import PkceLogin
 from hanzo_stack.backup import MANIFEST, BackupError, Manifest, backup, restore
 from hanzo_stack.cli import app
 from hanzo_stack.stack import DEFAULT_TENANT_FILE, Stack
-
-from .support import headless_browser
+from tests.support.headless_login import headless_browser
 
 
 class StoreLoad:

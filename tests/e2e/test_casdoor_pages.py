@@ -20,6 +20,7 @@ import httpx
 import jwt
 from playwright.sync_api import Page, expect
 
+from hanzo_client.cli import _where
 from hanzo_contract.signin import (
     DEVICE_CODE_GRANT,
     DEVICE_LOGIN_OFF_REASON,
@@ -51,6 +52,7 @@ def test_device_login_is_finished_on_the_printed_page(
         "XDG_CONFIG_HOME": str(tmp_path / "config"),
         "COLUMNS": "250",  # one line per message
     }
+    gated = _gate_passes(stack)
     argv = [sys.executable, "-m", "hanzo_stack", "login", "--device", "--org", "acme"]
     proc = subprocess.Popen(
         [*argv, "--timeout", "90"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -62,7 +64,7 @@ def test_device_login_is_finished_on_the_printed_page(
         prompt = PROMPT.search(first)
         assert prompt, first
         url, code = prompt.groups()
-        assert url.startswith(stack.info.casdoor_url) and url.endswith(f"/device/{code}")
+        assert url.endswith(f"/device/{code}"), url
         assert "organization acme" in proc.stdout.readline()
         with chromium() as browser:
             page = browser.new_page()
@@ -74,6 +76,34 @@ def test_device_login_is_finished_on_the_printed_page(
     assert proc.returncode == 0, out
     assert "signed in as acme/alice" in out
     assert (tmp_path / "config" / "hanzo" / "credentials.json").exists()
+    # the CLI polled the token endpoint through the sidecar's token gate, not Casdoor's port
+    assert _gate_passes(stack) > gated
+
+
+def _gate_passes(stack: RunningStack) -> int:
+    """Requests the sidecar's token gate has answered (its access log)."""
+    log = Path(stack.info.logs_dir) / "sidecar.log"
+    return sum('"path": "/casdoor/token"' in line for line in log.read_text().splitlines())
+
+
+def test_cli_signs_in_through_the_token_gate(running_stack: RunningStack) -> None:
+    """``hanzo login`` signs in at the Casdoor front the stack advertises in stack.json, whose
+    token endpoint is the sidecar's token gate: a device grant for a bare user name, sent
+    where the CLI sends its token requests, is refused (Casdoor's own port answers it with
+    a token: the flaw test below)."""
+    stack = running_stack
+    casdoor, *_ = _where(None, Path(stack.info.state_dir), None, None, "acme", None)
+    assert casdoor == stack.info.casdoor_front_url != stack.info.casdoor_url
+    refused = httpx.post(
+        f"{casdoor}/api/login/oauth/access_token",
+        data={
+            "grant_type": DEVICE_CODE_GRANT,
+            "client_id": org_cli_application("acme"),
+            "username": "alice",
+        },
+    )
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["code"] == "invalid_request"
 
 
 def test_device_sign_in_is_refused_where_the_tenant_file_leaves_it_off(

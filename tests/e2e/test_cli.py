@@ -19,8 +19,9 @@ from hanzo_client import AsyncHanzoClient, HanzoAPIError, HanzoClient
 from hanzo_client.credentials import Credentials
 from hanzo_stack.cli import DEMO_SCOPES, _demo_owner, app
 from hanzo_stack.stack import DEFAULT_TENANT_FILE
+from tests.support.headless_login import headless_browser
 
-from .support import RunningStack, headless_browser, pkce_login
+from .support import RunningStack, pkce_login
 from .test_journey import REVOCATION_BOUND_SECONDS
 
 ORG, USER = "acme", "alice"  # the tenant file's first org: `hanzo up`'s demo organization

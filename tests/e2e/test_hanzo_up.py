@@ -93,8 +93,9 @@ def test_hanzo_up_prints_a_curl_that_works_then_down(tmp_path: Path) -> None:
 
         status = _hanzo(state, "status", timeout=60)
         assert status.returncode == 0, status.stdout
-        for part in ("casdoor", "sidecar", "gateway", "memory", "nginx"):
-            assert f"{part:8} healthy" in status.stdout
+        states = dict(line.split()[:2] for line in status.stdout.splitlines()[:-1])
+        for part in ("casdoor", "sidecar", "gateway", "memory", "nginx", "casdoor_front"):
+            assert states[part] == "healthy", status.stdout
         assert (state / "logs" / "sidecar.log").exists()
         # the banner's stop command, typed literally in a shell without the venv on PATH
         stop = up.stdout.split("stop with:", 1)[1].strip()

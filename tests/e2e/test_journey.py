@@ -16,8 +16,9 @@ from typer.testing import CliRunner
 from hanzo_client import HanzoAPIError, HanzoClient
 from hanzo_contract.assertion import INFERENCE_AUDIENCE, AssertionVerifier
 from hanzo_stack.cli import app
+from tests.support.headless_login import headless_browser
 
-from .support import RunningStack, headless_browser, pkce_login
+from .support import RunningStack, pkce_login
 
 #: the gateway caches a positive key answer for at most this long (documented bound)
 REVOCATION_BOUND_SECONDS = 5.0

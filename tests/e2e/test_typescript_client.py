@@ -62,7 +62,8 @@ def test_typescript_client_suite_passes_against_the_stack(
     env = {
         **os.environ,
         "HANZO_E2E_GATEWAY_URL": stack.gateway,
-        "HANZO_E2E_CASDOOR_URL": stack.info.casdoor_url,
+        # the Casdoor front, as `hanzo login` uses it: its token endpoint passes the gate
+        "HANZO_E2E_CASDOOR_URL": stack.info.casdoor_front_url or "",
         "HANZO_E2E_CLI_CLIENT_ID": stack.cli_client_id,
         "HANZO_E2E_ORG": "acme",
         "HANZO_E2E_OTHER_ORG": "globex",

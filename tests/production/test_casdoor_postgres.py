@@ -7,13 +7,10 @@ and its ``record`` table keeps no request body or query string there either.
 
 from __future__ import annotations
 
-import secrets
-import time
-
-import httpx
 import psycopg
 
 from hanzo_stack.casdoor.server import CasdoorServer
+from tests.support.casdoor_records import assert_refused_grants_leave_no_secret
 
 
 def _records(dsn: str, since_id: int) -> list[dict[str, object]]:
@@ -48,36 +45,4 @@ def test_refused_password_grant_leaves_no_secret_in_postgres_records(
     assert dsn is not None
     with psycopg.connect(dsn) as db:
         since = int(db.execute("SELECT coalesce(max(id), 0) FROM record").fetchone()[0])  # type: ignore[index]
-    password = f"pw-{secrets.token_hex(12)}"
-    query_password = f"qpw-{secrets.token_hex(12)}"
-    token_url = f"{casdoor.url}/api/login/oauth/access_token"
-    refused = httpx.post(
-        token_url,
-        data={
-            "grant_type": "password",
-            "client_id": casdoor.client_id,
-            "client_secret": casdoor.client_secret,
-            "username": "nobody-here",
-            "password": password,
-        },
-        timeout=10,
-    )
-    assert "access_token" not in refused.json()
-    httpx.post(
-        token_url,
-        params={"grant_type": "password", "username": "nobody", "password": query_password},
-        data={"client_id": casdoor.client_id},
-        timeout=10,
-    )
-    deadline = time.monotonic() + 10  # Casdoor records after answering: wait, bounded
-    rows = _records(dsn, since)
-    while len(rows) < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
-        rows = _records(dsn, since)
-    grants = [row for row in rows if row["action"] == "login/oauth/access_token"]
-    assert len(grants) == 2  # still recorded: who, what, when
-    assert all(row["request_uri"] == "/api/login/oauth/access_token" for row in grants)
-    assert all(row["object"] == "" for row in grants)
-    for row in rows:
-        for secret in (password, query_password, casdoor.client_secret):
-            assert secret not in str(row)
+    assert_refused_grants_leave_no_secret(casdoor, lambda since_id: _records(dsn, since_id), since)

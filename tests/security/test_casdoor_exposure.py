@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import secrets
 import sqlite3
-import time
 from pathlib import Path
 
-import httpx
-
 from hanzo_stack.casdoor.server import CasdoorServer
+from tests.support.casdoor_records import assert_refused_grants_leave_no_secret
 
 TCP_LISTEN = "0A"
 
@@ -83,41 +80,11 @@ def test_refused_password_grant_leaves_no_secret_in_casdoor_records(
 ) -> None:
     db_path = casdoor.state.db_path
     since = _last_record_id(db_path)
-    password = f"pw-{secrets.token_hex(12)}"
-    query_password = f"qpw-{secrets.token_hex(12)}"
-    token_url = f"{casdoor.url}/api/login/oauth/access_token"
-    refused = httpx.post(
-        token_url,
-        data={
-            "grant_type": "password",
-            "client_id": casdoor.client_id,
-            "client_secret": casdoor.client_secret,
-            "username": "nobody-here",
-            "password": password,
-        },
-        timeout=10,
+    password, query_password = assert_refused_grants_leave_no_secret(
+        casdoor, lambda since_id: _records(db_path, since_id), since
     )
-    assert "access_token" not in refused.json()  # the grant was refused
-    httpx.post(
-        token_url,
-        params={"grant_type": "password", "username": "nobody", "password": query_password},
-        data={"client_id": casdoor.client_id},
-        timeout=10,
-    )
-    # Casdoor writes records from a goroutine after answering: wait, bounded
-    deadline = time.monotonic() + 10
-    rows = _records(db_path, since)
-    while len(rows) < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
-        rows = _records(db_path, since)
-    grants = [row for row in rows if row["action"] == "login/oauth/access_token"]
-    assert len(grants) == 2  # the requests are still recorded: who, what, when
-    assert all(row["request_uri"] == "/api/login/oauth/access_token" for row in grants)
-    assert all(row["object"] == "" for row in grants)
     stored = b"".join(
         path.read_bytes() for path in db_path.parent.glob(db_path.name + "*") if path.is_file()
     )
     for secret in (password, query_password):
         assert secret.encode() not in stored  # not in any page, journal or WAL either
-    # the client secret lives in Casdoor's application table, never in a record
-    assert all(casdoor.client_secret not in str(row) for row in rows)

@@ -13,6 +13,7 @@ export {
   DEFAULT_DEVICE_SCOPES,
   DEFAULT_OAUTH_SCOPE,
   DEVICE_CODE_GRANT,
+  DEVICE_LOGIN_OFF,
   deviceLogin,
   exchangeCode,
   mintDeviceKey,

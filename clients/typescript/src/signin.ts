@@ -134,6 +134,24 @@ async function tokenEndpoint(casdoorUrl: string, form: Record<string, string>, f
   }
 }
 
+/** The code of the `LoginError` a tenant with device sign-in off gives (`device_login`). */
+export const DEVICE_LOGIN_OFF = "device_login_off";
+
+/**
+ * Device sign-in is off for the tenant (as `hanzo login --device` says it): the tenant file
+ * setting to change, and why it is off by default (hanzo_contract/signin.py).
+ */
+function deviceLoginOff(organization: string, clientId: string, body: Record<string, unknown>): LoginError {
+  const reason = typeof body.error_description === "string" ? body.error_description : String(body.error);
+  return new LoginError(
+    `device sign-in is not on for the organization ${organization} (or it does not exist): ` +
+      `Casdoor gives ${clientId} no device grant (${reason}); its tenant file entry needs ` +
+      "`device_login: true`, off by default: Casdoor's device grant identifies the user by name only. " +
+      "Sign in with the browser (PKCE) instead.",
+    DEVICE_LOGIN_OFF,
+  );
+}
+
 function oauthFailure(step: string, body: Record<string, unknown>): LoginError {
   const code = typeof body.error === "string" ? body.error : undefined;
   const description = typeof body.error_description === "string" ? body.error_description : code;
@@ -196,6 +214,9 @@ export async function deviceLogin(options: DeviceLoginOptions): Promise<TokenRes
   });
   const start = (await response.json().catch(() => ({}))) as Partial<DeviceAuthorization> & Record<string, unknown>;
   if (typeof start.device_code !== "string" || typeof start.user_code !== "string") {
+    // Casdoor refuses a device code only for a client id it does not know, which is what
+    // a tenant's CLI application answers to while its device sign-in is off
+    if (typeof start.error === "string") throw deviceLoginOff(options.organization, clientId, start);
     throw oauthFailure("device authorization", start);
   }
   await options.onUserCode(start as DeviceAuthorization);
@@ -214,6 +235,7 @@ export async function deviceLogin(options: DeviceLoginOptions): Promise<TokenRes
       return body as TokenResponse;
     }
     if (body.error === "slow_down") intervalMs += 5000;
+    else if (body.error === "unsupported_grant_type") throw deviceLoginOff(options.organization, clientId, body);
     else if (body.error !== "authorization_pending") throw oauthFailure("device sign-in", body);
   }
   throw new LoginError("device code expired before it was approved", "expired_token");

@@ -5,10 +5,12 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
 import {
+  DEVICE_LOGIN_OFF,
   deviceLogin,
   orgCliClientId,
   HanzoClient,
   HanzoError,
+  LoginError,
   mintDeviceKey,
   parseJsonl,
   parseKeyId,
@@ -256,6 +258,19 @@ describe("the TypeScript client against the running stack", { skip: SKIP }, () =
       { status: 403, code: "scope_escalation" },
     );
     assert.ok(await signOut(stack.gateway, bob.key));
+  });
+
+  it("says that device sign-in is off for a tenant that leaves it off", async () => {
+    await assert.rejects(
+      deviceLogin({ casdoorUrl: stack.casdoor, organization: stack.otherOrg, timeoutMs: 10_000, onUserCode: () => {} }),
+      (error: unknown) => {
+        assert.ok(error instanceof LoginError);
+        assert.equal(error.code, DEVICE_LOGIN_OFF);
+        assert.match(error.message, new RegExp(`not on for the organization ${stack.otherOrg}`));
+        assert.match(error.message, /`device_login: true`/);
+        return true;
+      },
+    );
   });
 
   it("signs out: the key revokes itself and is refused within the bound", async () => {

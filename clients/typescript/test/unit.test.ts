@@ -7,6 +7,8 @@ import { fileURLToPath } from "node:url";
 
 import {
   base64url,
+  DEVICE_LOGIN_OFF,
+  deviceLogin,
   errorFromResponse,
   HanzoClient,
   listQuery,
@@ -61,6 +63,37 @@ test("the authorize URL carries the shared client id, S256 challenge and state",
   await assert.rejects(session.finish(new URLSearchParams({ state: session.state, error: "access_denied" })), {
     code: "access_denied",
   });
+});
+
+test("device sign-in off for the tenant is said as such, not as a generic failure", async () => {
+  const asked: string[] = [];
+  // Casdoor's answer to a device-code request for a client id it does not know: what the
+  // tenant's CLI application answers to while the tenant file leaves device_login off
+  const fetchOff = async (input: string, init?: RequestInit) => {
+    asked.push(`${input} ${String(init?.body)}`);
+    return new Response(JSON.stringify({ error: "invalid_client", error_description: "Invalid client_id" }), {
+      status: 400,
+      headers: { "Content-Type": "application/json" },
+    });
+  };
+  const shown: unknown[] = [];
+  const refused = await deviceLogin({
+    casdoorUrl: "http://127.0.0.1:1/",
+    organization: "globex",
+    onUserCode: (start) => shown.push(start),
+    fetch: fetchOff,
+  }).then(
+    () => assert.fail("signed in"),
+    (error: unknown) => error,
+  );
+  assert.ok(refused instanceof Error);
+  assert.equal((refused as Error & { code?: string }).code, DEVICE_LOGIN_OFF);
+  assert.match(refused.message, /device sign-in is not on for the organization globex/);
+  assert.match(refused.message, /`device_login: true`/);
+  assert.match(refused.message, /Invalid client_id/);
+  assert.deepEqual(shown, []); // no code to show
+  assert.equal(asked.length, 1);
+  assert.match(asked[0] ?? "", /^http:\/\/127\.0\.0\.1:1\/api\/device-auth client_id=globex_cli/);
 });
 
 test("key ids parse from well-formed keys only", () => {
