@@ -38,6 +38,7 @@ from gateway_plugins.routes import RouteTable
 from gateway_plugins.sidecar_client import SidecarClient
 from hanzo_contract.assertion import AssertionSigner, ensure_keypair
 from hanzo_contract.principal import Limits
+from hanzo_stack.gateway_install.layout import DEFAULT_UPSTREAM
 from hanzo_stack.process import LOOPBACK, free_port, tcp_open
 from hanzo_stack.servers import EchoUpstream, ForwardAuthServer, NginxServer, SidecarServer
 from iam_sidecar.keys.models import NewKey
@@ -219,7 +220,7 @@ def main() -> None:
             f"    server {{\n        listen {LOOPBACK}:{direct_port};\n"
             "        location / {\n            proxy_http_version 1.1;\n"
             '            proxy_set_header Connection "";\n'
-            "            proxy_pass http://app;\n        }\n    }\n"
+            f"            proxy_pass http://hanzo_up_{DEFAULT_UPSTREAM};\n        }}\n    }}\n"
         )
         nginx = NginxServer(work / "nginx", auth.addr, upstream.addr, extra_servers=baseline)
         nginx.start()
