@@ -118,6 +118,12 @@ class DecisionCore:
         if request.path_is_ambiguous():
             return deny(400, "invalid_path", "path has dot segments or encoded separators")
         route = self.routes.match(request.method.upper(), request.path)
+        decision = await self._judge(request, route)
+        if route is not None:
+            decision.route = route.pattern
+        return decision
+
+    async def _judge(self, request: AuthRequest, route: RouteMatch | None) -> Decision:
         if route is not None and route.public:
             return allow(ANONYMOUS_HEADERS, None, "allow_public")
         credential = extract_credential(request.headers)

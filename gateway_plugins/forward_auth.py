@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any, TypeVar
 
@@ -39,10 +40,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway_plugins import metrics
+from gateway_plugins.access_log import AccessLog
 from gateway_plugins.core import DecisionCore
 from gateway_plugins.decision import ERROR_HEADER, Decision, deny
 from gateway_plugins.limiter import LimiterUnavailable
-from gateway_plugins.request import AuthRequest, lower_headers
+from gateway_plugins.request import AuthRequest, lower_asgi_headers
 from hanzo_contract import telemetry
 from hanzo_contract.errors import error_body
 from hanzo_contract.forwarded import DEFAULT_TRUSTED_PROXIES, ClientAddress
@@ -92,12 +94,37 @@ def _render(
     return status, headers, body
 
 
+class _RecentClients:
+    """:meth:`ClientAddress.resolve`, remembered: behind a gateway the same few (peer,
+    X-Forwarded-For, X-Real-IP) triples repeat, and parsing them as IP addresses was a
+    tenth of a hot request's cost. Bounded: cleared when full, so a client that varies its
+    header only makes its own requests miss."""
+
+    def __init__(self, addresses: ClientAddress, size: int = 4096) -> None:
+        self._addresses = addresses
+        self._size = size
+        self._seen: dict[tuple[str | None, str | None, str | None], str | None] = {}
+
+    def resolve(
+        self, peer: str | None, forwarded_for: str | None, real_ip: str | None
+    ) -> str | None:
+        key = (peer, forwarded_for, real_ip)
+        try:
+            return self._seen[key]
+        except KeyError:
+            pass
+        if len(self._seen) >= self._size:
+            self._seen.clear()
+        client = self._seen[key] = self._addresses.resolve(peer, forwarded_for, real_ip)
+        return client
+
+
 def _auth_request(
-    scope: Scope, envoy: bool, nginx: bool, addresses: ClientAddress
+    scope: Scope, envoy: bool, nginx: bool, addresses: _RecentClients
 ) -> AuthRequest | None:
     """The original request; its client address from forwarded headers only when the
     gateway that asks is a trusted proxy (``addresses``)."""
-    headers = lower_headers(scope["headers"])
+    headers = lower_asgi_headers(scope["headers"])
     if envoy:
         method = scope["method"]
         uri = scope["path"][len(ENVOY_PREFIX) :] or "/"
@@ -123,11 +150,16 @@ class ForwardAuthApp:
     """Raw ASGI on the hot path (the auth endpoints); Starlette for everything else."""
 
     def __init__(
-        self, core: DecisionCore, rest: Starlette, addresses: ClientAddress | None = None
+        self,
+        core: DecisionCore,
+        rest: Starlette,
+        addresses: ClientAddress | None = None,
+        access: AccessLog | None = None,
     ) -> None:
         self.core = core
         self._rest = rest
-        self._addresses = addresses or ClientAddress()
+        self._addresses = _RecentClients(addresses or ClientAddress())
+        self._access = access
         # the request id for every answer and log line; a span per request when tracing
         self._served = RequestIdMiddleware(TracingMiddleware(self._dispatch, "gateway"))
 
@@ -136,14 +168,37 @@ class ForwardAuthApp:
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            started = time.perf_counter()
             path = scope["path"]
             envoy = path == ENVOY_PREFIX or path.startswith(ENVOY_PREFIX + "/")
             if envoy or path in ("/auth", "/auth/nginx"):
-                await self._decide(scope, send, envoy, nginx=path == "/auth/nginx")
+                await self._decide(scope, send, envoy, path == "/auth/nginx", started)
+                return
+            if self._access is not None:
+                await self._logged(scope, receive, send, started)
                 return
         await self._rest(scope, receive, send)
 
-    async def _decide(self, scope: Scope, send: Send, envoy: bool, nginx: bool) -> None:
+    async def _logged(self, scope: Scope, receive: Receive, send: Send, started: float) -> None:
+        """Everything but the auth endpoints (metrics, health, token charges), with its
+        access line: the status is whatever the app answered (500 if it answered nothing)."""
+        status = 500
+
+        async def sending(message: MutableMapping[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._rest(scope, receive, sending)
+        finally:
+            assert self._access is not None
+            self._access.request(scope["method"], scope["path"], status, started)
+
+    async def _decide(
+        self, scope: Scope, send: Send, envoy: bool, nginx: bool, started: float
+    ) -> None:
         request = _auth_request(scope, envoy, nginx, self._addresses)
         if request is None:
             decision = deny(400, "missing_original_request", _MISSING)
@@ -156,6 +211,22 @@ class ForwardAuthApp:
         status, headers, body = _render(decision, nginx, current_request_id())
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+        if self._access is not None:
+            if request is None:  # the line names the endpoint the gateway called
+                method, path = scope["method"], scope["path"]
+            else:
+                method, path = request.method, request.path
+            principal = decision.principal
+            self._access.request(
+                method,
+                path,
+                decision.status,
+                started,
+                decision.route,
+                decision.code,
+                principal.key_id if principal else None,
+                principal.organization if principal else None,
+            )
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -215,9 +286,11 @@ def create_app(
     core: DecisionCore,
     charge_token: str = "",
     trusted_proxies: tuple[str, ...] = DEFAULT_TRUSTED_PROXIES,
+    access: AccessLog | None = None,
 ) -> ForwardAuthApp:
     """The forward-auth app; ``charge_token`` opens the token charge endpoint (the inference
-    gateway's), ``trusted_proxies``: the gateways whose X-Forwarded-For counts."""
+    gateway's), ``trusted_proxies``: the gateways whose X-Forwarded-For counts, ``access``:
+    one line per request (flushed when the app's lifespan ends)."""
 
     async def metrics_endpoint(_: Request) -> Response:
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
@@ -244,7 +317,11 @@ def create_app(
         try:
             yield
         finally:
-            await core.aclose()
+            try:
+                await core.aclose()
+            finally:
+                if access is not None:
+                    access.flush()
 
     reserve, charge = _token_endpoints(core, charge_token)
     rest = Starlette(
@@ -258,4 +335,4 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={404: not_found, 405: not_found},
     )
-    return ForwardAuthApp(core, rest, ClientAddress(trusted_proxies))
+    return ForwardAuthApp(core, rest, ClientAddress(trusted_proxies), access)

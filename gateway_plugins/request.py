@@ -14,6 +14,17 @@ from hanzo_contract.apikey import looks_like_key
 _AMBIGUOUS = re.compile(r"(^|/)\.{1,2}(/|$)|%2[ef]|%5c|\\|//", re.IGNORECASE)
 
 
+def _path_of(uri: str) -> str:
+    """The path exactly as the upstream will get it: the URI up to ``?`` or ``#``.
+
+    Only an absolute-form URI (``http://host/p``) is parsed; anything else is cut by hand,
+    so ``//host/p`` stays ``//host/p`` (and is refused) instead of becoming ``/p``.
+    """
+    if uri.startswith(("http://", "https://")):
+        return urlsplit(uri).path or "/"
+    return uri.partition("?")[0].partition("#")[0]
+
+
 @dataclass(frozen=True, slots=True)
 class AuthRequest:
     """One request to decide on. ``headers`` keys are lower-case."""
@@ -22,18 +33,11 @@ class AuthRequest:
     uri: str
     headers: Mapping[str, str] = field(default_factory=dict)
     client_ip: str | None = None
+    #: the URI's path (see :func:`_path_of`), cut once: a decision reads it several times
+    path: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def path(self) -> str:
-        """The path exactly as the upstream will get it: the URI up to ``?`` or ``#``.
-
-        Only an absolute-form URI (``http://host/p``) is parsed; anything else is cut by
-        hand, so ``//host/p`` stays ``//host/p`` (and is refused) instead of becoming ``/p``.
-        """
-        uri = self.uri
-        if uri.startswith(("http://", "https://")):
-            return urlsplit(uri).path or "/"
-        return uri.partition("?")[0].partition("#")[0]
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", _path_of(self.uri))
 
     def path_is_ambiguous(self) -> bool:
         return not self.path.startswith("/") or _AMBIGUOUS.search(self.path) is not None
@@ -43,6 +47,17 @@ def _text(value: object) -> str:
     if isinstance(value, list) and value:  # Kong gives a repeated header as a list
         value = value[0]
     return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+
+
+def lower_asgi_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """:func:`lower_headers` for ASGI's raw ``(bytes, bytes)`` pairs only: the forward-auth
+    service's hot path, without a type check per header."""
+    headers: dict[str, str] = {}
+    for name, value in raw:
+        key = name.decode("latin-1").lower()
+        if key not in headers:
+            headers[key] = value.decode("latin-1")
+    return headers
 
 
 def lower_headers(items: Iterable[tuple[object, object]]) -> dict[str, str]:
