@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from hanzo_contract import jsonlog, telemetry
+
+#: how uvicorn serves the plugin (and the floor ``scripts/bench_gateway.py`` compares it
+#: with): uvloop and httptools (uvicorn[standard]); no ``Server``/``Date`` header, which no
+#: gateway reads from an auth answer and which uvicorn would check and write on every one;
+#: no uvicorn access line (the app writes its own, ``access_log.py``)
+SERVER_OPTIONS: dict[str, Any] = {
+    "loop": "uvloop",
+    "http": "httptools",
+    "server_header": False,
+    "date_header": False,
+    "access_log": False,
+}
 
 cli = typer.Typer(
     help="Gateway auth/quota plugins: the forward-auth service.", no_args_is_help=True
@@ -49,8 +63,7 @@ def serve(
         tuple(settings.trusted_proxies),
         access,
     )
-    # the app writes its own access line (gateway_plugins/access_log.py), not uvicorn
-    uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=None, access_log=False)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=None, **SERVER_OPTIONS)
 
 
 @cli.command("routes")

@@ -49,14 +49,23 @@ def _text(value: object) -> str:
     return value.decode("latin-1") if isinstance(value, bytes) else str(value)
 
 
-def lower_asgi_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
-    """:func:`lower_headers` for ASGI's raw ``(bytes, bytes)`` pairs only: the forward-auth
-    service's hot path, without a type check per header."""
+#: the headers :func:`extract_credential` reads, all a decision needs of the client's
+CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key"})
+
+
+def lower_asgi_headers(
+    raw: Iterable[tuple[bytes, bytes]], only: frozenset[bytes]
+) -> dict[str, str]:
+    """:func:`lower_headers` for ASGI's raw ``(bytes, bytes)`` pairs, keeping only the
+    names in ``only`` (lower-case): the forward-auth service's hot path decodes the few
+    headers it reads, not every header a client sent."""
     headers: dict[str, str] = {}
     for name, value in raw:
-        key = name.decode("latin-1").lower()
-        if key not in headers:
-            headers[key] = value.decode("latin-1")
+        name = name.lower()
+        if name in only:
+            key = name.decode("latin-1")
+            if key not in headers:
+                headers[key] = value.decode("latin-1")
     return headers
 
 
@@ -78,7 +87,8 @@ class Credential:
 
 
 def extract_credential(headers: Mapping[str, str]) -> Credential | None:
-    """``Authorization: Bearer <hk-key | JWT>`` or ``X-API-Key: hk-...``."""
+    """``Authorization: Bearer <hk-key | JWT>`` or ``X-API-Key: hk-...`` (the
+    :data:`CREDENTIAL_HEADERS`)."""
     auth = headers.get("authorization", "")
     if auth:
         scheme, _, token = auth.strip().partition(" ")
