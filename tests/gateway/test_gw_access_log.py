@@ -86,16 +86,22 @@ async def test_one_line_per_request_with_what_an_operator_needs(logged: Logged) 
     assert (await client.get("/auth/nginx", headers=nginx(uri, "req-allow"))).status_code == 200
     limited = await client.get("/auth/nginx", headers=nginx(uri, "req-429"))
     assert limited.status_code == 403  # nginx's dialect; the line keeps the real status
+    # the hot path answers the request id itself (no middleware): the sent one, once
+    assert limited.headers.get_list("x-request-id") == ["req-429"]
+    assert limited.json()["error"]["request_id"] == "req-429"
+    unsafe = await client.get("/auth/nginx", headers=nginx(uri, 'bad"id'))
+    made = unsafe.headers["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", made) and unsafe.json()["error"]["request_id"] == made
     await client.get("/auth/nginx", headers=nginx("/v1/memory/retrieve", "req-401", key=None))
     await client.get("/auth/nginx", headers={"X-Request-Id": "req-400"})
     await client.get("/healthz", headers={"X-Request-Id": "req-health"})
     assert logged.stream.writes == 0  # batched: nothing written before a flush
     logged.access.flush()
-    assert logged.stream.writes == 1  # the five lines in one write
+    assert logged.stream.writes == 1  # the six lines in one write
     text = logged.stream.getvalue()
     assert KEY not in text and KEY.split("_", 1)[1] not in text
     lines = {line["request_id"]: line for line in logged.stream.lines()}
-    assert set(lines) == {"req-allow", "req-429", "req-401", "req-400", "req-health"}
+    assert set(lines) == {"req-allow", "req-429", made, "req-401", "req-400", "req-health"}
     for line in lines.values():
         assert set(line) >= SHARED
         assert TIME.fullmatch(str(line["time"]))
