@@ -14,7 +14,12 @@ from typing import Any
 
 from gateway_plugins import metrics
 from gateway_plugins.audit import DenialReporter
-from gateway_plugins.cache.principals import CachedPrincipal, PrincipalCache, digest
+from gateway_plugins.cache.principals import (
+    MAX_IDENTITIES,
+    CachedPrincipal,
+    PrincipalCache,
+    digest,
+)
 from gateway_plugins.decision import Decision, allow, deny
 from gateway_plugins.errors import CredentialRefused, InvalidToken, JwksUnavailable, Unavailable
 from gateway_plugins.jwt.verifier import JwtVerifier
@@ -60,8 +65,9 @@ class DecisionCore:
         cache_size: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``clock`` times the credential caches and assertion re-signing (the limiter and
-        the JWT verifier are handed their own wall clocks).
+        """``clock`` times the credential caches and assertion re-signing (after half of
+        ``assertion_ttl``, the signer's lifetime); the limiter and the JWT verifier are
+        handed their own wall clocks.
 
         ``fail_mode`` (``open``, ``closed``, ``local``; default from ``fail_open``) is what
         a limit does when the limiter store is down, for routes that name none;
@@ -73,6 +79,7 @@ class DecisionCore:
         self._jwt = jwt_verifier
         self._limiter = limiter
         self._signer = signer
+        self._assertion_ttl = assertion_ttl
         self._reporter = reporter
         self._usage = usage
         self._fail_mode = fail_mode or ("open" if fail_open else "closed")
@@ -111,6 +118,12 @@ class DecisionCore:
         if request.path_is_ambiguous():
             return deny(400, "invalid_path", "path has dot segments or encoded separators")
         route = self.routes.match(request.method.upper(), request.path)
+        decision = await self._judge(request, route)
+        if route is not None:
+            decision.route = route.pattern
+        return decision
+
+    async def _judge(self, request: AuthRequest, route: RouteMatch | None) -> Decision:
         if route is not None and route.public:
             return allow(ANONYMOUS_HEADERS, None, "allow_public")
         credential = extract_credential(request.headers)
@@ -154,13 +167,27 @@ class DecisionCore:
                 decision = deny(429, "token_quota_exceeded", message, spent.headers())
                 decision.principal = principal
                 return decision
-        assertion = self._signer.sign(
-            principal, audience=route.audience, method=request.method, path=request.path
-        )
+        identity = self._identity(entry, route.audience, request.method, request.path)
         # the client paces itself by these on every allowed answer, not only on a 429
-        return allow(
-            identity_header_values(principal, assertion), principal, "allow", limited.headers()
-        )
+        return allow(identity, principal, "allow", limited.headers())
+
+    def _identity(
+        self, entry: CachedPrincipal, audience: str | tuple[str, ...], method: str, path: str
+    ) -> dict[str, str]:
+        """The identity headers for this principal on this route, signed once and reused
+        until half the assertion's life has passed (so an upstream always gets at least
+        half of it): a hot key on one route costs a dict lookup, not an Ed25519 signature."""
+        key = (audience, method, path)
+        now = self._clock()
+        found = entry.identities.get(key)
+        if found is not None and now < found[1]:
+            return found[0]
+        assertion = self._signer.sign(entry.principal, audience=audience, method=method, path=path)
+        headers = identity_header_values(entry.principal, assertion)
+        if len(entry.identities) >= MAX_IDENTITIES:
+            entry.identities.clear()
+        entry.identities[key] = (headers, now + self._assertion_ttl / 2)
+        return headers
 
     async def _from_jwt(self, token: str) -> CachedPrincipal:
         if self._jwt is None or self._resolver is None:

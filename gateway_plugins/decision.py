@@ -24,6 +24,9 @@ class Decision:
     #: headers for the client on allow (RateLimit, RateLimit-Policy): the gateway copies
     #: them onto the upstream's answer, never onto the request to the upstream
     client_headers: dict[str, str] = field(default_factory=dict)
+    #: the route table pattern the request matched (``/v1/memory/{id}``), for the access
+    #: line; ``None`` when no route matched or the path was refused before matching
+    route: str | None = None
 
     @property
     def allowed(self) -> bool:

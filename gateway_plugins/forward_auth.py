@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any, TypeVar
 
@@ -39,15 +40,22 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway_plugins import metrics
+from gateway_plugins.access_log import AccessLog
 from gateway_plugins.core import DecisionCore
-from gateway_plugins.decision import ERROR_HEADER, Decision, deny
+from gateway_plugins.decision import ERROR_HEADER, STATUS_HEADER, Decision, deny
 from gateway_plugins.limiter import LimiterUnavailable
-from gateway_plugins.request import AuthRequest, lower_headers
+from gateway_plugins.request import CREDENTIAL_HEADERS, AuthRequest, lower_asgi_headers
 from hanzo_contract import telemetry
 from hanzo_contract.errors import error_body
 from hanzo_contract.forwarded import DEFAULT_TRUSTED_PROXIES, ClientAddress
-from hanzo_contract.headers import DECISION_ID, safe_request_id
-from hanzo_contract.request_id import RequestIdMiddleware, current_request_id
+from hanzo_contract.headers import DECISION_ID, REQUEST_ID, safe_request_id
+from hanzo_contract.request_id import (
+    RequestIdMiddleware,
+    bind_request_id,
+    current_request_id,
+    release_request_id,
+    request_id_of,
+)
 from hanzo_contract.telemetry import TracingMiddleware
 from hanzo_contract.tokens import (
     TOKEN_CHARGE_PATH,
@@ -69,22 +77,69 @@ _DECISION_ID = DECISION_ID.lower()
 _MISSING = "the gateway sent no original method/URI (X-Forwarded-Method/-Uri or X-Original-*)"
 
 
+#: the request headers the auth endpoints read: each dialect's original request, the
+#: client address, the credential; no other header is decoded
+_READ = frozenset(
+    name.encode()
+    for name in (
+        "x-original-method",
+        "x-original-uri",
+        "x-forwarded-method",
+        "x-forwarded-uri",
+        "x-forwarded-for",
+        "x-real-ip",
+        _DECISION_ID,
+        *CREDENTIAL_HEADERS,
+    )
+)
+_REQUEST_ID = REQUEST_ID.lower().encode()
+_STATUS = STATUS_HEADER.lower().encode()
+_ERROR = ERROR_HEADER.lower().encode()
+
+
+class _EncodedIdentities:
+    """The identity headers of allowed decisions, encoded once. The core hands out the
+    same dict for a principal on a route until it re-signs (``core._identity``), so the
+    encoded list is remembered by the dict's id, checked by identity (the dict is kept,
+    so its id is not reused). Bounded: cleared when full."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._seen: dict[int, tuple[dict[str, str], list[tuple[bytes, bytes]]]] = {}
+
+    def encode(self, headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+        found = self._seen.get(id(headers))
+        if found is not None and found[0] is headers:
+            return found[1]
+        encoded = [(k.encode(), v.encode()) for k, v in headers.items()]
+        if len(self._seen) >= self._size:
+            self._seen.clear()
+        self._seen[id(headers)] = (headers, encoded)
+        return encoded
+
+
 def _render(
-    decision: Decision, nginx: bool, request_id: str | None = None
+    decision: Decision,
+    nginx: bool,
+    request_id: str | None = None,
+    identities: _EncodedIdentities | None = None,
 ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """Status, raw headers and body of the answer to the gateway; the body names the
     gateway's request id (``X-Request-Id``, when it is a plain token)."""
     status = decision.status
-    headers = [(k.encode(), v.encode()) for k, v in decision.headers.items()]
-    headers.append((b"x-hanzo-status", str(status).encode()))
     if decision.allowed:
+        headers = (identities or _EncodedIdentities()).encode(decision.headers)
+        headers = [*headers, (_STATUS, b"200")]
         headers += [(k.encode(), v.encode()) for k, v in decision.client_headers.items()]
         if telemetry.enabled() and (parent := telemetry.traceparent()):
             headers.append((b"traceparent", parent.encode()))  # the upstream's parent span
-        return 200, [*headers, (b"content-length", b"0")], b""
+        headers.append((b"content-length", b"0"))
+        return 200, headers, b""
+    headers = [(k.encode(), v.encode()) for k, v in decision.headers.items()]
     body = decision.body_bytes(request_id)
     headers += [
-        (ERROR_HEADER.lower().encode(), body),
+        (_STATUS, str(status).encode()),
+        (_ERROR, body),
         (b"cache-control", b"no-store"),
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
@@ -94,19 +149,43 @@ def _render(
     return status, headers, body
 
 
+class _RecentClients:
+    """:meth:`ClientAddress.resolve`, remembered: behind a gateway the same few (peer,
+    X-Forwarded-For, X-Real-IP) triples repeat, and parsing them as IP addresses was a
+    tenth of a hot request's cost. Bounded: cleared when full, so a client that varies its
+    header only makes its own requests miss."""
+
+    def __init__(self, addresses: ClientAddress, size: int = 4096) -> None:
+        self._addresses = addresses
+        self._size = size
+        self._seen: dict[tuple[str | None, str | None, str | None], str | None] = {}
+
+    def resolve(
+        self, peer: str | None, forwarded_for: str | None, real_ip: str | None
+    ) -> str | None:
+        key = (peer, forwarded_for, real_ip)
+        try:
+            return self._seen[key]
+        except KeyError:
+            pass
+        if len(self._seen) >= self._size:
+            self._seen.clear()
+        client = self._seen[key] = self._addresses.resolve(peer, forwarded_for, real_ip)
+        return client
+
+
 def _auth_request(
-    scope: Scope, envoy: bool, nginx: bool, addresses: ClientAddress
+    scope: Scope, headers: dict[str, str], endpoint: str, addresses: _RecentClients
 ) -> AuthRequest | None:
-    """The original request; its client address from forwarded headers only when the
-    gateway that asks is a trusted proxy (``addresses``)."""
-    headers = lower_headers(scope["headers"])
+    """The original request (``headers``: the ones in ``_READ``, lower-cased); its client
+    address from forwarded headers only when the gateway that asks is a trusted proxy."""
     decision_id = None
-    if envoy:
+    if endpoint == "envoy":
         method = scope["method"]
         uri = scope["path"][len(ENVOY_PREFIX) :] or "/"
         if scope.get("query_string"):
             uri += "?" + scope["query_string"].decode("latin-1")
-    elif nginx:
+    elif endpoint == "nginx":
         # only what the shipped nginx config sets; a client's X-Forwarded-* is ignored
         method = headers.get("x-original-method", "")
         uri = headers.get("x-original-uri", "")
@@ -126,43 +205,125 @@ def _auth_request(
     return AuthRequest(method.upper(), uri, headers, client_ip, decision_id)
 
 
+def _endpoint(path: str) -> str | None:
+    """Which auth dialect ``path`` asks for (``nginx``, ``envoy``, ``auth``), if any."""
+    if path == "/auth/nginx":
+        return "nginx"
+    if path == "/auth":
+        return "auth"
+    if path == ENVOY_PREFIX or path.startswith(ENVOY_PREFIX + "/"):
+        return "envoy"
+    return None
+
+
 class ForwardAuthApp:
     """Raw ASGI on the hot path (the auth endpoints); Starlette for everything else."""
 
     def __init__(
-        self, core: DecisionCore, rest: Starlette, addresses: ClientAddress | None = None
+        self,
+        core: DecisionCore,
+        rest: Starlette,
+        addresses: ClientAddress | None = None,
+        access: AccessLog | None = None,
     ) -> None:
         self.core = core
         self._rest = rest
-        self._addresses = addresses or ClientAddress()
+        self._addresses = _RecentClients(addresses or ClientAddress())
+        self._access = access
+        self._identities = _EncodedIdentities()
         # the request id for every answer and log line; a span per request when tracing
         self._served = RequestIdMiddleware(TracingMiddleware(self._dispatch, "gateway"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not telemetry.enabled():
+            endpoint = _endpoint(scope["path"])
+            if endpoint is not None:  # the hot path: answers its request id itself
+                await self._decide(scope, send, endpoint, time.perf_counter(), own_id=True)
+                return
         await self._served(scope, receive, send)
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            path = scope["path"]
-            envoy = path == ENVOY_PREFIX or path.startswith(ENVOY_PREFIX + "/")
-            if envoy or path in ("/auth", "/auth/nginx"):
-                await self._decide(scope, send, envoy, nginx=path == "/auth/nginx")
+            started = time.perf_counter()
+            endpoint = _endpoint(scope["path"])
+            if endpoint is not None:
+                await self._decide(scope, send, endpoint, started, own_id=False)
+                return
+            if self._access is not None:
+                await self._logged(scope, receive, send, started)
                 return
         await self._rest(scope, receive, send)
 
-    async def _decide(self, scope: Scope, send: Send, envoy: bool, nginx: bool) -> None:
-        request = _auth_request(scope, envoy, nginx, self._addresses)
-        if request is None:
-            decision = deny(400, "missing_original_request", _MISSING)
+    async def _logged(self, scope: Scope, receive: Receive, send: Send, started: float) -> None:
+        """Everything but the auth endpoints (metrics, health, token charges), with its
+        access line: the status is whatever the app answered (500 if it answered nothing)."""
+        status = 500
+
+        async def sending(message: MutableMapping[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._rest(scope, receive, sending)
+        finally:
+            assert self._access is not None
+            self._access.request(scope["method"], scope["path"], status, started)
+
+    async def _decide(
+        self, scope: Scope, send: Send, endpoint: str, started: float, own_id: bool
+    ) -> None:
+        """One auth answer. ``own_id``: outside :class:`RequestIdMiddleware` (tracing off),
+        so this binds the request id and answers ``X-Request-Id`` as the middleware would."""
+        token = None
+        if own_id:
+            request_id: str | None = request_id_of(scope["headers"])
+            token = bind_request_id(request_id)  # type: ignore[arg-type]
         else:
-            try:
-                decision = await self.core.decide(request)
-            except Exception:
-                log.exception("decision failed")
-                decision = deny(500, "internal_error", "the auth service failed")
-        status, headers, body = _render(decision, nginx, current_request_id())
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+            request_id = current_request_id()
+        try:
+            headers = lower_asgi_headers(scope["headers"], _READ)
+            request = _auth_request(scope, headers, endpoint, self._addresses)
+            if request is None:
+                decision = deny(400, "missing_original_request", _MISSING)
+            else:
+                try:
+                    decision = await self.core.decide(request)
+                except Exception:
+                    log.exception("decision failed")
+                    decision = deny(500, "internal_error", "the auth service failed")
+            nginx = endpoint == "nginx"
+            status, raw, body = _render(decision, nginx, request_id, self._identities)
+            if own_id:
+                raw.append((_REQUEST_ID, request_id.encode("latin-1")))  # type: ignore[union-attr]
+            await send({"type": "http.response.start", "status": status, "headers": raw})
+            await send({"type": "http.response.body", "body": body})
+            if self._access is not None:
+                self._log(scope, request, decision, started)
+        finally:
+            if token is not None:
+                release_request_id(token)
+
+    def _log(
+        self, scope: Scope, request: AuthRequest | None, decision: Decision, started: float
+    ) -> None:
+        assert self._access is not None
+        if request is None:  # the line names the endpoint the gateway called
+            method, path = scope["method"], scope["path"]
+        else:
+            method, path = request.method, request.path
+        principal = decision.principal
+        self._access.request(
+            method,
+            path,
+            decision.status,
+            started,
+            decision.route,
+            decision.code,
+            principal.key_id if principal else None,
+            principal.organization if principal else None,
+        )
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -222,9 +383,11 @@ def create_app(
     core: DecisionCore,
     charge_token: str = "",
     trusted_proxies: tuple[str, ...] = DEFAULT_TRUSTED_PROXIES,
+    access: AccessLog | None = None,
 ) -> ForwardAuthApp:
     """The forward-auth app; ``charge_token`` opens the token charge endpoint (the inference
-    gateway's), ``trusted_proxies``: the gateways whose X-Forwarded-For counts."""
+    gateway's), ``trusted_proxies``: the gateways whose X-Forwarded-For counts, ``access``:
+    one line per request (flushed when the app's lifespan ends)."""
 
     async def metrics_endpoint(_: Request) -> Response:
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
@@ -251,7 +414,11 @@ def create_app(
         try:
             yield
         finally:
-            await core.aclose()
+            try:
+                await core.aclose()
+            finally:
+                if access is not None:
+                    access.flush()
 
     reserve, charge = _token_endpoints(core, charge_token)
     rest = Starlette(
@@ -265,4 +432,4 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={404: not_found, 405: not_found},
     )
-    return ForwardAuthApp(core, rest, ClientAddress(trusted_proxies))
+    return ForwardAuthApp(core, rest, ClientAddress(trusted_proxies), access)

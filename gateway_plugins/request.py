@@ -14,6 +14,17 @@ from hanzo_contract.apikey import looks_like_key
 _AMBIGUOUS = re.compile(r"(^|/)\.{1,2}(/|$)|%2[ef]|%5c|\\|//", re.IGNORECASE)
 
 
+def _path_of(uri: str) -> str:
+    """The path exactly as the upstream will get it: the URI up to ``?`` or ``#``.
+
+    Only an absolute-form URI (``http://host/p``) is parsed; anything else is cut by hand,
+    so ``//host/p`` stays ``//host/p`` (and is refused) instead of becoming ``/p``.
+    """
+    if uri.startswith(("http://", "https://")):
+        return urlsplit(uri).path or "/"
+    return uri.partition("?")[0].partition("#")[0]
+
+
 @dataclass(frozen=True, slots=True)
 class AuthRequest:
     """One request to decide on. ``headers`` keys are lower-case."""
@@ -26,18 +37,11 @@ class AuthRequest:
     #: (nginx's ``$request_id`` in ``X-Hanzo-Decision-Id``): a retried decision is counted
     #: once. Only an adapter whose gateway sets it over anything a client sent fills it.
     decision_id: str | None = None
+    #: the URI's path (see :func:`_path_of`), cut once: a decision reads it several times
+    path: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def path(self) -> str:
-        """The path exactly as the upstream will get it: the URI up to ``?`` or ``#``.
-
-        Only an absolute-form URI (``http://host/p``) is parsed; anything else is cut by
-        hand, so ``//host/p`` stays ``//host/p`` (and is refused) instead of becoming ``/p``.
-        """
-        uri = self.uri
-        if uri.startswith(("http://", "https://")):
-            return urlsplit(uri).path or "/"
-        return uri.partition("?")[0].partition("#")[0]
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", _path_of(self.uri))
 
     def path_is_ambiguous(self) -> bool:
         return not self.path.startswith("/") or _AMBIGUOUS.search(self.path) is not None
@@ -47,6 +51,26 @@ def _text(value: object) -> str:
     if isinstance(value, list) and value:  # Kong gives a repeated header as a list
         value = value[0]
     return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+
+
+#: the headers :func:`extract_credential` reads, all a decision needs of the client's
+CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key"})
+
+
+def lower_asgi_headers(
+    raw: Iterable[tuple[bytes, bytes]], only: frozenset[bytes]
+) -> dict[str, str]:
+    """:func:`lower_headers` for ASGI's raw ``(bytes, bytes)`` pairs, keeping only the
+    names in ``only`` (lower-case): the forward-auth service's hot path decodes the few
+    headers it reads, not every header a client sent."""
+    headers: dict[str, str] = {}
+    for name, value in raw:
+        name = name.lower()
+        if name in only:
+            key = name.decode("latin-1")
+            if key not in headers:
+                headers[key] = value.decode("latin-1")
+    return headers
 
 
 def lower_headers(items: Iterable[tuple[object, object]]) -> dict[str, str]:
@@ -67,7 +91,8 @@ class Credential:
 
 
 def extract_credential(headers: Mapping[str, str]) -> Credential | None:
-    """``Authorization: Bearer <hk-key | JWT>`` or ``X-API-Key: hk-...``."""
+    """``Authorization: Bearer <hk-key | JWT>`` or ``X-API-Key: hk-...`` (the
+    :data:`CREDENTIAL_HEADERS`)."""
     auth = headers.get("authorization", "")
     if auth:
         scheme, _, token = auth.strip().partition(" ")

@@ -57,6 +57,11 @@ class GatewaySettings(HanzoSettings, JwtSettings, CacheSettings, LimiterSettings
         parse_networks(value)
         return value
 
+    #: access lines are written in batches: when this many have gathered, or this long
+    #: after the first (and at shutdown); a SIGKILL loses at most the interval's lines
+    access_log_max_lines: int = Field(default=256, ge=1)
+    access_log_flush_seconds: float = Field(default=0.2, gt=0)
+
     audit_queue_size: int = Field(default=1000, ge=1)
     #: how often allowed-request counts go to the sidecar's usage counters
     usage_report_seconds: float = Field(default=10.0, gt=0)

@@ -88,9 +88,15 @@ def _scrub(value: Any) -> Any:
     return value
 
 
+def utc_seconds(created: float) -> str:
+    """A line's ``time`` up to the second (``2026-11-26T17:33:38``); a writer that builds
+    lines by hand caches it per second and appends ``.mmm+00:00``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+
+
 def _utc(created: float, msecs: float) -> str:
     """ISO 8601 in UTC with milliseconds (``2026-11-26T17:33:38.123+00:00``)."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(msecs):03d}+00:00"
+    return utc_seconds(created) + f".{int(msecs):03d}+00:00"
 
 
 class JsonFormatter(logging.Formatter):

@@ -50,6 +50,17 @@ def request_id_of(headers: list[tuple[bytes, bytes]]) -> str:
     return new_request_id()
 
 
+def bind_request_id(request_id: str) -> contextvars.Token[str | None]:
+    """Make ``request_id`` the current request's, for a raw ASGI hot path that answers
+    ``X-Request-Id`` itself (the gateway plugin's auth endpoints: the middleware's work
+    without its ``send`` wrapper); hand the token to :func:`release_request_id` after."""
+    return _current.set(request_id)
+
+
+def release_request_id(token: contextvars.Token[str | None]) -> None:
+    _current.reset(token)
+
+
 def propagation_headers() -> dict[str, str]:
     """What an outgoing call carries so the next part logs under the same id."""
     request_id = _current.get()

@@ -1,19 +1,23 @@
-"""Gateway benchmark, one command: ``uv run python scripts/bench_gateway.py``.
+"""Gateway benchmark, one command: ``uv run python scripts/bench_gateway.py [--quick]``.
 
 1. Decision micro-benchmark: ``DecisionCore.decide`` for a hot (cached) API key, with the
    limiter counting, the identity headers and the cached signed assertion; the real
    sidecar answers the first (uncached) call.
 2. nginx -> upstream against nginx -> our plugin (auth_request) -> upstream, same nginx,
    same upstream, same hot key, ``wrk`` at a fixed concurrency: added latency p50/p99 and
-   the throughput ratio.
+   the throughput ratio. The plugin runs as in production: access line on.
 3. The floor, in the same window: nginx -> the least possible Python forward-auth
-   (``scripts/floor_auth.py``: an HMAC and a dict lookup on the same uvicorn stack) ->
-   upstream. ``plugin_to_floor`` is our plugin's throughput over the floor's (target >=
-   0.95), at each concurrency of ``--connections`` (default 16 and 64). Rounds interleave
-   the three setups so load from other processes hits them alike.
+   (``scripts/floor_auth.py``: an HMAC and a dict lookup, served by uvicorn with the
+   plugin's own server options) -> upstream. ``plugin_to_floor`` is our plugin's
+   throughput over the floor's (target >= 0.95), at each concurrency of ``--connections``
+   (default 16 and 64). Rounds interleave the three setups, in an order rotated each
+   round, so load from other processes hits them alike; the figures are medians over
+   rounds, with the spread of the per-round ratio, and the CPU time each auth service
+   spent per request (from /proc), which the machine's load moves far less.
 
 Everything runs on loopback ports chosen at run time and is stopped at the end. Bounded:
-well under five minutes. Needs ``wrk`` (Debian package).
+about 2 min (default: 9 rounds of 2 s per concurrency), ``--quick`` about 1 min. Needs
+``wrk`` (Debian package).
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ from gateway_plugins.routes import RouteTable
 from gateway_plugins.sidecar_client import SidecarClient
 from hanzo_contract.assertion import AssertionSigner, ensure_keypair
 from hanzo_contract.principal import Limits
-from hanzo_stack.process import LOOPBACK, free_port, tcp_open
+from hanzo_stack.gateway_install.layout import DEFAULT_UPSTREAM
+from hanzo_stack.process import LOOPBACK, ManagedProcess, free_port, tcp_open
 from hanzo_stack.servers import EchoUpstream, ForwardAuthServer, NginxServer, SidecarServer
 from iam_sidecar.keys.models import NewKey
 from iam_sidecar.keys.store import KeyStore
@@ -101,6 +106,7 @@ async def decision_bench(sidecar: SidecarServer, key: str, work: Path, n: int) -
 
 _LAT = re.compile(r"^\s+(50|99)(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", re.M)
 _RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
+_COUNT = re.compile(r"(\d+) requests in")
 _NON2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
 
 
@@ -116,10 +122,10 @@ def wrk(url: str, key: str | None, connections: int, seconds: int, threads: int)
         [*argv, url], capture_output=True, text=True, check=True, timeout=seconds + 30
     ).stdout
     lat = {p: _ms(v, u) for p, v, u in _LAT.findall(out)}
-    rps = float(_RPS.search(out).group(1))  # type: ignore[union-attr]
     non2xx = _NON2XX.search(out)
     return {
-        "rps": rps,
+        "rps": float(_RPS.search(out).group(1)),  # type: ignore[union-attr]
+        "requests": int(_COUNT.search(out).group(1)),  # type: ignore[union-attr]
         "p50_ms": lat["50"],
         "p99_ms": lat["99"],
         "errors": int(non2xx.group(1)) if non2xx else 0,
@@ -127,7 +133,8 @@ def wrk(url: str, key: str | None, connections: int, seconds: int, threads: int)
 
 
 def _cpu_seconds(pid: int) -> float:
-    """utime + stime of one process, from /proc (load-independent cost measure)."""
+    """utime + stime of one process, from /proc: what a request costs its auth service,
+    far less sensitive to the machine's load than a throughput."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -139,39 +146,45 @@ def _median(runs: list[dict]) -> dict:
     return out
 
 
-def measure(
-    plugin_base: str,
-    floor_base: str,
-    direct_port: int,
-    key: str,
-    auth: ForwardAuthServer,
-    connections: int,
-    args: argparse.Namespace,
-) -> dict:
-    """nginx alone, nginx + our plugin, nginx + the floor: interleaved rounds, medians."""
-    urls = {
-        "direct": (f"http://{LOOPBACK}:{direct_port}{PATH}", None),
-        "plugin": (f"{plugin_base}{PATH}", key),
-        "floor": (f"{floor_base}{PATH}", key),
-    }
-    for url, credential in urls.values():  # warm connection pools and caches
-        wrk(url, credential, connections, 2, args.threads)
-    rounds: dict[str, list[dict]] = {name: [] for name in urls}
-    auth_pid = auth.process.pid if auth.process else None
-    auth_cpu, plugin_requests = 0.0, 0.0
-    for _ in range(args.rounds):
-        for name, (url, credential) in urls.items():
-            cpu_before = _cpu_seconds(auth_pid) if auth_pid else 0.0
+def _spread(values: list[float]) -> dict:
+    ordered = sorted(values)
+    return {"median": statistics.median(ordered), "min": ordered[0], "max": ordered[-1]}
+
+
+def measure(setups: dict[str, tuple[str, str | None, int | None]], connections: int,
+            args: argparse.Namespace) -> dict:  # fmt: skip
+    """nginx alone, nginx + our plugin, nginx + the floor (``setups``: name -> url,
+    credential, auth service pid): interleaved rounds, the order rotated each round so
+    no setup always runs after the same one; medians, and the spread of the per-round
+    plugin/floor ratio (the two runs of a round are seconds apart, so a load swing
+    between rounds cancels out of it)."""
+    for url, credential, _ in setups.values():  # warm connection pools and caches
+        wrk(url, credential, connections, 1, args.threads)
+    names = list(setups)
+    rounds: dict[str, list[dict]] = {name: [] for name in names}
+    cpu = dict.fromkeys(names, 0.0)
+    requests = dict.fromkeys(names, 0)
+    load = [os.getloadavg()[0]]
+    for n in range(args.rounds):
+        for name in names[n % 3 :] + names[: n % 3]:
+            url, credential, pid = setups[name]
+            before = _cpu_seconds(pid) if pid else 0.0
             run = wrk(url, credential, connections, args.seconds, args.threads)
-            if name == "plugin":
-                auth_cpu += (_cpu_seconds(auth_pid) if auth_pid else 0.0) - cpu_before
-                plugin_requests += run["rps"] * args.seconds
+            cpu[name] += (_cpu_seconds(pid) if pid else 0.0) - before
+            requests[name] += run["requests"]
             rounds[name].append(run)
+    load.append(os.getloadavg()[0])
     direct, plugin, floor = (_median(rounds[n]) for n in ("direct", "plugin", "floor"))
+    per_round = [
+        p["rps"] / f["rps"] for p, f in zip(rounds["plugin"], rounds["floor"], strict=True)
+    ]
+    plugin_cpu = cpu["plugin"] / requests["plugin"] * 1e6
+    floor_cpu = cpu["floor"] / requests["floor"] * 1e6
     return {
         "connections": connections,
         "rounds": args.rounds,
         "seconds_per_round": args.seconds,
+        "load_average_1min": load,
         "nginx_upstream": direct,
         "nginx_plugin_upstream": plugin,
         "nginx_floor_upstream": floor,
@@ -180,19 +193,28 @@ def measure(
         "throughput_ratio": plugin["rps"] / direct["rps"],
         "floor_ratio": floor["rps"] / direct["rps"],
         "plugin_to_floor": plugin["rps"] / floor["rps"],
-        "auth_service_cpu_us_per_request": auth_cpu / plugin_requests * 1e6,
+        "plugin_to_floor_per_round": _spread(per_round),
+        "auth_cpu_us_per_request": {"plugin": plugin_cpu, "floor": floor_cpu},
         "errors": direct["errors"] + plugin["errors"] + floor["errors"],
     }
+
+
+def _access_lines(log: Path) -> int:
+    """The plugin's access lines in its log (the lines are on, as in production)."""
+    return sum('"logger": "gateway_plugins.access"' in line for line in log.open())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", default="16,64", help="comma-separated")
-    parser.add_argument("--seconds", type=int, default=3, help="per round")
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--seconds", type=int, default=2, help="per round")
+    parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--decisions", type=int, default=20000)
+    parser.add_argument("--quick", action="store_true", help="4 rounds of 1 s (~1 min)")
     args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.seconds, args.decisions = 4, 1, 5000
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install -y wrk")
 
@@ -219,7 +241,7 @@ def main() -> None:
             f"    server {{\n        listen {LOOPBACK}:{direct_port};\n"
             "        location / {\n            proxy_http_version 1.1;\n"
             '            proxy_set_header Connection "";\n'
-            "            proxy_pass http://app;\n        }\n    }\n"
+            f"            proxy_pass http://hanzo_up_{DEFAULT_UPSTREAM};\n        }}\n    }}\n"
         )
         nginx = NginxServer(work / "nginx", auth.addr, upstream.addr, extra_servers=baseline)
         nginx.start()
@@ -227,35 +249,40 @@ def main() -> None:
         assert tcp_open(direct_port)
 
         floor_port = free_port()
-        floor = subprocess.Popen(
+        floor = ManagedProcess(
+            "floor",
             [sys.executable, str(Path(__file__).with_name("floor_auth.py")),
-             "--port", str(floor_port)],
-            env={**os.environ, "HANZO_FLOOR_KEY": key},
+             "--host", LOOPBACK, "--port", str(floor_port)],
+            log_path=work / "floor.log",
+            env={"HANZO_FLOOR_KEY": key},
         )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while not tcp_open(floor_port) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        started.append(floor)
+        floor.start().wait_ready(lambda: tcp_open(floor_port), 30)
         floor_nginx = NginxServer(work / "nginx-floor", f"{LOOPBACK}:{floor_port}", upstream.addr)
-        try:
-            floor_nginx.start()
-            started.append(floor_nginx)
-            results = [
-                measure(nginx.url, floor_nginx.url, direct_port, key, auth, c, args)
-                for c in (int(x) for x in args.connections.split(","))
-            ]
-        finally:
-            floor.terminate()
-            floor.wait(10)
+        floor_nginx.start()
+        started.append(floor_nginx)
+        setups = {
+            "direct": (f"http://{LOOPBACK}:{direct_port}{PATH}", None, None),
+            "plugin": (f"{nginx.url}{PATH}", key, auth.process.pid if auth.process else None),
+            "floor": (f"{floor_nginx.url}{PATH}", key, floor.pid),
+        }
+        results = [measure(setups, c, args) for c in (int(x) for x in args.connections.split(","))]
+        auth.stop()  # SIGTERM: the plugin writes its last batch of access lines
         result = {
             "decision_cached_key": decision,
-            "load_average_1min": os.getloadavg()[0],
             "wrk": results,
+            "plugin_access_lines": _access_lines(auth.process.log_path),  # type: ignore[union-attr]
         }
         print(json.dumps(result, indent=2))
         for r in results:
-            print(f"connections {r['connections']}: plugin/nginx {r['throughput_ratio']:.3f}, "
-                  f"floor/nginx {r['floor_ratio']:.3f}, plugin/floor "
-                  f"{r['plugin_to_floor']:.3f} (target >= 0.95)")  # fmt: skip
+            spread, cpu = r["plugin_to_floor_per_round"], r["auth_cpu_us_per_request"]
+            print(f"connections {r['connections']}: plugin/floor {r['plugin_to_floor']:.3f} "
+                  f"(per round {spread['min']:.2f}-{spread['max']:.2f}, median "
+                  f"{spread['median']:.3f}; target >= 0.95), plugin/nginx "
+                  f"{r['throughput_ratio']:.3f}, floor/nginx {r['floor_ratio']:.3f}; "
+                  f"auth CPU per request plugin {cpu['plugin']:.0f} us, floor "
+                  f"{cpu['floor']:.0f} us; load {r['load_average_1min'][0]:.1f}"
+                  f"->{r['load_average_1min'][1]:.1f}")  # fmt: skip
         if any(r["errors"] for r in results):
             sys.exit("non-2xx responses during the benchmark")
     finally:

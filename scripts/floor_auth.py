@@ -1,9 +1,10 @@
 """The least possible Python forward-auth: an HMAC and a dict lookup, nothing else.
 
 The floor ``scripts/bench_gateway.py`` measures our plugin against: the same server stack
-(uvicorn with its defaults, a bare ASGI app like ``gateway_plugins.forward_auth``) and
-the same nginx ``auth_request`` wiring, but no routes, limits, cache policy, audit or
-signed assertion. One key is known: the one passed in ``HANZO_FLOOR_KEY``.
+(uvicorn with the plugin's own ``gateway_plugins.cli.SERVER_OPTIONS``: uvloop, httptools,
+no Server/Date header; a bare ASGI app like ``gateway_plugins.forward_auth``) and the same
+nginx ``auth_request`` wiring, but no routes, limits, cache policy, request id, access
+line, audit or signed assertion. One key is known: the one passed in ``HANZO_FLOOR_KEY``.
 
     python scripts/floor_auth.py --port 8299
 """
@@ -53,7 +54,9 @@ def main() -> None:
     KEYS[digest(key)] = [(b"x-hanzo-org", b"bench"), (b"x-hanzo-subject", b"bench/user")]
     import uvicorn
 
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    from gateway_plugins.cli import SERVER_OPTIONS
+
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", **SERVER_OPTIONS)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cachetools import TLRUCache, TTLCache
 
@@ -21,14 +21,24 @@ from gateway_plugins.errors import Rejected
 from hanzo_contract.principal import Principal
 from hanzo_contract.verify import VerifyResponse
 
+#: the most (audience, method, path) identities kept per principal; a key that walks many
+#: paths (``/v1/memory/{id}``) signs each anyway, so the table is cleared when full
+MAX_IDENTITIES = 256
+
+#: (audience, method, path) an identity is signed for
+IdentityKey = tuple[str | tuple[str, ...], str, str]
+
 
 @dataclass(slots=True)
 class CachedPrincipal:
     principal: Principal
     expires_at: float
-    #: the signed identity assertion for this principal and when to re-sign it
-    assertion: str = ""
-    assertion_refresh_at: float = 0.0
+    #: the identity headers (with the signed assertion, which is bound to its audience,
+    #: method and path) per route a hot key calls, and when to re-sign each: signing is
+    #: the costliest step of an allowed request. They live and die with this entry, so a
+    #: revoked key or a changed role never keeps an identity past the cache bound. The
+    #: dicts are shared by every decision that reuses them: never mutated.
+    identities: dict[IdentityKey, tuple[dict[str, str], float]] = field(default_factory=dict)
 
 
 def digest(secret: str) -> str:

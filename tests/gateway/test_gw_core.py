@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
 from gateway_plugins.core import DecisionCore
+from gateway_plugins.limiter.memory import MemoryLimiter
 from gateway_plugins.request import AuthRequest
-from hanzo_contract.assertion import AssertionVerifier
+from gateway_plugins.routes import RouteTable
+from hanzo_contract.assertion import AssertionSigner, AssertionVerifier, InvalidAssertion
 from hanzo_contract.headers import IDENTITY_HEADERS
 from hanzo_contract.principal import Limits, Principal
+from tests.gateway.conftest import ROUTES
 from tests.support.clock import FakeClock
 
 KEY = "hk-abcdefghijkl_" + "A" * 43
@@ -59,6 +63,77 @@ async def test_hot_key_costs_no_sidecar_call_and_reuses_assertion(core, sidecar)
         assert again.status == 200
     assert sidecar.calls == 1
     assert again.headers["X-Hanzo-Identity"] == first.headers["X-Hanzo-Identity"]
+
+
+class CountingSigner(AssertionSigner):
+    """The real signer, counting what it signs: (audience, method, path) per signature."""
+
+    def __init__(self, private_pem: bytes) -> None:
+        super().__init__(private_pem, 60)
+        self.signed: list[tuple[object, object, object]] = []
+
+    def sign(self, principal: Principal, request_id: str | None = None, **kw: Any) -> str:
+        self.signed.append((kw.get("audience"), kw.get("method"), kw.get("path")))
+        return super().sign(principal, request_id, **kw)
+
+
+async def test_a_hot_key_signs_once_per_route_and_again_after_half_the_assertion_life(
+    sidecar, assertion_keys, tmp_path, clock: FakeClock, verifier: AssertionVerifier
+) -> None:
+    """Signing is the costliest step of an allow: one signature serves a hot key on one
+    route (audience, method, path) for half the assertion's life, never another route's
+    request, and never outlives the principal's cache entry (revocation bound)."""
+    signer = CountingSigner(assertion_keys[0].read_bytes())
+    core = DecisionCore(
+        routes=RouteTable.from_yaml(ROUTES),
+        keys=sidecar,
+        resolver=sidecar,
+        limiter=MemoryLimiter(None, clock=clock),
+        signer=signer,
+        assertion_ttl=60,
+        positive_cache_max=3600,
+        clock=clock,
+    )
+    sidecar.keys[KEY] = principal(scopes=frozenset({"memory:read", "memory:delete"}))
+    sidecar.ttl = 3600  # the principal outlives the assertion here
+    try:
+        first = await core.decide(req(uri="/v1/memory/retrieve?q=1"))
+        for query in ("?q=2", "", "?q=3"):  # the query is not part of the binding
+            again = await core.decide(req(uri="/v1/memory/retrieve" + query))
+            assert again.headers == first.headers
+        assert len(signer.signed) == 1
+        deleted = await core.decide(req("DELETE", "/v1/memory/m1"))
+        other = await core.decide(req("DELETE", "/v1/memory/m2"))
+        assert signer.signed[1:] == [
+            ("hanzo-memory", "DELETE", "/v1/memory/m1"),
+            ("hanzo-memory", "DELETE", "/v1/memory/m2"),
+        ]
+        token = deleted.headers["X-Hanzo-Identity"]
+        verifier.verify(token, "DELETE", "/v1/memory/m1")
+        with pytest.raises(InvalidAssertion):  # never handed to another path's request
+            verifier.verify(token, "DELETE", "/v1/memory/m2")
+        assert other.headers["X-Hanzo-Identity"] != token
+        clock.advance(29.9)
+        await core.decide(req())
+        assert len(signer.signed) == 3
+        clock.advance(0.1)  # half of 60 s: re-signed, so an upstream gets >= 30 s of life
+        renewed = await core.decide(req())
+        assert len(signer.signed) == 4 and signer.signed[-1][2] == "/v1/memory/retrieve"
+        verifier.verify(renewed.headers["X-Hanzo-Identity"], "GET", "/v1/memory/retrieve")
+    finally:
+        await core.aclose()
+
+
+async def test_a_new_principal_entry_signs_anew(core, sidecar, clock: FakeClock) -> None:
+    """A role change reaches the assertion with the principal's cache entry (5 s), not
+    after the assertion's own re-signing time."""
+    sidecar.keys[KEY] = principal()
+    before = await core.decide(req())
+    sidecar.keys[KEY] = principal(roles=("member", "analyst"))
+    clock.advance(5.0)
+    after = await core.decide(req())
+    assert after.headers["X-Roles"] == "member,analyst"
+    assert after.headers["X-Hanzo-Identity"] != before.headers["X-Hanzo-Identity"]
 
 
 async def test_missing_credential_is_401(core) -> None:
