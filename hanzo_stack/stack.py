@@ -78,6 +78,31 @@ class SuperviseSpec(BaseModel):
     casdoor_ui_dir: str | None = None
 
 
+def write_nginx_config(
+    prefix: Path, values: dict[str, str], casdoor_front: str, casdoor: str
+) -> Path:
+    """The stack's nginx config under ``prefix``: ``stack.conf.template`` filled with
+    ``values``, the files it includes, and the Casdoor front on ``casdoor_front`` (its token
+    and sign-up endpoints through the sidecar at ``values["SIDECAR"]``). One copy, for
+    ``hanzo up`` and for tests that run the stack's nginx in front of parts of their own."""
+    nginx_dir = REPO / "deploy" / "nginx"
+    prefix.mkdir(parents=True, exist_ok=True)
+    for name in ("hanzo-auth-locations.conf", "hanzo-protect.conf"):
+        (prefix / name).write_text((nginx_dir / name).read_text())
+    front = (nginx_dir / "casdoor-front.conf.template").read_text()
+    (prefix / "casdoor-front.conf").write_text(
+        fill(front, {
+            "CASDOOR_FRONT_LISTEN": casdoor_front,
+            "CASDOOR": casdoor,
+            "SIDECAR": values["SIDECAR"],
+        })
+    )  # fmt: skip
+    conf = prefix / "nginx.conf"
+    # a placeholder left over is an error, not a broken conf
+    conf.write_text(fill((nginx_dir / "stack.conf.template").read_text(), values))
+    return conf
+
+
 class StackInfo(BaseModel):
     """What ``up`` started, written to ``<state>/stack.json`` (no secrets in it)."""
 
@@ -324,14 +349,9 @@ class Stack:
                 self.say("nginx: configuration changed, reloaded")
 
     def _nginx_conf(self, ports: dict[str, int], inference: str | None) -> Path:
-        prefix = self.layout.nginx_dir
-        prefix.mkdir(parents=True, exist_ok=True)
-        for name in ("hanzo-auth-locations.conf", "hanzo-protect.conf"):
-            (prefix / name).write_text((REPO / "deploy" / "nginx" / name).read_text())
-        text = (REPO / "deploy" / "nginx" / "stack.conf.template").read_text()
         values = {
             "USER": _nginx_user(self.layout.state_dir),
-            "PREFIX": str(prefix),
+            "PREFIX": str(self.layout.nginx_dir),
             "LISTEN": f"{LOOPBACK}:{ports['nginx']}",
             "AUTH": (
                 self.production.upstream(GATEWAY_REPLICAS)
@@ -357,18 +377,12 @@ class Stack:
                 else f"{LOOPBACK}:{ports['memory_grpc']}"
             ),
         }
-        text = fill(text, values)  # a placeholder left over is an error, not a broken conf
-        front = (REPO / "deploy" / "nginx" / "casdoor-front.conf.template").read_text()
-        (prefix / "casdoor-front.conf").write_text(
-            fill(front, {
-                "CASDOOR_FRONT_LISTEN": f"{LOOPBACK}:{ports['casdoor_front']}",
-                "CASDOOR": f"{LOOPBACK}:{ports['casdoor']}",
-                "SIDECAR": values["SIDECAR"],
-            })
-        )  # fmt: skip
-        conf = prefix / "nginx.conf"
-        conf.write_text(text)
-        return conf
+        return write_nginx_config(
+            self.layout.nginx_dir,
+            values,
+            casdoor_front=f"{LOOPBACK}:{ports['casdoor_front']}",
+            casdoor=f"{LOOPBACK}:{ports['casdoor']}",
+        )
 
     # ------------------------------------------------------------------ the parts
     def parts(self, spec: SuperviseSpec) -> list[Part]:

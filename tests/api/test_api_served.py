@@ -5,7 +5,6 @@ sidecar and the real memory service: public, valid, and the same as the services
 from __future__ import annotations
 
 import re
-import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,9 +17,9 @@ from openapi_spec_validator import validate
 
 from hanzo_contract.openapi import DOCS_PATH, KEYS_OPENAPI_PATH, MEMORY_OPENAPI_PATH
 from hanzo_stack.casdoor.state import CASDOOR_STATIC_DIR
-from hanzo_stack.gateway_install.templates import fill
 from hanzo_stack.process import LOOPBACK, ManagedProcess, free_port, http_ok, tcp_open
 from hanzo_stack.servers import ForwardAuthServer, SidecarServer
+from hanzo_stack.stack import write_nginx_config
 from iam_sidecar.http.app import create_app
 from iam_sidecar.http.openapi import openapi_document as keys_document
 from memory_service.openapi import openapi_document as memory_document
@@ -53,9 +52,6 @@ def _memory(work: Path, public_key: Path) -> ManagedProcess:
 
 
 def _nginx(prefix: Path, auth: str, memory: str, sidecar: str) -> tuple[ManagedProcess, str]:
-    prefix.mkdir(parents=True, exist_ok=True)
-    for name in ("hanzo-auth-locations.conf", "hanzo-protect.conf"):
-        shutil.copy(NGINX_DIR / name, prefix / name)
     port = free_port()
     values = {
         "USER": "",
@@ -69,8 +65,8 @@ def _nginx(prefix: Path, auth: str, memory: str, sidecar: str) -> tuple[ManagedP
         "GRPC_LISTEN": f"{LOOPBACK}:{free_port()}",
         "MEMORY_GRPC": f"{LOOPBACK}:{free_port()}",  # nothing there: not under test
     }
-    text = fill((NGINX_DIR / "stack.conf.template").read_text(), values)
-    (prefix / "nginx.conf").write_text(text)
+    # the Casdoor front: nothing behind it, not under test
+    write_nginx_config(prefix, values, f"{LOOPBACK}:{free_port()}", f"{LOOPBACK}:{free_port()}")
     argv = ["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")]
     proc = ManagedProcess("nginx", argv, log_path=prefix / "stdout.log").start()
     proc.wait_ready(lambda: tcp_open(port), 15)
