@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway_plugins.limiter.base import DEDUP_SECONDS
+from gateway_plugins.limiter.base import DEDUP_SECONDS, dedup_key
 from gateway_plugins.limiter.memory import MemoryLimiter
 from gateway_plugins.limiter.redis_store import RedisLimiter
 from hanzo_contract.headers import DECISION_ID
@@ -84,6 +85,26 @@ async def test_an_id_is_forgotten_after_its_time(clock: FakeClock) -> None:
     assert (await limiter.hit([KEY], limits, request_id="late")).remaining == 4
     clock.advance(DEDUP_SECONDS + 1)
     assert (await limiter.hit([KEY], limits, request_id="late")).remaining == 3
+
+
+async def test_the_record_of_ids_costs_the_collector_nothing_and_expires_as_it_goes(
+    clock: FakeClock,
+) -> None:
+    """Thousands of decisions a second are remembered for DEDUP_SECONDS: as objects the
+    garbage collector tracks, each full collection walked them all (the gateway's p99 went
+    from 2 to 35 ms under wrk). Kept as plain tuples it stops tracking them; the old ones
+    go as new ones come, not in a pass over the whole record."""
+    limiter = MemoryLimiter(None, clock=clock)
+    limits = Limits(requests_per_minute=1_000_000)
+    first = [await limiter.hit([KEY], limits, request_id=f"id-{i}") for i in range(500)]
+    for _ in range(3):  # a pass untracks a tuple once what it holds is untracked
+        gc.collect()
+    assert not any(gc.is_tracked(entry) for entry in limiter._seen.values())
+    again = await limiter.hit([KEY], limits, request_id="id-7")  # the same answer back
+    assert again == first[7]
+    clock.advance(DEDUP_SECONDS + 1)
+    await limiter.hit([KEY], limits, request_id="late")
+    assert list(limiter._seen) == [dedup_key([KEY], "late")]
 
 
 # ---- through real nginx -----------------------------------------------------------------
