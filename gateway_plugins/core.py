@@ -24,6 +24,7 @@ from gateway_plugins.decision import Decision, allow, deny
 from gateway_plugins.errors import CredentialRefused, InvalidToken, JwksUnavailable, Unavailable
 from gateway_plugins.jwt.verifier import JwtVerifier
 from gateway_plugins.limiter import Limiter, LimiterUnavailable, LimitResult
+from gateway_plugins.limiter.base import UNLIMITED
 from gateway_plugins.limiter.memory import MemoryLimiter
 from gateway_plugins.request import AuthRequest, extract_credential
 from gateway_plugins.routes import RouteMatch, RouteTable
@@ -95,6 +96,10 @@ class DecisionCore:
             "jwt", positive_cache_max, negative_cache, cache_size, clock
         )
         self._outcomes: dict[tuple[str, int], Any] = {}
+        #: id(principal) -> (principal, buckets, shared limits, limited at all): the same
+        #: for every request of a cached principal, so worked out once (see ``_plan``)
+        self._plans: dict[int, tuple[Principal, list[str], dict[str, Limits], bool]] = {}
+        self._plans_size = cache_size
 
     async def decide(self, request: AuthRequest) -> Decision:
         started = time.perf_counter()
@@ -214,18 +219,33 @@ class DecisionCore:
     def _mode(self, route: RouteMatch) -> str:
         return route.on_limiter_down or self._fail_mode
 
+    def _plan(self, principal: Principal) -> tuple[list[str], dict[str, Limits], bool]:
+        """The buckets a principal's requests count in, the ones charged at their own
+        limits (the organization's, at its plan, never at one key's limits), and whether
+        any limit applies. A principal is immutable and a cached one is the same object
+        on every request, so this is remembered by identity (the principal is kept, so
+        its id is not reused); bounded: cleared when full."""
+        found = self._plans.get(id(principal))
+        if found is not None and found[0] is principal:
+            return found[1], found[2], found[3]
+        buckets = self.buckets(principal)
+        shared = {b: principal.org_limits for b in buckets if b.startswith("org:")}
+        limited = any(
+            lim.requests_per_minute or lim.units_per_day or lim.units_per_month
+            for lim in (principal.limits, *shared.values())
+        )
+        if len(self._plans) >= self._plans_size:
+            self._plans.clear()
+        self._plans[id(principal)] = (principal, buckets, shared, limited)
+        return buckets, shared, limited
+
     async def _limit(
         self, principal: Principal, route: RouteMatch, decision_id: str | None = None
     ) -> LimitResult:
         limits = principal.limits
-        buckets = self.buckets(principal)
-        # the organization's bucket is charged at its plan, never at one key's limits
-        shared = {b: principal.org_limits for b in buckets if b.startswith("org:")}
-        if not any(
-            lim.requests_per_minute or lim.units_per_day or lim.units_per_month
-            for lim in (limits, *shared.values())
-        ):
-            return LimitResult(True)
+        buckets, shared, limited = self._plan(principal)
+        if not limited:
+            return UNLIMITED
         try:
             return await self._limiter.hit(
                 buckets, limits, bucket_limits=shared, request_id=decision_id

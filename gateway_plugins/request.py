@@ -62,14 +62,16 @@ def lower_asgi_headers(
 ) -> dict[str, str]:
     """:func:`lower_headers` for ASGI's raw ``(bytes, bytes)`` pairs, keeping only the
     names in ``only`` (lower-case): the forward-auth service's hot path decodes the few
-    headers it reads, not every header a client sent."""
+    headers it reads, not every header a client sent. ASGI servers hand names in lower
+    case already (uvicorn does), so a name is lowered only when it is not: the same
+    first-value-wins answer for any spelling, without a new bytes per header."""
     headers: dict[str, str] = {}
     for name, value in raw:
-        name = name.lower()
-        if name in only:
-            key = name.decode("latin-1")
-            if key not in headers:
-                headers[key] = value.decode("latin-1")
+        if name not in only and (name.islower() or (name := name.lower()) not in only):
+            continue
+        key = name.decode("latin-1")
+        if key not in headers:
+            headers[key] = value.decode("latin-1")
     return headers
 
 

@@ -17,7 +17,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from hanzo_contract.principal import Limits
 
@@ -83,8 +83,39 @@ def _sf_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-@dataclass(frozen=True, slots=True)
-class LimitResult:
+#: ``RateLimit-Policy`` values and quoted policy names, by the policies and name they
+#: render: the same few for every request of a principal, so each is built once. Bounded
+#: (cleared when full); the keys are policy names, quotas and windows, never a bucket.
+_POLICY_VALUES: dict[tuple[tuple[str, int, int], ...], str] = {}
+_QUOTED: dict[str, str] = {}
+_MEMO_SIZE = 4096
+
+
+def _policy_value(policies: tuple[tuple[str, int, int], ...]) -> str:
+    value = _POLICY_VALUES.get(policies)
+    if value is None:
+        if len(_POLICY_VALUES) >= _MEMO_SIZE:
+            _POLICY_VALUES.clear()
+        value = _POLICY_VALUES[policies] = ", ".join(
+            f"{_sf_string(name)};q={quota};w={window}" for name, quota, window in policies
+        )
+    return value
+
+
+def _quoted(policy: str) -> str:
+    value = _QUOTED.get(policy)
+    if value is None:
+        if len(_QUOTED) >= _MEMO_SIZE:
+            _QUOTED.clear()
+        value = _QUOTED[policy] = _sf_string(policy)
+    return value
+
+
+class LimitResult(NamedTuple):
+    """What a limiter answers. A named tuple, not a frozen dataclass: one is built for
+    every limited request, and a frozen dataclass's ``__init__`` (a guarded setattr per
+    field) cost more than the counting itself."""
+
     allowed: bool
     code: str = ""
     limit: int | None = None
@@ -113,11 +144,9 @@ class LimitResult:
             "RateLimit-Reset": str(self.reset),
         }
         if self.policy:
-            out["RateLimit"] = f"{_sf_string(self.policy)};r={remaining};t={self.reset}"
+            out["RateLimit"] = f"{_quoted(self.policy)};r={remaining};t={self.reset}"
         if self.policies:
-            out["RateLimit-Policy"] = ", ".join(
-                f"{_sf_string(name)};q={quota};w={window}" for name, quota, window in self.policies
-            )
+            out["RateLimit-Policy"] = _policy_value(self.policies)
         if not self.allowed:
             out["Retry-After"] = str(max(self.reset, 1))
         return out
@@ -295,12 +324,18 @@ def summarize(
     windows: list[Window], counts: list[int], denied_at: int | None, reset: int | None = None
 ) -> LimitResult:
     """Turn counter values into one result: the denying window, else the tightest one."""
-    policies = tuple(dict.fromkeys((w.policy, w.limit, w.period) for w in windows))
+    if len(windows) == 1:  # the common case: one credential, one window
+        w = windows[0]
+        policies: tuple[tuple[str, int, int], ...] = ((w.policy, w.limit, w.period),)
+    else:
+        policies = tuple(dict.fromkeys((w.policy, w.limit, w.period) for w in windows))
     if denied_at is not None:
         w = windows[denied_at]
         reset = reset if reset is not None else w.reset
         return LimitResult(False, w.code, w.limit, 0, reset, w.policy, policies)
-    best = min(range(len(windows)), key=lambda i: windows[i].limit - counts[i])
+    best = 0
+    if len(windows) > 1:
+        best = min(range(len(windows)), key=lambda i: windows[i].limit - counts[i])
     w = windows[best]
     return LimitResult(True, "", w.limit, w.limit - counts[best], w.reset, w.policy, policies)
 

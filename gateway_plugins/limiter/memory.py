@@ -308,8 +308,6 @@ class MemoryLimiter:
 
 
 def _fields(result: LimitResult) -> tuple[object, ...]:
-    """``result`` as a tuple of plain values, in field order (``LimitResult(*fields)``)."""
-    return (
-        result.allowed, result.code, result.limit, result.remaining, result.reset,
-        result.policy, result.policies,
-    )  # fmt: skip
+    """``result`` as a plain tuple (``LimitResult(*fields)``): a tuple subclass stays
+    tracked by the garbage collector, a plain tuple of plain values does not."""
+    return tuple(result)

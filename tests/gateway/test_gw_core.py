@@ -224,6 +224,28 @@ async def test_limits_are_per_key(core, sidecar) -> None:
     assert (await core.decide(other)).status == 200
 
 
+async def test_a_new_principal_entry_is_limited_at_its_new_limits(
+    core, sidecar, clock: FakeClock
+) -> None:
+    """The buckets and limits a principal is counted by are worked out once per cached
+    entry (``DecisionCore._plan``): a plan change (limits set, then raised) takes effect
+    with the next entry, as the key itself does, never later."""
+    sidecar.keys[KEY] = principal()  # no limits at all
+    unlimited = await core.decide(req())
+    assert unlimited.status == 200 and "RateLimit-Limit" not in unlimited.client_headers
+    sidecar.keys[KEY] = principal(limits=Limits(requests_per_minute=1))
+    clock.advance(5.0)  # the cache bound: the next request asks the sidecar again
+    assert (await core.decide(req())).status == 200
+    assert (await core.decide(req())).status == 429
+    sidecar.keys[KEY] = principal(limits=Limits(requests_per_minute=3))
+    clock.advance(5.0)
+    allowed = await core.decide(req())
+    assert allowed.status == 200 and allowed.client_headers["RateLimit-Limit"] == "3"
+    assert (await core.decide(req())).status == 200
+    assert (await core.decide(req())).status == 429  # 3 in this minute, counted across
+    assert sidecar.calls == 3
+
+
 async def test_daily_quota_is_429_quota_exceeded(core, sidecar) -> None:
     sidecar.keys[KEY] = principal(limits=Limits(units_per_day=2, requests_per_minute=100))
     assert [(await core.decide(req())).status for _ in range(2)] == [200, 200]
