@@ -53,8 +53,8 @@ from hanzo_contract.request_id import (
     RequestIdMiddleware,
     bind_request_id,
     current_request_id,
+    new_request_id,
     release_request_id,
-    request_id_of,
 )
 from hanzo_contract.telemetry import TracingMiddleware
 from hanzo_contract.tokens import (
@@ -74,6 +74,7 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 ENVOY_PREFIX = "/envoy"
 _DECISION_ID = DECISION_ID.lower()
+_REQUEST_ID_NAME = REQUEST_ID.lower()
 _MISSING = "the gateway sent no original method/URI (X-Forwarded-Method/-Uri or X-Original-*)"
 
 
@@ -89,10 +90,11 @@ _READ = frozenset(
         "x-forwarded-for",
         "x-real-ip",
         _DECISION_ID,
+        _REQUEST_ID_NAME,
         *CREDENTIAL_HEADERS,
     )
 )
-_REQUEST_ID = REQUEST_ID.lower().encode()
+_REQUEST_ID = _REQUEST_ID_NAME.encode()
 _STATUS = STATUS_HEADER.lower().encode()
 _ERROR = ERROR_HEADER.lower().encode()
 
@@ -277,13 +279,16 @@ class ForwardAuthApp:
         """One auth answer. ``own_id``: outside :class:`RequestIdMiddleware` (tracing off),
         so this binds the request id and answers ``X-Request-Id`` as the middleware would."""
         token = None
+        headers = lower_asgi_headers(scope["headers"], _READ)
         if own_id:
-            request_id: str | None = request_id_of(scope["headers"])
+            # as ``request_id_of``: the first X-Request-Id when it is a plain token, else new
+            request_id: str | None = (
+                safe_request_id(headers.get(_REQUEST_ID_NAME)) or new_request_id()
+            )
             token = bind_request_id(request_id)  # type: ignore[arg-type]
         else:
             request_id = current_request_id()
         try:
-            headers = lower_asgi_headers(scope["headers"], _READ)
             request = _auth_request(scope, headers, endpoint, self._addresses)
             if request is None:
                 decision = deny(400, "missing_original_request", _MISSING)

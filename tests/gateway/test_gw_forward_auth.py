@@ -110,3 +110,23 @@ async def test_a_client_repeating_an_id_is_counted_every_time(client: httpx.Asyn
     nginx = {"X-Original-Method": "GET", "X-Original-URI": "/v1/memory/retrieve", "X-API-Key": KEY}
     replay = await client.get("/auth/nginx", headers={**nginx, "X-Request-Id": "my-fixed-id"})
     assert replay.headers["x-hanzo-status"] == "429"
+
+
+async def test_auth_answers_carry_the_callers_request_id_only_when_it_is_safe(
+    client: httpx.AsyncClient,
+) -> None:
+    """The hot path reads X-Request-Id in its one pass over the headers (not through
+    ``RequestIdMiddleware``): a plain token is echoed, in the answer and in the error
+    body; anything else, or none, gets a new id."""
+    import re
+
+    made = re.compile(r"[0-9a-f]{32}")
+    nginx = {"X-Original-Method": "GET", "X-Original-URI": "/v1/memory/retrieve"}
+    mine = await client.get("/auth/nginx", headers={**nginx, "X-Request-Id": "client-42.a:b"})
+    assert mine.status_code == 401 and mine.headers["x-request-id"] == "client-42.a:b"
+    assert mine.json()["error"]["request_id"] == "client-42.a:b"
+    bad = await client.get("/auth/nginx", headers={**nginx, "X-Request-Id": 'x"},{"e":1'})
+    assert made.fullmatch(bad.headers["x-request-id"])
+    assert bad.json()["error"]["request_id"] == bad.headers["x-request-id"]
+    none = await client.get("/auth", headers=fwd("GET", "/v1/memory/retrieve"))
+    assert none.status_code == 200 and made.fullmatch(none.headers["x-request-id"])
