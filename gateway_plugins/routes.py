@@ -27,6 +27,8 @@ from hanzo_contract.principal import Principal
 from hanzo_contract.scopes import KNOWN_SCOPES
 
 _AUDIENCE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+#: the most (method, path) pattern matches a table remembers
+_MATCHED_SIZE = 4096
 _SEGMENT = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(\*?)\}")
 
 
@@ -115,6 +117,10 @@ class RouteTable:
     def __init__(self, spec: RouteTableSpec) -> None:
         self._literal: dict[tuple[str, str], RouteMatch] = {}
         self._patterns: list[tuple[frozenset[str], re.Pattern[str], RouteMatch]] = []
+        #: (method, path) -> the pattern route it matched, or None: a path with an id in it
+        #: repeats per caller, and trying every regex of the table cost more than the rest
+        #: of the match. Bounded: cleared when full (a client walking ids only misses).
+        self._matched: dict[tuple[str, str], RouteMatch | None] = {}
         for route in spec.routes:
             audience = route.audience
             if not isinstance(audience, str):
@@ -142,9 +148,20 @@ class RouteTable:
 
     def match(self, method: str, path: str) -> RouteMatch | None:
         """The route for ``method path`` (path without query), or ``None``: deny."""
-        found = self._literal.get((method, path))
+        key = (method, path)
+        found = self._literal.get(key)
         if found is not None:
             return found
+        try:
+            return self._matched[key]
+        except KeyError:
+            pass
+        if len(self._matched) >= _MATCHED_SIZE:
+            self._matched.clear()
+        self._matched[key] = found = self._match_pattern(method, path)
+        return found
+
+    def _match_pattern(self, method: str, path: str) -> RouteMatch | None:
         for methods, regex, route in self._patterns:
             if (method in methods or "*" in methods) and regex.match(path):
                 return route

@@ -89,3 +89,27 @@ def test_authenticated_routes_need_a_credential_but_no_scope() -> None:
     match = table.match("GET", "/v1/keys")
     assert match is not None and not match.public
     assert match.permits(Principal(organization="acme", subject="acme/a"))
+
+
+def test_remembered_pattern_matches_answer_as_the_first_time() -> None:
+    """Pattern matches are remembered per (method, path), denials included, and the
+    memory is bounded: asked again, and past the bound, every answer is the same."""
+    from gateway_plugins import routes
+
+    table = RouteTable.from_yaml(
+        """
+routes:
+  - {methods: [delete], path: "/v1/memory/{id}", permission: memory:delete}
+  - {methods: [GET], path: "/v1/memory/{id}", permission: memory:read}
+"""
+    )
+    asked = [("DELETE", "/v1/memory/a"), ("GET", "/v1/memory/a"), ("PUT", "/v1/memory/a")]
+    asked += [("GET", "/v1/memory/a/b"), ("DELETE", "/v1/memory/a")]
+    want = ["memory:delete", "memory:read", None, None, "memory:delete"]
+    for _ in range(2):
+        got = [getattr(table.match(m, p), "permission", None) for m, p in asked]
+        assert got == want
+    for n in range(routes._MATCHED_SIZE + 10):  # walks ids past the bound
+        assert table.match("GET", f"/v1/memory/{n}").permission == "memory:read"  # type: ignore[union-attr]
+    assert len(table._matched) <= routes._MATCHED_SIZE
+    assert [getattr(table.match(m, p), "permission", None) for m, p in asked] == want
