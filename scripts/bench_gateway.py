@@ -14,6 +14,9 @@
    round, so load from other processes hits them alike; the figures are medians over
    rounds, with the spread of the per-round ratio, and the CPU time each auth service
    spent per request (from /proc), which the machine's load moves far less.
+4. ``wrk`` straight at ``/auth/nginx`` of the plugin and of the floor, with the headers
+   nginx's subrequest carries (a new request id and decision id each): no nginx and no
+   upstream share the CPU, so the auth processes' own cost per request shows plainest.
 
 Everything runs on loopback ports chosen at run time and is stopped at the end. Bounded:
 about 2 min (default: 9 rounds of 2 s per concurrency), ``--quick`` about 1 min. Needs
@@ -114,10 +117,19 @@ def _ms(value: str, unit: str) -> float:
     return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
 
-def wrk(url: str, key: str | None, connections: int, seconds: int, threads: int) -> dict:
+def wrk(
+    url: str,
+    key: str | None,
+    connections: int,
+    seconds: int,
+    threads: int,
+    script: Path | None = None,
+) -> dict:
     argv = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency"]
     if key:
         argv += ["-H", f"Authorization: Bearer {key}"]
+    if script is not None:
+        argv += ["-s", str(script)]
     out = subprocess.run(
         [*argv, url], capture_output=True, text=True, check=True, timeout=seconds + 30
     ).stdout
@@ -199,6 +211,54 @@ def measure(setups: dict[str, tuple[str, str | None, int | None]], connections: 
     }
 
 
+#: what nginx's auth subrequest carries (``deploy/nginx/hanzo-auth-locations.conf``), a new
+#: decision id and request id per request as nginx makes them
+_SUBREQUEST_LUA = """counter = 0
+request = function()
+  counter = counter + 1
+  local id = string.format("%032x", counter)
+  return wrk.format("GET", "/auth/nginx", {
+    ["X-Original-URI"] = "PATH", ["X-Original-Method"] = "GET",
+    ["X-Forwarded-For"] = "127.0.0.1", ["X-Forwarded-Host"] = "bench",
+    ["X-Request-Id"] = id, ["X-Hanzo-Decision-Id"] = id,
+    ["Authorization"] = "Bearer KEY"})
+end
+"""
+
+
+def measure_direct(
+    auth: dict[str, tuple[str, int | None]], key: str, work: Path, args: argparse.Namespace
+) -> dict:
+    """``wrk`` straight at ``/auth/nginx`` of the plugin and of the floor (no nginx, no
+    upstream: the auth process is the only server), as nginx's subrequest would ask,
+    at the first concurrency: throughput and the auth process's CPU time per request,
+    rounds alternating the two."""
+    script = work / "subrequest.lua"
+    script.write_text(_SUBREQUEST_LUA.replace("PATH", PATH).replace("KEY", key))
+    connections = int(args.connections.split(",")[0])
+    runs: dict[str, list[dict]] = {name: [] for name in auth}
+    cpu = dict.fromkeys(auth, 0.0)
+    load = [os.getloadavg()[0]]
+    for n in range(args.direct_rounds):
+        for name in list(auth)[n % 2 :] + list(auth)[: n % 2]:
+            url, pid = auth[name]
+            before = _cpu_seconds(pid) if pid else 0.0
+            run = wrk(url, None, connections, args.seconds, args.threads, script)
+            cpu[name] += (_cpu_seconds(pid) if pid else 0.0) - before
+            runs[name].append(run)
+    load.append(os.getloadavg()[0])
+    out: dict = {"connections": connections, "load_average_1min": load}
+    for name, done in runs.items():
+        requests = sum(r["requests"] for r in done)
+        out[name] = {
+            "rps": statistics.median(r["rps"] for r in done),
+            "cpu_us_per_request": cpu[name] / requests * 1e6,
+            "errors": sum(r["errors"] for r in done),
+        }
+    out["plugin_to_floor"] = out["plugin"]["rps"] / out["floor"]["rps"]
+    return out
+
+
 def _access_lines(log: Path) -> int:
     """The plugin's access lines in its log (the lines are on, as in production)."""
     return sum('"logger": "gateway_plugins.access"' in line for line in log.open())
@@ -211,10 +271,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--decisions", type=int, default=20000)
+    parser.add_argument(
+        "--direct-rounds", type=int, default=4, help="rounds of wrk straight at the auth ports"
+    )
     parser.add_argument("--quick", action="store_true", help="4 rounds of 1 s (~1 min)")
     args = parser.parse_args()
     if args.quick:
-        args.rounds, args.seconds, args.decisions = 4, 1, 5000
+        args.rounds, args.seconds, args.decisions, args.direct_rounds = 4, 1, 5000, 2
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install -y wrk")
 
@@ -267,10 +330,21 @@ def main() -> None:
             "floor": (f"{floor_nginx.url}{PATH}", key, floor.pid),
         }
         results = [measure(setups, c, args) for c in (int(x) for x in args.connections.split(","))]
+        plugin_pid = auth.process.pid if auth.process else None
+        direct = measure_direct(
+            {
+                "plugin": (f"{auth.url}/auth/nginx", plugin_pid),
+                "floor": (f"http://{LOOPBACK}:{floor_port}/auth/nginx", floor.pid),
+            },
+            key,
+            work,
+            args,
+        )
         auth.stop()  # SIGTERM: the plugin writes its last batch of access lines
         result = {
             "decision_cached_key": decision,
             "wrk": results,
+            "direct_auth": direct,
             "plugin_access_lines": _access_lines(auth.process.log_path),  # type: ignore[union-attr]
         }
         print(json.dumps(result, indent=2))
@@ -283,7 +357,13 @@ def main() -> None:
                   f"auth CPU per request plugin {cpu['plugin']:.0f} us, floor "
                   f"{cpu['floor']:.0f} us; load {r['load_average_1min'][0]:.1f}"
                   f"->{r['load_average_1min'][1]:.1f}")  # fmt: skip
-        if any(r["errors"] for r in results):
+        p, f = direct["plugin"], direct["floor"]
+        print(f"straight at /auth/nginx, {direct['connections']} connections: plugin "
+              f"{p['rps']:.0f} req/s, {p['cpu_us_per_request']:.0f} us CPU per request; floor "
+              f"{f['rps']:.0f} req/s, {f['cpu_us_per_request']:.0f} us; plugin/floor "
+              f"{direct['plugin_to_floor']:.3f}; load {direct['load_average_1min'][0]:.1f}"
+              f"->{direct['load_average_1min'][1]:.1f}")  # fmt: skip
+        if any(r["errors"] for r in results) or p["errors"] or f["errors"]:
             sys.exit("non-2xx responses during the benchmark")
     finally:
         for server in reversed(started):
