@@ -52,22 +52,27 @@ def _text(value: str | None) -> str:
 
 
 class _Quoted:
-    """``_quote(redact(value[:cut]))``, remembered: behind a gateway the same few paths
-    and methods repeat, and redacting and quoting one was a fifth of the line's cost.
-    Bounded: cleared when full, so a client that varies its path only misses its own.
-    Holds paths as the request named them, in memory only; the line gets the redacted."""
+    """A field as the line writes it (``_quote``, after :func:`redact` and a cut for the
+    request's method and path), remembered: behind a gateway the same few paths, methods,
+    routes and keys repeat, and redacting and quoting them was a third of the line's
+    cost. Bounded: cleared when full, so a client that varies its path only misses its
+    own. Holds paths as the request named them, in memory only; the line gets the
+    redacted form."""
 
-    def __init__(self, cut: int, size: int = 4096) -> None:
+    def __init__(self, cut: int | None = None, size: int = 4096) -> None:
         self._cut = cut
         self._size = size
         self._seen: dict[str, str] = {}
 
-    def __call__(self, value: str) -> str:
+    def __call__(self, value: str | None) -> str:
+        if value is None:
+            return "null"
         found = self._seen.get(value)
         if found is None:
             if len(self._seen) >= self._size:
                 self._seen.clear()
-            found = self._seen[value] = _quote(redact(value[: self._cut]))
+            text = value if self._cut is None else redact(value[: self._cut])
+            found = self._seen[value] = _quote(text)
         return found
 
 
@@ -101,6 +106,7 @@ class AccessLog:
         self.written = 0  # lines handed to the stream, for tests and operators
         self._method = _Quoted(16)
         self._path = _Quoted(2048)
+        self._label = _Quoted()  # route, code, key id, org: quoted as they are
 
     def request(
         self,
@@ -123,13 +129,14 @@ class AccessLog:
         request_id = current_request_id()
         method = self._method(method)
         path = self._path(path)
+        label = self._label
         # the message repeats method, path and status as the shared shape wants one
         self._lines.append(
             f"{self._stamp}.{int((now - second) * 1000):03d}{self._head}"
             f'{_text(request_id)}{self._logger}{method[:-1]} {path[1:-1]} {status}", '
-            f'"method": {method}, "path": {path}, "route": {_text(route)}, '
-            f'"status": {status}, "code": {_text(code)}, "key_id": {_text(key_id)}, '
-            f'"org": {_text(org)}, "latency_ms": {latency * 1e3:.3f}}}\n'
+            f'"method": {method}, "path": {path}, "route": {label(route)}, '
+            f'"status": {status}, "code": {label(code)}, "key_id": {label(key_id)}, '
+            f'"org": {label(org)}, "latency_ms": {latency * 1e3:.3f}}}\n'
         )
         if len(self._lines) >= self._max_lines:
             self.flush()

@@ -65,8 +65,8 @@ class Window:
     def policy(self) -> str:
         """The policy's name in RateLimit headers: the bucket's level and the window,
         e.g. ``key-minute`` or ``org-tokens-day``; never the bucket's identity."""
-        kind, bucket = self.key.split(":", 2)[:2]
-        return f"{bucket}-{_PERIOD_NAMES[kind]}"
+        kind, _, rest = self.key.partition(":")
+        return f"{rest.partition(':')[0]}-{_PERIOD_NAMES[kind]}"
 
 
 _PERIOD_NAMES = {
@@ -326,16 +326,18 @@ def summarize(
     """Turn counter values into one result: the denying window, else the tightest one."""
     if len(windows) == 1:  # the common case: one credential, one window
         w = windows[0]
-        policies: tuple[tuple[str, int, int], ...] = ((w.policy, w.limit, w.period),)
-    else:
-        policies = tuple(dict.fromkeys((w.policy, w.limit, w.period) for w in windows))
+        policy = w.policy
+        policies: tuple[tuple[str, int, int], ...] = ((policy, w.limit, w.period),)
+        if denied_at is not None:
+            reset = reset if reset is not None else w.reset
+            return LimitResult(False, w.code, w.limit, 0, reset, policy, policies)
+        return LimitResult(True, "", w.limit, w.limit - counts[0], w.reset, policy, policies)
+    policies = tuple(dict.fromkeys((w.policy, w.limit, w.period) for w in windows))
     if denied_at is not None:
         w = windows[denied_at]
         reset = reset if reset is not None else w.reset
         return LimitResult(False, w.code, w.limit, 0, reset, w.policy, policies)
-    best = 0
-    if len(windows) > 1:
-        best = min(range(len(windows)), key=lambda i: windows[i].limit - counts[i])
+    best = min(range(len(windows)), key=lambda i: windows[i].limit - counts[i])
     w = windows[best]
     return LimitResult(True, "", w.limit, w.limit - counts[best], w.reset, w.policy, policies)
 
