@@ -359,3 +359,47 @@ async def test_keyword_search_bounded_path_is_exact(backend, database, monkeypat
                     assert [(r[1], float(r[15])) for r in rows] == want, (text, k, classes)
                     proved += 1
     assert proved >= 100, proved
+
+
+async def test_migration_3_adds_impact_classes_to_existing_partitions(postgres, monkeypatch):
+    """A database at migration 2 with a tenant in its own partition and one in the shared
+    partition gets tsi on both (computed for the rows already there) and one full-text
+    index each; keyword search then answers from it, bounded tries included."""
+    db = postgres.create_database("hanzo_memory_v2")
+    rng = np.random.default_rng(13)
+    monkeypatch.setattr(pg, "MIGRATIONS", pg.MIGRATIONS[:2])
+    old = pg.PostgresBackend(db.app_dsn, DIM, migrate_dsn=db.owner_dsn)
+    await old.open()
+    await pg.bulk_load(db.owner_dsn, "own", keyword_records("own", rng, 600))
+    await old.upsert(keyword_records("shared", rng, 600))
+    await old.close()
+    monkeypatch.undo()
+
+    new = pg.PostgresBackend(db.app_dsn, DIM, migrate_dsn=db.owner_dsn)
+    await new.open()
+    try:
+        for tenant in ("own", "shared"):
+            q = Query(tenant=tenant, user="alice", now=now_us())
+            got = await new.keyword_search(q, "apple pear", 10)
+            query, params = new.keyword_query(q, "apple pear", 10)
+            want = await new._fetch(tenant, query, params)
+            assert [(r.id, s) for r, s in got] == [(r[1], float(r[15])) for r in want]
+            assert len(got) == 10 and all(r.tenant == tenant for r, _ in got)
+    finally:
+        await new.close()
+    async with await psycopg.AsyncConnection.connect(db.owner_dsn) as conn:
+        cur = await conn.execute(
+            "SELECT c.relname, count(*) FILTER (WHERE pg_get_indexdef(i.indexrelid) LIKE "
+            "'%%USING gin%%') FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
+            "WHERE c.relname = %s OR c.relname = %s GROUP BY c.relname",
+            (pg.SHARED_PARTITION, pg.partition_name("own")),
+        )
+        assert sorted(await cur.fetchall()) == sorted(
+            [(pg.SHARED_PARTITION, 1), (pg.partition_name("own"), 1)]
+        )
+        await conn.execute("SELECT set_config('hanzo.tenant', 'own', false)")
+        cur = await conn.execute(
+            "SELECT count(*) FILTER (WHERE tsi IS NULL), count(*) FROM memories "
+            "WHERE tenant = 'own'"
+        )
+        assert await cur.fetchone() == (0, 600)
