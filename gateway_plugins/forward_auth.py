@@ -56,6 +56,7 @@ from hanzo_contract.request_id import (
     new_request_id,
     release_request_id,
 )
+from hanzo_contract.request_metrics import StatusCapture
 from hanzo_contract.telemetry import TracingMiddleware
 from hanzo_contract.tokens import (
     TOKEN_CHARGE_PATH,
@@ -259,19 +260,12 @@ class ForwardAuthApp:
     async def _logged(self, scope: Scope, receive: Receive, send: Send, started: float) -> None:
         """Everything but the auth endpoints (metrics, health, token charges), with its
         access line: the status is whatever the app answered (500 if it answered nothing)."""
-        status = 500
-
-        async def sending(message: MutableMapping[str, Any]) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        sent = StatusCapture(send)
         try:
-            await self._rest(scope, receive, sending)
+            await self._rest(scope, receive, sent)
         finally:
             assert self._access is not None
-            self._access.request(scope["method"], scope["path"], status, started)
+            self._access.request(scope["method"], scope["path"], sent.status, started)
 
     async def _decide(
         self, scope: Scope, send: Send, endpoint: str, started: float, own_id: bool

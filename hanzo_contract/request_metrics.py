@@ -52,6 +52,23 @@ def route_template(routes: Sequence[BaseRoute], scope: Scope) -> str:
     return UNMATCHED
 
 
+class StatusCapture:
+    """``send`` that remembers the status the app answered: 500 until it starts an answer,
+    so an app that raised or answered nothing counts (and logs) as the failure it was.
+    One copy for every part that reports the status the client got."""
+
+    __slots__ = ("_send", "status")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.status = 500
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self._send(message)
+
+
 class RequestMetricsMiddleware:
     """Counts (``requests``: method, route, status) and times (``seconds``: method, route)
     every HTTP request; a streamed answer is timed to its last byte."""
@@ -73,17 +90,10 @@ class RequestMetricsMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        sent = StatusCapture(send)
         try:
-            await self.app(scope, receive, send_status)
+            await self.app(scope, receive, sent)
         finally:
             method, route = scope["method"], route_template(self.routes, scope)
-            self.requests.labels(method, route, str(status)).inc()
+            self.requests.labels(method, route, str(sent.status)).inc()
             self.seconds.labels(method, route).observe(time.perf_counter() - start)

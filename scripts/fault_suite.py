@@ -54,10 +54,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import yaml
@@ -652,12 +652,25 @@ def main() -> None:
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
     args.warm, args.down, args.after = (2.0, 3.0, 3.0) if args.short else (4.0, 10.0, 6.0)
-    with tempfile.TemporaryDirectory(prefix="hanzo-faults-") as tmp:
-        results = asyncio.run(suite(args, Path(tmp)))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-    print_table(results)
-    sys.exit(0 if passed(results) else 1)
+    run_to_exit("hanzo-faults-", lambda tmp: suite(args, tmp), args.json, print_table, passed)
+
+
+def run_to_exit(
+    prefix: str,
+    run: Callable[[Path], Coroutine[Any, Any, dict]],
+    json_path: Path | None,
+    table: Callable[[dict], None],
+    ok: Callable[[dict], bool],
+) -> NoReturn:
+    """A drill's last steps, alike for this suite and ``ha_drill.py``: ``run`` in a temporary
+    state dir (removed after), the results written to ``json_path`` (if given) and printed,
+    and the exit status CI reads: 0 only when ``ok`` judges them passed."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        results = asyncio.run(run(Path(tmp)))
+    if json_path:
+        json_path.write_text(json.dumps(results, indent=2))
+    table(results)
+    sys.exit(0 if ok(results) else 1)
 
 
 if __name__ == "__main__":

@@ -36,8 +36,6 @@ import argparse
 import asyncio
 import json
 import shutil
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -45,7 +43,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
-from fault_suite import suite_tenant_file
+from fault_suite import run_to_exit, suite_tenant_file
 
 from hanzo_stack.process import LOOPBACK, http_ok
 from hanzo_stack.servers import EchoUpstream
@@ -354,12 +352,7 @@ def main() -> None:
     if args.short:
         args.clients, args.requests = min(args.clients, 3), min(args.requests, 1500)
     say = (lambda _: None) if args.quiet else (lambda line: print(line, flush=True))
-    with tempfile.TemporaryDirectory(prefix="hanzo-ha-") as tmp:
-        results = asyncio.run(drill(args, Path(tmp), say))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-    print_table(results)
-    sys.exit(0 if passed(results) else 1)
+    run_to_exit("hanzo-ha-", lambda tmp: drill(args, tmp, say), args.json, print_table, passed)
 
 
 if __name__ == "__main__":

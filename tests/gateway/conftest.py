@@ -98,6 +98,25 @@ def sidecar() -> FakeSidecar:
     return FakeSidecar()
 
 
+#: Alice's key in :func:`alice`: memory:read, one request a minute (the second is limited)
+ALICE_KEY = "hk-abcdefghijkl_" + "A" * 43
+
+
+@pytest.fixture
+def alice(sidecar: FakeSidecar) -> Principal:
+    """``ALICE_KEY``'s principal, known to the fake sidecar: what the forward-auth tests
+    authenticate as (one request a minute, so the second shows the limiter's answer)."""
+    principal = Principal(
+        organization="acme",
+        subject="acme/alice",
+        scopes=frozenset({"memory:read"}),
+        key_id="abcdefghijkl",
+        limits=Limits(requests_per_minute=1),
+    )
+    sidecar.keys[ALICE_KEY] = principal
+    return principal
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     """The core's clock: limiter windows, cache lifetimes and assertion re-signing."""

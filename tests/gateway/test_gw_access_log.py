@@ -21,13 +21,13 @@ import pytest
 from gateway_plugins.access_log import LOGGER, AccessLog
 from gateway_plugins.core import DecisionCore
 from gateway_plugins.forward_auth import create_app
-from hanzo_contract.principal import Limits, Principal
+from hanzo_contract.principal import Principal
 from hanzo_stack.servers import ForwardAuthServer, SidecarServer
 from iam_sidecar.keys.models import NewKey
-from tests.gateway.conftest import gateway_env
+from tests.gateway.conftest import ALICE_KEY, gateway_env
 from tests.support.keys import mint_key
 
-KEY = "hk-abcdefghijkl_" + "A" * 43
+KEY = ALICE_KEY
 #: the keys of every line of every part (hanzo_contract.jsonlog.JsonFormatter)
 SHARED = {"time", "level", "service", "request_id", "logger", "message"}
 #: what the formatter's ``time`` looks like: UTC, milliseconds
@@ -57,15 +57,9 @@ class Logged:
 
 
 @pytest.fixture
-async def logged(core: DecisionCore, sidecar) -> AsyncIterator[Logged]:
-    """The forward-auth app over ASGI, its lines batched for an hour unless flushed."""
-    sidecar.keys[KEY] = Principal(
-        organization="acme",
-        subject="acme/alice",
-        scopes=frozenset({"memory:read"}),
-        key_id="abcdefghijkl",
-        limits=Limits(requests_per_minute=1),
-    )
+async def logged(core: DecisionCore, alice: Principal) -> AsyncIterator[Logged]:
+    """The forward-auth app over ASGI (as ``alice``), its lines batched for an hour unless
+    flushed."""
     stream = Stream()
     access = AccessLog("gateway", stream, flush_seconds=3600)
     app = create_app(core, access=access)

@@ -10,20 +10,14 @@ import pytest
 from gateway_plugins.core import DecisionCore
 from gateway_plugins.forward_auth import create_app
 from hanzo_contract.headers import DECISION_ID
-from hanzo_contract.principal import Limits, Principal
+from hanzo_contract.principal import Principal
+from tests.gateway.conftest import ALICE_KEY
 
-KEY = "hk-abcdefghijkl_" + "A" * 43
+KEY = ALICE_KEY
 
 
 @pytest.fixture
-async def client(core: DecisionCore, sidecar) -> AsyncIterator[httpx.AsyncClient]:
-    sidecar.keys[KEY] = Principal(
-        organization="acme",
-        subject="acme/alice",
-        scopes=frozenset({"memory:read"}),
-        key_id="abcdefghijkl",
-        limits=Limits(requests_per_minute=1),
-    )
+async def client(core: DecisionCore, alice: Principal) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=create_app(core))
     async with httpx.AsyncClient(transport=transport, base_url="http://auth") as c:
         yield c

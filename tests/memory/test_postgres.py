@@ -2,7 +2,9 @@
 when a query forgets its tenant condition, the backend refuses a role RLS would not bind,
 the HNSW path (large tenants) finds what an exact scan finds, filters included, in the
 shared partition and in a tenant's own; migration 2 partitions a database of migration 1
-in place; a bulk load gives a tenant its own partition and keeps its earlier rows."""
+in place; a bulk load gives a tenant its own partition and keeps its earlier rows; keyword
+search's bounded tries answer exactly what ranking every match answers, and migration 3
+brings their index to a database of migration 2."""
 
 from __future__ import annotations
 
@@ -284,3 +286,122 @@ async def test_own_partition_command_moves_a_tenant(backend, database, monkeypat
     assert await partition_of(backend, tenant, "m2") == pg.partition_name(tenant)
     hits = await backend.vector_search(Query(tenant=tenant, user="alice", now=now_us()), vecs[2], 3)
     assert hits[0][0].id == "m2"
+
+
+def keyword_records(tenant: str, rng: np.random.Generator, n: int) -> list[Record]:
+    """Short memories over a small vocabulary, words repeated (tf up to 5): lengths and
+    counts recur, so many rows tie on rank and the order among them falls to the id."""
+    vocab = ["apple", "pear", "plum", "fig", "kiwi", "lime", "date", "runs", "running", "run",
+             "grape", "melon", "berry", "cherry", "mango", "peach"]  # fmt: skip
+    vecs = unit(rng, n)
+    out = []
+    for i in range(n):
+        words = [vocab[int(w)] for w in rng.zipf(1.6, size=int(rng.integers(1, 13))) % len(vocab)]
+        out.append(record(tenant, f"m{i:05d}", vecs[i], content=" ".join(words),
+                          tags=["even" if i % 2 == 0 else "odd"]))  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("own_partition", [False, True], ids=["shared", "own-partition"])
+async def test_keyword_search_bounded_path_is_exact(backend, database, monkeypatch, own_partition):
+    """Ranking only the rows where a query word adds enough (migration 3's impact
+    classes) gives exactly what ranking every match gives: the same ids, order and
+    scores, ties included, with filters, stems that collapse ("run running"), words no row
+    has, and another tenant holding the same words; and most queries are answered that
+    way (the path is taken, not always abandoned for the full ranking)."""
+    tenant, other = f"kw-{uuid.uuid4().hex[:8]}", f"kw-other-{uuid.uuid4().hex[:8]}"
+    rng = np.random.default_rng(11)
+    mine = keyword_records(tenant, rng, 4000)
+    if own_partition:
+        await pg.bulk_load(database.owner_dsn, tenant, mine)
+    else:
+        for s in range(0, len(mine), 500):
+            await backend.upsert(mine[s : s + 500])
+    await backend.upsert(keyword_records(other, rng, 1000))
+    statements: list[str] = []
+    fetch = backend._fetch
+
+    async def recording(tenant: str, query: str, params, **settings):
+        statements.append(query)
+        return await fetch(tenant, query, params, **settings)
+
+    monkeypatch.setattr(backend, "_fetch", recording)
+    texts = ["apple", "pear plum", "kiwi lime date", "run running", "runs melon",
+             "peach nothingsuch", "cherry mango berry grape", "apple pear plum fig kiwi",
+             "nothingsuch"]  # fmt: skip
+    bounded = total = 0
+    for text in texts:
+        for k in (1, 5, 10, 40):
+            for tags in ([], ["even"]):
+                q = Query(tenant=tenant, user="alice", now=now_us(), tags=tags)
+                statements.clear()
+                got = await backend.keyword_search(q, text, k)
+                query, params = backend.keyword_query(q, text, k)
+                want = await fetch(tenant, query, params)
+                assert [(r.id, s) for r, s in got] == [(r[1], float(r[15])) for r in want], (
+                    text, k, tags)  # fmt: skip
+                assert all(r.tenant == tenant for r, _ in got)
+                total += 1
+                bounded += "hanzo_class_query" in statements[-1]
+    assert bounded >= total // 2, (bounded, total)
+
+    # Every try the proof accepts, at every class (borderline ones included), is exact.
+    proved = 0
+    for text in texts[:-1]:
+        words = len(pg.keyword_terms(text))
+        for k in (3, 10):
+            q = Query(tenant=tenant, user="alice", now=now_us())
+            query, params = backend.keyword_query(q, text, k)
+            want = [(r[1], float(r[15])) for r in await fetch(tenant, query, params)]
+            for top in range(8, 72, 2):
+                classes = (top, pg.pairs_class(top, words))
+                query, params = backend.keyword_query(q, text, k, classes)
+                rows = await fetch(tenant, query, params)
+                if pg.proves(rows, k, classes, words):
+                    assert [(r[1], float(r[15])) for r in rows] == want, (text, k, classes)
+                    proved += 1
+    assert proved >= 100, proved
+
+
+async def test_migration_3_adds_impact_classes_to_existing_partitions(postgres, monkeypatch):
+    """A database at migration 2 with a tenant in its own partition and one in the shared
+    partition gets tsi on both (computed for the rows already there) and one full-text
+    index each; keyword search then answers from it, bounded tries included."""
+    db = postgres.create_database("hanzo_memory_v2")
+    rng = np.random.default_rng(13)
+    monkeypatch.setattr(pg, "MIGRATIONS", pg.MIGRATIONS[:2])
+    old = pg.PostgresBackend(db.app_dsn, DIM, migrate_dsn=db.owner_dsn)
+    await old.open()
+    await pg.bulk_load(db.owner_dsn, "own", keyword_records("own", rng, 600))
+    await old.upsert(keyword_records("shared", rng, 600))
+    await old.close()
+    monkeypatch.undo()
+
+    new = pg.PostgresBackend(db.app_dsn, DIM, migrate_dsn=db.owner_dsn)
+    await new.open()
+    try:
+        for tenant in ("own", "shared"):
+            q = Query(tenant=tenant, user="alice", now=now_us())
+            got = await new.keyword_search(q, "apple pear", 10)
+            query, params = new.keyword_query(q, "apple pear", 10)
+            want = await new._fetch(tenant, query, params)
+            assert [(r.id, s) for r, s in got] == [(r[1], float(r[15])) for r in want]
+            assert len(got) == 10 and all(r.tenant == tenant for r, _ in got)
+    finally:
+        await new.close()
+    async with await psycopg.AsyncConnection.connect(db.owner_dsn) as conn:
+        cur = await conn.execute(
+            "SELECT c.relname, count(*) FILTER (WHERE pg_get_indexdef(i.indexrelid) LIKE "
+            "'%%USING gin%%') FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
+            "WHERE c.relname = %s OR c.relname = %s GROUP BY c.relname",
+            (pg.SHARED_PARTITION, pg.partition_name("own")),
+        )
+        assert sorted(await cur.fetchall()) == sorted(
+            [(pg.SHARED_PARTITION, 1), (pg.partition_name("own"), 1)]
+        )
+        await conn.execute("SELECT set_config('hanzo.tenant', 'own', false)")
+        cur = await conn.execute(
+            "SELECT count(*) FILTER (WHERE tsi IS NULL), count(*) FROM memories "
+            "WHERE tenant = 'own'"
+        )
+        assert await cur.fetchone() == (0, 600)
