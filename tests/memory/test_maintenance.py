@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from memory_service.backends import lance, vector_cache
@@ -149,6 +150,48 @@ async def test_lance_index_has_its_partitions_and_search_probes_nprobes(
         wide = backend.vector_query(table, vecs[1], wide=True)
         plan = await wide.select(["_distance"]).limit(10).analyze_plan()
         assert metric(plan, "partitions_searched") > 3  # the pre-filtered retry may widen
+    finally:
+        await backend.close()
+
+
+async def test_lance_table_without_the_packed_record_column_still_serves(tmp_path: Path):
+    """A tenant table created before the packed ``record`` column is written and read
+    column by column; a new table reads its results from two columns."""
+    backend = LanceBackend(tmp_path / "l", DIM)
+    await backend.open()
+    try:
+        legacy = pa.schema([f for f in backend.schema if f.name != "record"])
+        await backend._db.create_table(backend.table_name("old"), schema=legacy)  # type: ignore[attr-defined]
+        vecs = np.eye(DIM, dtype=np.float32)[:5]
+        t0 = now_us()
+        for tenant in ("old", "new"):
+            await backend.upsert([
+                Record(tenant=tenant, id=f"m{i}", user="u", namespace="ns",
+                       content=f"tea word{i}", content_hash=str(i), metadata={"i": i},
+                       tags=[f"t{i}"], importance=0.5, created_at=t0 + i, updated_at=t0 + 9,
+                       expires_at=NEVER, vector=vecs[i])
+                for i in range(5)
+            ])  # fmt: skip
+            q = Query(tenant=tenant, user="u", now=now_us())
+            (top, _), *_ = await backend.vector_search(q, vecs[3], 2)
+            (word, _), *_ = await backend.keyword_search(q, "word2", 2)
+            listed = await backend.list(q, None, 10)
+            (got,) = await backend.get(tenant, ["m4"])
+            for r, i in ((top, 3), (word, 2), (listed[1], 1), (got, 4)):
+                assert (r.id, r.content, r.metadata, r.tags) == (
+                    f"m{i}",
+                    f"tea word{i}",
+                    {"i": i},
+                    [f"t{i}"],
+                )
+                assert (r.created_at, r.updated_at, r.user, r.namespace) == (
+                    t0 + i,
+                    t0 + 9,
+                    "u",
+                    "ns",
+                )
+        assert backend.shown_columns("old") == backend.result_columns
+        assert backend.shown_columns("new") == ["content", "record"]
     finally:
         await backend.close()
 
