@@ -6,15 +6,14 @@ tenant). Rows written after an index build are still found (Lance scans unindexe
 fragments exactly); :meth:`maintain` builds the vector index once a table is large enough
 and folds new rows into both indexes.
 
-What a query costs here (profiled at 100k rows, issue 14): LanceDB's synchronous API runs
-each call on a background event loop, so a query from a worker thread took two thread
-hops and about 2 ms more than the same query awaited on LanceDB's async API, which this
-backend uses throughout. Each column fetched costs a take per row, so searches fetch
-only what a result shows (not the vector, the tenant or the size). lancedb 0.40's IVF_SQ
-builds few partitions by default (probing 1 of them found 35% of the top 10 at 100k
-rows), so probing 20 read every row: the index is built with ``sqrt(rows)`` partitions,
-and 20 probed with the top candidates re-ranked on the full vectors (refine factor 2)
-measured recall@10 of 1.0 on the benchmark. Writes to a table are serialised by one lock.
+What a query costs here (profiled at 100k rows, issue 14; memory_service/README.md,
+"LanceDB search cost"): LanceDB's synchronous API runs each call on a background event
+loop, two thread hops and about 2 ms more than its async API, which this backend uses
+throughout. The IVF index is asked for ``3 * sqrt(rows)`` partitions by their size
+(lancedb 0.40 ignores ``num_partitions``) and a search probes ``nprobes`` of them (an open
+maximum made Lance probe all: every row compared). Lance's take of the result rows costs
+about 0.3 ms per column, so new tables also store what a result shows, bar the content,
+packed as one JSON column that searches read. Writes to a table are serialised by one lock.
 """
 
 from __future__ import annotations
