@@ -96,7 +96,7 @@ class LanceBackend(MemoryBackend):
     name = "lancedb"
 
     def __init__(
-        self, path: Path, dim: int, nprobes: int = 50, refine_factor: int | None = 2
+        self, path: Path, dim: int, nprobes: int = 80, refine_factor: int | None = 2
     ) -> None:
         self.path = path
         self.dim = dim
