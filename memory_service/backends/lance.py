@@ -6,15 +6,14 @@ tenant). Rows written after an index build are still found (Lance scans unindexe
 fragments exactly); :meth:`maintain` builds the vector index once a table is large enough
 and folds new rows into both indexes.
 
-What a query costs here (profiled at 100k rows, issue 14): LanceDB's synchronous API runs
-each call on a background event loop, so a query from a worker thread took two thread
-hops and about 2 ms more than the same query awaited on LanceDB's async API, which this
-backend uses throughout. Each column fetched costs a take per row, so searches fetch
-only what a result shows (not the vector, the tenant or the size). lancedb 0.40's IVF_SQ
-builds few partitions by default (probing 1 of them found 35% of the top 10 at 100k
-rows), so probing 20 read every row: the index is built with ``sqrt(rows)`` partitions,
-and 20 probed with the top candidates re-ranked on the full vectors (refine factor 2)
-measured recall@10 of 1.0 on the benchmark. Writes to a table are serialised by one lock.
+What a query costs here (profiled at 100k rows, issue 14; memory_service/README.md,
+"LanceDB search cost"): LanceDB's synchronous API runs each call on a background event
+loop, two thread hops and about 2 ms more than its async API, which this backend uses
+throughout. The IVF index is asked for ``3 * sqrt(rows)`` partitions by their size
+(lancedb 0.40 ignores ``num_partitions``) and a search probes ``nprobes`` of them (an open
+maximum made Lance probe all: every row compared). Lance's take of the result rows costs
+about 0.3 ms per column, so new tables also store what a result shows, bar the content,
+packed as one JSON column that searches read. Writes to a table are serialised by one lock.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ import hashlib
 import json
 import math
 import warnings
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,17 @@ from memory_service.bounds import readable_metadata
 
 #: Build the vector index once a tenant has this many rows; below it an exact scan is fast.
 INDEX_MIN_ROWS = 20_000
+
+#: More IVF partitions than any table has (``index_partitions``: 3,000 at 1M rows); Lance
+#: probes as many as there are.
+EVERY_PARTITION = 1_000_000
+
+#: A record's fields other than its content, stored once more packed as one JSON column
+#: (``record``) that searches and listings read instead of ten: Lance's take of the result
+#: rows costs about 0.3 ms per column fetched, whatever its width (3.4 ms of a 9 ms
+#: vector search at 100k). The separate columns stay for filters.
+PACKED = ("id", "user", "namespace", "content_hash", "metadata", "tags", "importance",
+          "created_at", "updated_at", "expires_at")  # fmt: skip
 
 
 def _lit(value: str) -> str:
@@ -75,14 +86,18 @@ def _where(q: Query) -> str:
 
 
 def index_partitions(rows: int) -> int:
-    """IVF partitions for a table of ``rows``: about as many as rows per partition."""
-    return max(1, round(math.sqrt(rows)))
+    """IVF partitions for a table of ``rows``: ``3 * sqrt(rows)``, about 100 rows each at
+    100k. Against ``sqrt(rows)`` (316 of 316 rows) probed for equal recall, a third of
+    the rows are compared; more partitions would make the build's k-means slower still."""
+    return max(1, round(3 * math.sqrt(rows)))
 
 
 class LanceBackend(MemoryBackend):
     name = "lancedb"
 
-    def __init__(self, path: Path, dim: int, nprobes: int = 20, refine_factor: int = 2) -> None:
+    def __init__(
+        self, path: Path, dim: int, nprobes: int = 80, refine_factor: int | None = 2
+    ) -> None:
         self.path = path
         self.dim = dim
         self.nprobes = nprobes
@@ -107,14 +122,25 @@ class LanceBackend(MemoryBackend):
                 pa.field("expires_at", pa.int64()),
                 pa.field("size", pa.int64()),
                 pa.field("vector", pa.list_(pa.float32(), dim)),
+                pa.field("record", pa.string()),
             ]
         )
+        #: Per tenant: whether its table has the ``record`` column (tables created
+        #: before it was added have not, and are read and written column by column).
+        self._packed: dict[str, bool] = {}
 
     @property
     def result_columns(self) -> list[str]:
-        """What a returned record is made of: not the vector, which searches and listings
-        do not return, nor the tenant (the table's) or the size (the content's)."""
-        return [f.name for f in self.schema if f.name not in ("vector", "tenant", "size")]
+        """What a returned record is made of, column by column: not the vector, which
+        searches and listings do not return, nor the tenant (the table's), the size (the
+        content's) or the packed copy."""
+        skip = ("vector", "tenant", "size", "record", "meta_kv")
+        return [f.name for f in self.schema if f.name not in skip]
+
+    def shown_columns(self, tenant: str) -> list[str]:
+        """The columns a search or listing of ``tenant`` reads: two where the table has
+        the packed ``record``."""
+        return ["content", "record"] if self._packed.get(tenant) else self.result_columns
 
     async def open(self) -> None:
         await anyio.to_thread.run_sync(lambda: self.path.mkdir(parents=True, exist_ok=True))
@@ -147,6 +173,7 @@ class LanceBackend(MemoryBackend):
                     return None
                 table = await self._db.create_table(name, schema=self.schema)
                 await table.create_index("content", config=FTS(with_position=False), replace=True)
+            self._packed[tenant] = "record" in (await table.schema()).names
             self._tables[tenant] = table
             return table
 
@@ -155,15 +182,20 @@ class LanceBackend(MemoryBackend):
         cols: dict[str, Any] = {
             name: [getattr(r, name) for r in records]
             for name in self.schema.names
-            if name not in ("metadata", "vector")
+            if name not in ("metadata", "vector", "record")
         }
         cols["metadata"] = [json.dumps(r.metadata) for r in records]
+        cols["record"] = [
+            json.dumps({name: cols[name][i] for name in PACKED}) for i in range(len(records))
+        ]
         vecs = np.stack([np.asarray(r.vector, dtype=np.float32) for r in records])
         cols["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vecs.ravel()), self.dim)
         return pa.table(cols, schema=self.schema)
 
     @staticmethod
     def _record(tenant: str, row: dict[str, Any]) -> Record:
+        if row.get("record") is not None:
+            row = {**row, **json.loads(row["record"])}
         return Record(
             tenant=tenant, id=row["id"], user=row["user"], namespace=row["namespace"],
             content=row["content"], content_hash=row["content_hash"],
@@ -182,6 +214,8 @@ class LanceBackend(MemoryBackend):
         for tenant, recs in by_tenant(records).items():
             table = await self._table(tenant, create=True)
             data = self._arrow(recs)
+            if not self._packed[tenant]:
+                data = data.drop_columns(["record"])
             async with self._lock:
                 await (
                     table.merge_insert("id")
@@ -280,14 +314,19 @@ class LanceBackend(MemoryBackend):
         rows = await self._rows(
             table.query()
             .where(f"id IN ({', '.join(_lit(i) for i in page)})")
-            .select(self.result_columns)
+            .select(self.shown_columns(q.tenant))
             .limit(len(page))
         )
-        found = {r["id"]: self._record(q.tenant, r) for r in rows}
+        found = {r.id: r for r in (self._record(q.tenant, row) for row in rows)}
         return [found[i] for i in page if i in found]
 
     async def _filtered(
-        self, q: Query, k: int, query: Any, score: str
+        self,
+        q: Query,
+        k: int,
+        query: Any,
+        score: str,
+        wider: Callable[[], Any] | None = None,
     ) -> list[tuple[Record, dict[str, Any]]]:
         """The ``k`` best of ``query`` that ``q`` admits.
 
@@ -295,19 +334,48 @@ class LanceBackend(MemoryBackend):
         every row of the table, a post-filter adds a take of the filter's columns. The
         ``k`` best are fetched unfiltered (the table is the tenant's) and filtered here by
         the reference semantics, :meth:`Query.matches`. That answer is exact when every
-        one passes, or when fewer than ``k`` came back (nothing else matched); otherwise
-        the search runs again with the filter applied before the index. ``score`` (Lance's
-        ``_distance`` or ``_score``) is selected by name: left implicit, Lance logs a
-        deprecation warning on every search.
+        one passes, or, for full text, when fewer than ``k`` came back (nothing else
+        matched); otherwise the search runs again with the filter applied before the index.
+        ``wider`` is that search for a vector query: every partition, as the probed ones
+        may hold fewer than ``k`` rows or none that pass. ``score`` (Lance's ``_distance``
+        or ``_score``) is selected by name: left implicit, Lance logs a deprecation warning
+        on every search.
         """
-        columns = [*self.result_columns, score]
+        columns = [*self.shown_columns(q.tenant), score]
         rows = await self._rows(query.select(columns).limit(k))
         hits = [(self._record(q.tenant, row), row) for row in rows]
         passed = [(record, row) for record, row in hits if q.matches(record)]
-        if len(passed) == len(hits) or len(hits) < k:
+        if wider is None:  # full text: fewer than k came back when nothing else matched
+            done = len(passed) == len(hits) or len(hits) < k
+        else:  # the partitions probed may have held fewer than k rows
+            done = len(passed) == len(hits) == k
+        if done:
             return passed
-        rows = await self._rows(query.where(_where(q)).select(columns).limit(k))
+        rows = await self._rows(
+            (wider() if wider else query).where(_where(q)).select(columns).limit(k)
+        )
         return [(self._record(q.tenant, row), row) for row in rows]
+
+    def vector_query(self, table: Any, vector: np.ndarray, wide: bool = False) -> Any:
+        """The nearest-neighbour search on ``table``, before its columns and limit.
+
+        ``nprobes`` sets both Lance's minimum and maximum partitions: with the maximum
+        left open (0), lancedb 0.40 probed every partition on every query, even with the
+        k best found in the first few, so the index read the whole table. ``wide`` probes
+        every partition, for the pre-filtered retry: its answer is then the filter's exact
+        top k (up to the quantised distances refined).
+        """
+        query = (
+            table.query()
+            .nearest_to(np.asarray(vector, dtype=np.float32))
+            .column("vector")
+            .distance_type("cosine")
+        )
+        if self.refine_factor:
+            query = query.refine_factor(self.refine_factor)
+        if wide:
+            return query.maximum_nprobes(0).minimum_nprobes(EVERY_PARTITION)
+        return query.nprobes(self.nprobes)
 
     async def vector_search(
         self, q: Query, vector: np.ndarray, k: int
@@ -315,16 +383,12 @@ class LanceBackend(MemoryBackend):
         table = await self._table(q.tenant, create=False)
         if table is None:
             return []
-        query = (
-            table.query()
-            .nearest_to(np.asarray(vector, dtype=np.float32))
-            .column("vector")
-            .distance_type("cosine")
-            .minimum_nprobes(self.nprobes)
-            .maximum_nprobes(0)  # more partitions only when a filter leaves too few
-            .refine_factor(self.refine_factor)
-        )
-        hits = await self._filtered(q, k, query, "_distance")
+        query = self.vector_query(table, vector)
+
+        def wider() -> Any:
+            return self.vector_query(table, vector, wide=True)
+
+        hits = await self._filtered(q, k, query, "_distance", wider)
         return [(record, 1.0 - float(row["_distance"])) for record, row in hits]
 
     async def keyword_search(self, q: Query, text: str, k: int) -> list[tuple[Record, float]]:
@@ -360,6 +424,9 @@ class LanceBackend(MemoryBackend):
                 rows = await table.count_rows()
                 if "vector_idx" not in indexed and rows >= INDEX_MIN_ROWS:
                     # With ``config``, the first argument names the column.
-                    config = IvfSq(distance_type="cosine", num_partitions=index_partitions(rows))
+                    # lancedb 0.40 ignores IvfSq's ``num_partitions`` (100k rows got 4
+                    # partitions): the partitions are asked for by their size.
+                    size = math.ceil(rows / index_partitions(rows))
+                    config = IvfSq(distance_type="cosine", target_partition_size=size)
                     await table.create_index("vector", config=config, replace=True)
                 await table.optimize()

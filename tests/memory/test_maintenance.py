@@ -3,9 +3,11 @@ right (recall against an exact scan, filters, later writes and deletes)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from memory_service.backends import lance, vector_cache
@@ -106,6 +108,90 @@ async def test_lance_narrow_filter_gets_its_exact_top_k(tmp_path: Path, monkeypa
         got = [r.id for r, _ in await backend.vector_search(scarce, vecs[1], 10)]
         rows = np.arange(0, N, 100)
         assert got == [f"m{j}" for j in rows[np.argsort(-(vecs[rows] @ vecs[1]))[:10]]]
+    finally:
+        await backend.close()
+
+
+async def test_lance_index_has_its_partitions_and_search_probes_nprobes(
+    tmp_path: Path, monkeypatch
+):
+    """The IVF index gets ``index_partitions(rows)`` partitions (lancedb 0.40 ignored
+    ``num_partitions`` and built 4 at 100k) and an unfiltered search probes ``nprobes`` of
+    them (with the maximum left open, it probed all: the whole table on every query).
+    Lance's own plan metrics say what the index did."""
+    monkeypatch.setattr(lance, "INDEX_MIN_ROWS", 500)
+    backend = LanceBackend(tmp_path / "l", DIM, nprobes=3)
+    await backend.open()
+    try:
+        vecs = np.random.default_rng(8).standard_normal((N, DIM)).astype(np.float32)
+        t0 = now_us()
+        await backend.upsert([
+            Record(tenant="t", id=f"m{i}", user="u", namespace="ns", content="text",
+                   content_hash=str(i), metadata={}, tags=[], importance=0.5,
+                   created_at=t0 + i, updated_at=t0, expires_at=NEVER, vector=vecs[i])
+            for i in range(N)
+        ])  # fmt: skip
+        await backend.maintain()
+        table = backend._tables["t"]  # type: ignore[attr-defined]
+
+        def metric(plan: str, name: str) -> int:
+            return int(re.search(name + r"=(\d+)", plan).group(1))  # type: ignore[union-attr]
+
+        plan = (
+            await backend.vector_query(table, vecs[1])
+            .select(["_distance"])
+            .limit(10)
+            .analyze_plan()
+        )
+        want = lance.index_partitions(N)  # asked for by size: Lance rounds the count
+        assert abs(metric(plan, "partitions_ranked") - want) <= 1 + want // 50
+        assert metric(plan, "partitions_searched") == 3
+        assert metric(plan, "index_comparisons") < N / 10
+        wide = backend.vector_query(table, vecs[1], wide=True)
+        plan = await wide.select(["_distance"]).limit(10).analyze_plan()
+        assert metric(plan, "partitions_searched") > 3  # the pre-filtered retry may widen
+    finally:
+        await backend.close()
+
+
+async def test_lance_table_without_the_packed_record_column_still_serves(tmp_path: Path):
+    """A tenant table created before the packed ``record`` column is written and read
+    column by column; a new table reads its results from two columns."""
+    backend = LanceBackend(tmp_path / "l", DIM)
+    await backend.open()
+    try:
+        legacy = pa.schema([f for f in backend.schema if f.name != "record"])
+        await backend._db.create_table(backend.table_name("old"), schema=legacy)  # type: ignore[attr-defined]
+        vecs = np.eye(DIM, dtype=np.float32)[:5]
+        t0 = now_us()
+        for tenant in ("old", "new"):
+            await backend.upsert([
+                Record(tenant=tenant, id=f"m{i}", user="u", namespace="ns",
+                       content=f"tea word{i}", content_hash=str(i), metadata={"i": i},
+                       tags=[f"t{i}"], importance=0.5, created_at=t0 + i, updated_at=t0 + 9,
+                       expires_at=NEVER, vector=vecs[i])
+                for i in range(5)
+            ])  # fmt: skip
+            q = Query(tenant=tenant, user="u", now=now_us())
+            (top, _), *_ = await backend.vector_search(q, vecs[3], 2)
+            (word, _), *_ = await backend.keyword_search(q, "word2", 2)
+            listed = await backend.list(q, None, 10)
+            (got,) = await backend.get(tenant, ["m4"])
+            for r, i in ((top, 3), (word, 2), (listed[1], 1), (got, 4)):
+                assert (r.id, r.content, r.metadata, r.tags) == (
+                    f"m{i}",
+                    f"tea word{i}",
+                    {"i": i},
+                    [f"t{i}"],
+                )
+                assert (r.created_at, r.updated_at, r.user, r.namespace) == (
+                    t0 + i,
+                    t0 + 9,
+                    "u",
+                    "ns",
+                )
+        assert backend.shown_columns("old") == backend.result_columns
+        assert backend.shown_columns("new") == ["content", "record"]
     finally:
         await backend.close()
 
