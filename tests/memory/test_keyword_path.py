@@ -271,6 +271,19 @@ async def test_erase_leaves_no_erased_word_in_the_term_table(tmp_path):
     await backend.close()
     terms = {t for t, _, _ in _terms_table(tmp_path / "erase.sqlite3")}
     assert "zanzibar" not in terms and "quokka" in terms
+    assert {p[0] for p in _postings_table(tmp_path / "erase.sqlite3")} == {"quokka"}
+
+
+async def test_a_deleted_rows_postings_go_with_it(tmp_path):
+    """memories_postings holds live rows only (a deleted row's entries would be read and
+    joined for nothing, forever)."""
+    backend = SqliteBackend(tmp_path / "delete.sqlite3", 8)
+    await backend.open()
+    await backend.upsert([record("t", 0, "zanzibar quokka"), record("t", 1, "quokka")])
+    await backend.maintain()
+    await backend.delete("t", ["t-0"])
+    await backend.close()
+    assert _postings_table(tmp_path / "delete.sqlite3") == [("quokka", 1, 2, 2)]
 
 
 async def test_a_row_changed_before_its_terms_are_folded_in(tmp_path):
