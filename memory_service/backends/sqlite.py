@@ -162,7 +162,7 @@ _FOLD_CHUNK = 2_000
 WALK_BUDGET = 400
 #: the walk reads the rows holding every word first when about this many are likely to
 #: (their count if the words were independent)
-EVERY_MAX = 1_500
+EVERY_MAX = 3_000
 #: bytes of the file the walk's connection maps (the OS's page cache, shared)
 _WALK_MMAP = 1 << 30
 #: find the top k by walking memories_postings first (False: the FTS5 plans alone, as
@@ -502,9 +502,10 @@ class _Walk:
     ) -> list[tuple[int, float]] | None:  # fmt: skip
         """(rid, score) of the best ``k`` rows passing ``where``, best first (ties by
         rid); None when that takes more than ``WALK_BUDGET`` rows. ``every``: an FTS5
-        MATCH of the rows holding every word, all scored first (few, and usually the
-        best): then a row not read lacks some word, and its bound drops to the sum of
-        all words' levels but one."""
+        MATCH of the rows holding every word, whose best are ranked first by bm25() (few
+        rows, and usually the best): then a row not read either lacks some word (at most
+        the sum of all words' levels but one) or holds them all (at most the last of
+        those ranked, if they were not all)."""
         with self._lock:
             self._db.execute("BEGIN")
             try:
@@ -530,13 +531,17 @@ class _Walk:
                     level[(i, tf)] = dl
         seen: set[int] = set()
         best: list[tuple[float, int]] = []  # (-score, rid) of rows passing the filters
+        beyond: float | None = None  # the most a row holding every word not read can score
         if every is not None:
-            seen.update(
-                r for (r,) in self._db.execute(
-                    "SELECT rowid FROM memories_fts WHERE memories_fts MATCH ?", (every,)
-                )
-            )  # fmt: skip
-            best += self._scored(list(seen), terms, idfs, avgdl, where, params)
+            depth = 4 * k + 32
+            ranked = self._db.execute(
+                "SELECT rowid, -bm25(memories_fts, 1.0, 0.0) FROM memories_fts "
+                "WHERE memories_fts MATCH ? ORDER BY 2 DESC, 1 LIMIT ?",
+                (every, depth),
+            ).fetchall()
+            seen.update(r for r, _ in ranked)
+            best += self._scored([r for r, _ in ranked], terms, idfs, avgdl, where, params)
+            beyond = ranked[-1][1] if len(ranked) == depth else None
         while True:
             most = [0.0] * len(terms)
             pick: tuple[int, int] | None = None
@@ -546,6 +551,8 @@ class _Walk:
                 if pick is None or gain > idfs[pick[0]] * _factor(pick[1], level[pick], avgdl):
                     pick = (i, tf)
             outside = _outside(most, every is not None)
+            if beyond is not None:
+                outside = max(outside, beyond)
             best.sort()
             if pick is None or (len(best) >= k and _proved(-best[k - 1][0], outside)):
                 return [(rid, -neg) for neg, rid in best[:k]]

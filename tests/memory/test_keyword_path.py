@@ -169,6 +169,12 @@ async def test_the_walk_ranks_exactly_as_the_whole_query(zipf_db, monkeypatch):
     assert {(True, True), (False, True)} <= set(outcomes), outcomes
     ties = [a for a in complete.values() if len({s for _, s in a}) < len(a)]
     assert len(ties) > 10  # ties decided by rid, alike in both
+    # rows holding every word, more than are ranked first (4k + 32): the rest are bounded
+    monkeypatch.setattr(sqlite, "EVERY_MAX", 10**9)
+    late = Query(tenant="z", user="u", now=2000, created_after=1450)  # the last 149 rows
+    for query, k in [(q, 1), (q, 3), (late, 3), (late, 10)]:
+        whole, walked, _ = await _complete_and_walked(zipf_db, monkeypatch, query, _QUERIES, k)
+        assert walked == whole, (query, k)
     monkeypatch.setattr(sqlite, "WALK_BUDGET", 5)
     _, walked, outcomes = await _complete_and_walked(zipf_db, monkeypatch, q, _QUERIES)
     assert any(not proved for _, proved in outcomes)
@@ -298,3 +304,20 @@ async def test_a_row_changed_before_its_terms_are_folded_in(tmp_path):
     await backend.close()
     assert [r.id for r, _ in hits] == ["t-0"]
     assert _terms_table(tmp_path / "twice.sqlite3") == [("rose", 2, 2)]
+
+
+async def test_rows_holding_every_word_past_those_ranked_first_stay_bounded(tmp_path, monkeypatch):
+    """The best rows holding both words are filtered out; one passing row holding both,
+    ranked past them, beats a passing row holding one word twice: the walk must not stop
+    at the latter (the rows with every word not ranked are bounded by the last ranked)."""
+    backend = SqliteBackend(tmp_path / "every.sqlite3", 8)
+    await backend.open()
+    rows = [record("t", i, "alpha beta") for i in range(100)]  # created 1000..1099
+    rows += [record("t", 100 + i, " ".join(f"f{i}x{j}" for j in range(10))) for i in range(500)]
+    rows += [record("t", 900, "alpha alpha"), record("t", 901, "alpha beta c d e f")]
+    await backend.upsert(rows)
+    q = Query(tenant="t", user="u", now=5000, created_after=1800)
+    monkeypatch.setattr(sqlite, "RANK_BUDGET", 0)
+    hits = await backend.keyword_search(q, "alpha beta", 1)
+    await backend.close()
+    assert [r.id for r, _ in hits] == ["t-901"]
