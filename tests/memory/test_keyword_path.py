@@ -321,3 +321,30 @@ async def test_rows_holding_every_word_past_those_ranked_first_stay_bounded(tmp_
     hits = await backend.keyword_search(q, "alpha beta", 1)
     await backend.close()
     assert [r.id for r, _ in hits] == ["t-901"]
+
+
+async def test_a_version_1_file_gets_its_postings_at_open(tmp_path, monkeypatch):
+    """A file from session 4 (memories_terms, no memories_postings, user_version 1) is
+    upgraded at open: the table read off the index, and the walk answers from it."""
+    path = tmp_path / "v1.sqlite3"
+    backend = SqliteBackend(path, 8)
+    await backend.open()
+    await backend.upsert([record("t", i, f"tern {'gull ' * (i % 3)}{i}") for i in range(30)])
+    await backend.maintain()
+    await backend.close()
+    kept = _postings_table(path)
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE memories_postings")
+        conn.execute("PRAGMA user_version = 1")
+    backend = SqliteBackend(path, 8)
+    await backend.open()
+    q = Query(tenant="t", user="u", now=2000)
+    monkeypatch.setattr(sqlite, "RANK_BUDGET", 0)
+    proved = []
+    top = sqlite._Walk.top
+    monkeypatch.setattr(sqlite._Walk, "top", lambda *a: proved.append(top(*a)) or proved[-1])
+    walked = [r.id for r, _ in await backend.keyword_search(q, "gull tern", 5)]
+    await backend.close()
+    assert proved and proved[0] is not None
+    assert _postings_table(path) == kept and len(kept) > 60
+    assert walked == ["t-2", "t-5", "t-8", "t-11", "t-14"]  # gull twice, shortest, by rid
