@@ -81,6 +81,21 @@ CREATE TABLE IF NOT EXISTS memories_terms (
     term TEXT NOT NULL, tf INTEGER NOT NULL, dl INTEGER NOT NULL, PRIMARY KEY (term, tf)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS memories_pending (rid INTEGER PRIMARY KEY);
+-- (term, tf, dl, rid): row rid holds the FTS5 term tf times in its content and dl tokens in
+-- all (bm25()'s length); read per (term, tf) by ascending length, best score first, so a
+-- query's top k is found without its words' whole postings (``_Walk``). Filled by the
+-- same fold as memories_terms; a deleted or changed row's entries go with it (by rid).
+CREATE TABLE IF NOT EXISTS memories_postings (
+    term TEXT NOT NULL, tf INTEGER NOT NULL, dl INTEGER NOT NULL, rid INTEGER NOT NULL,
+    PRIMARY KEY (term, tf, dl, rid)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS memories_postings_rid ON memories_postings (rid);
+CREATE TRIGGER IF NOT EXISTS memories_postings_ad AFTER DELETE ON memories BEGIN
+    DELETE FROM memories_postings WHERE rid = old.rid;
+END;
+CREATE TRIGGER IF NOT EXISTS memories_postings_au AFTER UPDATE OF content ON memories BEGIN
+    DELETE FROM memories_postings WHERE rid = old.rid;
+END;
 -- (no OR IGNORE: an upsert's own conflict clause overrides a trigger's)
 CREATE TRIGGER IF NOT EXISTS memories_terms_ai AFTER INSERT ON memories BEGIN
     INSERT INTO memories_pending (rid) SELECT new.rid
@@ -105,8 +120,15 @@ WITH t AS (SELECT term, doc, count(*) AS tf FROM {src} WHERE col = 'content' GRO
 SELECT term, tf, min(dl) FROM t JOIN d USING (doc) GROUP BY term, tf
 """
 
-#: ``PRAGMA user_version`` of the current schema; 1 added memories_terms
-_VERSION = 1
+#: (term, tf, dl, rid) of an instance vocabulary ``{src}``: see memories_postings
+_POSTING_ROWS = """
+WITH t AS (SELECT term, doc, count(*) AS tf FROM {src} WHERE col = 'content' GROUP BY term, doc),
+     d AS (SELECT doc, count(*) AS dl FROM {src} GROUP BY doc)
+SELECT term, tf, dl, doc FROM t JOIN d USING (doc)
+"""
+
+#: ``PRAGMA user_version`` of the current schema; 1 added memories_terms, 2 memories_postings
+_VERSION = 2
 
 _COLS = (
     "tenant, id, user, namespace, content, content_hash, metadata, meta_kv, tags, "
@@ -136,6 +158,16 @@ B = 0.75
 _TERMS_CACHED = 4_096
 #: contents tokenized at a time when folding written rows into memories_terms
 _FOLD_CHUNK = 2_000
+#: rows the walk over memories_postings may score before it hands on to the plans
+WALK_BUDGET = 400
+#: the walk reads the rows holding every word first when about this many are likely to
+#: (their count if the words were independent)
+EVERY_MAX = 3_000
+#: bytes of the file the walk's connection maps (the OS's page cache, shared)
+_WALK_MMAP = 1 << 30
+#: find the top k by walking memories_postings first (False: the FTS5 plans alone, as
+#: before memories_postings; ``scripts/bench_keyword.py`` measures both)
+WALK = True
 #: bound words by memories_terms (False: idf x (k1 + 1) and no guess at which plan proves,
 #: the plan before memories_terms existed; ``scripts/bench_keyword.py`` measures both)
 TIGHT_BOUNDS = True
@@ -375,7 +407,7 @@ class _Tokenizer:
         self._db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
         self._db.executescript(
             "CREATE VIRTUAL TABLE tok USING fts5 "
-            "(content, content='', tokenize='porter unicode61');"
+            "(content, tenant_tok, content='', tokenize='porter unicode61');"
             "CREATE VIRTUAL TABLE tok_v USING fts5vocab (tok, instance);"
         )
 
@@ -400,6 +432,176 @@ class _Tokenizer:
     def term_rows(self, texts: list[str]) -> list[tuple[str, int, int]]:
         """(term, tf, dl) of ``texts``, as memories_terms holds them."""
         return self._run(texts, _TERM_ROWS.format(src="tok_v"))
+
+    def posting_rows(self, rows: list[tuple[int, str, str]]) -> list[tuple[str, int, int, int]]:
+        """(term, tf, dl, rid) of ``rows`` (rid, content, tenant_tok), as memories_postings
+        holds them: dl counts both columns' tokens, as the index's own row length does."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT INTO tok (rowid, content, tenant_tok) VALUES (?, ?, ?)", rows
+                )
+                return self._db.execute(_POSTING_ROWS.format(src="tok_v")).fetchall()
+            finally:
+                self._db.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _score(tfs: list[int], dl: int, idfs: list[float], avgdl: float) -> float:
+    """bm25() of a row holding the query's words ``tfs`` times (0: not at all) in ``dl``
+    tokens, computed as FTS5 computes it (the same operations in the same order, so the
+    same double): every plan's answer orders alike, ties included."""
+    score = 0.0
+    for tf, idf in zip(tfs, idfs, strict=True):
+        score += idf * _factor(tf, dl, avgdl) if tf else 0.0
+    return score
+
+
+def _outside(most: list[float], lacks_one: bool) -> float:
+    """The most a row not read can score: each word's next level, summed in the query's
+    order (as the row's own score is, so rounding keeps the order); with ``lacks_one``,
+    the row lacks some word: the best such sum with one word left out."""
+    skips: list[int | None] = list(range(len(most))) if lacks_one else [None]
+    sums = []
+    for skip in skips:
+        total = 0.0
+        for i, gain in enumerate(most):
+            total += 0.0 if i == skip else gain
+        sums.append(total)
+    return max(sums)
+
+
+class _Walk:
+    """The top k of a query by memories_postings, on a read-only connection of its own
+    (its many small statements run in one worker-thread hop, in one read transaction).
+
+    Each word's rows are read level by level, a level being one (tf, dl) of the word:
+    within a tf, a shorter row scores higher, so a level's score is the most any row
+    not yet read can get from that word. The level read next is the one that can add the
+    most; the rows read are scored exactly (their other words' counts from the same
+    table). Any row not read scores at most the sum of the words' next levels (each
+    term no more than its level's, summed in the same order): once the k-th row read beats
+    that sum, no row outside can reach it. Ties are whole levels read, ordered by rid as
+    the FTS5 plans order them. Calls block: run them in a worker thread."""
+
+    def __init__(self, path: Path) -> None:
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA query_only = ON")
+        self._db.execute("PRAGMA busy_timeout = 5000")
+        # the walk reads rows and postings by rid, all over the file: mapped, those reads
+        # cost no system call and no copy into a page cache of this connection's own
+        self._db.execute(f"PRAGMA mmap_size = {_WALK_MMAP}")
+
+    def top(
+        self, terms: list[str], idfs: list[float], tfs: list[list[int]], avgdl: float,
+        where: str, params: list[Any], k: int, every: str | None,
+    ) -> list[tuple[int, float]] | None:  # fmt: skip
+        """(rid, score) of the best ``k`` rows passing ``where``, best first (ties by
+        rid); None when that takes more than ``WALK_BUDGET`` rows. ``every``: an FTS5
+        MATCH of the rows holding every word, whose best are ranked first by bm25() (few
+        rows, and usually the best): then a row not read either lacks some word (at most
+        the sum of all words' levels but one) or holds them all (at most the last of
+        those ranked, if they were not all)."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                return self._top(terms, idfs, tfs, avgdl, where, params, k, every)
+            finally:
+                self._db.execute("COMMIT")
+
+    def _next_dl(self, term: str, tf: int, after: int) -> int | None:
+        row = self._db.execute(
+            "SELECT min(dl) FROM memories_postings WHERE term = ? AND tf = ? AND dl > ?",
+            (term, tf, after),
+        ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def _top(
+        self, terms: list[str], idfs: list[float], tfs: list[list[int]], avgdl: float,
+        where: str, params: list[Any], k: int, every: str | None,
+    ) -> list[tuple[int, float]] | None:  # fmt: skip
+        level: dict[tuple[int, int], int] = {}  # (word, tf) -> its next unread length
+        for i, term in enumerate(terms):
+            for tf in tfs[i]:
+                if (dl := self._next_dl(term, tf, -1)) is not None:
+                    level[(i, tf)] = dl
+        seen: set[int] = set()
+        best: list[tuple[float, int]] = []  # (-score, rid) of rows passing the filters
+        beyond: float | None = None  # the most a row holding every word not read can score
+        if every is not None:
+            depth = 4 * k + 32
+            ranked = self._db.execute(
+                "SELECT rowid, -bm25(memories_fts, 1.0, 0.0) FROM memories_fts "
+                "WHERE memories_fts MATCH ? ORDER BY 2 DESC, 1 LIMIT ?",
+                (every, depth),
+            ).fetchall()
+            seen.update(r for r, _ in ranked)
+            best += self._scored([r for r, _ in ranked], terms, idfs, avgdl, where, params)
+            beyond = ranked[-1][1] if len(ranked) == depth else None
+        while True:
+            most = [0.0] * len(terms)
+            pick: tuple[int, int] | None = None
+            for (i, tf), dl in level.items():
+                gain = idfs[i] * _factor(tf, dl, avgdl)
+                most[i] = max(most[i], gain)
+                if pick is None or gain > idfs[pick[0]] * _factor(pick[1], level[pick], avgdl):
+                    pick = (i, tf)
+            outside = _outside(most, every is not None)
+            if beyond is not None:
+                outside = max(outside, beyond)
+            best.sort()
+            if pick is None or (len(best) >= k and _proved(-best[k - 1][0], outside)):
+                return [(rid, -neg) for neg, rid in best[:k]]
+            if len(seen) > WALK_BUDGET:
+                return None
+            i, tf = pick
+            dl = level[pick]
+            rids = [
+                r for (r,) in self._db.execute(
+                    "SELECT rid FROM memories_postings WHERE term = ? AND tf = ? AND dl = ?",
+                    (terms[i], tf, dl),
+                ) if r not in seen
+            ]  # fmt: skip
+            if (after := self._next_dl(terms[i], tf, dl)) is None:
+                del level[pick]
+            else:
+                level[pick] = after
+            seen.update(rids)
+            best += self._scored(rids, terms, idfs, avgdl, where, params)
+
+    def _scored(
+        self, rids: list[int], terms: list[str], idfs: list[float], avgdl: float,
+        where: str, params: list[Any],
+    ) -> list[tuple[float, int]]:  # fmt: skip
+        """(-score, rid) of the ``rids`` that pass ``where``."""
+        if not rids:
+            return []
+        ids = json.dumps(rids)
+        passing = {
+            r for (r,) in self._db.execute(
+                # CROSS JOIN: look the rows up by rid, never scan the tenant's for them
+                "SELECT m.rid FROM json_each(?) AS j CROSS JOIN memories m ON m.rid = j.value "
+                f"WHERE {where}",
+                (ids, *params),
+            )
+        }  # fmt: skip
+        counts: dict[int, tuple[list[int], int]] = {}
+        index = {t: i for i, t in enumerate(terms)}
+        marks = ", ".join("?" * len(index))
+        for rid, term, tf, dl in self._db.execute(
+            "SELECT rid, term, tf, dl FROM memories_postings "
+            f"WHERE rid IN (SELECT value FROM json_each(?)) AND term IN ({marks})",
+            (json.dumps(sorted(passing)), *index),
+        ):
+            found = counts.setdefault(rid, ([0] * len(terms), dl))
+            for j, t in enumerate(terms):  # two words may be one term (porter)
+                if t == term:
+                    found[0][j] = tf
+        return [(-_score(tf, dl, idfs, avgdl), rid) for rid, (tf, dl) in counts.items()]
 
     def close(self) -> None:
         self._db.close()
@@ -439,6 +641,7 @@ class SqliteBackend(MemoryBackend):
         self._serving: int | None = None  # the lock file's descriptor while open
         self._terms: dict[str, tuple[str, ...]] = {}  # query word -> its index terms
         self._tokenizer: _Tokenizer | None = None  # while open
+        self._walk: _Walk | None = None  # while open
         self._pending = True  # rows may wait in memories_pending
 
     @property
@@ -461,6 +664,7 @@ class SqliteBackend(MemoryBackend):
             await self._rebuild_terms()
             await self._db.execute(f"PRAGMA user_version = {_VERSION}")
         await self._db.commit()
+        self._walk = _Walk(self.path)
 
     async def close(self) -> None:
         if self._db is not None:
@@ -469,6 +673,9 @@ class SqliteBackend(MemoryBackend):
         if self._tokenizer is not None:
             self._tokenizer.close()
             self._tokenizer = None
+        if self._walk is not None:
+            self._walk.close()
+            self._walk = None
         if self._serving is not None:
             os.close(self._serving)  # releases the lock
             self._serving = None
@@ -478,12 +685,13 @@ class SqliteBackend(MemoryBackend):
         memories_terms, in one transaction."""
         async with self._write:
             async with self.db.execute(
-                "SELECT m.content FROM memories_pending p JOIN memories m ON m.rid = p.rid"
+                "SELECT m.rid, m.content, m.tenant_tok FROM memories_pending p "
+                "JOIN memories m ON m.rid = p.rid"
             ) as cur:
-                contents = [row[0] for row in await cur.fetchall()]
+                rows = [tuple(row) for row in await cur.fetchall()]
             try:
-                for start in range(0, len(contents), _FOLD_CHUNK):
-                    await self._note_terms(contents[start : start + _FOLD_CHUNK])
+                for start in range(0, len(rows), _FOLD_CHUNK):
+                    await self._note_terms(rows[start : start + _FOLD_CHUNK])
                 await self.db.execute("DELETE FROM memories_pending")
                 await self.db.commit()
             except BaseException:
@@ -491,21 +699,34 @@ class SqliteBackend(MemoryBackend):
                 raise
             self._pending = False
 
-    async def _note_terms(self, contents: list[str]) -> None:
-        """Fold contents' (term, tf, length) into memories_terms."""
-        rows = await anyio.to_thread.run_sync(opened(self._tokenizer).term_rows, contents)
+    async def _note_terms(self, rows: list[tuple[int, str, str]]) -> None:
+        """Fold rows' (rid, content, tenant_tok) into memories_terms and memories_postings
+        (a changed row's old postings went with the change, by trigger)."""
+        tokenizer = opened(self._tokenizer)
+        terms = await anyio.to_thread.run_sync(tokenizer.term_rows, [r[1] for r in rows])
+        postings = await anyio.to_thread.run_sync(tokenizer.posting_rows, rows)
         await self.db.executemany(
             "INSERT INTO memories_terms (term, tf, dl) VALUES (?, ?, ?) "
             "ON CONFLICT (term, tf) DO UPDATE SET dl = excluded.dl WHERE excluded.dl < dl",
-            rows,
+            terms,
+        )
+        await self.db.executemany(
+            "INSERT OR REPLACE INTO memories_postings (term, tf, dl, rid) VALUES (?, ?, ?, ?)",
+            postings,
         )
 
     async def _rebuild_terms(self) -> None:
-        """memories_terms from the index alone (migration, and after an erase)."""
+        """memories_terms and memories_postings from the index alone (migration, and
+        after an erase)."""
         await self.db.execute("DELETE FROM memories_pending")
         await self.db.execute("DELETE FROM memories_terms")
         await self.db.execute(
             "INSERT INTO memories_terms (term, tf, dl) " + _TERM_ROWS.format(src="temp.hanzo_fts_v")
+        )
+        await self.db.execute("DELETE FROM memories_postings")
+        await self.db.execute(
+            "INSERT INTO memories_postings (term, tf, dl, rid) "
+            + _POSTING_ROWS.format(src="temp.hanzo_fts_v")
         )
 
     async def _vectors(self, tenant: str) -> TenantVectors:
@@ -675,11 +896,49 @@ class SqliteBackend(MemoryBackend):
             return []
         weights = _weights(terms, counts)
         where, params = _where(q)
+        if WALK and sum(df[t] for t in terms) > RANK_BUDGET:
+            walked = await self._walked(terms, counts, where, params, k)
+            if walked is not None:
+                return walked
         for plan in _plans(terms, df, weights, tenant_token(q.tenant)):
             hits = await self._ranked(plan, where, params, k)
             if hits is not None:
                 return hits
         raise AssertionError("the last plan is complete")  # pragma: no cover
+
+    async def _walked(
+        self, words: list[str], counts: _Counts, where: str, params: list[Any], k: int
+    ) -> list[tuple[Record, float]] | None:
+        """The top k by walking memories_postings (``_Walk``); None when a word is several
+        index terms (a phrase, whose count in a row the table does not hold) or the walk
+        would read more than ``WALK_BUDGET`` rows."""
+        if any(len(counts.terms[w]) != 1 or counts.terms[w][0] not in counts.seen for w in words):
+            return None
+        terms = [counts.terms[w][0] for w in words]
+        stats = counts.stats
+        df = [counts.df[w] for w in words]
+        every = None  # the rows holding every word, when few are likely to
+        if len(words) > 1 and math.prod(df) / stats.rows ** (len(df) - 1) <= EVERY_MAX:
+            every = " AND ".join(_phrases([w]) for w in words)
+        top = await anyio.to_thread.run_sync(
+            opened(self._walk).top,
+            terms,
+            [_idf(counts.df[w], stats.rows) for w in words],
+            [sorted({tf for tf, _ in counts.seen[t]}, reverse=True) for t in terms],
+            stats.avgdl,
+            where,
+            params,
+            k,
+            every,
+        )
+        if top is None:
+            return None
+        sql = f"{_SELECT} WHERE m.rid IN (SELECT value FROM json_each(?))"
+        async with self.db.execute(
+            sql.replace("SELECT ", "SELECT m.rid, ", 1), (json.dumps([r for r, _ in top]),)
+        ) as cur:
+            found = {row[0]: _record(row[1:]) for row in await cur.fetchall()}
+        return [(found[rid], score) for rid, score in top if rid in found]
 
     async def _counts(self, words: list[str]) -> _Counts:
         """Each word's document frequency, its terms' entries in memories_terms and the
@@ -733,10 +992,10 @@ class SqliteBackend(MemoryBackend):
         if len(plan.matches) > 1:  # a row in both: the second query scores all its words
             ranked = f"SELECT hit, MIN(r) AS r FROM ({ranked}) GROUP BY hit"
         sql = (
-            f"WITH hits AS MATERIALIZED ({ranked} ORDER BY r LIMIT ?) "
+            f"WITH hits AS MATERIALIZED ({ranked} ORDER BY r, hit LIMIT ?) "
             f"{_SELECT.replace('FROM memories m', ', -hits.r AS score')} "
             f"FROM hits JOIN memories m ON m.rid = hits.hit WHERE {where} "
-            "ORDER BY hits.r LIMIT ?"
+            "ORDER BY hits.r, hits.hit LIMIT ?"
         )
         depth = 4 * k + 32
         while True:

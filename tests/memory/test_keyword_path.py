@@ -9,6 +9,7 @@ words common across tenants (the tenant token back in the MATCH) answers the sam
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -98,6 +99,7 @@ async def test_narrowed_plans_rank_exactly_as_the_whole_query(zipf_db, monkeypat
 
     monkeypatch.setattr(SqliteBackend, "_ranked", spy)
     monkeypatch.setattr(sqlite, "RANK_BUDGET", 40)
+    monkeypatch.setattr(sqlite, "WALK", False)  # the FTS5 plans alone (the walk: below)
     for text in queries:
         narrowed = [(r.id, s) for r, s in await zipf_db.keyword_search(q, text, 10)]
         assert [i for i, _ in narrowed] == [i for i, _ in complete[text]], text
@@ -126,6 +128,102 @@ async def test_each_words_bound_holds_and_is_tight(zipf_db):
     assert loose > 1.4 * sum(weights[w].bound for w in words)
 
 
+async def _complete_and_walked(backend, monkeypatch, q, queries, k=10):
+    """Each query's answer from bm25() over every matching row (ties by rid), and from
+    the walk over memories_postings; and whether each walk proved (None: handed on)."""
+    complete = {}
+    with monkeypatch.context() as m:
+        m.setattr(sqlite, "RANK_BUDGET", 10**12)
+        for text in queries:
+            complete[text] = [(r.id, s) for r, s in await backend.keyword_search(q, text, k)]
+    outcomes: list[tuple[bool, bool]] = []  # (rows holding every word read first, proved)
+    top = sqlite._Walk.top
+
+    def spy(self, *args):
+        found = top(self, *args)
+        outcomes.append((args[-1] is not None, found is not None))
+        return found
+
+    monkeypatch.setattr(sqlite._Walk, "top", spy)
+    monkeypatch.setattr(sqlite, "RANK_BUDGET", 0)
+    walked = {}
+    for text in queries:
+        walked[text] = [(r.id, s) for r, s in await backend.keyword_search(q, text, k)]
+    return complete, walked, outcomes
+
+
+_QUERIES = [f"w{a} w{b}" for a in range(0, 12) for b in range(a + 1, 40, 3)]
+_QUERIES += ["w0 w1 w2", "w1 w2 w3 w30", "w0", "w1", "w3", "w5 w55", "w2 w2", "w59"]
+
+
+async def test_the_walk_ranks_exactly_as_the_whole_query(zipf_db, monkeypatch):
+    """The walk over memories_postings returns bm25's own top k, scores to the bit and
+    ties in rid order (single words tie in whole levels here: rows of one length); it
+    proves with and without the rows holding every word read first, and hands on past its
+    budget."""
+    q = Query(tenant="z", user="u", now=2000)
+    monkeypatch.setattr(sqlite, "EVERY_MAX", 30)
+    complete, walked, outcomes = await _complete_and_walked(zipf_db, monkeypatch, q, _QUERIES)
+    for text in _QUERIES:
+        assert walked[text] == complete[text], text
+    assert {(True, True), (False, True)} <= set(outcomes), outcomes
+    ties = [a for a in complete.values() if len({s for _, s in a}) < len(a)]
+    assert len(ties) > 10  # ties decided by rid, alike in both
+    # rows holding every word, more than are ranked first (4k + 32): the rest are bounded
+    monkeypatch.setattr(sqlite, "EVERY_MAX", 10**9)
+    late = Query(tenant="z", user="u", now=2000, created_after=1450)  # the last 149 rows
+    for query, k in [(q, 1), (q, 3), (late, 3), (late, 10)]:
+        whole, walked, _ = await _complete_and_walked(zipf_db, monkeypatch, query, _QUERIES, k)
+        assert walked == whole, (query, k)
+    monkeypatch.setattr(sqlite, "WALK_BUDGET", 5)
+    _, walked, outcomes = await _complete_and_walked(zipf_db, monkeypatch, q, _QUERIES)
+    assert any(not proved for _, proved in outcomes)
+    assert all(walked[text] == complete[text] for text in _QUERIES)
+
+
+async def test_the_walk_skips_deleted_expired_filtered_and_sees_new_rows(zipf_db, monkeypatch):
+    """Rows deleted, changed, expired, another user's or tenant's, or written since the
+    last fold: the walk answers as the whole query does."""
+    rng = np.random.default_rng(11)
+    await zipf_db.keyword_search(Query(tenant="z", user="u", now=2000), "w1", 1)  # folded
+    await zipf_db.delete("z", [f"z-{i}" for i in range(0, 600, 7)])
+    changed = [record("z", i, "quartz w1") for i in range(1, 600, 50)]
+    other = []
+    for i in range(600, 760):
+        words = " ".join(f"w{w}" for w in rng.zipf(1.4, size=int(rng.integers(1, 12))) % 60)
+        rec = record("z", i, words)
+        if i % 4 == 0:
+            rec = replace(rec, expires_at=1500)
+        elif i % 4 == 1:
+            rec = replace(rec, user="v")
+        elif i % 4 == 2:
+            rec = replace(rec, tenant="y", id=f"y-{i}")
+        other.append(rec)
+    await zipf_db.upsert(changed + other)  # not folded yet: the next search folds them
+    q = Query(tenant="z", user="u", now=2000)
+    queries = [*_QUERIES, "quartz", "quartz w1"]
+    complete, walked, outcomes = await _complete_and_walked(zipf_db, monkeypatch, q, queries)
+    for text in queries:
+        assert walked[text] == complete[text], text
+    assert any(proved for _, proved in outcomes)
+    # all tie: the first ten by rid (z-301 was deleted and written again: a later rid)
+    first = [f"z-{i}" for i in range(1, 600, 50) if i != 301][:10]
+    assert [i for i, _ in complete["quartz"]] == first
+    answered = {i for a in complete.values() for i, _ in a}
+    gone = {f"z-{i}" for i in range(0, 600, 7) if i % 50 != 1}  # deleted, not written again
+    hidden = gone | {f"z-{i}" for i in range(600, 760) if i % 4 < 2}
+    assert not answered & hidden and not any(i.startswith("y-") for i in answered)
+    assert {f"z-{i}" for i in range(603, 760, 4)} & answered  # written since the fold
+    q = Query(tenant="z", user="u", now=2000, namespace="none")
+    complete, walked, _ = await _complete_and_walked(zipf_db, monkeypatch, q, _QUERIES[:5])
+    assert walked == complete and not any(complete.values())
+
+
+def _postings_table(path) -> list[tuple[str, int, int, int]]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT * FROM memories_postings ORDER BY 1, 2, 3, 4").fetchall()
+
+
 def _terms_table(path) -> list[tuple[str, int, int]]:
     with sqlite3.connect(path) as conn:
         return conn.execute("SELECT term, tf, dl FROM memories_terms ORDER BY 1, 2").fetchall()
@@ -148,10 +246,14 @@ async def test_terms_written_with_rows_match_the_index_and_an_old_file_is_upgrad
     assert await backend.keyword_search(Query(tenant="t", user="u", now=2000), "too", 5)
     await backend.close()
     written = _terms_table(path)
+    postings = _postings_table(path)
+    assert ("cafe", 1, 5, 2) in postings and ("solo", 1, 3, 6) in postings  # dl: + tenant
+    assert not [p for p in postings if p[0] == "cafe" and p[1] == 3]  # changed: gone
     assert ("run", 2, 3) in written and ("cafe", 3, 3) in written and ("a", 3, 5) in written
     assert ("again", 2, 4) in written and ("cafe", 1, 4) in written and ("solo", 1, 1) in written
     with sqlite3.connect(path) as conn:  # as the file was before memories_terms
         conn.execute("DROP TABLE memories_terms")
+        conn.execute("DROP TABLE memories_postings")
         conn.execute("PRAGMA user_version = 0")
     backend = SqliteBackend(path, 8)
     await backend.open()
@@ -162,6 +264,7 @@ async def test_terms_written_with_rows_match_the_index_and_an_old_file_is_upgrad
     # the index forgot the replaced content "café CAFE cafe" (cafe 3 times in 3 tokens);
     # the rows written along the way kept it: a higher bound than needed, never a lower one
     assert set(rebuilt) == set(written) - {("cafe", 3, 3)}
+    assert _postings_table(path) == postings  # kept as written = read off the index
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite._VERSION
 
@@ -174,6 +277,19 @@ async def test_erase_leaves_no_erased_word_in_the_term_table(tmp_path):
     await backend.close()
     terms = {t for t, _, _ in _terms_table(tmp_path / "erase.sqlite3")}
     assert "zanzibar" not in terms and "quokka" in terms
+    assert {p[0] for p in _postings_table(tmp_path / "erase.sqlite3")} == {"quokka"}
+
+
+async def test_a_deleted_rows_postings_go_with_it(tmp_path):
+    """memories_postings holds live rows only (a deleted row's entries would be read and
+    joined for nothing, forever)."""
+    backend = SqliteBackend(tmp_path / "delete.sqlite3", 8)
+    await backend.open()
+    await backend.upsert([record("t", 0, "zanzibar quokka"), record("t", 1, "quokka")])
+    await backend.maintain()
+    await backend.delete("t", ["t-0"])
+    await backend.close()
+    assert _postings_table(tmp_path / "delete.sqlite3") == [("quokka", 1, 2, 2)]
 
 
 async def test_a_row_changed_before_its_terms_are_folded_in(tmp_path):
@@ -188,3 +304,47 @@ async def test_a_row_changed_before_its_terms_are_folded_in(tmp_path):
     await backend.close()
     assert [r.id for r, _ in hits] == ["t-0"]
     assert _terms_table(tmp_path / "twice.sqlite3") == [("rose", 2, 2)]
+
+
+async def test_rows_holding_every_word_past_those_ranked_first_stay_bounded(tmp_path, monkeypatch):
+    """The best rows holding both words are filtered out; one passing row holding both,
+    ranked past them, beats a passing row holding one word twice: the walk must not stop
+    at the latter (the rows with every word not ranked are bounded by the last ranked)."""
+    backend = SqliteBackend(tmp_path / "every.sqlite3", 8)
+    await backend.open()
+    rows = [record("t", i, "alpha beta") for i in range(100)]  # created 1000..1099
+    rows += [record("t", 100 + i, " ".join(f"f{i}x{j}" for j in range(10))) for i in range(500)]
+    rows += [record("t", 900, "alpha alpha"), record("t", 901, "alpha beta c d e f")]
+    await backend.upsert(rows)
+    q = Query(tenant="t", user="u", now=5000, created_after=1800)
+    monkeypatch.setattr(sqlite, "RANK_BUDGET", 0)
+    hits = await backend.keyword_search(q, "alpha beta", 1)
+    await backend.close()
+    assert [r.id for r, _ in hits] == ["t-901"]
+
+
+async def test_a_version_1_file_gets_its_postings_at_open(tmp_path, monkeypatch):
+    """A file from session 4 (memories_terms, no memories_postings, user_version 1) is
+    upgraded at open: the table read off the index, and the walk answers from it."""
+    path = tmp_path / "v1.sqlite3"
+    backend = SqliteBackend(path, 8)
+    await backend.open()
+    await backend.upsert([record("t", i, f"tern {'gull ' * (i % 3)}{i}") for i in range(30)])
+    await backend.maintain()
+    await backend.close()
+    kept = _postings_table(path)
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE memories_postings")
+        conn.execute("PRAGMA user_version = 1")
+    backend = SqliteBackend(path, 8)
+    await backend.open()
+    q = Query(tenant="t", user="u", now=2000)
+    monkeypatch.setattr(sqlite, "RANK_BUDGET", 0)
+    proved = []
+    top = sqlite._Walk.top
+    monkeypatch.setattr(sqlite._Walk, "top", lambda *a: proved.append(top(*a)) or proved[-1])
+    walked = [r.id for r, _ in await backend.keyword_search(q, "gull tern", 5)]
+    await backend.close()
+    assert proved and proved[0] is not None
+    assert _postings_table(path) == kept and len(kept) > 60
+    assert walked == ["t-2", "t-5", "t-8", "t-11", "t-14"]  # gull twice, shortest, by rid
