@@ -2,9 +2,7 @@
 when a query forgets its tenant condition, the backend refuses a role RLS would not bind,
 the HNSW path (large tenants) finds what an exact scan finds, filters included, in the
 shared partition and in a tenant's own; migration 2 partitions a database of migration 1
-in place; a bulk load gives a tenant its own partition and keeps its earlier rows; keyword
-search's bounded tries answer exactly what ranking every match answers, and migration 3
-brings their index to a database of migration 2."""
+in place; a bulk load gives a tenant its own partition and keeps its earlier rows."""
 
 from __future__ import annotations
 
