@@ -293,12 +293,6 @@ def proves(rows: list[Any], k: int, classes: tuple[int, int], words: int) -> boo
     return n <= words and kth > bound * (1 + _RANK_SLACK) and class_floor(pairs) <= bound
 
 
-def _best_first(rows: list[Any]) -> list[Any]:
-    """Search rows by rank, then id (``COLLATE "C"``: code point order), as the statement
-    ordered them inside a UNION ALL, which itself promises no order."""
-    return sorted(rows, key=lambda r: (-float(r[15]), r[1]))
-
-
 def _tenant_token(tenant: str) -> str:
     """The lexeme naming ``tenant`` in ``tsv`` (the migration's ``'tenant' || md5(tenant)``)."""
     return "tenant" + hashlib.md5(tenant.encode()).hexdigest()  # noqa: S324 - a name, not a secret
@@ -775,27 +769,17 @@ class PostgresBackend(MemoryBackend):
         terms = keyword_terms(text)
         if not terms:
             return []
-        bounded = len(terms) <= BOUNDED_MAX_WORDS
-        n = len(terms)  # until a try reads the number of the query's distinct lexemes
-        top = FIRST_CLASS
-        # Words that few rows hold: all of their rows ranked, and (one round trip) the
-        # first bounded try, for when they are more.
+        # Words that few rows hold: all of their rows, ranked, in one statement.
         query, params = self.keyword_query(q, text, k, cap=RANK_ALL_MAX)
-        query = f"SELECT 0, c.* FROM ({query}) c"
-        if bounded:
-            first, first_params = self.keyword_query(q, text, k, (top, pairs_class(top, n)))
-            query += f" UNION ALL SELECT 1, b.* FROM ({first}) b"
-            params += first_params
-        both = await self._fetch(q.tenant, query, params)
-        rows = _best_first([r[1:] for r in both if r[0] == 0])
+        rows = await self._fetch(q.tenant, query, params)
         if not rows or int(rows[0][16]) <= RANK_ALL_MAX:
             return [(_record(r), float(r[15])) for r in rows]
-        rows = _best_first([r[1:] for r in both if r[0] == 1])
-        for attempt in range(BOUNDED_TRIES if bounded else 0):
+        n = len(terms)  # until a try reads the number of the query's distinct lexemes
+        top = FIRST_CLASS
+        for _ in range(BOUNDED_TRIES if len(terms) <= BOUNDED_MAX_WORDS else 0):
             classes = (top, pairs_class(top, n))
-            if attempt > 0:
-                query, params = self.keyword_query(q, text, k, classes)
-                rows = await self._fetch(q.tenant, query, params)
+            query, params = self.keyword_query(q, text, k, classes)
+            rows = await self._fetch(q.tenant, query, params)
             if proves(rows, k, classes, len(terms)):
                 return [(_record(r), float(r[15])) for r in rows]
             if len(rows) < k:
