@@ -27,10 +27,8 @@ from __future__ import annotations
 # SQL text here is assembled only from constants and placeholders; values are bound.
 # ruff: noqa: S608
 import hashlib
-import itertools
 import json
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -54,25 +52,6 @@ EXACT_MAX_ROWS = 2_000
 #: HNSW candidates kept per search (``hnsw.ef_search``); ``postgres_ef_search`` sets it.
 EF_SEARCH = 200
 _SIZE_TTL_S = 30.0
-#: Keyword search (migration 3): a query word of impact class j adds at most
-#: ``class_floor(j)`` to a row's ts_rank times the query's distinct words; classes are
-#: IMPACT_STEPS to a halving, from IMPACT_TOP (above any: c(tf) < 0.1, length >= 2)
-#: down to IMPACT_LAST.
-IMPACT_TOP = 0.064
-IMPACT_STEPS = 16
-IMPACT_LAST = 255
-#: the first bounded try's top class (rows where a word adds more than 0.036), how far
-#: each try that ranked fewer than k widens (6 classes: the floor x 0.77), and the tries
-#: before ranking every match; queries of more words than BOUNDED_MAX_WORDS (whose pairs
-#: are one index scan each) rank every match. Tuned on the benchmark's queries (100k).
-FIRST_CLASS = 12
-WIDEN = 6
-BOUNDED_TRIES = 4
-BOUNDED_MAX_WORDS = 4
-#: a query matching up to this many rows ranks them all (one statement, a few ms)
-RANK_ALL_MAX = 300
-#: how far ts_rank's float4 sums may stray above the real-valued rank (a few ulps)
-_RANK_SLACK = 1e-4
 _LOCK_KEY = 0x68616E7A6F6D656D  # "hanzomem": serialises concurrent migrations
 
 MIGRATIONS: list[tuple[int, str]] = [
@@ -187,58 +166,6 @@ CREATE POLICY memories_tenant ON memories
     WITH CHECK (tenant = current_setting('hanzo.tenant', true));
 """,
     ),
-    (
-        3,
-        r"""
--- Keyword search ranks by ts_rank(tsv, query, 1), which has no IDF: a row holding only a
--- common word can rank as high as one holding the rare word, so the top k cannot be read
--- off the rare word's postings, and ranking every row that matched (40k of 100k for a
--- common word) was the p99. tsi holds tsv's lexemes (no positions) and, per lexeme, a
--- token "<lexeme> <class>": the class of the most the lexeme can add to the row's rank,
--- c(tf) / log2(length + 1), c as in ts_rank (0.1 x the sum of 1/j^2 over its tf
--- occurrences / 1.64493406685, taken from above). Class j: it adds at most
--- 0.064 x 2^(-(j+1)/16). keyword_search asks GIN for the rows where some query word adds
--- enough and proves that no other row reaches the k-th it ranked (see IMPACT_TOP).
-CREATE FUNCTION hanzo_impacts(content text, tenant text) RETURNS tsvector
-LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT
-BEGIN ATOMIC
-    SELECT array_to_tsvector(array_agg(lexeme) || array_agg(lexeme || ' ' || least(255,
-        greatest(0, floor(16 * ln((0.064 * 1.64493406685 / 0.1) * ln(n + 1) / ln(2.0) / CASE tf
-            WHEN 1 THEN 1.0 WHEN 2 THEN 1.25 WHEN 3 THEN 1.3611112 WHEN 4 THEN 1.4236112
-            ELSE 1.6449341 END) / ln(2.0)))::int)))
-    FROM (SELECT lexeme, tf, (sum(tf) OVER ())::float8 AS n
-          FROM (SELECT u.lexeme, coalesce(array_length(u.positions, 1), 1) AS tf
-                FROM unnest(to_tsvector('hanzo_english', content)
-                    || setweight(to_tsvector('simple', 'tenant' || md5(tenant)), 'D')) u) a) b;
-END;
--- The rows where one of the lexemes adds a class <= top.
-CREATE FUNCTION hanzo_class_query(lexemes text[], top integer)
-RETURNS tsquery LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT
-BEGIN ATOMIC
-    SELECT string_agg(
-        '''' || replace(replace(l || ' ' || c, '\', '\\'), '''', '''''') || '''', ' | '
-    )::tsquery
-    FROM unnest(lexemes) l, generate_series(0, top) c;
-END;
--- The rows holding lexemes i and j where one of them adds a class <= pairs (a query
--- matching nothing when there is no lexeme i or j). Its own index scan: GIN walks the
--- rarer word's postings and skips through the other's.
-CREATE FUNCTION hanzo_pair_query(lexemes text[], i integer, j integer, pairs integer)
-RETURNS tsquery LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT
-BEGIN ATOMIC
-    SELECT CASE WHEN cardinality(lexemes) < greatest(i, j) THEN '''hanzo none'''::tsquery
-        ELSE (SELECT string_agg(
-                '''' || replace(replace(l, '\', '\\'), '''', '''''') || '''', ' & ')::tsquery
-              FROM unnest(ARRAY[lexemes[i], lexemes[j]]) l)
-            && hanzo_class_query(ARRAY[lexemes[i], lexemes[j]], pairs) END;
-END;
-ALTER TABLE memories ADD COLUMN tsi tsvector GENERATED ALWAYS AS
-    (hanzo_impacts(content, tenant)) STORED;
-CREATE INDEX memories_tsi ON memories USING gin (tsi) WITH (fastupdate = off);
--- tsi holds every lexeme tsv does: its index serves every keyword query.
-DROP INDEX memories_tsv;
-""",
-    ),
 ]
 
 #: The default partition (migration 1's table), where every tenant's rows start.
@@ -265,32 +192,6 @@ ON CONFLICT (tenant, id) DO UPDATE SET
     updated_at = excluded.updated_at, expires_at = excluded.expires_at,
     size = excluded.size, embedding = excluded.embedding
 """
-
-
-def class_floor(j: int) -> float:
-    """What a query word of impact class ``j`` (migration 3's ``hanzo_impacts``) can add
-    at most to a row's ts_rank, times the query's distinct words."""
-    return IMPACT_TOP * 2 ** (-(j + 1) / IMPACT_STEPS)
-
-
-def pairs_class(top: int, n: int) -> int:
-    """The pairs class that goes with ``top`` for a query of ``n`` distinct words: a row
-    holding two or more of them, each adding under its floor, ranks under
-    ``class_floor(top) / n``."""
-    return min(IMPACT_LAST, top + math.ceil(IMPACT_STEPS * math.log2(max(n, 1))))
-
-
-def proves(rows: list[Any], k: int, classes: tuple[int, int], words: int) -> bool:
-    """Whether ``rows`` (a :meth:`PostgresBackend.keyword_query` try with ``classes`` for
-    a query of ``words`` words, best first) are the top ``k`` of every match: k of them,
-    every pair of the query's lexemes asked for, and the k-th ranked above what any row
-    the try left out can reach (see :meth:`PostgresBackend.keyword_search`)."""
-    if len(rows) < k or not rows:
-        return False
-    top, pairs = classes
-    n, kth = int(rows[0][16]), float(rows[-1][15])
-    bound = class_floor(top) / n
-    return n <= words and kth > bound * (1 + _RANK_SLACK) and class_floor(pairs) <= bound
 
 
 def _tenant_token(tenant: str) -> str:
@@ -692,106 +593,25 @@ class PostgresBackend(MemoryBackend):
         rows.sort(key=lambda r: (r[15], r[1]))
         return [(_record(r), 1.0 - float(r[15])) for r in rows]
 
-    def keyword_query(
-        self,
-        q: Query,
-        text: str,
-        k: int,
-        classes: tuple[int, int] | None = None,
-        cap: int | None = None,
-    ) -> tuple[str, list[Any]]:
-        """The statement of one :meth:`keyword_search` try and its parameters (the
-        benchmark EXPLAINs exactly this): every row matching ``text``, best first, or with
-        ``classes`` (top, pairs) only those where a query word adds a class <= top, or two
-        are present and one adds a class <= pairs (migration 3's ``hanzo_class_query``,
-        ``hanzo_pair_query``). With ``cap``: at most cap + 1 of the matches, ranked, each
-        row with their number (all of them when it is cap or less).
-
-        The tenant is matched through its token in the full-text index (not the btree on
-        tenant, which would rank every memory of a large tenant): GIN intersects the
-        tenant's postings with the words', and only those rows are ranked. ``tsv @@``
-        keeps the match exactly what it was (tsi has no positions)."""
-        terms = keyword_terms(text)
-        # Terms are alphanumeric only (keyword_terms), so quoting them is all to_tsquery needs.
-        tsquery = " | ".join(f"'{t}'" for t in terms)
-        where, params = _where(q)
-        where = where.replace("m.tenant = %s", "m.tenant || '' = %s", 1)
-        if classes is not None:
-            # Pruned to the tenant's partition: another's would be scanned only to find
-            # none of this tenant's rows (its plan for many class tokens may be a seq scan).
-            where += " AND m.tenant = %s"
-            params.append(q.tenant)
-        token = _tenant_token(q.tenant)
-        if classes is None:
-            words, index = "", "m.tsi @@ (to_tsquery('simple', %s) && tq)"
-            index_params: list[Any] = [token]
-        else:
-            # One index scan per query: GIN's skipping works within one, not across an OR.
-            # The count of the query's distinct lexemes is read too (ts_rank divides by it).
-            top, pairs = classes
-            scans = ["m.tsi @@ (to_tsquery('simple', %s) && hanzo_class_query(lx.a, %s))"]
-            index_params = [token, top]
-            for i, j in itertools.combinations(range(1, len(terms) + 1), 2):
-                scans.append(
-                    "m.tsi @@ (to_tsquery('simple', %s) && hanzo_pair_query(lx.a, %s, %s, %s))"
-                )
-                index_params += [token, i, j, pairs]
-            words, index = ", cardinality(lx.a)", "(" + " OR ".join(scans) + ")"
-        query = (
-            f"SELECT {_SELECT_NO_VEC}, ts_rank(m.tsv, tq, 1) AS score{words} "
-            "FROM memories m, to_tsquery('hanzo_english', %s) tq, "
-            "(SELECT tsvector_to_array(to_tsvector('hanzo_english', %s)) AS a) lx "
-            f"WHERE {index} AND m.tsv @@ tq AND {where}"
-        )
-        if cap is None:
-            return query + " ORDER BY score DESC, m.id LIMIT %s", [
-                tsquery, " ".join(terms), *index_params, *params, k,
-            ]  # fmt: skip
-        return f"SELECT s.*, count(*) OVER () FROM ({query} LIMIT %s) s " + (
-            "ORDER BY s.score DESC, s.id LIMIT %s"
-        ), [tsquery, " ".join(terms), *index_params, *params, cap + 1, k]
-
     async def keyword_search(self, q: Query, text: str, k: int) -> list[tuple[Record, float]]:
-        """The top ``k`` by ``ts_rank(tsv, query, 1)``, then id: ranked among the rows where
-        some query word adds a class <= ``top`` (or two words are present and one adds a
-        class <= ``pairs``) when that provably holds the top k, else among all matches.
-
-        Proof: a row outside matches at most one word, adding under
-        ``class_floor(top)`` (its rank is that over n, the query's distinct words), or
-        matches m >= 2, each adding under ``class_floor(pairs)`` <= ``class_floor(top)`` / n
-        (rank under m / n of that, <= the bound). So once the k-th ranked beats
-        ``class_floor(top) / n`` (with :data:`_RANK_SLACK` for ts_rank's float4 sums) no
-        row outside can reach it, ties included. A first try that ranks fewer than k
-        widens; one that ranks k but cannot prove it names the classes that would.
-
-        Before any try, one statement ranks up to :data:`RANK_ALL_MAX` matches: a query
-        of rare words is answered there, exactly, with no try."""
         terms = keyword_terms(text)
         if not terms:
             return []
-        # Words that few rows hold: all of their rows, ranked, in one statement.
-        query, params = self.keyword_query(q, text, k, cap=RANK_ALL_MAX)
-        rows = await self._fetch(q.tenant, query, params)
-        if not rows or int(rows[0][16]) <= RANK_ALL_MAX:
-            return [(_record(r), float(r[15])) for r in rows]
-        n = len(terms)  # until a try reads the number of the query's distinct lexemes
-        top = FIRST_CLASS
-        for _ in range(BOUNDED_TRIES if len(terms) <= BOUNDED_MAX_WORDS else 0):
-            classes = (top, pairs_class(top, n))
-            query, params = self.keyword_query(q, text, k, classes)
-            rows = await self._fetch(q.tenant, query, params)
-            if proves(rows, k, classes, len(terms)):
-                return [(_record(r), float(r[15])) for r in rows]
-            if len(rows) < k:
-                top += WIDEN
-            else:  # the classes that would have proved this k-th (it can only rise)
-                n, kth = int(rows[0][16]), float(rows[-1][15])
-                while class_floor(top) / n * (1 + _RANK_SLACK) >= kth and top < IMPACT_LAST:
-                    top += 1
-            if top >= IMPACT_LAST:
-                break
-        query, params = self.keyword_query(q, text, k)
-        rows = await self._fetch(q.tenant, query, params)
+        # Terms are alphanumeric only (keyword_terms), so quoting them is all to_tsquery needs.
+        tsquery = " | ".join(f"'{t}'" for t in terms)
+        where, params = _where(q)
+        # The tenant is matched through its token in the full-text index (not the btree
+        # on tenant, which would rank every memory of a large tenant): GIN intersects the
+        # tenant's postings with the words', and only those rows are ranked.
+        where = where.replace("m.tenant = %s", "m.tenant || '' = %s", 1)
+        rows = await self._fetch(
+            q.tenant,
+            f"SELECT {_SELECT_NO_VEC}, ts_rank(m.tsv, tq, 1) AS score "
+            "FROM memories m, to_tsquery('hanzo_english', %s) tq "
+            "WHERE m.tsv @@ (to_tsquery('simple', %s) && to_tsquery('hanzo_english', %s)) "
+            f"AND {where} ORDER BY score DESC, m.id LIMIT %s",
+            (tsquery, _tenant_token(q.tenant), tsquery, *params, k),
+        )
         return [(_record(r), float(r[15])) for r in rows]
 
     async def usage(self, tenant: str) -> Usage:
