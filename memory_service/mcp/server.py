@@ -11,6 +11,7 @@ principal; no tool takes them as an argument.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -135,7 +136,14 @@ _TOOLS: dict[
 
 
 def build_mcp(service: MemoryService) -> FastMCP:
-    """The tools over ``service``."""
+    """The tools over ``service``.
+
+    ``FastMCP()`` configures the root logger (a Rich console handler at INFO) when nothing
+    has yet: a library's app factory must not, or every httpx request of a script that
+    builds the app is printed. The root logger is left as the caller had it.
+    """
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     mcp = FastMCP(
         SERVER_NAME,
         stateless_http=True,
@@ -146,6 +154,8 @@ def build_mcp(service: MemoryService) -> FastMCP:
         # header is the gateway's, not a loopback name the check would accept.
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
     async def run(tool: str, args: dict[str, Any]) -> dict[str, Any]:
         """One tool on ``service``, as the verified caller of this request."""

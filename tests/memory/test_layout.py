@@ -28,3 +28,24 @@ assert not loaded, loaded
         [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_building_the_app_leaves_the_root_logger_as_it_was(tmp_path: Path):
+    """FastMCP's constructor puts a Rich console handler at INFO on an unconfigured root
+    logger; a script that builds the app (the benchmarks) then printed every request."""
+    public_key = tmp_path / "assertion.pub"
+    public_key.write_bytes(generate_keypair()[1])
+    script = f"""
+import logging
+from memory_service.app import create_app
+from memory_service.settings import MemorySettings
+create_app(MemorySettings(backend="sqlite", data_dir={str(tmp_path)!r},
+                          embedder="deterministic", assertion_public_key={str(public_key)!r}))
+root = logging.getLogger()
+assert root.handlers == [], root.handlers
+assert root.level == logging.WARNING, root.level
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
