@@ -44,12 +44,18 @@ def assert_refused_grants_leave_no_secret(
         timeout=10,
     )
     # Casdoor writes records from a goroutine after answering: wait, bounded
+    # (wait for the two grants themselves: other records, written meanwhile by other
+    # requests, must not end the wait early)
     deadline = time.monotonic() + 10
+
+    def grants_of(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+        return [row for row in rows if row["action"] == "login/oauth/access_token"]
+
     rows = records(since_id)
-    while len(rows) < 2 and time.monotonic() < deadline:
+    while len(grants_of(rows)) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
         rows = records(since_id)
-    grants = [row for row in rows if row["action"] == "login/oauth/access_token"]
+    grants = grants_of(rows)
     assert len(grants) == 2  # the requests are still recorded: who, what, when
     assert all(row["request_uri"] == "/api/login/oauth/access_token" for row in grants)
     assert all(row["object"] == "" for row in grants)
