@@ -120,9 +120,14 @@ class CasdoorServer:
     def _database_env(self) -> dict[str, str]:
         if self.database_url is None:
             run_dir = self.state.run_dir.resolve()
+            # busy_timeout: Casdoor writes each request's record from its own goroutine,
+            # and without a wait a second writer meeting the lock loses its record
+            # ("goroutine panic: database is locked (5) (SQLITE_BUSY)" in its log)
             return {
                 "driverName": "sqlite",
-                "dataSourceName": f"file:{run_dir / 'casdoor.db'}?cache=shared",
+                "dataSourceName": (
+                    f"file:{run_dir / 'casdoor.db'}?cache=shared&_pragma=busy_timeout(10000)"
+                ),
             }
         # lib/pq reads URLs; its default sslmode (require) fails on a loopback server
         separator = "&" if "?" in self.database_url else "?"

@@ -6,7 +6,11 @@ from __future__ import annotations
 import ipaddress
 import os
 import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import httpx
 
 from hanzo_stack.casdoor.server import CasdoorServer
 from tests.support.casdoor_records import assert_refused_grants_leave_no_secret
@@ -88,3 +92,33 @@ def test_refused_password_grant_leaves_no_secret_in_casdoor_records(
     )
     for secret in (password, query_password):
         assert secret.encode() not in stored  # not in any page, journal or WAL either
+
+
+def test_requests_made_while_the_database_is_read_are_still_recorded(
+    casdoor: CasdoorServer,
+) -> None:
+    """Casdoor records each request from a goroutine of its own; on SQLite a write that met
+    a reader's lock (an operator's query, a backup, this suite's record checks) failed at
+    once and the record was lost, until the stack gave Casdoor a busy timeout."""
+    db_path = casdoor.state.db_path
+    since = _last_record_id(db_path)
+    token_url = f"{casdoor.url}/api/login/oauth/access_token"
+    data = {"grant_type": "password", "client_id": casdoor.client_id,
+            "username": "nobody-here", "password": "wrong"}  # fmt: skip
+    reader = sqlite3.connect(db_path, timeout=10, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM record").fetchone()  # holds a shared lock
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            sent = [pool.submit(httpx.post, token_url, data=data, timeout=30) for _ in range(3)]
+            time.sleep(1.0)  # Casdoor's writes meet the lock meanwhile
+            reader.execute("COMMIT")
+            assert all(future.result().status_code < 500 for future in sent)
+    finally:
+        reader.close()
+    deadline = time.monotonic() + 15
+    grants: list[dict[str, object]] = []
+    while len(grants) < 3 and time.monotonic() < deadline:
+        grants = [r for r in _records(db_path, since) if r["action"] == "login/oauth/access_token"]
+        time.sleep(0.1)
+    assert len(grants) == 3
