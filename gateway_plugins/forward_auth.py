@@ -53,8 +53,8 @@ from hanzo_contract.request_id import (
     RequestIdMiddleware,
     bind_request_id,
     current_request_id,
-    new_request_id,
     release_request_id,
+    request_id_or_new,
 )
 from hanzo_contract.request_metrics import StatusCapture
 from hanzo_contract.telemetry import TracingMiddleware
@@ -275,10 +275,7 @@ class ForwardAuthApp:
         token = None
         headers = lower_asgi_headers(scope["headers"], _READ)
         if own_id:
-            # as ``request_id_of``: the first X-Request-Id when it is a plain token, else new
-            request_id: str | None = (
-                safe_request_id(headers.get(_REQUEST_ID_NAME)) or new_request_id()
-            )
+            request_id: str | None = request_id_or_new(headers.get(_REQUEST_ID_NAME))
             token = bind_request_id(request_id)  # type: ignore[arg-type]
         else:
             request_id = current_request_id()

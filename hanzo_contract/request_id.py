@@ -38,15 +38,18 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
+def request_id_or_new(sent: str | None) -> str:
+    """``sent`` (the caller's ``X-Request-Id``) when it is a plain token (charset and
+    length), else a new id: a client's id is never echoed into a log or a body unless it
+    is safe."""
+    return safe_request_id(sent) or new_request_id()
+
+
 def request_id_of(headers: list[tuple[bytes, bytes]]) -> str:
-    """The caller's ``X-Request-Id`` when it is a plain token (charset and length), else a
-    new one: a client's id is never echoed into a log or a body unless it is safe."""
+    """:func:`request_id_or_new` of the first ``X-Request-Id`` in raw ASGI headers."""
     for name, value in headers:
         if name.lower() == _HEADER:
-            sent = safe_request_id(value.decode("latin-1"))
-            if sent is not None:
-                return sent
-            break
+            return request_id_or_new(value.decode("latin-1"))
     return new_request_id()
 
 
