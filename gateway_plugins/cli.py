@@ -8,16 +8,20 @@ import typer
 
 from hanzo_contract import jsonlog, telemetry
 
-#: how uvicorn serves the plugin (and the floor ``scripts/bench_gateway.py`` compares it
-#: with): uvloop and httptools (uvicorn[standard]); no ``Server``/``Date`` header, which no
-#: gateway reads from an auth answer and which uvicorn would check and write on every one;
-#: no uvicorn access line (the app writes its own, ``access_log.py``)
+#: how uvicorn serves an auth app (the plugin, and the floor ``scripts/bench_gateway.py``
+#: compares it with): uvloop and httptools (uvicorn[standard]); no ``Server``/``Date``
+#: header, which no gateway reads from an auth answer and which uvicorn would check and
+#: write on every one; no uvicorn access line (the app writes its own, ``access_log.py``);
+#: no rewriting of the client address from forwarded headers (the plugin trusts them only
+#: from its own ``trusted_proxies``, judged against the real peer). The plugin adds its
+#: protocol, ``http_protocol.AuthHttpProtocol``, which answers the auth endpoints in place.
 SERVER_OPTIONS: dict[str, Any] = {
     "loop": "uvloop",
     "http": "httptools",
     "server_header": False,
     "date_header": False,
     "access_log": False,
+    "proxy_headers": False,
 }
 
 cli = typer.Typer(
@@ -43,6 +47,7 @@ def serve(
     from gateway_plugins.access_log import AccessLog
     from gateway_plugins.build import build_core
     from gateway_plugins.forward_auth import create_app
+    from gateway_plugins.http_protocol import AuthHttpProtocol
     from gateway_plugins.settings import GatewaySettings
 
     jsonlog.configure("gateway", log_level.upper())
@@ -63,7 +68,10 @@ def serve(
         tuple(settings.trusted_proxies),
         access,
     )
-    uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=None, **SERVER_OPTIONS)
+    options = (
+        {**SERVER_OPTIONS, "http": AuthHttpProtocol} if settings.answer_in_place else SERVER_OPTIONS
+    )
+    uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=None, **options)
 
 
 @cli.command("routes")

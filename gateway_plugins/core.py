@@ -79,6 +79,10 @@ class DecisionCore:
         self._resolver = resolver
         self._jwt = jwt_verifier
         self._limiter = limiter
+        #: whether :meth:`decide` may run in place, outside any task (``eager.start``):
+        #: the sidecar and JWKS calls it may wait on start their own tasks; a shared
+        #: limiter's client (Redis) needs the task it runs in
+        self.runs_in_place: bool = getattr(limiter, "in_process", False)
         self._signer = signer
         self._assertion_ttl = assertion_ttl
         self._reporter = reporter

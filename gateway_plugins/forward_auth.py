@@ -26,6 +26,7 @@ copy upstream; deny answers carry the shared JSON error body, also compacted int
 from __future__ import annotations
 
 import contextlib
+import functools
 import hmac
 import logging
 import time
@@ -39,7 +40,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway_plugins import metrics
+from gateway_plugins import eager, metrics
 from gateway_plugins.access_log import AccessLog
 from gateway_plugins.core import DecisionCore
 from gateway_plugins.decision import ERROR_HEADER, STATUS_HEADER, Decision, deny
@@ -70,6 +71,9 @@ log = logging.getLogger(__name__)
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+#: an answer's status, raw headers and body
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -126,7 +130,7 @@ def _render(
     nginx: bool,
     request_id: str | None = None,
     identities: _EncodedIdentities | None = None,
-) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+) -> Answer:
     """Status, raw headers and body of the answer to the gateway; the body names the
     gateway's request id (``X-Request-Id``, when it is a plain token)."""
     status = decision.status
@@ -267,6 +271,55 @@ class ForwardAuthApp:
             assert self._access is not None
             self._access.request(scope["method"], scope["path"], sent.status, started)
 
+    def answer_now(self, scope: Scope) -> Answer | ASGIApp | None:
+        """An auth request answered in place, for :class:`~gateway_plugins.http_protocol.
+        AuthHttpProtocol`: the answer's status, headers and body when the decision needed
+        no I/O (a cached key: no task, no ASGI messages); an ASGI app that finishes it when
+        it did wait (a cache miss); ``None`` for anything else (served as ASGI)."""
+        if scope["method"] == "HEAD" or telemetry.enabled():
+            return None
+        endpoint = _endpoint(scope["path"])
+        if endpoint is None:
+            return None
+        started = time.perf_counter()
+        headers = lower_asgi_headers(scope["headers"], _READ)
+        request_id = request_id_or_new(headers.get(_REQUEST_ID_NAME))
+        token = bind_request_id(request_id)
+        try:
+            request = _auth_request(scope, headers, endpoint, self._addresses)
+            judging = self._judge(request)
+            judged: Awaitable[Decision] = judging
+            if self.core.runs_in_place:
+                done, outcome = eager.start(judging)
+                if done:
+                    assert isinstance(outcome, Decision)
+                    answer = self._answer(outcome, endpoint, request_id, own_id=True)
+                    self._log(scope, request, outcome, started)
+                    return answer
+                judged = outcome  # it waits (a cache miss asks the sidecar): ends in a task
+            return functools.partial(self._finish, judged, request, endpoint, request_id, started)
+        finally:
+            release_request_id(token)
+
+    async def _finish(
+        self,
+        pending: Awaitable[Decision],
+        request: AuthRequest | None,
+        endpoint: str,
+        request_id: str,
+        started: float,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        """The ASGI app that answers a decision :meth:`answer_now` began and that waited."""
+        token = bind_request_id(request_id)
+        try:
+            decision = await pending
+            await self._send(scope, send, request, decision, endpoint, request_id, True, started)
+        finally:
+            release_request_id(token)
+
     async def _decide(
         self, scope: Scope, send: Send, endpoint: str, started: float, own_id: bool
     ) -> None:
@@ -281,30 +334,50 @@ class ForwardAuthApp:
             request_id = current_request_id()
         try:
             request = _auth_request(scope, headers, endpoint, self._addresses)
-            if request is None:
-                decision = deny(400, "missing_original_request", _MISSING)
-            else:
-                try:
-                    decision = await self.core.decide(request)
-                except Exception:
-                    log.exception("decision failed")
-                    decision = deny(500, "internal_error", "the auth service failed")
-            nginx = endpoint == "nginx"
-            status, raw, body = _render(decision, nginx, request_id, self._identities)
-            if own_id:
-                raw.append((_REQUEST_ID, request_id.encode("latin-1")))  # type: ignore[union-attr]
-            await send({"type": "http.response.start", "status": status, "headers": raw})
-            await send({"type": "http.response.body", "body": body})
-            if self._access is not None:
-                self._log(scope, request, decision, started)
+            decision = await self._judge(request)
+            await self._send(scope, send, request, decision, endpoint, request_id, own_id, started)
         finally:
             if token is not None:
                 release_request_id(token)
 
+    async def _judge(self, request: AuthRequest | None) -> Decision:
+        if request is None:
+            return deny(400, "missing_original_request", _MISSING)
+        try:
+            return await self.core.decide(request)
+        except Exception:
+            log.exception("decision failed")
+            return deny(500, "internal_error", "the auth service failed")
+
+    def _answer(
+        self, decision: Decision, endpoint: str, request_id: str | None, own_id: bool
+    ) -> Answer:
+        status, raw, body = _render(decision, endpoint == "nginx", request_id, self._identities)
+        if own_id:
+            raw.append((_REQUEST_ID, request_id.encode("latin-1")))  # type: ignore[union-attr]
+        return status, raw, body
+
+    async def _send(
+        self,
+        scope: Scope,
+        send: Send,
+        request: AuthRequest | None,
+        decision: Decision,
+        endpoint: str,
+        request_id: str | None,
+        own_id: bool,
+        started: float,
+    ) -> None:
+        status, raw, body = self._answer(decision, endpoint, request_id, own_id)
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": body})
+        self._log(scope, request, decision, started)
+
     def _log(
         self, scope: Scope, request: AuthRequest | None, decision: Decision, started: float
     ) -> None:
-        assert self._access is not None
+        if self._access is None:
+            return
         if request is None:  # the line names the endpoint the gateway called
             method, path = scope["method"], scope["path"]
         else:

@@ -61,6 +61,9 @@ class GatewaySettings(HanzoSettings, JwtSettings, CacheSettings, LimiterSettings
     #: after the first (and at shutdown); a SIGKILL loses at most the interval's lines
     access_log_max_lines: int = Field(default=256, ge=1)
     access_log_flush_seconds: float = Field(default=0.2, gt=0)
+    #: answer the auth endpoints from the HTTP protocol (``http_protocol.py``); off, every
+    #: request is served as ASGI by uvicorn's own protocol (same answers, more CPU each)
+    answer_in_place: bool = True
 
     audit_queue_size: int = Field(default=1000, ge=1)
     #: how often allowed-request counts go to the sidecar's usage counters

@@ -7,16 +7,20 @@
    same upstream, same hot key, ``wrk`` at a fixed concurrency: added latency p50/p99 and
    the throughput ratio. The plugin runs as in production: access line on.
 3. The floor, in the same window: nginx -> the least possible Python forward-auth
-   (``scripts/floor_auth.py``: an HMAC and a dict lookup, served by uvicorn with the
-   plugin's own server options) -> upstream. ``plugin_to_floor`` is our plugin's
+   (``scripts/floor_auth.py``: an HMAC and a dict lookup, a bare ASGI app served by
+   uvicorn with the plugin's server options and uvicorn's own httptools protocol; the
+   plugin answers its auth endpoints from its own protocol on top of that one,
+   ``gateway_plugins/http_protocol.py``) -> upstream. ``plugin_to_floor`` is our plugin's
    throughput over the floor's (target >= 0.95), at each concurrency of ``--connections``
    (default 16 and 64). Rounds interleave the three setups, in an order rotated each
    round, so load from other processes hits them alike; the figures are medians over
    rounds, with the spread of the per-round ratio, and the CPU time each auth service
    spent per request (from /proc), which the machine's load moves far less.
-4. ``wrk`` straight at ``/auth/nginx`` of the plugin and of the floor, with the headers
-   nginx's subrequest carries (a new request id and decision id each): no nginx and no
-   upstream share the CPU, so the auth processes' own cost per request shows plainest.
+4. ``wrk`` straight at ``/auth/nginx`` of the plugin, of the plugin served as plain ASGI
+   (``HANZO_GATEWAY_ANSWER_IN_PLACE=false``: what the protocol saves) and of the floor,
+   with the headers nginx's subrequest carries (a new request id and decision id each):
+   no nginx and no upstream share the CPU, so the auth processes' own cost per request
+   shows plainest.
 
 Everything runs on loopback ports chosen at run time and is stopped at the end. Bounded:
 about 2 min (default: 9 rounds of 2 s per concurrency), ``--quick`` about 1 min. Needs
@@ -229,10 +233,10 @@ end
 def measure_direct(
     auth: dict[str, tuple[str, int | None]], key: str, work: Path, args: argparse.Namespace
 ) -> dict:
-    """``wrk`` straight at ``/auth/nginx`` of the plugin and of the floor (no nginx, no
+    """``wrk`` straight at ``/auth/nginx`` of each auth service in ``auth`` (no nginx, no
     upstream: the auth process is the only server), as nginx's subrequest would ask,
     at the first concurrency: throughput and the auth process's CPU time per request,
-    rounds alternating the two."""
+    in an order rotated each round."""
     script = work / "subrequest.lua"
     script.write_text(_SUBREQUEST_LUA.replace("PATH", PATH).replace("KEY", key))
     connections = int(args.connections.split(",")[0])
@@ -240,7 +244,8 @@ def measure_direct(
     cpu = dict.fromkeys(auth, 0.0)
     load = [os.getloadavg()[0]]
     for n in range(args.direct_rounds):
-        for name in list(auth)[n % 2 :] + list(auth)[: n % 2]:
+        turn = n % len(auth)
+        for name in list(auth)[turn:] + list(auth)[:turn]:
             url, pid = auth[name]
             before = _cpu_seconds(pid) if pid else 0.0
             run = wrk(url, None, connections, args.seconds, args.threads, script)
@@ -256,6 +261,7 @@ def measure_direct(
             "errors": sum(r["errors"] for r in done),
         }
     out["plugin_to_floor"] = out["plugin"]["rps"] / out["floor"]["rps"]
+    out["plugin_asgi_to_floor"] = out["plugin_asgi"]["rps"] / out["floor"]["rps"]
     return out
 
 
@@ -331,9 +337,14 @@ def main() -> None:
         }
         results = [measure(setups, c, args) for c in (int(x) for x in args.connections.split(","))]
         plugin_pid = auth.process.pid if auth.process else None
+        asgi_env = {"HANZO_GATEWAY_QUOTA_DB_PATH": str(work / "quotas-asgi.sqlite3")}
+        asgi = ForwardAuthServer(work, {**env, **asgi_env, "HANZO_GATEWAY_ANSWER_IN_PLACE": "0"})
+        asgi.start()
+        started.append(asgi)
         direct = measure_direct(
             {
                 "plugin": (f"{auth.url}/auth/nginx", plugin_pid),
+                "plugin_asgi": (f"{asgi.url}/auth/nginx", asgi.process.pid),  # type: ignore[union-attr]
                 "floor": (f"http://{LOOPBACK}:{floor_port}/auth/nginx", floor.pid),
             },
             key,
@@ -357,13 +368,15 @@ def main() -> None:
                   f"auth CPU per request plugin {cpu['plugin']:.0f} us, floor "
                   f"{cpu['floor']:.0f} us; load {r['load_average_1min'][0]:.1f}"
                   f"->{r['load_average_1min'][1]:.1f}")  # fmt: skip
-        p, f = direct["plugin"], direct["floor"]
+        p, a, f = direct["plugin"], direct["plugin_asgi"], direct["floor"]
         print(f"straight at /auth/nginx, {direct['connections']} connections: plugin "
-              f"{p['rps']:.0f} req/s, {p['cpu_us_per_request']:.0f} us CPU per request; floor "
+              f"{p['rps']:.0f} req/s, {p['cpu_us_per_request']:.0f} us CPU per request; "
+              f"plugin as ASGI {a['rps']:.0f} req/s, {a['cpu_us_per_request']:.0f} us; floor "
               f"{f['rps']:.0f} req/s, {f['cpu_us_per_request']:.0f} us; plugin/floor "
-              f"{direct['plugin_to_floor']:.3f}; load {direct['load_average_1min'][0]:.1f}"
+              f"{direct['plugin_to_floor']:.3f} (as ASGI {direct['plugin_asgi_to_floor']:.3f}); "
+              f"load {direct['load_average_1min'][0]:.1f}"
               f"->{direct['load_average_1min'][1]:.1f}")  # fmt: skip
-        if any(r["errors"] for r in results) or p["errors"] or f["errors"]:
+        if any(r["errors"] for r in results) or p["errors"] or a["errors"] or f["errors"]:
             sys.exit("non-2xx responses during the benchmark")
     finally:
         for server in reversed(started):

@@ -1,10 +1,13 @@
 """The least possible Python forward-auth: an HMAC and a dict lookup, nothing else.
 
-The floor ``scripts/bench_gateway.py`` measures our plugin against: the same server stack
-(uvicorn with the plugin's own ``gateway_plugins.cli.SERVER_OPTIONS``: uvloop, httptools,
-no Server/Date header; a bare ASGI app like ``gateway_plugins.forward_auth``) and the same
-nginx ``auth_request`` wiring, but no routes, limits, cache policy, request id, access
-line, audit or signed assertion. One key is known: the one passed in ``HANZO_FLOOR_KEY``.
+The floor ``scripts/bench_gateway.py`` measures our plugin against: the same server
+(uvicorn with the plugin's ``gateway_plugins.cli.SERVER_OPTIONS``: uvloop, httptools, no
+Server/Date header, no proxy-header rewriting) with uvicorn's own httptools protocol, a
+bare ASGI app, and the same nginx ``auth_request`` wiring, but no routes, limits, cache
+policy, request id, access line, audit or signed assertion. (The plugin answers its auth
+endpoints from its own protocol, ``gateway_plugins/http_protocol.py``, on uvicorn's; the
+benchmark also measures it served as plain ASGI.) One key is known: the one passed in
+``HANZO_FLOOR_KEY``.
 
     python scripts/floor_auth.py --port 8299
 """

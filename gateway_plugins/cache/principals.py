@@ -46,6 +46,13 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def _retrieved(task: asyncio.Future[CachedPrincipal]) -> None:
+    """Mark a shared fetch's outcome seen, so one whose every waiter left logs no
+    "exception was never retrieved"."""
+    if not task.cancelled():
+        task.exception()
+
+
 class PrincipalCache:
     def __init__(
         self,
@@ -99,10 +106,18 @@ class PrincipalCache:
             raise Rejected(*rejected)
         self._miss.inc()
         pending = self._inflight.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[CachedPrincipal] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
+        if pending is None:
+            # its own task: a requester that goes away does not cancel the call the others
+            # share, and the caller's first step never enters the HTTP client's cancel
+            # scopes (a decision may start outside any task: ``gateway_plugins.eager``)
+            pending = asyncio.ensure_future(self._fetch(key, fetch))
+            pending.add_done_callback(_retrieved)
+            self._inflight[key] = pending
+        return await asyncio.shield(pending)
+
+    async def _fetch(
+        self, key: str, fetch: Callable[[], Awaitable[VerifyResponse]]
+    ) -> CachedPrincipal:
         try:
             answer = await fetch()
             ttl = min(answer.cache_ttl_seconds, self._max_ttl)
@@ -110,23 +125,13 @@ class PrincipalCache:
             if ttl > 0:
                 self._pos[key] = entry
                 self._remember(key, entry)
-            future.set_result(entry)
             return entry
         except Rejected as exc:
             if self._neg is not None:
                 self._neg[key] = (exc.code, exc.message)
-            future.set_exception(exc)
-            raise
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-        except Exception as exc:
-            future.set_exception(exc)
             raise
         finally:
             del self._inflight[key]
-            if future.done() and not future.cancelled():
-                future.exception()  # mark retrieved: no "never retrieved" warnings
 
     def _remember(self, key: str, entry: CachedPrincipal) -> None:
         if len(self._fresh) >= self._size:

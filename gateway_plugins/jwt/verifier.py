@@ -118,7 +118,9 @@ class JwtVerifier:
         hit = self._verified.get(digest)
         if hit is not None:
             return hit[0]
-        verified = await self._verify(token)
+        # its own task: fetching the issuer's keys enters the HTTP client's cancel scopes,
+        # which a decision started outside any task must not (``gateway_plugins.eager``)
+        verified = await asyncio.ensure_future(self._verify(token))
         exp = float(verified.claims["exp"])
         self._verified[digest] = (verified, min(exp, self._clock() + 60))
         return verified

@@ -343,6 +343,10 @@ def summarize(
 
 
 class Limiter(Protocol):
+    #: counts in this process's memory, so a hit never waits on I/O (a decision that meets
+    #: only such waits can run in place: ``gateway_plugins.eager``)
+    in_process: bool
+
     async def hit(
         self,
         buckets: list[str],

@@ -63,6 +63,8 @@ SEEN_CAP = 100_000
 
 
 class MemoryLimiter:
+    in_process = True
+
     def __init__(
         self, db_path: Path | None = None, flush_seconds: float = 1.0, clock: Clock = wall_clock
     ) -> None:

@@ -223,6 +223,8 @@ def hash_tag(bucket: str) -> str:
 
 
 class RedisLimiter:
+    in_process = False
+
     def __init__(
         self,
         url: str,
