@@ -44,6 +44,12 @@ from gateway_plugins import eager, metrics
 from gateway_plugins.access_log import AccessLog
 from gateway_plugins.core import DecisionCore
 from gateway_plugins.decision import ERROR_HEADER, STATUS_HEADER, Decision, deny
+from gateway_plugins.http_protocol import (
+    UNSAFE_ANSWER,
+    InPlaceAnswer,
+    UnsafeHeader,
+    header_lines,
+)
 from gateway_plugins.limiter import LimiterUnavailable
 from gateway_plugins.request import CREDENTIAL_HEADERS, AuthRequest, lower_asgi_headers
 from hanzo_contract import telemetry
@@ -105,24 +111,36 @@ _ERROR = ERROR_HEADER.lower().encode()
 
 
 class _EncodedIdentities:
-    """The identity headers of allowed decisions, encoded once. The core hands out the
-    same dict for a principal on a route until it re-signs (``core._identity``), so the
-    encoded list is remembered by the dict's id, checked by identity (the dict is kept,
-    so its id is not reused). Bounded: cleared when full."""
+    """The identity headers of allowed decisions (with ``X-Hanzo-Status: 200``), encoded
+    once, and their header lines as the in-place answer writes them, checked once (``None``
+    when a value could split the answer). The core hands out the same dict for a principal
+    on a route until it re-signs (``core._identity``), so both are remembered by the dict's
+    id, checked by identity (the dict is kept, so its id is not reused). Bounded: cleared
+    when full."""
 
     def __init__(self, size: int = 4096) -> None:
         self._size = size
-        self._seen: dict[int, tuple[dict[str, str], list[tuple[bytes, bytes]]]] = {}
+        self._seen: dict[int, tuple[dict[str, str], list[tuple[bytes, bytes]], bytes | None]]
+        self._seen = {}
 
-    def encode(self, headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    def encode(self, headers: dict[str, str]) -> tuple[list[tuple[bytes, bytes]], bytes | None]:
         found = self._seen.get(id(headers))
         if found is not None and found[0] is headers:
-            return found[1]
+            return found[1], found[2]
         encoded = [(k.encode(), v.encode()) for k, v in headers.items()]
+        encoded.append((_STATUS, b"200"))
+        try:
+            lines: bytes | None = header_lines(encoded)
+        except UnsafeHeader:
+            lines = None
         if len(self._seen) >= self._size:
             self._seen.clear()
-        self._seen[id(headers)] = (headers, encoded)
-        return encoded
+        self._seen[id(headers)] = (headers, encoded, lines)
+        return encoded, lines
+
+
+def _client_headers(decision: Decision) -> list[tuple[bytes, bytes]]:
+    return [(k.encode(), v.encode()) for k, v in decision.client_headers.items()]
 
 
 def _render(
@@ -135,9 +153,8 @@ def _render(
     gateway's request id (``X-Request-Id``, when it is a plain token)."""
     status = decision.status
     if decision.allowed:
-        headers = (identities or _EncodedIdentities()).encode(decision.headers)
-        headers = [*headers, (_STATUS, b"200")]
-        headers += [(k.encode(), v.encode()) for k, v in decision.client_headers.items()]
+        headers = [*(identities or _EncodedIdentities()).encode(decision.headers)[0]]
+        headers += _client_headers(decision)
         if telemetry.enabled() and (parent := telemetry.traceparent()):
             headers.append((b"traceparent", parent.encode()))  # the upstream's parent span
         headers.append((b"content-length", b"0"))
@@ -154,6 +171,25 @@ def _render(
     if nginx and status not in (401, 403):
         status = 403
     return status, headers, body
+
+
+def _render_lines(
+    decision: Decision, nginx: bool, request_id: str, identities: _EncodedIdentities
+) -> InPlaceAnswer:
+    """:func:`_render` for the in-place answer (no tracing: a traced request is served as
+    ASGI), with ``X-Request-Id``: status, checked header lines, body. An allowed answer
+    reuses its identity's lines, checked when they were first encoded. Raises
+    :class:`UnsafeHeader`."""
+    rid = (_REQUEST_ID, request_id.encode("latin-1"))
+    if decision.allowed:
+        lines = identities.encode(decision.headers)[1]
+        if lines is None:
+            raise UnsafeHeader("an identity header value could split the answer")
+        rest = [*_client_headers(decision), (b"content-length", b"0"), rid]
+        return 200, lines + header_lines(rest), b""
+    status, headers, body = _render(decision, nginx, request_id, identities)
+    headers.append(rid)
+    return status, header_lines(headers), body
 
 
 class _RecentClients:
@@ -271,7 +307,7 @@ class ForwardAuthApp:
             assert self._access is not None
             self._access.request(scope["method"], scope["path"], sent.status, started)
 
-    def answer_now(self, scope: Scope) -> Answer | ASGIApp | None:
+    def answer_now(self, scope: Scope) -> InPlaceAnswer | ASGIApp | None:
         """An auth request answered in place, for :class:`~gateway_plugins.http_protocol.
         AuthHttpProtocol`: the answer's status, headers and body when the decision needed
         no I/O (a cached key: no task, no ASGI messages); an ASGI app that finishes it when
@@ -293,7 +329,7 @@ class ForwardAuthApp:
                 done, outcome = eager.start(judging)
                 if done:
                     assert isinstance(outcome, Decision)
-                    answer = self._answer(outcome, endpoint, request_id, own_id=True)
+                    answer = self._lines(outcome, endpoint, request_id)
                     self._log(scope, request, outcome, started)
                     return answer
                 judged = outcome  # it waits (a cache miss asks the sidecar): ends in a task
@@ -348,6 +384,13 @@ class ForwardAuthApp:
         except Exception:
             log.exception("decision failed")
             return deny(500, "internal_error", "the auth service failed")
+
+    def _lines(self, decision: Decision, endpoint: str, request_id: str) -> InPlaceAnswer:
+        try:
+            return _render_lines(decision, endpoint == "nginx", request_id, self._identities)
+        except UnsafeHeader:
+            log.error("an auth answer had a header that could split it: answered 500")
+            return UNSAFE_ANSWER
 
     def _answer(
         self, decision: Decision, endpoint: str, request_id: str | None, own_id: bool

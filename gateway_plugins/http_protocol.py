@@ -7,9 +7,10 @@ headers with two regular expressions (the signed identity alone is 600 bytes). T
 protocol keeps everything uvicorn does up to the parsed request (the parser, keep-alive,
 pipelining, limits, shutdown), then asks the app's ``answer_now`` (``ForwardAuthApp``):
 
-- an answer (status, headers, body): written at once, the headers checked as uvicorn
-  checks them (no control character in a value, no separator in a name: one regular
-  expression over them all), the connection kept or closed as uvicorn would;
+- an answer (status, header lines, body): written at once, the connection kept or closed
+  as uvicorn would. The lines were checked as uvicorn checks headers (no control
+  character in a value, no separator in a name: one regular expression over them all,
+  :func:`header_lines`), the signed identity's once per identity, not per answer;
 - an ASGI app (the decision had to wait, on the sidecar or Redis): run as uvicorn runs any
   app;
 - ``None`` (metrics, health, token charges, a traced request, ``HEAD``): the app itself,
@@ -23,7 +24,6 @@ its own trusted proxies).
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import (
@@ -36,33 +36,45 @@ from uvicorn.protocols.http.httptools_impl import (
 
 from hanzo_contract.errors import error_body
 
-log = logging.getLogger(__name__)
+#: an answer written in place: status, its header lines (``name: value\r\n`` each, checked
+#: by :func:`header_lines`), body
+InPlaceAnswer = tuple[int, bytes, bytes]
+
+
+class UnsafeHeader(ValueError):
+    """A header uvicorn would refuse: a control character in a value (it could end the
+    header and start another), a separator in a name."""
+
+
+def header_lines(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """``name: value\r\n`` for each header, the name lower-cased, as uvicorn writes them;
+    raises :class:`UnsafeHeader` where uvicorn would refuse one."""
+    if HEADER_VALUE_RE.search(b"\t".join(value for _, value in headers)) or HEADER_RE.search(
+        b"-".join(name for name, _ in headers)
+    ):
+        raise UnsafeHeader("a header could split the answer")
+    lines = []
+    for name, value in headers:
+        lines += (name.lower(), b": ", value, b"\r\n")
+    return b"".join(lines)
+
 
 _FAILED = json.dumps(error_body("internal_error", "the auth service failed")).encode()
 #: what is answered instead of an answer whose headers could split it
-_UNSAFE = (
+UNSAFE_ANSWER: InPlaceAnswer = (
     500,
-    [(b"content-type", b"application/json"), (b"content-length", str(len(_FAILED)).encode())],
+    header_lines(
+        [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(_FAILED))]
+    ),
     _FAILED,
 )
 
 
-def encode_answer(
-    status: int, headers: list[tuple[bytes, bytes]], body: bytes, close: bool
-) -> bytes | None:
-    """The answer as HTTP/1.1 bytes; ``None`` when a header could split the answer (a
-    control character in a value, a separator in a name), which uvicorn would refuse."""
-    if HEADER_VALUE_RE.search(b"\t".join(value for _, value in headers)) or HEADER_RE.search(
-        b"-".join(name for name, _ in headers)
-    ):
-        return None
-    lines = [STATUS_LINE[status]]
-    for name, value in headers:
-        lines += (name.lower(), b": ", value, b"\r\n")
+def encode_answer(status: int, lines: bytes, body: bytes, close: bool) -> bytes:
+    """The answer as HTTP/1.1 bytes: status line, checked header lines, body."""
     if close:
-        lines.append(b"connection: close\r\n")
-    lines += (b"\r\n", body)
-    return b"".join(lines)
+        return b"".join((STATUS_LINE[status], lines, b"connection: close\r\n\r\n", body))
+    return b"".join((STATUS_LINE[status], lines, b"\r\n", body))
 
 
 class AuthHttpProtocol(HttpToolsProtocol):
@@ -77,14 +89,11 @@ class AuthHttpProtocol(HttpToolsProtocol):
             return super()._start_asgi_task(cycle, app)
         if not isinstance(answer, tuple):  # the decision waits: the rest runs as a task
             return super()._start_asgi_task(cycle, answer)
-        status, headers, body = answer
+        status, lines, body = answer
         if self.server_state.default_headers:
-            headers = [*self.server_state.default_headers, *headers]
+            lines = header_lines(self.server_state.default_headers) + lines
         close = not cycle.keep_alive
-        data = encode_answer(status, headers, body, close)
-        if data is None:
-            log.error("an auth answer had a header that could split it: answered 500")
-            data = encode_answer(*_UNSAFE, close)
+        data = encode_answer(status, lines, body, close)
         cycle.response_started = cycle.response_complete = True
         self.transport.write(data)  # type: ignore[arg-type]
         if close:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from cachetools import TLRUCache, TTLCache
+from cachetools import TTLCache
 
 from gateway_plugins import metrics
 from gateway_plugins.errors import Rejected
@@ -66,19 +66,15 @@ class PrincipalCache:
         self._max_ttl = max_ttl
         #: every TTL (and so the revocation bound) is read on this clock; tests drive it
         self._clock = clock
-        self._pos: TLRUCache[str, CachedPrincipal] = TLRUCache(
-            maxsize=size, ttu=lambda _k, v, _now: v.expires_at, timer=clock
-        )
+        #: by digest; an entry is never served past its own ``expires_at`` (the revocation
+        #: bound), and is dropped when read after it. A plain dict: a hit is one lookup and
+        #: one clock call (a ``TLRUCache`` lookup, a timer context and an LRU reorder, was
+        #: most of a hit's cost). Bounded: when full, the oldest entry stored goes first.
+        self._pos: dict[str, CachedPrincipal] = {}
         # (code, message), not the exception: re-raising one instance grows its traceback
         self._neg: TTLCache[str, tuple[str, str]] | None = (
             TTLCache(maxsize=size, ttl=negative_ttl, timer=clock) if negative_ttl > 0 else None
         )
-        #: the hot path's view of ``_pos``: a plain dict read with one clock call, the
-        #: entry's own ``expires_at`` checked as ``_pos`` checks it (a ``TLRUCache`` lookup
-        #: is a timer context and an LRU reorder: most of a hit's cost). ``_pos`` stays the
-        #: bounded store that evicts; this one is cleared when it outgrows ``size``, and
-        #: never serves an entry past its expiry, so the revocation bound is unchanged.
-        self._fresh: dict[str, CachedPrincipal] = {}
         self._size = size
         self._inflight: dict[str, asyncio.Future[CachedPrincipal]] = {}
         self._hit = metrics.CACHE.labels(cache=name, result="hit")
@@ -92,15 +88,12 @@ class PrincipalCache:
 
         Raises :class:`Rejected` (cached briefly) or ``Unavailable`` (never cached).
         """
-        found = self._fresh.get(key)
-        if found is not None and self._clock() < found.expires_at:
-            self._hit.inc()
-            return found
         found = self._pos.get(key)
         if found is not None:
-            self._remember(key, found)
-            self._hit.inc()
-            return found
+            if self._clock() < found.expires_at:
+                self._hit.inc()
+                return found
+            del self._pos[key]
         if self._neg is not None and (rejected := self._neg.get(key)) is not None:
             self._neg_hit.inc()
             raise Rejected(*rejected)
@@ -123,8 +116,7 @@ class PrincipalCache:
             ttl = min(answer.cache_ttl_seconds, self._max_ttl)
             entry = CachedPrincipal(answer.principal, self._clock() + ttl)
             if ttl > 0:
-                self._pos[key] = entry
-                self._remember(key, entry)
+                self._store(key, entry)
             return entry
         except Rejected as exc:
             if self._neg is not None:
@@ -133,13 +125,13 @@ class PrincipalCache:
         finally:
             del self._inflight[key]
 
-    def _remember(self, key: str, entry: CachedPrincipal) -> None:
-        if len(self._fresh) >= self._size:
-            self._fresh.clear()
-        self._fresh[key] = entry
+    def _store(self, key: str, entry: CachedPrincipal) -> None:
+        self._pos.pop(key, None)  # stored again: the newest
+        while len(self._pos) >= self._size:
+            del self._pos[next(iter(self._pos))]
+        self._pos[key] = entry
 
     def clear(self) -> None:
-        self._fresh.clear()
         self._pos.clear()
         if self._neg is not None:
             self._neg.clear()

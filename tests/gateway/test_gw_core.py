@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from gateway_plugins.cache.principals import PrincipalCache
 from gateway_plugins.core import DecisionCore
 from gateway_plugins.limiter.memory import MemoryLimiter
 from gateway_plugins.request import AuthRequest
@@ -14,6 +15,7 @@ from gateway_plugins.routes import RouteTable
 from hanzo_contract.assertion import AssertionSigner, AssertionVerifier, InvalidAssertion
 from hanzo_contract.headers import IDENTITY_HEADERS
 from hanzo_contract.principal import Limits, Principal
+from hanzo_contract.verify import VerifyResponse
 from tests.gateway.conftest import ROUTES
 from tests.support.clock import FakeClock
 
@@ -299,3 +301,28 @@ async def test_a_refused_key_is_asked_again_after_the_negative_ttl(
     clock.advance(0.1)
     assert (await core.decide(req())).status == 200
     assert sidecar.calls == 2
+
+
+async def test_the_key_cache_is_bounded_and_never_serves_an_expired_entry(
+    alice: Principal,
+) -> None:
+    """Size 2: a third key pushes out the oldest stored (asked again next time); an entry
+    read past its lifetime is asked again and dropped, never served."""
+    clock = FakeClock()
+    cache = PrincipalCache("key", max_ttl=5.0, negative_ttl=0.0, size=2, clock=clock)
+    asked: list[str] = []
+
+    def fetch(name: str) -> Any:
+        async def answer() -> VerifyResponse:
+            asked.append(name)
+            return VerifyResponse(principal=alice, cache_ttl_seconds=60)
+
+        return answer
+
+    for name in ("a", "b", "a", "c", "b", "a"):
+        await cache.get(name, fetch(name))
+    # a, b stored; a hit; c pushes out a (the oldest stored); b hit; a asked again
+    assert asked == ["a", "b", "c", "a"]
+    clock.advance(5.0)  # max_ttl: every entry's lifetime is over
+    await cache.get("a", fetch("a"))
+    assert asked[-1] == "a" and len(asked) == 5
