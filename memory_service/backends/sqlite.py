@@ -156,6 +156,9 @@ K1 = 1.2
 B = 0.75
 #: query words whose index terms are remembered (tokenizing is deterministic)
 _TERMS_CACHED = 4_096
+#: what changes whenever the database does: this connection's row changes (every write
+#: the service makes goes through it) and SQLite's data version (another connection's)
+_CHANGED = "total_changes() || '.' || (SELECT data_version FROM pragma_data_version)"
 #: contents tokenized at a time when folding written rows into memories_terms
 _FOLD_CHUNK = 2_000
 #: rows the walk over memories_postings may score before it hands on to the plans
@@ -640,6 +643,8 @@ class SqliteBackend(MemoryBackend):
         self._cache: dict[str, TenantVectors] = {}
         self._serving: int | None = None  # the lock file's descriptor while open
         self._terms: dict[str, tuple[str, ...]] = {}  # query word -> its index terms
+        self._df: dict[str, int] = {}  # query word -> its rows, as of ``_df_version``
+        self._df_version: str | None = None
         self._tokenizer: _Tokenizer | None = None  # while open
         self._walk: _Walk | None = None  # while open
         self._pending = True  # rows may wait in memories_pending
@@ -943,24 +948,37 @@ class SqliteBackend(MemoryBackend):
     async def _counts(self, words: list[str]) -> _Counts:
         """Each word's document frequency, its terms' entries in memories_terms and the
         index's statistics, in one statement (one read of the index, one trip to the
-        database thread)."""
+        database thread). A frequency is counted once and kept while the database is
+        unchanged (``_CHANGED``): counting a common word's rows was most of a slow
+        query."""
         terms = await self._index_terms(words)
         wanted = sorted({t for w in words for t in terms[w]})
+        counted = [w for w in dict.fromkeys(words) if w not in self._df]
         count = "(SELECT COUNT(*) FROM memories_fts WHERE memories_fts MATCH ?)"
-        columns = [count] * len(words) + [
+        columns = [count] * len(counted) + [
+            _CHANGED,
             "(SELECT block FROM memories_fts_data WHERE id = 1)",
             "(SELECT json_group_array(json_array(term, tf, dl)) FROM memories_terms "
             f"WHERE term IN ({', '.join('?' * len(wanted))}))",
         ]
-        params = [_phrases([w]) for w in words] + wanted
+        params = [_phrases([w]) for w in counted] + wanted
         async with self.db.execute(f"SELECT {', '.join(columns)}", params) as cur:
             row = await cur.fetchone()
         assert row is not None
+        version = row[-3]
+        if version != self._df_version:  # written since: every kept frequency is stale
+            self._df.clear()
+            self._df_version = version
+            if len(counted) < len(set(words)):
+                return await self._counts(words)  # counts them all: none is kept now
+        if len(self._df) + len(counted) > _TERMS_CACHED:
+            self._df.clear()
+        self._df.update(zip(counted, map(int, row[: len(counted)]), strict=True))
         seen: dict[str, list[tuple[int, int]]] = {}
         for term, tf, dl in json.loads(row[-1] or "[]"):
             seen.setdefault(term, []).append((int(tf), int(dl)))
         return _Counts(
-            df=dict(zip(words, map(int, row[:-2]), strict=True)),
+            df={w: self._df[w] for w in words},
             stats=_index_stats(row[-2]),
             terms=terms,
             seen=seen,

@@ -348,3 +348,25 @@ async def test_a_version_1_file_gets_its_postings_at_open(tmp_path, monkeypatch)
     assert proved and proved[0] is not None
     assert _postings_table(path) == kept and len(kept) > 60
     assert walked == ["t-2", "t-5", "t-8", "t-11", "t-14"]  # gull twice, shortest, by rid
+
+
+async def test_a_words_frequency_is_counted_again_once_the_database_changed(zipf_db, monkeypatch):
+    """Frequencies are kept between searches: after rows are written through the service,
+    and after rows are deleted by another connection (an operator's sqlite3), the walk
+    scores with the new frequency, as bm25() itself does."""
+    q = Query(tenant="z", user="u", now=2000)
+    queries = ["basalt", "basalt w1", "basalt w3"]
+    await zipf_db.upsert([record("z", 1000 + i, f"basalt w{i % 5}") for i in range(5)])
+    before, walked, _ = await _complete_and_walked(zipf_db, monkeypatch, q, queries)
+    assert walked == before and len(before["basalt"]) == 5
+    await zipf_db.upsert([record("z", 2000 + i, f"basalt w{i % 7}") for i in range(40)])
+    after, walked, _ = await _complete_and_walked(zipf_db, monkeypatch, q, queries)
+    assert walked == after
+    assert after["basalt"][0][1] < before["basalt"][0][1]  # commoner now, so worth less
+    other = sqlite3.connect(zipf_db.path)
+    with other:
+        other.execute("DELETE FROM memories WHERE content LIKE 'basalt%' AND created_at > 2000")
+    other.close()
+    again, walked, _ = await _complete_and_walked(zipf_db, monkeypatch, q, queries)
+    assert walked == again
+    assert again["basalt"][0][1] > after["basalt"][0][1]  # rare again
