@@ -123,19 +123,28 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+def unit_core(
+    sidecar: FakeSidecar, keys: tuple[Path, Path], workdir: Path, clock: FakeClock, **kw: Any
+) -> DecisionCore:
+    """A core over ``sidecar`` with :data:`ROUTES`, an in-process limiter (its quotas in
+    ``workdir``) and the assertion ``keys``, timed by ``clock``; ``kw``: more options."""
+    return DecisionCore(
+        routes=RouteTable.from_yaml(ROUTES),
+        keys=sidecar,
+        resolver=sidecar,
+        limiter=MemoryLimiter(workdir / "quotas.sqlite3", clock=clock),
+        signer=AssertionSigner(keys[0].read_bytes(), 60),
+        assertion_ttl=60,
+        clock=clock,
+        **kw,
+    )
+
+
 @pytest.fixture
 async def core(
     sidecar: FakeSidecar, assertion_keys: tuple[Path, Path], tmp_path: Path, clock: FakeClock
 ) -> AsyncIterator[DecisionCore]:
-    c = DecisionCore(
-        routes=RouteTable.from_yaml(ROUTES),
-        keys=sidecar,
-        resolver=sidecar,
-        limiter=MemoryLimiter(tmp_path / "quotas.sqlite3", clock=clock),
-        signer=AssertionSigner(assertion_keys[0].read_bytes(), 60),
-        assertion_ttl=60,
-        clock=clock,
-    )
+    c = unit_core(sidecar, assertion_keys, tmp_path, clock)
     yield c
     await c.aclose()
 

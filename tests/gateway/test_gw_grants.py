@@ -12,14 +12,12 @@ from pathlib import Path
 import pytest
 
 from gateway_plugins.core import DecisionCore
-from gateway_plugins.limiter.memory import MemoryLimiter
 from gateway_plugins.request import AuthRequest
 from gateway_plugins.routes import RouteTable
-from hanzo_contract.assertion import AssertionSigner
 from hanzo_contract.principal import Limits, Principal
 from tests.support.clock import FakeClock
 
-from .conftest import ROUTES, FakeSidecar
+from .conftest import FakeSidecar, unit_core
 
 KEYS = ["hk-aaaaaaaaaaaa_" + "A" * 43, "hk-bbbbbbbbbbbb_" + "B" * 43]
 PLAN = Limits(requests_per_minute=3)
@@ -40,26 +38,11 @@ def _req(index: int) -> AuthRequest:
     return AuthRequest("GET", "/v1/memory/retrieve", {"authorization": f"Bearer {KEYS[index]}"})
 
 
-def _core(
-    sidecar: FakeSidecar, keys: tuple[Path, Path], tmp_path: Path, clock: FakeClock, **kw: object
-) -> DecisionCore:
-    return DecisionCore(
-        routes=RouteTable.from_yaml(ROUTES),
-        keys=sidecar,
-        resolver=sidecar,
-        limiter=MemoryLimiter(tmp_path / "quotas.sqlite3", clock=clock),
-        signer=AssertionSigner(keys[0].read_bytes(), 60),
-        assertion_ttl=60,
-        clock=clock,
-        **kw,  # type: ignore[arg-type]
-    )
-
-
 @pytest.fixture
 async def org_core(
     sidecar: FakeSidecar, assertion_keys: tuple[Path, Path], tmp_path: Path, clock: FakeClock
 ) -> AsyncIterator[DecisionCore]:
-    core = _core(
+    core = unit_core(
         sidecar, assertion_keys, tmp_path, clock, limit_levels=("credential", "organization")
     )
     yield core
@@ -103,7 +86,7 @@ async def test_a_verified_key_is_believed_no_longer_than_the_revocation_bound(
     more than the sidecar says, must not stretch how long a revoked key passes."""
     clock = FakeClock()
     sidecar = FakeSidecar(ttl=sidecar_ttl)
-    core = _core(sidecar, assertion_keys, tmp_path, clock, positive_cache_max=gateway_max)
+    core = unit_core(sidecar, assertion_keys, tmp_path, clock, positive_cache_max=gateway_max)
     try:
         sidecar.keys[KEYS[0]] = _key(0, PLAN)
         assert (await core.decide(_req(0))).status == 200

@@ -22,13 +22,12 @@ from gateway_plugins.cli import SERVER_OPTIONS
 from gateway_plugins.core import DecisionCore
 from gateway_plugins.forward_auth import ForwardAuthApp, create_app
 from gateway_plugins.http_protocol import AuthHttpProtocol, UnsafeHeader, header_lines
-from gateway_plugins.limiter.memory import MemoryLimiter
 from gateway_plugins.limiter.redis_store import RedisLimiter
 from gateway_plugins.routes import RouteTable
 from hanzo_contract.assertion import AssertionSigner, AssertionVerifier
 from hanzo_contract.principal import Limits, Principal
 from hanzo_stack.valkey import ValkeyServer
-from tests.gateway.conftest import ALICE_KEY, ROUTES, FakeSidecar
+from tests.gateway.conftest import ALICE_KEY, ROUTES, FakeSidecar, unit_core
 from tests.support.clock import FakeClock, wait_for_window_room
 
 BOB_KEY = "hk-bbbbbbbbbbbb_" + "B" * 43
@@ -106,19 +105,6 @@ def answers(data: bytes) -> list[tuple[str, dict[str, str], bytes]]:
     return out
 
 
-def fresh_core(sidecar: FakeSidecar, keys: tuple[Path, Path], tmp: Path) -> DecisionCore:
-    clock = FakeClock()
-    return DecisionCore(
-        routes=RouteTable.from_yaml(ROUTES),
-        keys=sidecar,
-        resolver=sidecar,
-        limiter=MemoryLimiter(tmp / "quotas.sqlite3", clock=clock),
-        signer=AssertionSigner(keys[0].read_bytes(), 60),
-        assertion_ttl=60,
-        clock=clock,
-    )
-
-
 async def test_the_answer_in_place_is_the_answer_served_as_asgi(
     sidecar: FakeSidecar,
     alice: Principal,
@@ -139,7 +125,7 @@ async def test_the_answer_in_place_is_the_answer_served_as_asgi(
     sidecar.keys[ALICE_KEY] = alice_twice
     seen = {}
     for name, protocol in (("asgi", HttpToolsProtocol), ("in_place", AuthHttpProtocol)):
-        core = fresh_core(sidecar, assertion_keys, tmp_path / name)
+        core = unit_core(sidecar, assertion_keys, (tmp_path / name), FakeClock())
         served, transport = connect(create_app(core), protocol)
         for raw in sequence:
             served.data_received(raw)
@@ -184,7 +170,7 @@ async def test_an_answer_in_place_waits_its_turn_behind_one_that_waits(
         update={"subject": "acme/bob", "key_id": "bbbbbbbbbbbb", "limits": Limits()}
     )
     sidecar.gate.set()
-    core = fresh_core(sidecar, assertion_keys, tmp_path)
+    core = unit_core(sidecar, assertion_keys, tmp_path, FakeClock())
     served, transport = connect(create_app(core), AuthHttpProtocol)
     served.data_received(auth_request(ALICE_KEY, "a" * 32))  # cached from here on
     await settle(served.server_state)
