@@ -309,9 +309,10 @@ class ForwardAuthApp:
 
     def answer_now(self, scope: Scope) -> InPlaceAnswer | ASGIApp | None:
         """An auth request answered in place, for :class:`~gateway_plugins.http_protocol.
-        AuthHttpProtocol`: the answer's status, headers and body when the decision needed
-        no I/O (a cached key: no task, no ASGI messages); an ASGI app that finishes it when
-        it did wait (a cache miss); ``None`` for anything else (served as ASGI)."""
+        AuthHttpProtocol`: the answer's status, checked header lines and body when the
+        decision needed no I/O (a cached key: no task, no ASGI messages); an ASGI app that
+        finishes it when it did wait (a cache miss); ``None`` for anything else (served as
+        ASGI)."""
         if scope["method"] == "HEAD" or telemetry.enabled():
             return None
         endpoint = _endpoint(scope["path"])
