@@ -46,6 +46,17 @@ class PrincipalResolver(Protocol):
     async def resolve(self, request: ResolveRequest) -> VerifyResponse: ...
 
 
+#: how long an idle pooled connection is kept: less than the sidecar's own keep-alive
+#: timeout (uvicorn's 5 s), so the client never picks a connection the sidecar is closing.
+#: A key's principal is cached for 5 s, so a hot key's next sidecar call came exactly as
+#: the sidecar closed the connection the last one left idle, and failed (a 503).
+KEEPALIVE_SECONDS = 2.0
+
+#: a kept-alive connection that broke as a request went out on it (the peer closed it at
+#: that moment): a read is sent once more, on a new connection
+_STALE = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
 class _Sidecar:
     """One sidecar: its pooled connections and until when it rests after a failure."""
 
@@ -84,7 +95,11 @@ class SidecarClient:
                     base_url=url.rstrip("/"),
                     headers={"Authorization": f"Bearer {verify_token}"},
                     timeout=httpx.Timeout(timeout, connect=min(connect_timeout, timeout)),
-                    limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+                    limits=httpx.Limits(
+                        max_connections=64,
+                        max_keepalive_connections=16,
+                        keepalive_expiry=KEEPALIVE_SECONDS,
+                    ),
                     event_hooks={"request": [propagate]},
                 ),
             )
@@ -114,7 +129,10 @@ class SidecarClient:
 
         async def ask(sidecar: _Sidecar) -> VerifyResponse:
             try:
-                response = await sidecar.http.post(path, json=payload)
+                try:
+                    response = await sidecar.http.post(path, json=payload)
+                except _STALE:  # once more, on a new connection: a read is safe to repeat
+                    response = await sidecar.http.post(path, json=payload)
             except httpx.TransportError as exc:
                 raise _Failed(f"unreachable: {type(exc).__name__}") from None
             if response.status_code == 200:

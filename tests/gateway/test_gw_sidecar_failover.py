@@ -7,6 +7,7 @@ PostgreSQL store), except where a test gives the second its own copy on purpose.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -21,6 +22,7 @@ import pytest
 from gateway_plugins import metrics
 from gateway_plugins.errors import Rejected, Unavailable
 from gateway_plugins.sidecar_client import SidecarClient
+from hanzo_stack.process import LOOPBACK
 from hanzo_stack.servers import ForwardAuthServer, SidecarServer
 from iam_sidecar.keys.models import NewKey
 from iam_sidecar.keys.store import KeyStore
@@ -233,3 +235,70 @@ async def test_a_lone_sidecar_back_from_the_dead_serves_at_once(tmp_path: Path) 
         first.stop()
         if again is not None:
             again.stop()
+
+
+class ClosingRelay:
+    """A loopback relay to a real sidecar that plays one race of kept-alive connections:
+    the second request on a connection finds it closed by the other side (as when the
+    sidecar's keep-alive timer fires while the request is on its way): the connection is
+    dropped unanswered. Every other byte passes through unchanged."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self._upstream_port = upstream_port
+        self.connections = 0
+        self.dropped = 0
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, LOOPBACK, 0)
+        return self._server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        up_reader, up_writer = await asyncio.open_connection(LOOPBACK, self._upstream_port)
+
+        async def back() -> None:
+            while data := await up_reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+
+        answering = asyncio.ensure_future(back())
+        requests = 0
+        try:
+            while data := await reader.read(65536):
+                if data.startswith((b"POST ", b"GET ")):
+                    requests += 1
+                    if requests == 2:
+                        self.dropped += 1
+                        break
+                up_writer.write(data)
+                await up_writer.drain()
+        finally:
+            answering.cancel()
+            writer.close()
+            up_writer.close()
+
+    async def stop(self) -> None:
+        self._server.close()
+        await self._server.wait_closed()
+
+
+async def test_a_read_on_a_connection_the_sidecar_just_closed_is_sent_again(
+    tmp_path: Path,
+) -> None:
+    """A hot key's next sidecar call met the connection the sidecar was closing (its
+    keep-alive timeout equalled the key cache's life: a 503 every 5 s in CI). The read is
+    sent once more on a new connection, and answers."""
+    sidecar = SidecarServer(tmp_path / "a").start()
+    relay = ClosingRelay(sidecar.port)
+    port = await relay.start()
+    sidecars = SidecarClient(f"http://{LOOPBACK}:{port}", sidecar.verify_token)
+    try:
+        key, key_id = await mint(sidecar)
+        assert (await sidecars.verify(key)).principal.key_id == key_id
+        assert (await sidecars.verify(key)).principal.key_id == key_id  # the closed one
+        assert relay.dropped == 1 and relay.connections == 2
+        assert failovers(f"http://{LOOPBACK}:{port}") == 0
+    finally:
+        await sidecars.aclose()
+        await relay.stop()
+        sidecar.stop()
