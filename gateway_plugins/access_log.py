@@ -27,6 +27,7 @@ the server).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import sys
@@ -51,29 +52,20 @@ def _text(value: str | None) -> str:
     return "null" if value is None else _quote(value)
 
 
-class _Quoted:
+def _quoter(cut: int | None = None) -> Callable[[str | None], str]:
     """A field as the line writes it (``_quote``, after :func:`redact` and a cut for the
     request's method and path), remembered: behind a gateway the same few paths, methods,
     routes and keys repeat, and redacting and quoting them was a third of the line's
-    cost. Bounded: cleared when full, so a client that varies its path only misses its
-    own. Holds paths as the request named them, in memory only; the line gets the
-    redacted form."""
+    cost. Bounded (least recently used first out). Holds paths as the request named them,
+    in memory only; the line gets the redacted form."""
 
-    def __init__(self, cut: int | None = None, size: int = 4096) -> None:
-        self._cut = cut
-        self._size = size
-        self._seen: dict[str, str] = {}
-
-    def __call__(self, value: str | None) -> str:
+    @functools.lru_cache(maxsize=4096)
+    def quoted(value: str | None) -> str:
         if value is None:
             return "null"
-        found = self._seen.get(value)
-        if found is None:
-            if len(self._seen) >= self._size:
-                self._seen.clear()
-            text = value if self._cut is None else redact(value[: self._cut])
-            found = self._seen[value] = _quote(text)
-        return found
+        return _quote(value if cut is None else redact(value[:cut]))
+
+    return quoted
 
 
 class AccessLog:
@@ -104,9 +96,9 @@ class AccessLog:
         self._head = f'+00:00", "level": "info", "service": {_quote(service)}, "request_id": '
         self._logger = f', "logger": {_quote(LOGGER)}, "message": '
         self.written = 0  # lines handed to the stream, for tests and operators
-        self._method = _Quoted(16)
-        self._path = _Quoted(2048)
-        self._label = _Quoted()  # route, code, key id, org: quoted as they are
+        self._method = _quoter(16)
+        self._path = _quoter(2048)
+        self._label = _quoter()  # route, code, key id, org: quoted as they are
 
     def request(
         self,

@@ -192,33 +192,12 @@ def _render_lines(
     return status, header_lines(headers), body
 
 
-class _RecentClients:
-    """:meth:`ClientAddress.resolve`, remembered: behind a gateway the same few (peer,
-    X-Forwarded-For, X-Real-IP) triples repeat, and parsing them as IP addresses was a
-    tenth of a hot request's cost. Bounded: cleared when full, so a client that varies its
-    header only makes its own requests miss."""
-
-    def __init__(self, addresses: ClientAddress, size: int = 4096) -> None:
-        self._addresses = addresses
-        self._size = size
-        self._seen: dict[tuple[str | None, str | None, str | None], str | None] = {}
-
-    def resolve(
-        self, peer: str | None, forwarded_for: str | None, real_ip: str | None
-    ) -> str | None:
-        key = (peer, forwarded_for, real_ip)
-        try:
-            return self._seen[key]
-        except KeyError:
-            pass
-        if len(self._seen) >= self._size:
-            self._seen.clear()
-        client = self._seen[key] = self._addresses.resolve(peer, forwarded_for, real_ip)
-        return client
+#: :meth:`ClientAddress.resolve`: the client address a request is judged by
+Resolve = Callable[[str | None, str | None, str | None], str | None]
 
 
 def _auth_request(
-    scope: Scope, headers: dict[str, str], endpoint: str, addresses: _RecentClients
+    scope: Scope, headers: dict[str, str], endpoint: str, addresses: Resolve
 ) -> AuthRequest | None:
     """The original request (``headers``: the ones in ``_READ``, lower-cased); its client
     address from forwarded headers only when the gateway that asks is a trusted proxy."""
@@ -242,7 +221,7 @@ def _auth_request(
     if not method or not uri:
         return None
     peer = scope.get("client")
-    client_ip = addresses.resolve(
+    client_ip = addresses(
         peer[0] if peer else None, headers.get("x-forwarded-for"), headers.get("x-real-ip")
     )
     return AuthRequest(method.upper(), uri, headers, client_ip, decision_id)
@@ -271,7 +250,11 @@ class ForwardAuthApp:
     ) -> None:
         self.core = core
         self._rest = rest
-        self._addresses = _RecentClients(addresses or ClientAddress())
+        # remembered: behind a gateway the same few (peer, X-Forwarded-For, X-Real-IP)
+        # triples repeat, and parsing them as IP addresses was a tenth of a hot request
+        self._addresses: Resolve = functools.lru_cache(maxsize=4096)(
+            (addresses or ClientAddress()).resolve
+        )
         self._access = access
         self._identities = _EncodedIdentities()
         # the request id for every answer and log line; a span per request when tracing
@@ -281,7 +264,9 @@ class ForwardAuthApp:
         if scope["type"] == "http" and not telemetry.enabled():
             endpoint = _endpoint(scope["path"])
             if endpoint is not None:  # the hot path: answers its request id itself
-                await self._decide(scope, send, endpoint, time.perf_counter(), own_id=True)
+                answer = self._start(scope, endpoint, in_place=False)
+                assert callable(answer)
+                await answer(scope, receive, send)
                 return
         await self._served(scope, receive, send)
 
@@ -290,7 +275,7 @@ class ForwardAuthApp:
             started = time.perf_counter()
             endpoint = _endpoint(scope["path"])
             if endpoint is not None:
-                await self._decide(scope, send, endpoint, started, own_id=False)
+                await self._decide(scope, send, endpoint, started)
                 return
             if self._access is not None:
                 await self._logged(scope, receive, send, started)
@@ -318,6 +303,13 @@ class ForwardAuthApp:
         endpoint = _endpoint(scope["path"])
         if endpoint is None:
             return None
+        return self._start(scope, endpoint, self.core.runs_in_place)
+
+    def _start(self, scope: Scope, endpoint: str, in_place: bool) -> InPlaceAnswer | ASGIApp:
+        """An auth request outside :class:`RequestIdMiddleware` (tracing off): its request
+        id bound and answered as the middleware would; its decision run at once when
+        ``in_place`` (the answer when it needed no I/O), else, or when it waits, the ASGI
+        app that finishes it."""
         started = time.perf_counter()
         headers = lower_asgi_headers(scope["headers"], _READ)
         request_id = request_id_or_new(headers.get(_REQUEST_ID_NAME))
@@ -326,7 +318,7 @@ class ForwardAuthApp:
             request = _auth_request(scope, headers, endpoint, self._addresses)
             judging = self._judge(request)
             judged: Awaitable[Decision] = judging
-            if self.core.runs_in_place:
+            if in_place:
                 done, outcome = eager.start(judging)
                 if done:
                     assert isinstance(outcome, Decision)
@@ -349,7 +341,8 @@ class ForwardAuthApp:
         receive: Receive,
         send: Send,
     ) -> None:
-        """The ASGI app that answers a decision :meth:`answer_now` began and that waited."""
+        """The ASGI app that answers a decision :meth:`_start` began (and that waited, when
+        it was run in place)."""
         token = bind_request_id(request_id)
         try:
             decision = await pending
@@ -357,25 +350,14 @@ class ForwardAuthApp:
         finally:
             release_request_id(token)
 
-    async def _decide(
-        self, scope: Scope, send: Send, endpoint: str, started: float, own_id: bool
-    ) -> None:
-        """One auth answer. ``own_id``: outside :class:`RequestIdMiddleware` (tracing off),
-        so this binds the request id and answers ``X-Request-Id`` as the middleware would."""
-        token = None
+    async def _decide(self, scope: Scope, send: Send, endpoint: str, started: float) -> None:
+        """One auth answer inside :class:`RequestIdMiddleware` (tracing on), which binds
+        and answers the request id."""
         headers = lower_asgi_headers(scope["headers"], _READ)
-        if own_id:
-            request_id: str | None = request_id_or_new(headers.get(_REQUEST_ID_NAME))
-            token = bind_request_id(request_id)  # type: ignore[arg-type]
-        else:
-            request_id = current_request_id()
-        try:
-            request = _auth_request(scope, headers, endpoint, self._addresses)
-            decision = await self._judge(request)
-            await self._send(scope, send, request, decision, endpoint, request_id, own_id, started)
-        finally:
-            if token is not None:
-                release_request_id(token)
+        request = _auth_request(scope, headers, endpoint, self._addresses)
+        decision = await self._judge(request)
+        request_id = current_request_id()
+        await self._send(scope, send, request, decision, endpoint, request_id, False, started)
 
     async def _judge(self, request: AuthRequest | None) -> Decision:
         if request is None:

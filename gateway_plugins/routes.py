@@ -13,6 +13,7 @@ gateway's ``limiter_fail_mode`` applies.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -117,10 +118,10 @@ class RouteTable:
     def __init__(self, spec: RouteTableSpec) -> None:
         self._literal: dict[tuple[str, str], RouteMatch] = {}
         self._patterns: list[tuple[frozenset[str], re.Pattern[str], RouteMatch]] = []
-        #: (method, path) -> the pattern route it matched, or None: a path with an id in it
-        #: repeats per caller, and trying every regex of the table cost more than the rest
-        #: of the match. Bounded: cleared when full (a client walking ids only misses).
-        self._matched: dict[tuple[str, str], RouteMatch | None] = {}
+        #: the pattern route a (method, path) matched, or None, remembered: a path with an
+        #: id in it repeats per caller, and trying every regex of the table cost more than
+        #: the rest of the match. Bounded (a client walking ids only misses its own).
+        self._match_pattern = functools.lru_cache(maxsize=_MATCHED_SIZE)(self._try_patterns)
         for route in spec.routes:
             audience = route.audience
             if not isinstance(audience, str):
@@ -148,20 +149,12 @@ class RouteTable:
 
     def match(self, method: str, path: str) -> RouteMatch | None:
         """The route for ``method path`` (path without query), or ``None``: deny."""
-        key = (method, path)
-        found = self._literal.get(key)
+        found = self._literal.get((method, path))
         if found is not None:
             return found
-        try:
-            return self._matched[key]
-        except KeyError:
-            pass
-        if len(self._matched) >= _MATCHED_SIZE:
-            self._matched.clear()
-        self._matched[key] = found = self._match_pattern(method, path)
-        return found
+        return self._match_pattern(method, path)
 
-    def _match_pattern(self, method: str, path: str) -> RouteMatch | None:
+    def _try_patterns(self, method: str, path: str) -> RouteMatch | None:
         for methods, regex, route in self._patterns:
             if (method in methods or "*" in methods) and regex.match(path):
                 return route

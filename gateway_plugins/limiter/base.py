@@ -13,6 +13,7 @@ draws on has room, so a denied request never uses up budget.
 from __future__ import annotations
 
 import calendar
+import functools
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -83,32 +84,15 @@ def _sf_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-#: ``RateLimit-Policy`` values and quoted policy names, by the policies and name they
-#: render: the same few for every request of a principal, so each is built once. Bounded
-#: (cleared when full); the keys are policy names, quotas and windows, never a bucket.
-_POLICY_VALUES: dict[tuple[tuple[str, int, int], ...], str] = {}
-_QUOTED: dict[str, str] = {}
-_MEMO_SIZE = 4096
-
-
+@functools.lru_cache(maxsize=4096)
 def _policy_value(policies: tuple[tuple[str, int, int], ...]) -> str:
-    value = _POLICY_VALUES.get(policies)
-    if value is None:
-        if len(_POLICY_VALUES) >= _MEMO_SIZE:
-            _POLICY_VALUES.clear()
-        value = _POLICY_VALUES[policies] = ", ".join(
-            f"{_sf_string(name)};q={quota};w={window}" for name, quota, window in policies
-        )
-    return value
+    """A ``RateLimit-Policy`` value, remembered: the same few for every request of a
+    principal (the key is policy names, quotas and windows, never a bucket)."""
+    return ", ".join(f"{_sf_string(name)};q={quota};w={window}" for name, quota, window in policies)
 
 
-def _quoted(policy: str) -> str:
-    value = _QUOTED.get(policy)
-    if value is None:
-        if len(_QUOTED) >= _MEMO_SIZE:
-            _QUOTED.clear()
-        value = _QUOTED[policy] = _sf_string(policy)
-    return value
+#: a policy's name as a structured-field string, remembered likewise
+_quoted = functools.lru_cache(maxsize=4096)(_sf_string)
 
 
 class LimitResult(NamedTuple):

@@ -20,7 +20,7 @@ import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 import anyio
@@ -156,6 +156,20 @@ K1 = 1.2
 B = 0.75
 #: query words whose index terms are remembered (tokenizing is deterministic)
 _TERMS_CACHED = 4_096
+
+_V = TypeVar("_V")
+
+
+def _kept(kept: dict[str, _V], new: dict[str, _V], words: list[str]) -> dict[str, _V]:
+    """Each of ``words`` from ``new`` or, if not there, ``kept``; then ``new`` kept too,
+    ``kept`` emptied first when it would hold more than ``_TERMS_CACHED`` words."""
+    answer = {w: new[w] if w in new else kept[w] for w in words}
+    if len(kept) + len(new) > _TERMS_CACHED:
+        kept.clear()
+    kept.update(new)
+    return answer
+
+
 #: what changes whenever the database does: this connection's row changes (every write
 #: the service makes goes through it) and SQLite's data version (another connection's)
 _CHANGED = "total_changes() || '.' || (SELECT data_version FROM pragma_data_version)"
@@ -971,14 +985,12 @@ class SqliteBackend(MemoryBackend):
             self._df_version = version
             if len(counted) < len(set(words)):
                 return await self._counts(words)  # counts them all: none is kept now
-        if len(self._df) + len(counted) > _TERMS_CACHED:
-            self._df.clear()
-        self._df.update(zip(counted, map(int, row[: len(counted)]), strict=True))
+        df = _kept(self._df, dict(zip(counted, map(int, row[: len(counted)]), strict=True)), words)
         seen: dict[str, list[tuple[int, int]]] = {}
         for term, tf, dl in json.loads(row[-1] or "[]"):
             seen.setdefault(term, []).append((int(tf), int(dl)))
         return _Counts(
-            df={w: self._df[w] for w in words},
+            df=df,
             stats=_index_stats(row[-2]),
             terms=terms,
             seen=seen,
@@ -988,12 +1000,10 @@ class SqliteBackend(MemoryBackend):
         """Each word's terms as the index stores them (stemmed, diacritics folded),
         tokenized by FTS5 with the index's tokenizer."""
         new = [w for w in words if w not in self._terms]
-        if new:
-            if len(self._terms) + len(new) > _TERMS_CACHED:
-                self._terms.clear()
-            found = await anyio.to_thread.run_sync(opened(self._tokenizer).terms, new)
-            self._terms.update(zip(new, found, strict=True))
-        return {w: self._terms[w] for w in words}
+        if not new:
+            return {w: self._terms[w] for w in words}
+        found = await anyio.to_thread.run_sync(opened(self._tokenizer).terms, new)
+        return _kept(self._terms, dict(zip(new, found, strict=True)), words)
 
     async def _ranked(
         self, plan: _Plan, where: str, params: list[Any], k: int

@@ -111,5 +111,5 @@ routes:
         assert got == want
     for n in range(routes._MATCHED_SIZE + 10):  # walks ids past the bound
         assert table.match("GET", f"/v1/memory/{n}").permission == "memory:read"  # type: ignore[union-attr]
-    assert len(table._matched) <= routes._MATCHED_SIZE
+    assert table._match_pattern.cache_info().currsize <= routes._MATCHED_SIZE
     assert [getattr(table.match(m, p), "permission", None) for m, p in asked] == want

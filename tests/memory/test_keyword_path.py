@@ -370,3 +370,14 @@ async def test_a_words_frequency_is_counted_again_once_the_database_changed(zipf
     again, walked, _ = await _complete_and_walked(zipf_db, monkeypatch, q, queries)
     assert walked == again
     assert again["basalt"][0][1] > after["basalt"][0][1]  # rare again
+
+
+async def test_a_query_whose_words_overflow_the_kept_words_still_answers(zipf_db, monkeypatch):
+    """Words' terms and frequencies are kept up to a bound; a query that adds new words to
+    a full store (some of its words kept, others not) answers as one on an empty store."""
+    q = Query(tenant="z", user="u", now=2000)
+    want = [(r.id, s) for r, s in await zipf_db.keyword_search(q, "w1 w3 w7", 10)]
+    monkeypatch.setattr(sqlite, "_TERMS_CACHED", 2)
+    await zipf_db.keyword_search(q, "w1", 10)
+    got = [(r.id, s) for r, s in await zipf_db.keyword_search(q, "w1 w3 w7", 10)]
+    assert got == want and got
