@@ -300,6 +300,22 @@ class FaultReport:
     restore: str
     others_killed: list[str]
     expectation_violations: list[str]
+    #: the failed requests by kind, status and error code: how many, and when the first
+    #: started and the last ended, in seconds from the kill
+    failures: list[str] = field(default_factory=list)
+
+
+def _failures(outcomes: list[Outcome], killed_at: float) -> list[str]:
+    groups: dict[tuple[str, int, str], list[Outcome]] = {}
+    for o in outcomes:
+        if o.failed:
+            groups.setdefault((o.kind, o.status, o.code), []).append(o)
+    lines = []
+    for (kind, status, code), group in groups.items():
+        first = min(o.started for o in group) - killed_at
+        last = max(o.ended for o in group) - killed_at
+        lines.append(f"{kind} {status} {code} x{len(group)}: {first:+.2f}s to {last:+.2f}s")
+    return lines
 
 
 def _longest_window(outcomes: list[Outcome]) -> float:
@@ -409,6 +425,7 @@ async def run_fault(
         restore=how,
         others_killed=others,
         expectation_violations=check_expectations(part, down, killed_at, fail_mode),
+        failures=_failures(window, killed_at),
     )
 
 

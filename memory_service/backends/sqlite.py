@@ -18,9 +18,10 @@ import math
 import os
 import sqlite3
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import aiosqlite
 import anyio
@@ -160,14 +161,25 @@ _TERMS_CACHED = 4_096
 _V = TypeVar("_V")
 
 
-def _kept(kept: dict[str, _V], new: dict[str, _V], words: list[str]) -> dict[str, _V]:
-    """Each of ``words`` from ``new`` or, if not there, ``kept``; then ``new`` kept too,
-    ``kept`` emptied first when it would hold more than ``_TERMS_CACHED`` words."""
-    answer = {w: new[w] if w in new else kept[w] for w in words}
-    if len(kept) + len(new) > _TERMS_CACHED:
-        kept.clear()
-    kept.update(new)
-    return answer
+class _KeptWords(Generic[_V]):
+    """What query words came to (their index terms, their frequencies), kept between
+    queries: at most ``_TERMS_CACHED`` words, emptied whole when full, and when the
+    ``version`` the values hold for changes. Searches in flight share it, so each takes
+    what it needs (:meth:`known`) before it waits, never after."""
+
+    def __init__(self) -> None:
+        self.version: str | None = None
+        self._values: dict[str, _V] = {}
+
+    def known(self, words: Iterable[str]) -> dict[str, _V]:
+        return {w: self._values[w] for w in words if w in self._values}
+
+    def keep(self, new: dict[str, _V], version: str | None = None) -> None:
+        if version != self.version:
+            self._values, self.version = {}, version
+        elif len(self._values) + len(new) > _TERMS_CACHED:
+            self._values = {}
+        self._values.update(new)
 
 
 #: what changes whenever the database does: this connection's row changes (every write
@@ -656,9 +668,8 @@ class SqliteBackend(MemoryBackend):
         self._write = asyncio.Lock()
         self._cache: dict[str, TenantVectors] = {}
         self._serving: int | None = None  # the lock file's descriptor while open
-        self._terms: dict[str, tuple[str, ...]] = {}  # query word -> its index terms
-        self._df: dict[str, int] = {}  # query word -> its rows, as of ``_df_version``
-        self._df_version: str | None = None
+        self._terms: _KeptWords[tuple[str, ...]] = _KeptWords()  # a word's index terms
+        self._df: _KeptWords[int] = _KeptWords()  # a word's rows, as of ``_CHANGED``
         self._tokenizer: _Tokenizer | None = None  # while open
         self._walk: _Walk | None = None  # while open
         self._pending = True  # rows may wait in memories_pending
@@ -967,25 +978,28 @@ class SqliteBackend(MemoryBackend):
         query."""
         terms = await self._index_terms(words)
         wanted = sorted({t for w in words for t in terms[w]})
-        counted = [w for w in dict.fromkeys(words) if w not in self._df]
+        unique = list(dict.fromkeys(words))
+        known, known_version = self._df.known(unique), self._df.version
         count = "(SELECT COUNT(*) FROM memories_fts WHERE memories_fts MATCH ?)"
-        columns = [count] * len(counted) + [
-            _CHANGED,
-            "(SELECT block FROM memories_fts_data WHERE id = 1)",
-            "(SELECT json_group_array(json_array(term, tf, dl)) FROM memories_terms "
-            f"WHERE term IN ({', '.join('?' * len(wanted))}))",
-        ]
-        params = [_phrases([w]) for w in counted] + wanted
-        async with self.db.execute(f"SELECT {', '.join(columns)}", params) as cur:
-            row = await cur.fetchone()
-        assert row is not None
-        version = row[-3]
-        if version != self._df_version:  # written since: every kept frequency is stale
-            self._df.clear()
-            self._df_version = version
-            if len(counted) < len(set(words)):
-                return await self._counts(words)  # counts them all: none is kept now
-        df = _kept(self._df, dict(zip(counted, map(int, row[: len(counted)]), strict=True)), words)
+        while True:
+            counted = [w for w in unique if w not in known]
+            columns = [count] * len(counted) + [
+                _CHANGED,
+                "(SELECT block FROM memories_fts_data WHERE id = 1)",
+                "(SELECT json_group_array(json_array(term, tf, dl)) FROM memories_terms "
+                f"WHERE term IN ({', '.join('?' * len(wanted))}))",
+            ]
+            params = [_phrases([w]) for w in counted] + wanted
+            async with self.db.execute(f"SELECT {', '.join(columns)}", params) as cur:
+                row = await cur.fetchone()
+            assert row is not None
+            version = row[-3]
+            if not known or version == known_version:
+                break
+            known = {}  # written since they were counted: count every word again
+        new = dict(zip(counted, map(int, row[: len(counted)]), strict=True))
+        self._df.keep(new, version)
+        df = known | new
         seen: dict[str, list[tuple[int, int]]] = {}
         for term, tf, dl in json.loads(row[-1] or "[]"):
             seen.setdefault(term, []).append((int(tf), int(dl)))
@@ -999,11 +1013,14 @@ class SqliteBackend(MemoryBackend):
     async def _index_terms(self, words: list[str]) -> dict[str, tuple[str, ...]]:
         """Each word's terms as the index stores them (stemmed, diacritics folded),
         tokenized by FTS5 with the index's tokenizer."""
-        new = [w for w in words if w not in self._terms]
+        known = self._terms.known(words)
+        new = [w for w in dict.fromkeys(words) if w not in known]
         if not new:
-            return {w: self._terms[w] for w in words}
-        found = await anyio.to_thread.run_sync(opened(self._tokenizer).terms, new)
-        return _kept(self._terms, dict(zip(new, found, strict=True)), words)
+            return known
+        terms = await anyio.to_thread.run_sync(opened(self._tokenizer).terms, new)
+        found = dict(zip(new, terms, strict=True))
+        self._terms.keep(found)
+        return known | found
 
     async def _ranked(
         self, plan: _Plan, where: str, params: list[Any], k: int

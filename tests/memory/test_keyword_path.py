@@ -8,6 +8,7 @@ words common across tenants (the tenant token back in the MATCH) answers the sam
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from dataclasses import replace
 
@@ -372,6 +373,24 @@ async def test_a_words_frequency_is_counted_again_once_the_database_changed(zipf
     assert again["basalt"][0][1] > after["basalt"][0][1]  # rare again
 
 
+@pytest.mark.parametrize("between", [None, "w3"])
+async def test_the_first_walk_after_a_write_counts_its_words_afresh(zipf_db, monkeypatch, between):
+    """A word's kept frequency is not used once rows were written: not by the first
+    search after the write (``between`` None), nor after a search of other words set the
+    kept counts to the new version ("w3")."""
+    q = Query(tenant="z", user="u", now=2000)
+    await zipf_db.upsert([record("z", 1000 + i, f"basalt w{i % 5}") for i in range(5)])
+    monkeypatch.setattr(sqlite, "RANK_BUDGET", 0)  # the walk, which scores with the counts
+    await zipf_db.keyword_search(q, "basalt", 10)
+    await zipf_db.upsert([record("z", 2000 + i, f"basalt w{i % 7}") for i in range(40)])
+    if between:
+        await zipf_db.keyword_search(q, between, 10)
+    walked = [(r.id, s) for r, s in await zipf_db.keyword_search(q, "basalt", 10)]
+    monkeypatch.setattr(sqlite, "RANK_BUDGET", 10**12)  # bm25() over every matching row
+    complete = [(r.id, s) for r, s in await zipf_db.keyword_search(q, "basalt", 10)]
+    assert walked == complete and len(walked) == 10
+
+
 async def test_a_query_whose_words_overflow_the_kept_words_still_answers(zipf_db, monkeypatch):
     """Words' terms and frequencies are kept up to a bound; a query that adds new words to
     a full store (some of its words kept, others not) answers as one on an empty store."""
@@ -381,3 +400,40 @@ async def test_a_query_whose_words_overflow_the_kept_words_still_answers(zipf_db
     await zipf_db.keyword_search(q, "w1", 10)
     got = [(r.id, s) for r, s in await zipf_db.keyword_search(q, "w1 w3 w7", 10)]
     assert got == want and got
+
+
+async def test_searches_running_together_across_a_write_answer_as_each_alone(zipf_db):
+    """Kept frequencies are shared by searches in flight: one that finds the database
+    changed must not take from another the kept counts it planned with (a KeyError, a 500,
+    that a fault run found under steady stores and searches)."""
+    q = Query(tenant="z", user="u", now=2000)
+    texts = ["w1", "w1 w3", "w7 w2", "w3 w5 w1", "w9"]
+    for text in texts:  # every word's terms and frequency kept
+        await zipf_db.keyword_search(q, text, 5)
+    other = sqlite3.connect(zipf_db.path)  # a change the service did not make: no fold
+    with other:
+        other.execute("DELETE FROM memories WHERE id = 'z-5'")
+    other.close()
+    together = await asyncio.gather(*(zipf_db.keyword_search(q, t, 5) for t in texts * 2))
+    alone = [await zipf_db.keyword_search(q, t, 5) for t in texts * 2]
+    assert [[(r.id, s) for r, s in hits] for hits in together] == [
+        [(r.id, s) for r, s in hits] for hits in alone
+    ]
+    assert all(together)
+
+
+async def test_searches_running_together_past_the_kept_words_bound_answer_as_each_alone(
+    zipf_db, monkeypatch
+):
+    """A search in flight keeps the terms it looked up while another empties the full
+    store of words (a KeyError before)."""
+    q = Query(tenant="z", user="u", now=2000)
+    texts = ["w1 w3", "w1 w4", "w1 w5 w2"]
+    alone = [await zipf_db.keyword_search(q, t, 5) for t in texts]
+    monkeypatch.setattr(sqlite, "_TERMS_CACHED", 3)
+    for text in ("w6", "w1 w2 w6"):  # the stores hold these 3: a new word empties them
+        await zipf_db.keyword_search(q, text, 5)
+    together = await asyncio.gather(*(zipf_db.keyword_search(q, t, 5) for t in texts))
+    assert [[(r.id, s) for r, s in hits] for hits in together] == [
+        [(r.id, s) for r, s in hits] for hits in alone
+    ]
