@@ -25,8 +25,9 @@ the requests made while the part was down):
 
 Always, whatever is down: 0 wrong decisions (a request allowed that must be denied, or a
 search that returns another tenant's memory), 0 acknowledged writes lost (every 2xx store
-is read back at the end), every error a JSON error body (never HTML), and every part that
-was not killed keeps its pid.
+is read back at the end), every error a JSON error body (never HTML) and none a 500 (an
+absence explains a 502 or 503, never a failure of our own), and every part that was not
+killed keeps its pid.
 
 Per fault it prints: requests, requests failed, the longest window of failures (one
 request kind's consecutive failures), wrong decisions, writes lost, restart time (the
@@ -295,6 +296,8 @@ class FaultReport:
     longest_failure_window_s: float
     wrong_decisions: int
     not_json_errors: int
+    #: answers of 500: a part that is down explains a 502, 503 or 504, never a 500
+    internal_errors: int
     restart_s: float
     recovery_s: float
     restore: str
@@ -420,6 +423,7 @@ async def run_fault(
         longest_failure_window_s=round(_longest_window(window), 2),
         wrong_decisions=sum(o.wrong for o in window),
         not_json_errors=sum(o.not_json for o in window),
+        internal_errors=sum(o.status == 500 for o in window),
         restart_s=round(restart, 2),
         recovery_s=round(max(after_restore, default=restore_at) - restore_at, 2),
         restore=how,
@@ -622,20 +626,23 @@ async def suite(args: argparse.Namespace, state: Path) -> dict[str, Any]:
 def print_table(results: dict[str, Any]) -> None:
     head = (
         "| part killed | requests | failed | longest failure window | wrong decisions | "
-        "non-JSON errors | restart | recovery after restore | others killed | expected |"
+        "non-JSON errors | 500s | restart | recovery after restore | others killed | expected |"
     )
     print(head)
-    print("|---" * 10 + "|")
+    print("|---" * 11 + "|")
     for f in results.get("faults", []):
         print(
             f"| {f['part']} | {f['requests']} | {f['failed']} | "
             f"{f['longest_failure_window_s']:.2f} s | {f['wrong_decisions']} | "
-            f"{f['not_json_errors']} | {f['restart_s']:.2f} s | {f['recovery_s']:.2f} s | "
+            f"{f['not_json_errors']} | {f['internal_errors']} | "
+            f"{f['restart_s']:.2f} s | {f['recovery_s']:.2f} s | "
             f"{', '.join(f['others_killed']) or 'none'} | "
             f"{'; '.join(f['expectation_violations']) or 'yes'} |"
         )
+    for f in results.get("faults", []):
+        print(f"\n{f['part']} down, failed: {'; '.join(f['failures']) or 'none'}", end="")
     print(
-        f"\nrequests {results.get('requests')}, wrong decisions {results.get('wrong_decisions')},"
+        f"\n\nrequests {results.get('requests')}, wrong decisions {results.get('wrong_decisions')},"
         f" acknowledged writes {results.get('acknowledged_writes')}, lost "
         f"{results.get('acknowledged_writes_lost')}; limiter fail mode {results['fail_mode']}"
     )
@@ -652,6 +659,7 @@ def passed(results: dict[str, Any]) -> bool:
             and not f["others_killed"]
             and not f["wrong_decisions"]
             and not f["not_json_errors"]
+            and not f["internal_errors"]
             for f in results.get("faults", [])
         )
     )

@@ -37,6 +37,7 @@ def test_one_fault_per_part_loses_nothing_and_decides_nothing_wrong(tmp_path: Pa
     for part, fault in faults.items():
         assert fault["expectation_violations"] == [], (part, fault)
         assert fault["wrong_decisions"] == 0 and fault["not_json_errors"] == 0, (part, fault)
+        assert fault["internal_errors"] == 0, (part, fault["failures"])
         assert fault["others_killed"] == [], (part, fault)  # e.g. Casdoor's start-up kill
         assert fault["restore"] == "restored", (part, fault)
         assert fault["requests"] > 20, (part, fault)
