@@ -80,9 +80,21 @@ def encode_answer(status: int, lines: bytes, body: bytes, close: bool) -> bytes:
 class AuthHttpProtocol(HttpToolsProtocol):
     """``uvicorn.run(..., http=AuthHttpProtocol)``: see the module's docstring."""
 
+    #: an answer in place is being written; a pipelined request it starts (through
+    #: ``on_response``) runs as a task, so a long pipeline never nests answers in answers
+    _answering = False
+
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        # a request starts: no keep-alive timer may close the connection under it (uvicorn
+        # starts one only after disarming it; an answer in place arms it mid-read)
+        self._unset_keepalive_if_required()
         answer_now = getattr(app, "answer_now", None)
-        if answer_now is None or self.flow.write_paused or self.transport.is_closing():
+        if (
+            answer_now is None
+            or self._answering
+            or self.flow.write_paused
+            or self.transport.is_closing()
+        ):
             return super()._start_asgi_task(cycle, app)
         answer = answer_now(cycle.scope)
         if answer is None:
@@ -95,7 +107,11 @@ class AuthHttpProtocol(HttpToolsProtocol):
         close = not cycle.keep_alive
         data = encode_answer(status, lines, body, close)
         cycle.response_started = cycle.response_complete = True
-        self.transport.write(data)  # type: ignore[arg-type]
-        if close:
-            self.transport.close()
-        cycle.on_response()  # counts it, arms keep-alive, starts a pipelined request
+        self._answering = True
+        try:
+            self.transport.write(data)  # type: ignore[arg-type]
+            if close:
+                self.transport.close()
+            cycle.on_response()  # counts it, arms keep-alive, starts a pipelined request
+        finally:
+            self._answering = False
