@@ -889,11 +889,14 @@ class SqliteBackend(MemoryBackend):
         tv = await self._vectors(q.tenant)
         exact = not q.tags and not q.metadata
         hits: list[tuple[str, float]] = []
+        seen: set[str] = set()  # a store while the filter is read shifts the next page
         skip, batch = 0, k if exact else max(4 * k, 64)
         while len(hits) < k:
-            cand = tv.top(q, vector, batch, skip)
-            if not cand:
+            page = tv.top(q, vector, batch, skip)
+            if not page:
                 break
+            cand = [c for c in page if c[0] not in seen]
+            seen.update(c[0] for c in cand)
             if exact:
                 hits += cand
             else:

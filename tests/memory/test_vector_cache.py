@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -75,3 +77,45 @@ def test_hnsw_path_matches_exact_and_follows_writes(small_ann):
     # A selective filter falls back to an exact scan of the admitted rows.
     rare = Query(tenant="t", user="alice", now=1, created_after=2990)
     assert [m for m, _ in tv.top(rare, vecs[0], 20)] == exact(tv, rare, vecs[0], 20)
+
+
+async def test_a_store_while_a_filtered_search_reads_its_filter_repeats_no_hit(tmp_path):
+    """A filtered search ranks a page, reads which rows pass the filter, and ranks the next
+    page; a store landing during that read shifts the ranking by one, and the next page
+    started with the last one's final row again: the same memory twice in one answer."""
+    from memory_service.backends.sqlite import SqliteBackend
+    from tests.memory.test_keyword_path import record
+
+    rng = np.random.default_rng(1)
+    backend = SqliteBackend(tmp_path / "pages.sqlite3", 8)
+    await backend.open()
+    try:
+        vecs = rng.random((400, 8)).astype(np.float32)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        query = vecs[0] + vecs[1]
+        query /= np.linalg.norm(query)
+        order = np.argsort(-(vecs @ query))
+        tagged = {int(order[5]), int(order[63]), int(order[100])}  # the first page is 64
+        await backend.upsert(
+            [
+                replace(
+                    record("t", i, f"row {i}"), vector=vecs[i], tags=["x"] if i in tagged else []
+                )
+                for i in range(400)
+            ]
+        )
+        read_filter, stored = backend._matching, []
+
+        async def store_meanwhile(q: Query, ids: list[str]) -> set[str]:
+            passing = await read_filter(q, ids)
+            if not stored:  # another request's store, the best match of all
+                stored.append(replace(record("t", 999, "meanwhile"), vector=query))
+                await backend.upsert(stored)
+            return passing
+
+        backend._matching = store_meanwhile  # type: ignore[method-assign]
+        q = Query(tenant="t", user="u", now=2000, tags=("x",))
+        ids = [r.id for r, _ in await backend.vector_search(q, query, 10)]
+        assert sorted(ids) == sorted(f"t-{i}" for i in tagged)
+    finally:
+        await backend.close()
