@@ -72,13 +72,18 @@ class JwksCache:
         return self._keys.get(kid)
 
     async def _refresh(self) -> None:
-        self._fetched_at = time.monotonic()
+        """Fetch the keys; a fetch that fails counts as one (no other for ``interval``), one
+        cut off by its caller (cancelled) does not, so the next request tries at once."""
+        previous, self._fetched_at = self._fetched_at, time.monotonic()
         try:
             response = await self._http.get(self._url)
             response.raise_for_status()
             keys = jwt.PyJWKSet.from_dict(response.json()).keys
         except (httpx.HTTPError, ValueError, jwt.PyJWTError) as exc:
             raise JwksUnavailable(f"cannot fetch JWKS: {type(exc).__name__}") from None
+        except asyncio.CancelledError:
+            self._fetched_at = previous
+            raise
         self._keys = {k.key_id: k for k in keys if k.key_id}
 
 

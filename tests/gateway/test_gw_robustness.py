@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -101,6 +102,34 @@ async def test_unknown_kids_refetch_casdoor_jwks_at_most_once_per_interval(
                 raise AssertionError("unknown kid accepted")
         assert fetches == 1  # the first fetch was under a minute ago: no refetch
         assert (await jwks.key("cert-hanzo")).key_id == "cert-hanzo"
+
+
+async def test_a_key_fetch_cut_off_by_its_caller_is_tried_again_at_once(
+    casdoor: CasdoorServer,
+) -> None:
+    """A JWKS fetch cancelled mid-flight (its requester went away) must not count as the
+    interval's fetch: else every token of a new key is refused for the whole interval."""
+    gate, fetches = asyncio.Event(), 0
+
+    async def hold_the_first(_: httpx.Request) -> None:
+        nonlocal fetches
+        fetches += 1
+        if fetches == 1:
+            await gate.wait()
+
+    async with httpx.AsyncClient(event_hooks={"request": [hold_the_first]}) as http:
+        jwks = JwksCache(casdoor.jwks_url, refresh_interval=60, http=http)
+        first = asyncio.ensure_future(jwks.key("cert-hanzo"))
+        for _ in range(1000):
+            if fetches:
+                break
+            await asyncio.sleep(0)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        gate.set()
+        assert (await jwks.key("cert-hanzo")).key_id == "cert-hanzo"
+        assert fetches == 2
 
 
 async def test_audit_reporting_never_blocks_and_counts_drops() -> None:
