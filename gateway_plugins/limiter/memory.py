@@ -78,6 +78,8 @@ class MemoryLimiter:
         self._db_path = db_path
         self._flush_seconds = flush_seconds
         self._flusher = BackgroundTask(self._flush_loop)
+        #: the newest flush: each takes its counters once the one before has written
+        self._last_flush: asyncio.Future[None] | None = None
         self._last_sweep = clock()
         #: dedup key -> (until when, the first answer's fields) of decisions counted with an
         #: id, and the keys in the order they expire (one window for all). At thousands of
@@ -267,13 +269,25 @@ class MemoryLimiter:
                 log.exception("quota flush failed; will retry")
 
     async def flush(self) -> None:
-        """Write changed quota counters to SQLite (off the event loop)."""
+        """Write changed quota counters to SQLite (off the event loop). Flushes run one
+        after another and each to its end: one whose caller is cancelled (the flusher,
+        stopped at shutdown) still writes the counters it took, before a later flush writes
+        newer ones, and counters a failed write took are written by the next."""
+        previous = self._last_flush
+        self._last_flush = flushing = asyncio.ensure_future(self._flush_after(previous))
+        await asyncio.shield(flushing)
+
+    async def _flush_after(self, previous: asyncio.Future[None] | None) -> None:
+        if previous is not None:
+            with contextlib.suppress(sqlite3.Error, OSError):  # its caller saw the error
+                await previous
         if not (self._dirty or self._dirty_reservations) or self._db_path is None:
             return
-        rows = [(k, self._counts.get(k, 0), self._expires.get(k, 0.0)) for k in self._dirty]
+        dirty, dirty_reservations = self._dirty, self._dirty_reservations
+        rows = [(k, self._counts.get(k, 0), self._expires.get(k, 0.0)) for k in dirty]
         held: list[tuple[str, int, str, float]] = []
         ended: list[tuple[str]] = []
-        for rid in self._dirty_reservations:
+        for rid in dirty_reservations:
             reservation = self._reservations.get(rid)
             if reservation is None:
                 ended.append((rid,))
@@ -281,7 +295,12 @@ class MemoryLimiter:
                 keys = json.dumps(list(reservation.keys))
                 held.append((rid, reservation.tokens, keys, reservation.expires_at))
         self._dirty, self._dirty_reservations = set(), set()
-        await asyncio.to_thread(self._write, rows, held, ended)
+        try:
+            await asyncio.to_thread(self._write, rows, held, ended)
+        except BaseException:
+            self._dirty |= dirty  # not written: the next flush writes them, as they are then
+            self._dirty_reservations |= dirty_reservations
+            raise
 
     def _write(
         self,

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -42,6 +45,69 @@ async def test_memory_quota_survives_a_restart(tmp_path: Path) -> None:
     assert not denied.allowed and denied.code == "quota_exceeded"
     assert (await second.hit(["key:acme/b"], limits)).allowed  # other keys untouched
     await second.aclose()
+
+
+async def _spent_after_restart(db: Path, clock: FakeClock, limits: Limits) -> int:
+    """How many units a new limiter on ``db`` finds spent: it is allowed the rest."""
+    again = MemoryLimiter(db, clock=clock)
+    allowed = 0
+    while (await again.hit(["key:acme/a"], limits)).allowed:
+        allowed += 1
+    await again.aclose()
+    return (limits.units_per_day or 0) - allowed
+
+
+async def test_a_flush_cut_off_at_shutdown_never_writes_over_a_newer_one(tmp_path: Path) -> None:
+    """The flusher is cancelled at shutdown while its write runs in a thread; that write
+    (3 units) must land before the final flush's (5 units), not after it: else the quota
+    restarts with 2 units it already gave away."""
+    db, clock, limits = tmp_path / "quotas.sqlite3", FakeClock(), Limits(units_per_day=10)
+    limiter = MemoryLimiter(db, clock=clock)
+    for _ in range(3):
+        await limiter.hit(["key:acme/a"], limits)
+    write, entered, gate, done = limiter._write, *(threading.Event() for _ in range(3))
+
+    def held_first(*rows: Any) -> None:  # the first write waits until the test lets it go
+        if entered.is_set():
+            return write(*rows)
+        entered.set()
+        gate.wait(10)
+        write(*rows)
+        done.set()
+
+    limiter._write = held_first  # type: ignore[method-assign]
+    cut_off = asyncio.ensure_future(limiter.flush())
+    await asyncio.to_thread(entered.wait, 10)
+    cut_off.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cut_off
+    for _ in range(2):
+        await limiter.hit(["key:acme/a"], limits)
+    final = asyncio.ensure_future(limiter.aclose())
+    await asyncio.sleep(0.05)  # the final flush, had it not waited, would have written now
+    gate.set()
+    await final
+    await asyncio.to_thread(done.wait, 10)  # the cut-off write has landed too
+    assert await _spent_after_restart(db, clock, limits) == 5
+
+
+async def test_counters_a_failed_flush_took_are_written_by_the_next(tmp_path: Path) -> None:
+    db, clock, limits = tmp_path / "quotas.sqlite3", FakeClock(), Limits(units_per_day=10)
+    limiter = MemoryLimiter(db, clock=clock)
+    for _ in range(4):
+        await limiter.hit(["key:acme/a"], limits)
+    write, failures = limiter._write, [sqlite3.OperationalError("disk I/O error")]
+
+    def fails_once(*rows: Any) -> None:  # a named fault: the disk refuses one write
+        if failures:
+            raise failures.pop()
+        write(*rows)
+
+    limiter._write = fails_once  # type: ignore[method-assign]
+    with pytest.raises(sqlite3.OperationalError):
+        await limiter.flush()
+    await limiter.aclose()
+    assert await _spent_after_restart(db, clock, limits) == 4
 
 
 async def test_memory_denied_requests_spend_no_budget(tmp_path: Path) -> None:
