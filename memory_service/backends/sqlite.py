@@ -476,7 +476,8 @@ class _Tokenizer:
                 self._db.execute("ROLLBACK")
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:  # after a call a worker thread still runs
+            self._db.close()
 
 
 def _score(tfs: list[int], dl: int, idfs: list[float], avgdl: float) -> float:
@@ -633,7 +634,8 @@ class _Walk:
         return [(-_score(tf, dl, idfs, avgdl), rid) for rid, (tf, dl) in counts.items()]
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:  # after a call a worker thread still runs
+            self._db.close()
 
 
 class SecondServerError(RuntimeError):
