@@ -9,6 +9,7 @@ from the internet (casdoor/static/README.md) and show no guided tour.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import jwt
+import pytest
 from playwright.sync_api import Page, expect
 
 from hanzo_client.cli import _where
@@ -104,6 +106,51 @@ def test_cli_signs_in_through_the_token_gate(running_stack: RunningStack) -> Non
     )
     assert refused.status_code == 400, refused.text
     assert refused.json()["error"]["code"] == "invalid_request"
+
+
+def _implicit(client_id: str) -> dict[str, str]:
+    """Casdoor's implicit grant for a bare user name (a tag skips the application's check
+    of its grant types): what the token gate exists to refuse."""
+    return {"grant_type": "token", "username": "alice", "tag": "x", "client_id": client_id}
+
+
+#: requests where the gate and Casdoor could read the grant apart (found in review): the
+#: implicit grant in the query under a harmless JSON one, a form field given twice (Casdoor
+#: takes the first), a JSON key in another case (Go's JSON matches it), a JSON body sent as
+#: text (Casdoor parses any body as JSON), a multipart form (Casdoor reads it)
+GATE_DIFFERENTIALS = {
+    "query_under_json": lambda cli: {
+        "params": _implicit(cli),
+        "json": {"grant_type": "authorization_code"},
+    },
+    "form_field_twice": lambda cli: {
+        "params": {k: v for k, v in _implicit(cli).items() if k != "grant_type"},
+        "content": "grant_type=token&grant_type=authorization_code",
+        "headers": {"Content-Type": "application/x-www-form-urlencoded"},
+    },
+    "json_key_case": lambda cli: {
+        "json": {**_implicit(cli), "grant_type": "authorization_code", "Grant_Type": "token"},
+    },
+    "json_as_text": lambda cli: {
+        "content": json.dumps(_implicit(cli)),
+        "headers": {"Content-Type": "text/plain"},
+    },
+    "multipart": lambda cli: {"files": {k: (None, v) for k, v in _implicit(cli).items()}},
+}
+
+
+@pytest.mark.parametrize("shape", GATE_DIFFERENTIALS)
+def test_the_token_gate_forwards_only_what_it_checked(
+    running_stack: RunningStack, shape: str
+) -> None:
+    """However a request spreads its fields (query, body, twice, another case, another body
+    type), the gate refuses it or forwards a form of the fields it checked: no token for a
+    bare user name comes out of the Casdoor front."""
+    front = running_stack.info.casdoor_front_url
+    request = GATE_DIFFERENTIALS[shape](org_cli_application("acme"))
+    answer = httpx.post(f"{front}/api/login/oauth/access_token", **request)
+    assert "access_token" not in answer.text, (shape, answer.text)
+    assert answer.status_code == 400, (shape, answer.status_code, answer.text)
 
 
 def test_device_sign_in_is_refused_where_the_tenant_file_leaves_it_off(

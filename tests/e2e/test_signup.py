@@ -10,6 +10,7 @@ sign-up off shows no sign-up form, and the gate refuses its sign-ups and every c
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -139,3 +140,28 @@ def test_a_closed_tenant_takes_no_signups(signup_stack: SignupStack, browser: Br
         assert reply.status_code == 403, (application, organization, reply.text)
         assert reply.json()["error"]["code"] == "signup_refused"
         assert _user(stack, organization, intruder) is None
+
+
+@pytest.mark.parametrize("shape", ["case", "twice"])
+def test_a_signup_naming_its_organization_twice_is_refused(
+    signup_stack: SignupStack, shape: str
+) -> None:
+    """Casdoor reads the body with Go's JSON, which matches keys in any case and keeps the
+    last of a name: ``"Organization": <the closed tenant>`` after the open tenant's own pair
+    signed an anonymous user up to the closed tenant while the gate checked the open one
+    (``built-in`` only Casdoor's own consent switch stopped). A key given twice, in any
+    case, is refused."""
+    stack = signup_stack
+    intruder = f"intruder{uuid.uuid4().hex[:6]}"
+    pairs = list(signup_form(stack.open_org, intruder).items())
+    pairs.append(("Organization" if shape == "case" else "organization", stack.closed_org))
+    raw = "{" + ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in pairs) + "}"
+    reply = httpx.post(
+        f"{stack.gateway}/api/signup",
+        content=raw,
+        headers={"Content-Type": "application/json"},
+        timeout=15,
+    )
+    assert _user(stack, stack.closed_org, intruder) is None, reply.text
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"]["code"] == "invalid_request"
