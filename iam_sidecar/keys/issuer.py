@@ -142,7 +142,12 @@ class KeyIssuer:
                     now=self.store.clock(),
                 )
             return await self.store.rotate(
-                organization, key_id, grace_seconds, actor=actor, source=source
+                organization,
+                key_id,
+                grace_seconds,
+                actor=actor,
+                source=source,
+                by_key=caller.key_id if caller is not None else None,
             )
 
         return await self._audited(

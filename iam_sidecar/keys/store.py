@@ -202,15 +202,25 @@ class KeyStore:
         self, conn: Connection, organization: str, new: NewKey, now: float
     ) -> None:
         """The minting key must still be live, and its child may not outlive it."""
-        if new.parent_key_id is None:
-            return
-        parent = await self._get(conn, organization, new.parent_key_id)
-        if parent.state(now) is not KeyState.ACTIVE:
-            raise ParentKeyInactive("the key asking for a key is no longer active")
-        if parent.expires_at is not None and (
-            new.expires_at is None or new.expires_at > parent.expires_at
+        parent = await self._check_asking(conn, organization, new.parent_key_id, now)
+        if (
+            parent is not None
+            and parent.expires_at is not None
+            and (new.expires_at is None or new.expires_at > parent.expires_at)
         ):
             raise ExpiryEscalation("a key cannot create a key that outlives it")
+
+    async def _check_asking(
+        self, conn: Connection, organization: str, key_id: str | None, now: float
+    ) -> KeyRecord | None:
+        """The record of the key that asks (None: not a key), which must still be live, read
+        in the transaction that acts on its behalf."""
+        if key_id is None:
+            return None
+        asking = await self._get(conn, organization, key_id)
+        if asking.state(now) is not KeyState.ACTIVE:
+            raise ParentKeyInactive("the key asking is no longer active")
+        return asking
 
     async def _check_cap(self, conn: Connection, owner: str, now: float) -> None:
         row = await conn.fetch_one(
@@ -267,8 +277,12 @@ class KeyStore:
         *,
         actor: str = "system",
         source: str | None = None,
+        by_key: str | None = None,
     ) -> str:
         """New secret for the same key id; the old secret stays valid ``grace_seconds``.
+        ``by_key``: the key that asks, which must still be live when the secret is written
+        (a revocation between its check and the write would hand a revoked key's holder
+        another key's secret).
 
         Rotating again inside a grace period ends the older secret's grace at once: only
         the newest previous secret is kept.
@@ -276,6 +290,7 @@ class KeyStore:
         if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
             raise InvalidRequest(f"grace_seconds must be between 0 and {MAX_GRACE_SECONDS}")
         async with self.db.transaction(lock=organization) as conn:
+            await self._check_asking(conn, organization, by_key, self.clock())
             record = await self._get(conn, organization, key_id)
             state = record.state(self.clock())
             if state is not KeyState.ACTIVE:

@@ -5,6 +5,7 @@ Tests taking ``store`` or ``store_target`` run on both engines (``conftest.py``)
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from pathlib import Path
@@ -24,9 +25,12 @@ from iam_sidecar.errors import (
     InvalidRequest,
     KeyNotActive,
     KeyNotFound,
+    ParentKeyInactive,
     RevokedKey,
 )
+from iam_sidecar.keys.issuer import KeyIssuer
 from iam_sidecar.keys.models import KeyState, NewKey, OwnerGrant
+from iam_sidecar.keys.principals import key_principal
 from iam_sidecar.keys.store import KeyStore
 
 from .helpers import ManualClock, StoreTarget
@@ -127,6 +131,26 @@ async def test_revoke_kills_current_and_in_grace_secrets(store: KeyStore) -> Non
         await store.rotate("acme", record.key_id, grace_seconds=1)
     again = await store.revoke("acme", record.key_id)  # idempotent
     assert again.revoked_at == revoked.revoked_at
+
+
+async def test_a_key_revoked_while_it_asks_rotates_nothing(store: KeyStore) -> None:
+    """A key with keys:manage rotates another key while an admin revokes it: its live
+    state is read in the rotation's own transaction, so the revoked key's holder never
+    gets the other key's new secret (checked before, it was still active)."""
+    scopes = ["keys:manage", "memory:read"]
+    _, asking = await _new(store, name="manager", scopes=scopes)
+    other, target = await _new(store, name="other", scopes=scopes)  # not its child
+    issuer = KeyIssuer(store, resolver=None)  # type: ignore[arg-type]  # rotation asks no Casdoor
+    caller = key_principal(asking, None, Limits())
+    rotated, _ = await asyncio.gather(
+        issuer.rotate("acme", target.key_id, 0, caller=caller, actor="acme/alice"),
+        store.revoke("acme", asking.key_id, actor="admin"),
+        return_exceptions=True,
+    )
+    assert isinstance(rotated, ParentKeyInactive), type(rotated).__name__  # never the secret
+    assert (await store.verify(other)).key_id == target.key_id  # the old secret stands
+    with pytest.raises(ParentKeyInactive):  # and after the revocation, plainly
+        await store.rotate("acme", target.key_id, 0, by_key=asking.key_id)
 
 
 async def test_expired_key_is_refused(store: KeyStore, clock: ManualClock) -> None:
