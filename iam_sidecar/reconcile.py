@@ -89,7 +89,8 @@ async def reconcile_forever(state: SidecarState, tenant_step: TenantStep | None)
     while True:
         await reconcile_once(state, tenant_step)
         try:
-            await state.keys.flush()
+            async with state.writing:
+                await state.keys.flush()
         except Exception:  # a busy or failing disk must not end the loop
             log.exception("flushing usage counters failed; will retry")
         await asyncio.sleep(interval)

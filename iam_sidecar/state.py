@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,9 @@ class SidecarState:
     metrics: SidecarMetrics = field(default_factory=SidecarMetrics)
     policy: TenantPolicy = EMPTY_POLICY
     last_reconcile_error: str | None = None
+    #: held by the background loops while they write (usage, denials): shutdown takes it
+    #: before it stops them, so a cancel never lands inside a write
+    writing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 def _verifier(settings: SidecarSettings) -> AssertionVerifier | None:

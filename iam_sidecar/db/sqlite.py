@@ -7,6 +7,7 @@ IMMEDIATE``, so multi-statement writes never interleave (nor do another process'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -73,15 +74,19 @@ class SqliteDatabase(SqliteConnection):
 
     @asynccontextmanager
     async def transaction(self, lock: str | None = None) -> AsyncIterator[Connection]:
-        """``lock`` is not needed here: ``BEGIN IMMEDIATE`` admits one writer at a time."""
+        """``lock`` is not needed here: ``BEGIN IMMEDIATE`` admits one writer at a time.
+        Whatever stops the transaction (the body, a failed COMMIT, a cancel that lands on
+        BEGIN, which still runs on the database's thread) ends it with a ROLLBACK: the
+        connection is never left inside a transaction for the next writer."""
         async with self.write_lock:
-            await self.conn.execute("BEGIN IMMEDIATE")
             try:
+                await self.conn.execute("BEGIN IMMEDIATE")
                 yield self
+                await self.conn.execute("COMMIT")
             except BaseException:
-                await self.conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):  # none open: a BEGIN that failed
+                    await self.conn.execute("ROLLBACK")
                 raise
-            await self.conn.execute("COMMIT")
 
     async def ping(self) -> None:
         await self.fetch_one("SELECT 1 AS ok")

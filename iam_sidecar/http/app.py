@@ -82,7 +82,8 @@ async def _write_closed_denials(state: SidecarState) -> None:
     while True:
         await asyncio.sleep(WINDOW_SECONDS / 4)
         try:
-            await write_buckets(state.keys.db, state.denials.closed())
+            async with state.writing:
+                await write_buckets(state.keys.db, state.denials.closed())
         except Exception:  # a failed write loses those counts; the server keeps serving
             log.exception("could not write aggregated denials")
 
@@ -112,11 +113,12 @@ def create_app(
         try:
             yield
         finally:
-            for running in (task, denials):
-                if running is not None:
-                    running.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await running
+            async with state.writing:  # a write in progress ends first, then the loops stop
+                for running in (task, denials):
+                    if running is not None:
+                        running.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await running
             await close_state(state)
 
     routes = [

@@ -404,16 +404,22 @@ class KeyStore:
             )
 
     async def flush(self) -> None:
-        """Write batched ``last_used`` times and usage counters."""
+        """Write batched ``last_used`` times and usage counters; times a failed write took
+        are written by the next flush."""
         pending, self._last_used = self._last_used, {}
         if pending:
-            async with self.db.transaction() as conn:
-                # later times only: another replica may have written a newer one
-                await conn.execute_many(
-                    "UPDATE api_keys SET last_used_at = ?"
-                    " WHERE key_id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
-                    [(ts, key_id, ts) for key_id, ts in sorted(pending.items())],
-                )
+            try:
+                async with self.db.transaction() as conn:
+                    # later times only: another replica may have written a newer one
+                    await conn.execute_many(
+                        "UPDATE api_keys SET last_used_at = ?"
+                        " WHERE key_id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
+                        [(ts, key_id, ts) for key_id, ts in sorted(pending.items())],
+                    )
+            except Exception:
+                for key_id, ts in pending.items():
+                    self._last_used[key_id] = max(ts, self._last_used.get(key_id, ts))
+                raise
         await self.usage.flush()
 
     # ---- owner grants (written by the reconcile loop) ---------------------------------

@@ -124,6 +124,23 @@ class UsageCounters:
         slots = set().union(*(set(c) for c in pending.values()))
         if not slots and not models:
             return
+        try:
+            await self._write(pending, models, slots)
+        except Exception:  # nothing written (the transaction rolled back): the next flush
+            for column, counts in pending.items():
+                self._pending[column].update(counts)
+            for slot, totals in models.items():
+                kept = self._models.setdefault(slot, [0, 0, 0])
+                for i, value in enumerate(totals):
+                    kept[i] += value
+            raise
+
+    async def _write(
+        self,
+        pending: dict[str, Counter[_Slot]],
+        models: dict[_ModelSlot, list[int]],
+        slots: set[_Slot],
+    ) -> None:
         # Rows in key order: replicas flushing at once on PostgreSQL then take their row
         # locks in the same order and never deadlock. Columns are named with their table:
         # PostgreSQL reads a bare one in DO UPDATE as ambiguous.

@@ -222,6 +222,41 @@ async def test_last_used_is_batched_not_written_per_request(store_target: StoreT
         await store.close()
 
 
+async def test_a_write_cancelled_as_it_begins_leaves_the_connection_clean(tmp_path: Path) -> None:
+    """Shutdown cancels a loop whose write is starting: its BEGIN still runs on the
+    database's thread. The transaction is rolled back, and the next writer (the final
+    flush) writes; before, it failed inside a transaction nobody ended."""
+    store = await KeyStore.open(tmp_path / "keys.db", b"s" * 32)
+    store.usage.count_denial("acme", "acme/alice", None)
+    cut = asyncio.create_task(store.flush())
+    await asyncio.sleep(0)  # it has taken the counters and waits on BEGIN
+    cut.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cut
+    store.usage.count_denial("acme", "acme/alice", None)
+    await store.close()
+    again = await KeyStore.open(tmp_path / "keys.db", b"s" * 32)
+    assert {r.level: r.denials for r in await again.usage.query("acme")}["user"] >= 1
+    await again.close()
+
+
+async def test_counters_a_failed_flush_took_are_written_by_the_next(tmp_path: Path) -> None:
+    """A flush the disk refuses (here: the connection made read-only) keeps what it took;
+    the next flush writes it, once."""
+    store = await KeyStore.open(tmp_path / "keys.db", b"s" * 32)
+    for _ in range(3):
+        store.usage.count_denial("acme", "acme/alice", None)
+    await store.db.conn.execute("PRAGMA query_only = ON")
+    with pytest.raises(sqlite3.Error):
+        await store.flush()
+    await store.db.conn.execute("PRAGMA query_only = OFF")
+    store.usage.count_denial("acme", "acme/alice", None)
+    await store.close()
+    again = await KeyStore.open(tmp_path / "keys.db", b"s" * 32)
+    assert {r.level: r.denials for r in await again.usage.query("acme")}["user"] == 4
+    await again.close()
+
+
 async def test_sqlite_schema_is_versioned_wal_and_reopen_is_idempotent(tmp_path: Path) -> None:
     path = tmp_path / "m.db"
     for _ in range(2):
