@@ -14,7 +14,7 @@ from hanzo_contract.openapi import MEMORY_OPENAPI_PATH, Operation, operation
 from memory_service.auth import DELETE, READ, WRITE, principal_of, requires
 from memory_service.body import import_lines, parse_json, read_limited, read_model, validate
 from memory_service.cursor import decode_cursor, encode_cursor
-from memory_service.erasure import ERASE_PATH, ErasureReceipt, ErasureRequest, erase
+from memory_service.erasure import ERASE_PATH, ErasureReceipt, ErasureRequest
 from memory_service.models import (
     Capabilities,
     DeleteResponse,
@@ -156,7 +156,7 @@ async def delete(request: Request) -> Response:
 async def erase_memories(request: Request) -> Response:
     svc = _svc(request)
     body = await read_model(request, ErasureRequest, svc.settings.max_body_bytes)
-    return _json(await erase(svc.backend, principal_of(request), body))
+    return _json(await svc.erase(principal_of(request), body))
 
 
 @operation(

@@ -9,7 +9,7 @@ import asyncio
 import hashlib
 import secrets
 from collections.abc import AsyncIterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from memory_service.bounds import (
 )
 from memory_service.clock import Clock, expiry_from_us, from_us, now_us, to_us
 from memory_service.embeddings.base import Embedder, EmbeddingError, normalize
+from memory_service.erasure import ErasureReceipt, ErasureRequest, erase
 from memory_service.errors import ApiError, not_found
 from memory_service.models import (
     Capabilities,
@@ -80,6 +81,20 @@ def _unchanged(old: Record, new: Record) -> bool:
     )
 
 
+#: tenant write locks (tenants share a stripe: contention, never a wrong answer)
+_WRITE_STRIPES = 64
+
+
+@dataclass
+class _StorePlan:
+    """What a store writes: each item's result (None: not decided), the records to write
+    (and whether each still needs an embedding), the rows their ids held."""
+
+    results: list[StoreItemResult | None]
+    pending: list[tuple[Record, bool]]
+    existing: dict[str, Record]
+
+
 class MemoryService:
     def __init__(
         self,
@@ -92,6 +107,15 @@ class MemoryService:
         self.embedder = embedder
         self.settings = settings
         self.clock = clock
+        self._writes = [asyncio.Lock() for _ in range(_WRITE_STRIPES)]
+
+    def writing(self, tenant: str) -> asyncio.Lock:
+        """Held while a write reads what it depends on and writes (not while it embeds):
+        two stores of one content, two users' stores of one id, an update and a delete
+        or an erasure of its memory, each sees the other's result, never the state before
+        it. One lock per stripe of tenants, in this process (replicas on PostgreSQL
+        share no lock: see the README's note)."""
+        return self._writes[hash(tenant) % _WRITE_STRIPES]
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -175,7 +199,24 @@ class MemoryService:
         client_ids = [m.id for m in items if m.id]
         if len(set(client_ids)) != len(client_ids):
             raise ApiError(422, "duplicate_id", "the same id appears twice in one request")
-        existing = {r.id: r for r in await self.backend.get(tenant, client_ids)}
+        # planned and embedded outside the tenant's write lock, then planned again under
+        # it: what another write stored meanwhile decides, the embeddings are reused
+        vectors = await self._embedded(await self._plan_store(p, items, now), {})
+        async with self.writing(tenant):
+            plan = await self._plan_store(p, items, now)
+            vectors = await self._embedded(plan, vectors)
+            records = [rec for rec, _ in plan.pending]
+            for rec, needs in plan.pending:
+                if needs:
+                    rec.vector = vectors[rec.content]
+            await self._check_limits(p, records, plan.existing)
+            await self.backend.upsert(records)
+        return [r for r in plan.results if r is not None]
+
+    async def _plan_store(self, p: Principal, items: list[MemoryIn], now: int) -> _StorePlan:
+        """What storing ``items`` writes, given what the tenant holds now."""
+        tenant = p.organization
+        existing = {r.id: r for r in await self.backend.get(tenant, [m.id for m in items if m.id])}
         scope_keys = [
             (p.user if m.scope == "user" else SHARED, m.namespace, content_hash(m.content))
             for m in items
@@ -230,16 +271,17 @@ class MemoryService:
                 continue
             results[i] = StoreItemResult(id=rec.id, status="updated" if old else "created")
             pending.append((rec, vec is None))
+        return _StorePlan(results, pending, existing)
 
-        to_embed = [rec for rec, needs in pending if needs]
-        if to_embed:
-            rows = await self._embed([r.content for r in to_embed])
-            for rec, row in zip(to_embed, rows, strict=True):
-                rec.vector = row
-        records = [rec for rec, _ in pending]
-        await self._check_limits(p, records, existing)
-        await self.backend.upsert(records)
-        return [r for r in results if r is not None]
+    async def _embedded(
+        self, plan: _StorePlan, vectors: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """``vectors`` (content -> embedding) with the plan's contents not yet in it."""
+        wanted = list(dict.fromkeys(r.content for r, needs in plan.pending if needs))
+        missing = [c for c in wanted if c not in vectors]
+        if missing:
+            vectors = {**vectors, **dict(zip(missing, await self._embed(missing), strict=True))}
+        return vectors
 
     async def _check_limits(
         self, p: Principal, records: list[Record], existing: dict[str, Record]
@@ -369,29 +411,41 @@ class MemoryService:
     # -- change --------------------------------------------------------------------------
 
     async def update(self, p: Principal, memory_id: str, req: UpdateRequest) -> Record:
-        old = await self.get(p, memory_id)
-        now = self.clock()
-        rec = replace(old, updated_at=max(now, old.updated_at + 1))
-        if req.content is not None and req.content != old.content:
+        first = await self.get(p, memory_id)
+        vector = None  # the new content's, embedded outside the tenant's write lock
+        if req.content is not None and req.content != first.content:
             self._check_content(req.content)
-            rec.content = req.content
-            rec.content_hash = content_hash(req.content)
-            rec.vector = (await self._embed([req.content]))[0]
-        if req.metadata is not None:
-            rec.metadata = req.metadata
-        if req.tags is not None:
-            rec.tags = list(dict.fromkeys(req.tags))
-        if req.importance is not None:
-            rec.importance = req.importance
-        if req.ttl_seconds is not None or req.expires_at is not None:
-            rec.expires_at = self._expiry(req.ttl_seconds, req.expires_at, now)
-        await self._check_limits(p, [rec], {old.id: old})
-        await self.backend.upsert([rec])
+            vector = (await self._embed([req.content]))[0]
+        async with self.writing(p.organization):
+            old = await self.get(p, memory_id)  # deleted meanwhile: 404; changed: on top
+            now = self.clock()
+            rec = replace(old, updated_at=max(now, old.updated_at + 1))
+            if req.content is not None and req.content != old.content:
+                rec.content = req.content
+                rec.content_hash = content_hash(req.content)
+                rec.vector = vector if vector is not None else (await self._embed([req.content]))[0]
+            if req.metadata is not None:
+                rec.metadata = req.metadata
+            if req.tags is not None:
+                rec.tags = list(dict.fromkeys(req.tags))
+            if req.importance is not None:
+                rec.importance = req.importance
+            if req.ttl_seconds is not None or req.expires_at is not None:
+                rec.expires_at = self._expiry(req.ttl_seconds, req.expires_at, now)
+            await self._check_limits(p, [rec], {old.id: old})
+            await self.backend.upsert([rec])
         return rec
 
     async def delete(self, p: Principal, memory_id: str) -> None:
-        rec = await self.get(p, memory_id)
-        await self.backend.delete(p.organization, [rec.id])
+        async with self.writing(p.organization):
+            rec = await self.get(p, memory_id)
+            await self.backend.delete(p.organization, [rec.id])
+
+    async def erase(self, p: Principal, req: ErasureRequest) -> ErasureReceipt:
+        """``memory_service.erasure.erase``, with no write of the tenant in between (an
+        update in flight would bring an erased memory back after its receipt)."""
+        async with self.writing(p.organization):
+            return await erase(self.backend, p, req)
 
     # -- export / import -----------------------------------------------------------------
 
