@@ -61,6 +61,24 @@ def http_ok(url: str) -> bool:
         return False
 
 
+def command_line(pid: int) -> str:
+    """``pid``'s command line, its arguments joined by spaces ("" when it is gone)."""
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    return ""
+
+
+def owned_pid(path: Path, marker: str) -> int | None:
+    """The live pid written in ``path`` whose command line holds ``marker``, else None. A
+    pid file outlives a reboot or a SIGKILL, and its number can come back as anybody's
+    process: only ours is ever signalled."""
+    with contextlib.suppress(OSError, ValueError):
+        pid = int(path.read_text())
+        if pid_alive(pid) and marker in command_line(pid):
+            return pid
+    return None
+
+
 def pid_alive(pid: int) -> bool:
     """Whether ``pid`` still runs; reaps it if it is our exited child (no zombie waits)."""
     with contextlib.suppress(ChildProcessError, OSError):

@@ -43,6 +43,7 @@ from hanzo_stack.process import (
     ManagedProcess,
     http_ok,
     log_tail,
+    owned_pid,
     pid_alive,
     private_umask,
     tcp_open,
@@ -543,11 +544,15 @@ class Stack:
                     layout.supervisor_pid_path.unlink()
 
     def supervisor_pid(self) -> int | None:
-        with contextlib.suppress(OSError, ValueError):
-            pid = int(self.layout.supervisor_pid_path.read_text())
-            if pid_alive(pid):
-                return pid
-        return None
+        marker = f"supervise --state-dir {self.layout.state_dir}"
+        return owned_pid(self.layout.supervisor_pid_path, marker)
+
+    def _part_markers(self) -> dict[str, str]:
+        """Each part's command-line marker, from the kept spec ({} when there is none)."""
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            spec = SuperviseSpec.model_validate_json(self.layout.spec_path.read_text())
+            return {part.name: part.marker for part in self.parts(spec)}
+        return {}
 
     def supervisor_status(self) -> SupervisorStatus | None:
         """What the daemon last wrote, or None when no daemon runs."""
@@ -746,10 +751,11 @@ class Stack:
                     os.kill(pid, signal.SIGKILL)
             if not quiet:
                 self.say("supervisor: stopped")
+        markers = self._part_markers()
         for name in reversed(self.services()):
             path = self.layout.pid_path(name)
-            with contextlib.suppress(OSError, ValueError):
-                pid = int(path.read_text())
+            pid = owned_pid(path, markers[name]) if name in markers else None
+            if pid is not None:  # a stale file's pid may be anybody's now: left alone
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGTERM)
                 deadline = time.monotonic() + 10

@@ -27,7 +27,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from hanzo_stack.process import ManagedProcess, pid_alive, tcp_open
+from hanzo_stack.process import ManagedProcess, owned_pid, pid_alive, tcp_open
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +95,6 @@ class _Running:
     last_exit: str | None = None
 
 
-def _cmdline(pid: int) -> str:
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    return ""
-
-
 def _alive(run: _Running) -> bool:
     if run.process is not None:
         return run.process.running()
@@ -130,11 +124,9 @@ class Supervisor:
     # ------------------------------------------------------------------ one part
     def _adopt(self, run: _Running) -> None:
         """A part left running by an earlier supervisor keeps running: track its pid."""
-        with contextlib.suppress(OSError, ValueError):
-            pid = int(run.part.pid_path.read_text())
-            if pid_alive(pid) and run.part.marker in _cmdline(pid):
-                run.pid, run.state, run.since = pid, "starting", self.clock()
-                log.info("%s: adopted running pid %d", run.part.name, pid)
+        if (pid := owned_pid(run.part.pid_path, run.part.marker)) is not None:
+            run.pid, run.state, run.since = pid, "starting", self.clock()
+            log.info("%s: adopted running pid %d", run.part.name, pid)
 
     def _spawn(self, run: _Running) -> None:
         part = run.part

@@ -40,6 +40,7 @@ from hanzo_stack.process import (
     ManagedProcess,
     free_port,
     http_ok,
+    owned_pid,
     pid_alive,
     private_umask,
     tcp_open,
@@ -170,11 +171,7 @@ class CasdoorServer:
         return None
 
     def running_pid(self) -> int | None:
-        with contextlib.suppress(OSError, ValueError):
-            pid = int(self.state.pid_path.read_text())
-            if pid_alive(pid):
-                return pid
-        return None
+        return owned_pid(self.state.pid_path, "casdoor")
 
     def healthy(self) -> bool:
         return http_ok(f"{self.url}/api/health")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 from hanzo_stack.ports import PARTS, StackPorts
@@ -44,3 +45,27 @@ def test_a_state_dir_from_before_keeps_casdoors_port_and_origin(tmp_path: Path) 
     chosen = StackPorts.load_or_choose(tmp_path)
     assert chosen.ports["casdoor"] == 41234
     assert chosen.casdoor_origin == "http://127.0.0.1:41234"
+
+
+def test_a_stale_pid_file_never_gets_anybody_elses_process_signalled(tmp_path: Path) -> None:
+    """After a reboot or a SIGKILL the stack's pid files stay, and their numbers can come
+    back as anyone's process: `hanzo up` sent the supervisor's SIGHUP to it and `hanzo
+    down` SIGTERM then SIGKILL (to its whole group). Only a pid whose command line is the
+    part's own is ever signalled; the stale files go."""
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        stack = Stack(tmp_path)
+        layout = stack.layout
+        layout.supervisor_pid_path.parent.mkdir(parents=True, exist_ok=True)
+        stale = [layout.supervisor_pid_path, stack.casdoor.state.pid_path]
+        stale += [layout.pid_path(name) for name in stack.services()]
+        for path in stale:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(str(stranger.pid))
+        assert stack.supervisor_pid() is None and stack.casdoor.running_pid() is None
+        stack.down(quiet=True)
+        assert stranger.poll() is None  # still running, never signalled
+        assert not any(layout.pid_path(name).exists() for name in stack.services())
+    finally:
+        stranger.kill()
+        stranger.wait()
