@@ -275,8 +275,7 @@ class LanceBackend(MemoryBackend):
         if user is not None:
             where += f" AND user = {_lit(user)}"
         async with self._lock:
-            total = await table.count_rows()
-            rows = await self._rows(table.query().where(where).select(["id"]).limit(max(total, 1)))
+            rows = await self._rows(table.query().where(where).select(["id"]))
             ids = [row["id"] for row in rows]
             if user is None:
                 # the tenant's own table: dropping it takes every version and index
@@ -302,11 +301,10 @@ class LanceBackend(MemoryBackend):
         if after is not None:
             c, i = int(after[0]), _lit(after[1])
             where += f" AND (created_at > {c} OR (created_at = {c} AND id > {i}))"
-        # Lance has no ORDER BY: sort the keys, then fetch one page of rows.
-        total = await table.count_rows()
-        keys = await (
-            table.query().where(where).select(["id", "created_at"]).limit(max(total, 1)).to_arrow()
-        )
+        # Lance has no ORDER BY: sort the keys, then fetch one page of rows. A plain query
+        # has no limit: one counted first and read later cut off a row written between
+        # (an updated row moves to the newest fragment: a listing or export skipped it).
+        keys = await table.query().where(where).select(["id", "created_at"]).to_arrow()
         order = sorted(zip(keys["created_at"].to_pylist(), keys["id"].to_pylist(), strict=True))
         page = [i for _, i in order[:limit]]
         if not page:
@@ -406,8 +404,7 @@ class LanceBackend(MemoryBackend):
         table = await self._table(tenant, create=False)
         if table is None:
             return Usage(0, 0)
-        total = await table.count_rows()
-        sizes = await table.query().select(["size"]).limit(max(total, 1)).to_arrow()
+        sizes = await table.query().select(["size"]).to_arrow()
         col = sizes["size"].to_numpy()
         return Usage(count=len(col), bytes=int(col.sum()))
 
