@@ -89,7 +89,12 @@ class Metered:
         TOKENS_SETTLED.labels(self.model, "completion").inc(completion)
         if self.reservation is not None:
             RESERVATIONS.labels(self.model, "settled").inc()
-        await self.charger.charge(self.principal, self.model, prompt, completion, self.reservation)
+        # shielded: a client that leaves as the answer ends cancels the relay, and a charge
+        # cut off then was never made (its reservation expires and is handed back: free)
+        with anyio.CancelScope(shield=True):
+            await self.charger.charge(
+                self.principal, self.model, prompt, completion, self.reservation
+            )
 
     async def release(self) -> None:
         """Nothing was produced: the reservation is handed back whole."""
@@ -98,7 +103,8 @@ class Metered:
         self.settled = True
         if self.reservation is not None:
             RESERVATIONS.labels(self.model, "released").inc()
-            await self.charger.charge(self.principal, self.model, 0, 0, self.reservation)
+            with anyio.CancelScope(shield=True):
+                await self.charger.charge(self.principal, self.model, 0, 0, self.reservation)
 
 
 class InferenceGateway:
