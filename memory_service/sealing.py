@@ -113,7 +113,16 @@ class TenantKeyring:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump({t: k.model_dump() for t, k in found.items()}, fh)
+            # on disk before it replaces the old file, and the rename itself too: a host
+            # crash must not leave rows sealed under a key the file lost
+            fh.flush()
+            os.fsync(fh.fileno())
         tmp.replace(self.path)
+        directory = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
     @staticmethod
     def _aad(tenant: str, dek_id: int) -> bytes:
