@@ -45,6 +45,11 @@ USAGE_DROPPED = Counter(
     "Allowed requests whose usage could not be reported (sidecar away too long)",
     registry=REGISTRY,
 )
+USAGE_UNCONFIRMED = Counter(
+    "hanzo_gateway_usage_unconfirmed",
+    "Usage reported whose answer was lost: likely counted, never sent twice",
+    registry=REGISTRY,
+)
 AUDIT_DROPPED = Counter(
     "hanzo_gateway_audit_dropped",
     "Denial audit events dropped (queue full or sidecar unreachable)",

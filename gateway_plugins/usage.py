@@ -18,6 +18,7 @@ from typing import Any
 
 from gateway_plugins import metrics
 from gateway_plugins.background import BackgroundTask
+from gateway_plugins.errors import Unavailable
 from hanzo_contract.principal import Principal
 from hanzo_contract.tokens import TokenCharge
 
@@ -84,7 +85,7 @@ class UsageReporter:
         ]
         try:
             await self._send(entries)
-        except Exception as exc:  # any failure: keep the counts, retry next interval
+        except Unavailable as exc:  # never applied (no sidecar reached, or 5xx): kept
             log.warning(
                 "usage report not delivered (%s); kept for the next one", type(exc).__name__
             )
@@ -97,6 +98,10 @@ class UsageReporter:
                 kept = self._models.setdefault(slot, [0, 0, 0])
                 for i, value in enumerate(totals):
                     kept[i] += value
+        except Exception as exc:  # sent, its answer lost: it may be counted; never twice
+            log.warning("usage report sent, its answer lost (%s); not sent again",
+                        type(exc).__name__)  # fmt: skip
+            metrics.USAGE_UNCONFIRMED.inc(sum(batch.values()) + len(models))
 
     async def aclose(self) -> None:
         await self._reports.stop()

@@ -6,6 +6,7 @@ it keeps answering while Casdoor is down.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from starlette.requests import Request
@@ -20,6 +21,8 @@ from iam_sidecar.keys.principals import key_principal, owner_principal
 from iam_sidecar.records import audit
 from iam_sidecar.records.denials import write_buckets
 from iam_sidecar.state import SidecarState
+
+log = logging.getLogger(__name__)
 
 
 def _check(request: Request, state: SidecarState) -> None:
@@ -131,5 +134,8 @@ async def report_usage(request: Request) -> Response:
         state.keys.usage.count_denial(
             entry.organization, entry.subject, entry.key_id, entry.denials
         )
-    await state.keys.usage.flush()
+    try:
+        await state.keys.usage.flush()
+    except Exception:  # counted: the next flush writes them (a 5xx would be sent again)
+        log.exception("usage report kept for the next flush")
     return JSONResponse({"recorded": len(body.entries)}, status_code=202)

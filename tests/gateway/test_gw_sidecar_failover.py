@@ -22,6 +22,8 @@ import pytest
 from gateway_plugins import metrics
 from gateway_plugins.errors import Rejected, Unavailable
 from gateway_plugins.sidecar_client import SidecarClient
+from gateway_plugins.usage import UsageReporter
+from hanzo_contract.principal import Principal
 from hanzo_stack.process import LOOPBACK
 from hanzo_stack.servers import ForwardAuthServer, SidecarServer
 from iam_sidecar.keys.models import NewKey
@@ -299,6 +301,58 @@ async def test_a_read_on_a_connection_the_sidecar_just_closed_is_sent_again(
         assert relay.dropped == 1 and relay.connections == 2
         assert failovers(f"http://{LOOPBACK}:{port}") == 0
     finally:
+        await sidecars.aclose()
+        await relay.stop()
+        sidecar.stop()
+
+
+class AnswerLosingRelay(ClosingRelay):
+    """A loopback relay to a real sidecar that passes each request on and, once the
+    sidecar's answer has come back, closes the client's connection without it: a report
+    applied whose answer was lost."""
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        up_reader, up_writer = await asyncio.open_connection(LOOPBACK, self._upstream_port)
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(next(
+                line.split(b":", 1)[1] for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ))  # fmt: skip
+            up_writer.write(head + await reader.readexactly(length))
+            await up_writer.drain()
+            await up_reader.readuntil(b"\r\n\r\n")  # the sidecar answered: dropped
+            self.dropped += 1
+        finally:
+            writer.close()
+            up_writer.close()
+
+
+async def test_a_usage_report_whose_answer_is_lost_is_never_counted_twice(
+    tmp_path: Path,
+) -> None:
+    """The sidecar records the report, its 202 never arrives: the reporter must not send
+    the same counts again next interval (it did: 5 requests counted 10 times)."""
+    sidecar = SidecarServer(tmp_path / "a").start()
+    relay = AnswerLosingRelay(sidecar.port)
+    port = await relay.start()
+    sidecars = SidecarClient(f"http://{LOOPBACK}:{port}", sidecar.verify_token)
+    usage = UsageReporter(sidecars.report_usage, interval=3600)
+    try:
+        alice = Principal(organization="acme", subject="acme/alice", key_id="k1")
+        for _ in range(5):
+            usage.count(alice)
+        await usage.flush()  # recorded, answer lost
+        await usage.flush()  # the next interval: nothing to send again
+        assert relay.dropped == 1
+        with sqlite3.connect(sidecar.db_path) as db:
+            (counted,) = db.execute(
+                "SELECT requests FROM usage_daily WHERE level = 'key' AND subject = 'k1'"
+            ).fetchone()
+        assert counted == 5
+    finally:
+        await usage.aclose()
         await sidecars.aclose()
         await relay.stop()
         sidecar.stop()

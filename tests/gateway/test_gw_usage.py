@@ -1,9 +1,12 @@
-"""Usage reports: counted on the hot path, kept across a failed delivery."""
+"""Usage reports: counted on the hot path, kept across a delivery that never reached a
+sidecar (``Unavailable``: no connection, or a 5xx), never sent twice when one was sent
+and its answer lost (the served case: ``test_gw_sidecar_failover.py``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from gateway_plugins.errors import Unavailable
 from gateway_plugins.usage import UsageReporter
 from hanzo_contract.principal import Principal
 
@@ -17,7 +20,7 @@ async def test_counts_survive_a_failed_report_and_go_out_with_the_next() -> None
 
     async def send(entries: list[dict[str, Any]]) -> None:
         if fail[0]:
-            raise ConnectionError("sidecar away")
+            raise Unavailable("no sidecar answered")
         sent.append(entries)
 
     usage = UsageReporter(send, interval=3600)
@@ -38,7 +41,7 @@ async def test_counts_survive_a_failed_report_and_go_out_with_the_next() -> None
 
 async def test_a_long_outage_keeps_at_most_max_entries_callers() -> None:
     async def send(entries: list[dict[str, Any]]) -> None:
-        raise ConnectionError("sidecar away")
+        raise Unavailable("no sidecar answered")
 
     usage = UsageReporter(send, interval=3600, max_entries=2)
     for i in range(5):
