@@ -41,14 +41,23 @@ def default_cache_dir() -> Path:
 
 
 def write_private(path: Path, data: str | bytes) -> None:
-    """Write a secret atomically, readable by its owner only (0600 from the first byte)."""
+    """Write a secret (or state that must stay put: ports, data keys) atomically and
+    durably, readable by its owner only (0600 from the first byte): on disk before it
+    replaces the old file, the rename on disk too, so a host crash leaves one or the other."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.unlink(missing_ok=True)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data.encode() if isinstance(data, str) else data)
+        fh.flush()
+        os.fsync(fh.fileno())
     tmp.replace(path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def config_file() -> Path | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from hanzo_contract.settings import write_private
 from hanzo_stack.process import LOOPBACK, free_port
 
 #: every port the stack keeps: one per part, plus the gRPC listeners of :data:`HOSTED_BY`
@@ -67,4 +68,4 @@ class StackPorts(BaseModel):
         path = state_dir / "ports.json"
         text = self.model_dump_json(indent=2)
         if not path.exists() or path.read_text() != text:
-            path.write_text(text)
+            write_private(path, text)  # atomic and durable: the ports (and issuer) stay put

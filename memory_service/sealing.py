@@ -34,6 +34,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import BaseModel
 
+from hanzo_contract.settings import write_private
+
 SEALED_PREFIX = "enc:v1:"
 _NONCE = 12
 
@@ -107,22 +109,8 @@ class TenantKeyring:
         return {tenant: _TenantKeys.model_validate(keys) for tenant, keys in raw.items()}
 
     def _save(self, found: dict[str, _TenantKeys]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump({t: k.model_dump() for t, k in found.items()}, fh)
-            # on disk before it replaces the old file, and the rename itself too: a host
-            # crash must not leave rows sealed under a key the file lost
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(self.path)
-        directory = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        # durably: a host crash must not leave rows sealed under a key the file lost
+        write_private(self.path, json.dumps({t: k.model_dump() for t, k in found.items()}))
 
     @staticmethod
     def _aad(tenant: str, dek_id: int) -> bytes:
