@@ -112,9 +112,12 @@ class PrincipalCache:
         self, key: str, fetch: Callable[[], Awaitable[VerifyResponse]]
     ) -> CachedPrincipal:
         try:
+            # the TTL runs from the question, not the answer: a revocation the sidecar saw
+            # after it answered is then served at most the TTL, not the TTL and a round trip
+            asked_at = self._clock()
             answer = await fetch()
             ttl = min(answer.cache_ttl_seconds, self._max_ttl)
-            entry = CachedPrincipal(answer.principal, self._clock() + ttl)
+            entry = CachedPrincipal(answer.principal, asked_at + ttl)
             if ttl > 0:
                 self._store(key, entry)
             return entry

@@ -326,3 +326,27 @@ async def test_the_key_cache_is_bounded_and_never_serves_an_expired_entry(
     clock.advance(5.0)  # max_ttl: every entry's lifetime is over
     await cache.get("a", fetch("a"))
     assert asked[-1] == "a" and len(asked) == 5
+
+
+async def test_a_cached_answer_lives_its_ttl_from_the_question_not_the_answer(
+    alice: Principal,
+) -> None:
+    """The sidecar took 2 s to answer: its answer may predate a revocation made during
+    those 2 s, so it is served until 5 s after the question, never 5 s after the answer."""
+    clock = FakeClock()
+    cache = PrincipalCache("key", max_ttl=5.0, negative_ttl=0.0, size=8, clock=clock)
+    asked = 0
+
+    async def slow() -> VerifyResponse:
+        nonlocal asked
+        asked += 1
+        clock.advance(2.0)  # the round trip
+        return VerifyResponse(principal=alice, cache_ttl_seconds=60)
+
+    await cache.get("k", slow)  # asked at 0, answered at 2
+    clock.advance(2.9)  # 4.9 s after the question
+    await cache.get("k", slow)
+    assert asked == 1
+    clock.advance(0.2)  # 5.1 s after the question, 3.1 s after the answer
+    await cache.get("k", slow)
+    assert asked == 2
