@@ -14,7 +14,9 @@ work from any later shell.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -70,6 +72,8 @@ SERVICES = ("sidecar", "gateway", "memory", "inference", "nginx")
 DEMO_KEY_LIFETIME = "30d"
 #: the memory service's embedding model, as the inference gateway names it
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+
+log = logging.getLogger(__name__)
 
 
 class SuperviseSpec(BaseModel):
@@ -534,6 +538,16 @@ class Stack:
         it starts makes private files (umask 077), whoever started the daemon."""
         os.umask(PRIVATE_UMASK)
         layout = self.layout
+        layout.supervisor_pid_path.parent.mkdir(parents=True, exist_ok=True)
+        # one daemon per state dir, held for its life: a second (two `hanzo up` at once)
+        # would restart every part the first stops at `down`
+        lock = open(layout.supervisor_pid_path.with_name("supervisor.lock"), "a")  # noqa: SIM115
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            log.info("another supervisor serves %s; this one leaves", layout.state_dir)
+            return
         layout.supervisor_pid_path.write_text(str(os.getpid()))
         try:
             spec = SuperviseSpec.model_validate_json(layout.spec_path.read_text())
@@ -542,6 +556,7 @@ class Stack:
             with contextlib.suppress(OSError, ValueError):
                 if int(layout.supervisor_pid_path.read_text()) == os.getpid():
                     layout.supervisor_pid_path.unlink()
+            lock.close()
 
     def supervisor_pid(self) -> int | None:
         marker = f"supervise --state-dir {self.layout.state_dir}"
@@ -578,6 +593,8 @@ class Stack:
         assert proc.pid is not None
         deadline = time.monotonic() + 30
         while self.supervisor_pid() != proc.pid:
+            if not proc.running() and (other := self.supervisor_pid()) is not None:
+                return other  # another `up` started one first: ours left
             if not proc.running() or time.monotonic() > deadline:
                 raise RuntimeError(
                     "the supervisor did not start; log "

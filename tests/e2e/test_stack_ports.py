@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import subprocess
 from pathlib import Path
@@ -69,3 +70,16 @@ def test_a_stale_pid_file_never_gets_anybody_elses_process_signalled(tmp_path: P
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_a_second_supervisor_of_one_state_dir_leaves_at_once(tmp_path: Path) -> None:
+    """Two `hanzo up` at once each started a supervisor; the second restarted every part
+    the first stopped at `down`. One holds the state dir's lock for its life; another
+    leaves without writing its pid."""
+    stack = Stack(tmp_path)
+    lock_path = stack.layout.supervisor_pid_path.with_name("supervisor.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as held:  # the first supervisor's
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        stack.supervise()  # returns at once: it never reads a spec or starts a part
+        assert not stack.layout.supervisor_pid_path.exists()
