@@ -159,17 +159,32 @@ class GatedSidecar(FakeSidecar):
         return await super().verify(key)
 
 
-async def test_an_answer_in_place_waits_its_turn_behind_one_that_waits(
+async def _alice_cached(
     alice: Principal, assertion_keys: tuple[Path, Path], tmp_path: Path
-) -> None:
-    """Two pipelined requests: Bob's key is not cached (the sidecar is slow), Alice's is.
-    Alice's answer, ready at once, is written after Bob's, as HTTP/1.1 requires."""
-    sidecar, core = _gated(alice, assertion_keys, tmp_path)
+) -> tuple[GatedSidecar, DecisionCore, Any, RecordingTransport]:
+    """Alice's and Bob's keys on a gated sidecar (closed: Bob waits), a connection to the
+    protocol, and Alice's key cached through it."""
+    sidecar = GatedSidecar()
+    sidecar.keys[ALICE_KEY] = alice.model_copy(update={"limits": Limits()})
+    sidecar.keys[BOB_KEY] = alice.model_copy(
+        update={"subject": "acme/bob", "key_id": "bbbbbbbbbbbb", "limits": Limits()}
+    )
+    sidecar.gate.set()
+    core = unit_core(sidecar, assertion_keys, tmp_path, FakeClock())
     served, transport = connect(create_app(core), AuthHttpProtocol)
     served.data_received(auth_request(ALICE_KEY, "a" * 32))  # cached from here on
     await settle(served.server_state)
     transport.written.clear()
     sidecar.gate.clear()
+    return sidecar, core, served, transport
+
+
+async def test_an_answer_in_place_waits_its_turn_behind_one_that_waits(
+    alice: Principal, assertion_keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Two pipelined requests: Bob's key is not cached (the sidecar is slow), Alice's is.
+    Alice's answer, ready at once, is written after Bob's, as HTTP/1.1 requires."""
+    sidecar, core, served, transport = await _alice_cached(alice, assertion_keys, tmp_path)
 
     served.data_received(auth_request(BOB_KEY, "b" * 32) + auth_request(ALICE_KEY, "c" * 32))
     await asyncio.sleep(0.05)
@@ -184,28 +199,12 @@ async def test_an_answer_in_place_waits_its_turn_behind_one_that_waits(
     await core.aclose()
 
 
-def _gated(alice: Principal, assertion_keys: tuple[Path, Path], tmp_path: Path):
-    """Alice's and Bob's keys on a gated sidecar, and a core that asks it."""
-    sidecar = GatedSidecar()
-    sidecar.keys[ALICE_KEY] = alice.model_copy(update={"limits": Limits()})
-    sidecar.keys[BOB_KEY] = alice.model_copy(
-        update={"subject": "acme/bob", "key_id": "bbbbbbbbbbbb", "limits": Limits()}
-    )
-    sidecar.gate.set()
-    return sidecar, unit_core(sidecar, assertion_keys, tmp_path, FakeClock())
-
-
 async def test_a_long_pipeline_behind_one_that_waits_is_answered_whole_and_in_order(
     alice: Principal, assertion_keys: tuple[Path, Path], tmp_path: Path
 ) -> None:
     """1,000 cached requests queued behind a miss: each answer in place started the next
     from inside itself, and past about 470 the recursion limit dropped the rest."""
-    sidecar, core = _gated(alice, assertion_keys, tmp_path)
-    served, transport = connect(create_app(core), AuthHttpProtocol)
-    served.data_received(auth_request(ALICE_KEY, "a" * 32))  # cached from here on
-    await settle(served.server_state)
-    transport.written.clear()
-    sidecar.gate.clear()
+    sidecar, core, served, transport = await _alice_cached(alice, assertion_keys, tmp_path)
     ids = [f"{i:032d}" for i in range(1000)]
     served.data_received(
         auth_request(BOB_KEY, "b" * 32) + b"".join(auth_request(ALICE_KEY, i) for i in ids)
@@ -223,11 +222,7 @@ async def test_no_keep_alive_timer_runs_while_a_pipelined_request_waits(
 ) -> None:
     """An answer in place arms the idle timer; the pipelined request after it, waiting on
     the sidecar, must disarm it, or an idle close could cut it off unanswered."""
-    sidecar, core = _gated(alice, assertion_keys, tmp_path)
-    served, transport = connect(create_app(core), AuthHttpProtocol)
-    served.data_received(auth_request(ALICE_KEY, "a" * 32))  # cached from here on
-    await settle(served.server_state)
-    sidecar.gate.clear()
+    sidecar, core, served, transport = await _alice_cached(alice, assertion_keys, tmp_path)
     served.data_received(auth_request(ALICE_KEY, "c" * 32) + auth_request(BOB_KEY, "b" * 32))
     assert served.server_state.tasks and served.timeout_keep_alive_task is None
     sidecar.gate.set()

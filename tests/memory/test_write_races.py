@@ -74,6 +74,16 @@ def opened(service: MemoryService) -> None:
     embedder.gate.set()
 
 
+async def update_in_flight(service: MemoryService, p: Principal) -> tuple[str, asyncio.Future]:
+    """A stored memory, and an update of its content waiting at the gate (it has read)."""
+    opened(service)
+    (stored,) = await service.store(p, [MemoryIn(content=f"stored {uuid.uuid4().hex}")])
+    service.embedder.gate.clear()
+    update = asyncio.ensure_future(service.update(p, stored.id, UpdateRequest(content="v2")))
+    await until_waiting(service, 2)
+    return stored.id, update
+
+
 async def test_one_content_stored_twice_at_once_is_one_memory(service, org) -> None:
     alice = user(org, "alice")
     both = [asyncio.ensure_future(service.store(alice, [MemoryIn(content="buy milk")]))
@@ -104,32 +114,25 @@ async def test_two_users_storing_one_id_at_once_never_take_each_others(service, 
 
 async def test_a_memory_deleted_while_an_update_embeds_stays_deleted(service, org) -> None:
     alice = user(org, "alice")
-    opened(service)
-    (stored,) = await service.store(alice, [MemoryIn(content="to delete")])
-    service.embedder.gate.clear()
-    update = asyncio.ensure_future(service.update(alice, stored.id, UpdateRequest(content="v2")))
-    await until_waiting(service, 2)
-    await service.delete(alice, stored.id)
+    memory_id, update = await update_in_flight(service, alice)
+    await service.delete(alice, memory_id)
     opened(service)
     with pytest.raises(ApiError) as gone:
         await update
     assert gone.value.status == 404
-    assert await service.backend.get(org, [stored.id]) == []
+    assert await service.backend.get(org, [memory_id]) == []
 
 
 async def test_a_memory_erased_while_an_update_embeds_stays_erased(service, org) -> None:
     alice = user(org, "alice")
-    opened(service)
-    (stored,) = await service.store(alice, [MemoryIn(content="erase me")])
-    service.embedder.gate.clear()
-    update = asyncio.ensure_future(service.update(alice, stored.id, UpdateRequest(content="v2")))
-    await until_waiting(service, 2)
+    memory_id, update = await update_in_flight(service, alice)
     receipt = await service.erase(alice, ErasureRequest(user="alice"))
     assert receipt.memories == 1
     opened(service)
-    with pytest.raises(ApiError):
+    with pytest.raises(ApiError) as gone:
         await update
-    assert await service.backend.get(org, [stored.id]) == []
+    assert gone.value.status == 404
+    assert await service.backend.get(org, [memory_id]) == []
 
 
 async def test_two_updates_at_once_keep_both_changes(service, org) -> None:
