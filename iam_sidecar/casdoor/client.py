@@ -44,6 +44,10 @@ _PLURAL: dict[str, str] = {
 }
 
 
+class _MaybeApplied(Exception):
+    """A write that reached Casdoor and failed after: never sent again."""
+
+
 class _Transient(Exception):
     """Internal marker: worth another try."""
 
@@ -103,7 +107,11 @@ class CasdoorClient:
 
     # ------------------------------------------------------------------ transport
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One call, sent again after a failure only when that is safe: a read, or a write
+        that never left (no connection). A write whose answer was lost or was a 5xx may
+        have been applied (an ``add-`` sent again answers "already exists")."""
         action = path.rsplit("/", 1)[-1]
+        read = method.upper() in ("GET", "HEAD")
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self._retries),
@@ -114,14 +122,24 @@ class CasdoorClient:
                 with attempt:
                     try:
                         response = await self._http.request(method, path, **kwargs)
-                    except (httpx.TransportError, httpx.TimeoutException) as exc:
+                    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                         raise _Transient(f"{type(exc).__name__}: {exc}") from None
+                    except (httpx.TransportError, httpx.TimeoutException) as exc:
+                        failed = f"{type(exc).__name__}: {exc}"
+                        raise (_Transient if read else _MaybeApplied)(failed) from None
                     if response.status_code >= 500:
-                        raise _Transient(f"HTTP {response.status_code}")
+                        failed = f"HTTP {response.status_code}"
+                        raise (_Transient if read else _MaybeApplied)(failed)
                     return response
         except _Transient as exc:
             raise CasdoorUnavailable(
                 f"{self.base_url} unreachable after {self._retries} attempts ({exc})",
+                action=action,
+                status_code=503,
+            ) from None
+        except _MaybeApplied as exc:
+            raise CasdoorUnavailable(
+                f"{self.base_url} failed a write, not sent again ({exc})",
                 action=action,
                 status_code=503,
             ) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -143,3 +144,47 @@ async def test_unreachable_casdoor_fails_fast_after_bounded_retries() -> None:
     assert time.monotonic() - started < 10  # and no hang
     assert "3 attempts" in str(excinfo.value)
     assert excinfo.value.status_code == 503
+
+
+class FailingCasdoor:
+    """A loopback HTTP server that answers every request 502, and counts them: a Casdoor
+    whose proxy fails after the request was received (it may have been applied)."""
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self._server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        self.requests.append(head.split(b" ", 1)[0].decode())
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                await reader.readexactly(int(line.split(b":", 1)[1]))
+        writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    async def stop(self) -> None:
+        self._server.close()
+        await self._server.wait_closed()
+
+
+async def test_a_write_that_reached_casdoor_is_never_sent_again() -> None:
+    """A read is retried after a 5xx; a write is not (an ``add-`` that was applied before
+    the failure, sent again, answered "already exists" and failed the apply)."""
+    casdoor = FailingCasdoor()
+    port = await casdoor.start()
+    try:
+        async with CasdoorClient(f"http://127.0.0.1:{port}", "id", "secret", retries=3) as client:
+            with pytest.raises(CasdoorUnavailable) as write:
+                await client.add_object("organization", {"owner": "admin", "name": "o"})
+            assert casdoor.requests == ["POST"] and "not sent again" in str(write.value)
+            casdoor.requests.clear()
+            with pytest.raises(CasdoorUnavailable):
+                await client.get_organization("hanzo")
+            assert casdoor.requests == ["GET"] * 3
+    finally:
+        await casdoor.stop()
