@@ -27,7 +27,7 @@ from memory_service.backends.factory import make_backend
 from memory_service.backends.sealed import SealedBackend
 from memory_service.clock import Clock, now_us
 from memory_service.embeddings import Embedder, make_embedder
-from memory_service.errors import EXCEPTION_HANDLERS
+from memory_service.errors import EXCEPTION_HANDLERS, NativePanics
 from memory_service.instrument import instrument_backend, instrument_embedder
 from memory_service.mcp.server import MCPEndpoint, build_mcp
 from memory_service.metrics import REQUEST_SECONDS, REQUESTS
@@ -116,6 +116,7 @@ def create_app(
                 backend=PrincipalBackend(authenticator),
                 on_error=on_auth_error,
             ),
+            Middleware(NativePanics),
         ],
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,

@@ -3,12 +3,14 @@ error body: a client never sees Starlette's plain-text errors or a traceback."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hanzo_contract.errors import error_body
 from hanzo_contract.headers import REQUEST_ID, safe_request_id
@@ -65,3 +67,21 @@ EXCEPTION_HANDLERS = {
     HTTPException: http_error_handler,
     Exception: server_error_handler,
 }
+
+
+class NativePanics:
+    """ASGI middleware: a panic in a native library (LanceDB's Rust raises pyo3's
+    ``PanicException``, a ``BaseException``) is re-raised as an ordinary error, so it is
+    answered with the JSON 500 body like any other failure, not uvicorn's plain-text 500.
+    Cancellation and interpreter exits pass through untouched."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except (Exception, asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException as exc:
+            raise RuntimeError(f"{type(exc).__name__} in a native library") from exc
