@@ -112,35 +112,55 @@ async def apply_plan(
     env: Mapping[str, str] | None = None,
     assets_url: str | None = None,
 ) -> ApplyResult:
-    """Plan, check, then write each change; every write is audited when ``db`` is given."""
-    plan = await make_plan(client, spec, prune=prune, assets_url=assets_url)
+    """Plan, check, then write each change; every write is audited when ``db`` is given.
+
+    Another applier may write the same changes at once (each sidecar replica's reconcile
+    loop, ``hanzo up``'s apply): a write Casdoor refuses whose change a fresh plan no
+    longer holds was made by the other, and the rest of the fresh plan is applied."""
+    plan = first = await make_plan(client, spec, prune=prune, assets_url=assets_url)
     desired = {(d.kind, d.owner, d.name): d for d in desired_objects(spec, assets_url)}
     env = os.environ if env is None else env
-    _preflight(plan, desired, env)
     applied: list[str] = []
-    writes = plan.writes
-    for i, change in enumerate(writes):
-        label = f"{change.action} {change.kind} {change.ident}"
-        try:
-            await _write(client, change, desired.get((change.kind, change.owner, change.name)), env)
-        except CasdoorError as exc:
-            await _audit(db, actor, change, f"error: {exc.message}")
-            details = {
-                "applied": applied,
-                "failed": label,
-                "error": exc.message,
-                "not_applied": [f"{c.action} {c.kind} {c.ident}" for c in writes[i + 1 :]],
-            }
-            cause = "unreachable" if isinstance(exc, CasdoorUnavailable) else "refused"
-            raise ApplyFailed(
-                f"Casdoor {cause} at '{label}' after {len(applied)} of {len(writes)} changes; "
-                "the applied ones stay (run apply again to finish)",
-                details,
-            ) from None
-        applied.append(label)
-        await _audit(db, actor, change, "ok")
-        log.info("tenant sync: %s", label)
-    return ApplyResult(plan=plan, applied=applied)
+    # each fresh plan lacks at least the change the other applier made: it ends in as
+    # many rounds as there were changes, unless another applier undoes ours meanwhile
+    rounds = len(first.writes) + 1
+    for _ in range(rounds):
+        _preflight(plan, desired, env)
+        writes = plan.writes
+        for i, change in enumerate(writes):
+            label = f"{change.action} {change.kind} {change.ident}"
+            try:
+                await _write(
+                    client, change, desired.get((change.kind, change.owner, change.name)), env
+                )
+            except CasdoorError as exc:
+                await _audit(db, actor, change, f"error: {exc.message}")
+                if not isinstance(exc, CasdoorUnavailable):
+                    again = await make_plan(client, spec, prune=prune, assets_url=assets_url)
+                    if label not in {f"{c.action} {c.kind} {c.ident}" for c in again.writes}:
+                        plan = again  # made by another applier meanwhile: on with the rest
+                        break
+                details = {
+                    "applied": applied,
+                    "failed": label,
+                    "error": exc.message,
+                    "not_applied": [f"{c.action} {c.kind} {c.ident}" for c in writes[i + 1 :]],
+                }
+                cause = "unreachable" if isinstance(exc, CasdoorUnavailable) else "refused"
+                raise ApplyFailed(
+                    f"Casdoor {cause} at '{label}' after {len(applied)} of {len(writes)} "
+                    "changes; the applied ones stay (run apply again to finish)",
+                    details,
+                ) from None
+            applied.append(label)
+            await _audit(db, actor, change, "ok")
+            log.info("tenant sync: %s", label)
+        else:
+            return ApplyResult(plan=first, applied=applied)
+    raise ApplyFailed(
+        f"the tenants did not converge in {rounds} rounds: another applier keeps changing them",
+        {"applied": applied},
+    )
 
 
 async def _audit(db: Database | None, actor: str, change: Change, outcome: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from pathlib import Path
@@ -286,3 +287,21 @@ async def test_casdoor_failing_midway_says_how_far_it_got(
         assert len(rest.writes) == 13  # exactly what was not applied
         await apply_plan(client, spec, env=SEED_PASSWORDS)
         assert (await make_plan(client, spec)).is_noop
+
+
+async def test_two_applies_at_once_both_end_converged(
+    casdoor: CasdoorServer, tmp_path: Path
+) -> None:
+    """The reconcile loop of each sidecar replica and ``hanzo up``'s apply may write the same
+    change at once: the one that comes second finds it made ("already exists") and must
+    end converged, not fail the stack's start."""
+    path, _ = unique_example(tmp_path)
+    spec = load_tenant_file(path)
+    async with admin_client(casdoor) as first, admin_client(casdoor) as second:
+        results = await asyncio.gather(
+            apply_plan(first, spec, env=SEED_PASSWORDS),
+            apply_plan(second, spec, env=SEED_PASSWORDS),
+            return_exceptions=True,
+        )
+        assert not [r for r in results if isinstance(r, BaseException)], results
+        assert (await make_plan(first, spec)).is_noop
