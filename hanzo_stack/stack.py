@@ -139,6 +139,8 @@ class StackLayout:
         self.config_path = self.state_dir / "hanzo.toml"
         self.supervisor_pid_path = self.run_dir / "supervisor.pid"
         self.supervisor_status_path = self.run_dir / "supervisor.json"
+        #: held by the one supervisor of this state dir for its life
+        self.supervisor_lock_path = self.run_dir / "supervisor.lock"
         self.spec_path = self.run_dir / "supervise.json"
         self.nginx_dir = self.run_dir / "nginx"
 
@@ -541,7 +543,7 @@ class Stack:
         layout.supervisor_pid_path.parent.mkdir(parents=True, exist_ok=True)
         # one daemon per state dir, held for its life: a second (two `hanzo up` at once)
         # would restart every part the first stops at `down`
-        lock = open(layout.supervisor_pid_path.with_name("supervisor.lock"), "a")  # noqa: SIM115
+        lock = open(layout.supervisor_lock_path, "a")  # noqa: SIM115
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -558,8 +560,12 @@ class Stack:
                     layout.supervisor_pid_path.unlink()
             lock.close()
 
+    def _supervisor_argv(self) -> list[str]:
+        return _python_cli("supervise", "--state-dir", str(self.layout.state_dir))
+
     def supervisor_pid(self) -> int | None:
-        marker = f"supervise --state-dir {self.layout.state_dir}"
+        # its marker as a part's: the arguments after ``python -m hanzo_stack``
+        marker = " ".join(self._supervisor_argv()[3:])
         return owned_pid(self.layout.supervisor_pid_path, marker)
 
     def _part_markers(self) -> dict[str, str]:
@@ -587,7 +593,7 @@ class Stack:
         self.layout.supervisor_status_path.unlink(missing_ok=True)
         proc = ManagedProcess(
             "supervisor",
-            _python_cli("supervise", "--state-dir", str(self.layout.state_dir)),
+            self._supervisor_argv(),
             log_path=self.layout.logs_dir / "supervisor.log",
         ).start()
         assert proc.pid is not None

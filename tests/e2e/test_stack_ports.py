@@ -77,7 +77,7 @@ def test_a_second_supervisor_of_one_state_dir_leaves_at_once(tmp_path: Path) -> 
     the first stopped at `down`. One holds the state dir's lock for its life; another
     leaves without writing its pid."""
     stack = Stack(tmp_path)
-    lock_path = stack.layout.supervisor_pid_path.with_name("supervisor.lock")
+    lock_path = stack.layout.supervisor_lock_path
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a") as held:  # the first supervisor's
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
